@@ -1,0 +1,13 @@
+//! Sans-IO protocol cores for the NAT traversal toolkit.
+//!
+//! Nothing here opens a socket, reads a clock or draws ambient randomness: time comes in as a
+//! `now: Instant` argument and randomness from a seed the caller passes, so every state machine
+//! can be driven by a real driver (the `stun-server` and `p2p-client` crates) or by a
+//! deterministic simulator alike.
+//!
+//! - [`stun`]: a zero-allocation codec for classic (RFC 3489) and modern (RFC 8489/5780) STUN.
+//! - [`stun_server`]: the two-address STUN server's logic: one request in, at most one response
+//!   out, naming which of the four server sockets must send it.
+
+pub mod stun;
+pub mod stun_server;

@@ -1,0 +1,87 @@
+//! The two-address STUN server's logic, without sockets or clocks.
+//!
+//! The server owns four UDP sockets: two IP addresses times two ports ([RFC 5780 section 6]).
+//! The driver reads a datagram from one of them and calls [`StunServer::handle_datagram`] with
+//! which socket it came in on; the server answers with at most one [`Transmit`] naming the
+//! socket to send from (which is how CHANGE-REQUEST picks the reply's source) and where to.
+//!
+//! One request makes at most one response, synchronously, so instead of queueing responses for a
+//! later `poll_transmit` (and allocating for each) the response is written straight into a buffer
+//! the driver owns. A driver therefore looks like this:
+//!
+//! ```
+//! # use std::time::Instant;
+//! # use shared::stun_server::*;
+//! let mut server = StunServer::new(ServerConfig::default(), 7, Instant::now()).unwrap();
+//! let mut out = [0u8; MAX_RESPONSE_OVERHEAD + 2048];
+//! # let (datagram, from) = (&[0u8; 20][..], "127.0.0.1:5000".parse().unwrap());
+//! let received = Received { local: ServerSocket::PRIMARY, transport: Transport::Udp, from, data: datagram };
+//! if let Some(transmit) = server.handle_datagram(Instant::now(), received, &mut out) {
+//!     // send out[..transmit.len] from socket `transmit.from` to `transmit.to`
+//! }
+//! ```
+//!
+//! # What it answers, and why
+//! - A classic (cookie-less) request gets a classic answer: MAPPED-ADDRESS, SOURCE-ADDRESS and
+//!   CHANGED-ADDRESS, and nothing else from the comprehension-required range, since classic
+//!   clients reject what they do not know (NOTES: stund's 0x0020 breaks jstun).
+//! - A modern request gets XOR-MAPPED-ADDRESS, MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS
+//!   (the other IP *and* the other port of the socket the request came in on), SOFTWARE, and
+//!   FINGERPRINT when the request carried one.
+//! - RESPONSE-ADDRESS is never honoured: it would let anyone aim our responses at a third party.
+//! - A CHANGE-REQUEST that cannot be honoured (change-IP without an alternate address, or any
+//!   change over TCP) is never answered from the wrong address: modern requests get an error,
+//!   classic ones silence, because classic clients read any reply as success.
+//! - Responses are bounded: at most [`MAX_RESPONSE_OVERHEAD`] bytes larger than the request,
+//!   PADDING included (the response pads to the request's own PADDING length).
+//!
+//! [RFC 5780 section 6]: https://www.rfc-editor.org/rfc/rfc5780#section-6
+
+mod config;
+mod handle;
+mod rate_limit;
+mod socket;
+
+pub use config::{ConfigError, MAX_SOFTWARE_LEN, RateLimitConfig, ServerConfig};
+pub use handle::{MAX_RESPONSE_OVERHEAD, MAX_UNKNOWN_LISTED, Received, StunServer, Transmit};
+pub use rate_limit::RateLimiter;
+pub use socket::{IpSlot, PortSlot, ServerSocket, Transport};
+
+/// Counters the server keeps; the driver reads them for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Datagrams or stream messages handed to the server.
+    pub received: u64,
+    /// Success responses produced.
+    pub responses: u64,
+    /// Error responses produced (400, 420).
+    pub error_responses: u64,
+    /// Dropped because they were not well-formed STUN.
+    pub malformed: u64,
+    /// Dropped because they were not requests (responses, indications).
+    pub not_request: u64,
+    /// Dropped by the per-source rate limit.
+    pub rate_limited: u64,
+    /// Classic requests dropped because their CHANGE-REQUEST could not be honoured.
+    pub change_refused: u64,
+    /// Requests that carried RESPONSE-ADDRESS (answered to their source regardless).
+    pub response_address_ignored: u64,
+}
+
+impl ServerStats {
+    /// Adds another worker's counters to these.
+    pub fn merge(&mut self, other: &ServerStats) {
+        self.received += other.received;
+        self.responses += other.responses;
+        self.error_responses += other.error_responses;
+        self.malformed += other.malformed;
+        self.not_request += other.not_request;
+        self.rate_limited += other.rate_limited;
+        self.change_refused += other.change_refused;
+        self.response_address_ignored += other.response_address_ignored;
+    }
+}
+
+#[cfg(test)]
+mod tests;
