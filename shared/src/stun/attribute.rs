@@ -108,7 +108,10 @@ impl ChangeRequest {
 
     /// Reads the flags; other bits are ignored as RFC 5780 requires.
     pub fn from_bits(bits: u32) -> Self {
-        Self { change_ip: bits & 0x4 != 0, change_port: bits & 0x2 != 0 }
+        Self {
+            change_ip: bits & 0x4 != 0,
+            change_port: bits & 0x2 != 0,
+        }
     }
 }
 
@@ -168,7 +171,8 @@ pub enum Attribute<'a> {
 impl<'a> Attribute<'a> {
     /// The types listed in an UNKNOWN-ATTRIBUTES value.
     pub fn unknown_types(list: &'a [u8]) -> impl Iterator<Item = u16> + 'a {
-        list.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]))
+        list.chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
     }
 }
 
@@ -213,7 +217,10 @@ impl<'a> RawAttribute<'a> {
                 if !(3..=6).contains(&class) || number > 99 {
                     return Err(AttributeError::BadErrorCode);
                 }
-                Attribute::ErrorCode(ErrorCode { code: class * 100 + number, reason: utf8(&v[4..])? })
+                Attribute::ErrorCode(ErrorCode {
+                    code: class * 100 + number,
+                    reason: utf8(&v[4..])?,
+                })
             }
             attr::UNKNOWN_ATTRIBUTES => {
                 if v.len() % 2 != 0 {

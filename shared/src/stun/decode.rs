@@ -74,7 +74,10 @@ impl<'a> Message<'a> {
             return Err(DecodeError::UnalignedLength(len));
         }
         if HEADER_LEN + len != buf.len() {
-            return Err(DecodeError::LengthMismatch { header: len, actual: buf.len() - HEADER_LEN });
+            return Err(DecodeError::LengthMismatch {
+                header: len,
+                actual: buf.len() - HEADER_LEN,
+            });
         }
         let mut xor_key = [0u8; 16];
         xor_key.copy_from_slice(&buf[4..HEADER_LEN]);
@@ -98,8 +101,8 @@ impl<'a> Message<'a> {
                 attr::MESSAGE_INTEGRITY if integrity_at.is_none() => integrity_at = Some(pos),
                 attr::FINGERPRINT => {
                     let value = &buf[pos + 4..pos + 4 + value_len];
-                    let stated = <[u8; 4]>::try_from(value)
-                        .map_err(|_| DecodeError::FingerprintMismatch)?;
+                    let stated =
+                        <[u8; 4]>::try_from(value).map_err(|_| DecodeError::FingerprintMismatch)?;
                     if u32::from_be_bytes(stated) != crc32(&buf[..pos]) ^ FINGERPRINT_XOR {
                         return Err(DecodeError::FingerprintMismatch);
                     }
@@ -109,7 +112,15 @@ impl<'a> Message<'a> {
             }
             pos = next;
         }
-        Ok(Self { buf, method, class, transaction_id, xor_key, integrity_at, fingerprint_at })
+        Ok(Self {
+            buf,
+            method,
+            class,
+            transaction_id,
+            xor_key,
+            integrity_at,
+            fingerprint_at,
+        })
     }
 
     /// The method (Binding, ...).
@@ -189,7 +200,11 @@ impl<'a> Iterator for Attributes<'a> {
             if after_integrity && typ != attr::FINGERPRINT {
                 continue;
             }
-            return Some(RawAttribute { typ, value, xor_key: self.xor_key });
+            return Some(RawAttribute {
+                typ,
+                value,
+                xor_key: self.xor_key,
+            });
         }
     }
 }

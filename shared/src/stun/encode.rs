@@ -51,7 +51,12 @@ impl<'b> MessageWriter<'b> {
         buf[..2].copy_from_slice(&encode_message_type(method, class).to_be_bytes());
         buf[2..4].copy_from_slice(&[0, 0]);
         buf[4..HEADER_LEN].copy_from_slice(&xor_key);
-        Ok(Self { buf, len: HEADER_LEN, xor_key, classic: transaction_id.is_classic() })
+        Ok(Self {
+            buf,
+            len: HEADER_LEN,
+            xor_key,
+            classic: transaction_id.is_classic(),
+        })
     }
 
     /// Appends an attribute header and returns its value area (padding already zeroed).
@@ -130,8 +135,11 @@ impl<'b> MessageWriter<'b> {
         if !(300..=699).contains(&code) {
             return Err(EncodeError::BadErrorCode(code));
         }
-        let reason_len =
-            if self.classic { reason.len().next_multiple_of(4) } else { reason.len() };
+        let reason_len = if self.classic {
+            reason.len().next_multiple_of(4)
+        } else {
+            reason.len()
+        };
         let out = self.begin(attr::ERROR_CODE, 4 + reason_len)?;
         out[..2].fill(0);
         // Both fit in a byte: the class is 3..=6 and the number below 100.
@@ -148,7 +156,10 @@ impl<'b> MessageWriter<'b> {
         let repeat_last = self.classic && types.len() % 2 == 1;
         let count = types.len() + usize::from(repeat_last);
         let out = self.begin(attr::UNKNOWN_ATTRIBUTES, 2 * count)?;
-        for (slot, typ) in out.chunks_exact_mut(2).zip(types.iter().chain(types.last())) {
+        for (slot, typ) in out
+            .chunks_exact_mut(2)
+            .zip(types.iter().chain(types.last()))
+        {
             slot.copy_from_slice(&typ.to_be_bytes());
         }
         Ok(())

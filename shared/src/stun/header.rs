@@ -107,10 +107,22 @@ mod tests {
     #[test]
     fn classic_types_match_rfc3489_table() {
         assert_eq!(encode_message_type(Method::BINDING, Class::Request), 0x0001);
-        assert_eq!(encode_message_type(Method::BINDING, Class::SuccessResponse), 0x0101);
-        assert_eq!(encode_message_type(Method::BINDING, Class::ErrorResponse), 0x0111);
-        assert_eq!(encode_message_type(Method::SHARED_SECRET, Class::Request), 0x0002);
-        assert_eq!(encode_message_type(Method::BINDING, Class::Indication), 0x0011);
+        assert_eq!(
+            encode_message_type(Method::BINDING, Class::SuccessResponse),
+            0x0101
+        );
+        assert_eq!(
+            encode_message_type(Method::BINDING, Class::ErrorResponse),
+            0x0111
+        );
+        assert_eq!(
+            encode_message_type(Method::SHARED_SECRET, Class::Request),
+            0x0002
+        );
+        assert_eq!(
+            encode_message_type(Method::BINDING, Class::Indication),
+            0x0011
+        );
     }
 
     #[test]
@@ -132,9 +144,15 @@ mod tests {
     #[test]
     fn transaction_id_form_follows_cookie() {
         let modern = TransactionId::Modern([7; 12]);
-        assert_eq!(TransactionId::from_header_tail(&modern.header_tail()), modern);
+        assert_eq!(
+            TransactionId::from_header_tail(&modern.header_tail()),
+            modern
+        );
         let classic = TransactionId::Classic([9; 16]);
-        assert_eq!(TransactionId::from_header_tail(&classic.header_tail()), classic);
+        assert_eq!(
+            TransactionId::from_header_tail(&classic.header_tail()),
+            classic
+        );
         assert!(classic.is_classic() && !modern.is_classic());
     }
 }

@@ -70,6 +70,10 @@ impl Message<'_> {
         for (a, b) in stated.iter().zip(expected.iter()) {
             diff |= a ^ b;
         }
-        if diff == 0 { Ok(()) } else { Err(IntegrityError::Mismatch) }
+        if diff == 0 {
+            Ok(())
+        } else {
+            Err(IntegrityError::Mismatch)
+        }
     }
 }

@@ -1,0 +1,27 @@
+//! The STUN server's driver: sockets, worker threads, TCP and shutdown around the sans-IO core
+//! in [`shared::stun_server`].
+//!
+//! ```no_run
+//! use stun_server::{ServerHandle, ServerOptions};
+//! let server = ServerHandle::start(ServerOptions::default())?; // 127.0.0.1 + 127.0.0.2
+//! println!("listening on {:?}", server.udp_addrs());
+//! let stats = server.shutdown();
+//! # Ok::<(), stun_server::StartError>(())
+//! ```
+//!
+//! Each UDP worker thread owns its own four sockets (SO_REUSEPORT), reads and writes them in
+//! batches of 32 with `recvmmsg`/`sendmmsg`, and runs its own copy of the protocol core, so
+//! workers share nothing and scale with cores. TCP runs on one more thread.
+
+mod options;
+mod server;
+mod sockets;
+mod stats;
+mod tcp;
+pub mod udp_batch;
+mod udp_worker;
+
+pub use options::{DEFAULT_ALT_PORT, DEFAULT_PORT, OptionsError, ServerOptions};
+pub use server::{ServerHandle, StartError};
+pub use sockets::BindError;
+pub use stats::Stats;
