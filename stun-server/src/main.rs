@@ -36,13 +36,6 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let options = settings.server_options();
     let server = ServerHandle::start(options.clone())?;
     let config = server.config();
-    let udp: Vec<String> = server.udp_addrs().iter().map(ToString::to_string).collect();
-    tracing::info!(
-        udp = %udp.join(", "),
-        tcp = %server.tcp_addr().map_or("off".into(), |a| a.to_string()),
-        workers = server.workers(),
-        "STUN server listening"
-    );
     match config.alternate_ip {
         Some(alt) => tracing::info!(
             primary = %config.primary_ip,
@@ -54,6 +47,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             "single-address mode: no OTHER-ADDRESS; change-IP requests are refused"
         ),
     }
+    let udp: Vec<String> = server.udp_addrs().iter().map(ToString::to_string).collect();
+    tracing::info!(
+        udp = %udp.join(", "),
+        tcp = %server.tcp_addr().map_or("off".into(), |a| a.to_string()),
+        workers = server.workers(),
+        "STUN server listening"
+    );
     if options.rate_limit.per_second == 0 {
         tracing::warn!("rate limiting is off");
     }

@@ -1,0 +1,205 @@
+//! The `stun-server` binary as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shared::stun::{Class, Message, MessageWriter, Method, TransactionId};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stun-server");
+
+/// Kills the child on drop so a failing test leaves no server behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary and reads stderr until the "listening" line; returns it and the child.
+fn spawn(args: &[&str]) -> (Running, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        match lines.next() {
+            Some(Ok(line)) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains("STUN server listening") {
+                    // Keep draining stderr in the background so the child never blocks on it.
+                    std::thread::spawn(move || for _ in lines {});
+                    return (Running(child), seen);
+                }
+            }
+            _ => break,
+        }
+    }
+    panic!("server did not report listening; stderr so far:\n{seen}");
+}
+
+fn binding_answered(to: &str) -> bool {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let tid = TransactionId::Modern([3; 12]);
+    let w = MessageWriter::new(&mut buf, Method::BINDING, Class::Request, tid).unwrap();
+    let len = w.finish();
+    socket.send_to(&buf[..len], to).unwrap();
+    let mut reply = [0u8; 512];
+    match socket.recv_from(&mut reply) {
+        Ok((n, _)) => Message::parse(&reply[..n]).is_ok_and(|m| m.transaction_id() == tid),
+        Err(_) => false,
+    }
+}
+
+fn interrupt_and_wait(mut running: Running) -> std::process::ExitStatus {
+    // SAFETY: sending a signal to our own child by its pid.
+    unsafe { libc::kill(running.0.id() as libc::pid_t, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("server did not stop on SIGINT");
+}
+
+#[test]
+fn no_arguments_serves_the_loopback_pair_and_ctrl_c_stops_it() {
+    let (running, log) = spawn(&["--stats-interval", "0"]);
+    for addr in [
+        "127.0.0.1:3478",
+        "127.0.0.1:3479",
+        "127.0.0.2:3478",
+        "127.0.0.2:3479",
+    ] {
+        assert!(
+            log.contains(addr),
+            "log does not say it bound {addr}:\n{log}"
+        );
+        assert!(binding_answered(addr), "no answer on {addr}");
+    }
+    assert!(log.contains("tcp=127.0.0.1:3478"), "{log}");
+    assert!(interrupt_and_wait(running).success());
+}
+
+#[test]
+fn free_ports_and_single_address_mode_from_flags() {
+    let (running, log) = spawn(&["--primary", "127.0.0.1", "--port", "0", "--alt-port", "0"]);
+    assert!(log.contains("single-address mode"), "{log}");
+    assert!(!log.contains("127.0.0.2"), "{log}");
+    assert!(interrupt_and_wait(running).success());
+}
+
+#[test]
+fn an_address_not_on_this_host_is_a_one_line_error() {
+    // 192.0.2.0/24 is TEST-NET-1: never configured here, so binding must fail.
+    let out = Command::new(BIN)
+        .args([
+            "--primary",
+            "192.0.2.1",
+            "--alternate",
+            "192.0.2.2",
+            "--port",
+            "40000",
+            "--alt-port",
+            "40001",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("192.0.2.1:40000") && lines[0].contains("not available"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn contradictory_flags_are_refused() {
+    let out = Command::new(BIN)
+        .args([
+            "--primary",
+            "127.0.0.1",
+            "--alternate",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--alt-port",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must differ"));
+    let out = Command::new(BIN)
+        .args(["--port", "not-a-number"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--primary",
+        "--alternate",
+        "--port",
+        "--alt-port",
+        "--config",
+        "--advertise-primary",
+        "--advertise-alternate",
+        "--workers",
+        "--rate-limit",
+        "--no-tcp",
+        "--single-address",
+        "RESPONSE-ADDRESS",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}");
+    }
+}
+
+#[test]
+fn print_config_output_is_a_valid_config_file() {
+    let out = Command::new(BIN)
+        .args(["--rate-limit", "7", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("rate_limit = 7"), "{text}");
+    let path = std::env::temp_dir().join(format!("stun-print-config-{}.toml", std::process::id()));
+    std::fs::write(&path, &text).unwrap();
+    let again = Command::new(BIN)
+        .args(["-c", path.to_str().unwrap(), "--print-config"])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+}
