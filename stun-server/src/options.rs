@@ -52,7 +52,7 @@ impl Default for ServerOptions {
             workers: 0,
             tcp: true,
             rate_limit: RateLimitConfig::default(),
-            software: Some(concat!("p2p-toolkit stun-server ", env!("CARGO_PKG_VERSION")).into()),
+            software: shared::stun_server::ServerConfig::default().software,
             socket_buffer: 8 << 20,
         }
     }

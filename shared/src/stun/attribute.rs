@@ -232,10 +232,13 @@ impl<'a> RawAttribute<'a> {
             attr::FINGERPRINT => Attribute::Fingerprint(u32::from_be_bytes(fixed4(v)?)),
             attr::OTHER_ADDRESS => Attribute::OtherAddress(decode_address(v)?),
             attr::RESPONSE_ORIGIN => Attribute::ResponseOrigin(decode_address(v)?),
-            attr::RESPONSE_PORT => {
-                let b = fixed4(v)?;
-                Attribute::ResponsePort(u16::from_be_bytes([b[0], b[1]]))
-            }
+            // RFC 5780 section 7.5 draws the port followed by two bytes of padding, and
+            // implementations disagree on whether the length counts them: coturn (and our
+            // writer) say 4, Stuntman and stun-rs say 2. Both are read.
+            attr::RESPONSE_PORT => match *v {
+                [hi, lo] | [hi, lo, _, _] => Attribute::ResponsePort(u16::from_be_bytes([hi, lo])),
+                _ => return Err(AttributeError::BadLength),
+            },
             attr::PADDING => Attribute::Padding(v),
             other => Attribute::Other(other, v),
         })

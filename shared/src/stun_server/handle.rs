@@ -20,7 +20,7 @@ const ADDRESS_ATTR: usize = 4 + 20;
 /// The most a response can exceed its request by, in bytes: every response without PADDING fits
 /// in `HEADER_LEN + 4 addresses + SOFTWARE + FINGERPRINT`, and the smallest request is a bare
 /// header. PADDING is echoed at the request's own length, so it adds as much to the response as
-/// it did to the request. For a 20-byte IPv4 request the worst case is 104 bytes (5.2x); see
+/// it did to the request. A bare 20-byte IPv4 request gets 96 bytes back (4.8x) with the default SOFTWARE; see
 /// docs/STUN-SERVER.md for the amplification table.
 pub const MAX_RESPONSE_OVERHEAD: usize =
     HEADER_LEN + 4 * ADDRESS_ATTR + (4 + MAX_SOFTWARE_LEN) + 8 - HEADER_LEN;

@@ -569,3 +569,41 @@ proptest! {
         }
     }
 }
+
+/// The sizes quoted in docs/STUN-SERVER.md's amplification table; if this fails, update the doc.
+#[test]
+fn documented_response_sizes() {
+    let sizes = |server: &mut StunServer, from: SocketAddr, data: &[u8]| {
+        let mut out = [0u8; 1024];
+        let received = Received {
+            local: ServerSocket::PRIMARY,
+            transport: Transport::Udp,
+            from,
+            data,
+        };
+        (
+            data.len(),
+            server
+                .handle_datagram(Instant::now(), received, &mut out)
+                .unwrap()
+                .len,
+        )
+    };
+    let v4: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8::7]:40000".parse().unwrap();
+    let mut s4 = StunServer::new(ServerConfig::default(), 1, Instant::now()).unwrap();
+    let mut s6 = server_with(ServerConfig {
+        primary_ip: "2001:db8::1".parse().unwrap(),
+        alternate_ip: Some("2001:db8::2".parse().unwrap()),
+        ..ServerConfig::default()
+    });
+    let modern = request(modern_tid(), |_| {});
+    let with_fp = request(modern_tid(), |w| w.add_fingerprint().unwrap());
+    let classic = request(classic_tid(), |_| {});
+    assert_eq!(sizes(&mut s4, v4, &modern), (20, 96));
+    assert_eq!(sizes(&mut s4, v4, &with_fp), (28, 104));
+    assert_eq!(sizes(&mut s4, v4, &classic), (20, 56));
+    assert_eq!(sizes(&mut s6, v6, &modern), (20, 144));
+    assert_eq!(sizes(&mut s6, v6, &classic), (20, 92));
+    assert_eq!(MAX_RESPONSE_OVERHEAD, 172);
+}
