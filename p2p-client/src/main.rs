@@ -1,1 +1,196 @@
-fn main() {}
+//! `p2p-client`: the toolkit's client CLI.
+//!
+//! Today it has `binding`, one STUN Binding transaction that reports the address a server sees
+//! (like `stun` or `turnutils_stunclient`, with RFC 8489 retransmission and a check of where
+//! the reply came from). NAT classification, rendezvous and chat commands build on it.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use shared::stun::{ChangeRequest, TransactionId};
+use shared::stun_client::{BindingRequest, BindingTransaction, RetransmitConfig};
+
+/// Client for the p2p toolkit: find out what the network does to your traffic.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send one STUN Binding request and print the address the server saw.
+    ///
+    /// Exit status: 0 on a success response, 1 on no answer, an error response or bad input.
+    Binding(BindingArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BindingArgs {
+    /// STUN server as HOST:PORT (a name is resolved; the first address is used).
+    #[arg(long, value_name = "HOST:PORT")]
+    server: String,
+    /// Local address to send from [default: any address, any port].
+    #[arg(long, value_name = "IP:PORT")]
+    bind: Option<SocketAddr>,
+    /// Send a classic RFC 3489 request (no magic cookie) instead of an RFC 8489 one.
+    #[arg(long)]
+    classic: bool,
+    /// Ask the server to reply from its other IP address (CHANGE-REQUEST).
+    #[arg(long)]
+    change_ip: bool,
+    /// Ask the server to reply from its other port (CHANGE-REQUEST).
+    #[arg(long)]
+    change_port: bool,
+    /// First retransmission timeout in milliseconds (doubles on every retry).
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    rto_ms: u64,
+    /// Requests to send before giving up (RFC 8489's Rc).
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    attempts: u32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Binding(args) => binding(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("p2p-client: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Random bytes for transaction ids from the standard library's randomly keyed hasher.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    for chunk in out.chunks_mut(8) {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(0x70_32_70);
+        chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+    }
+    out
+}
+
+fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
+    let mut addrs = server
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {server:?} (expected HOST:PORT)"))?;
+    addrs
+        .next()
+        .with_context(|| format!("{server:?} resolves to no address"))
+}
+
+fn binding(args: BindingArgs) -> anyhow::Result<()> {
+    let server = resolve(&args.server)?;
+    if args.attempts == 0 || args.rto_ms == 0 {
+        bail!("--attempts and --rto-ms must be at least 1");
+    }
+    let bind = args.bind.unwrap_or_else(|| match server {
+        SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
+        SocketAddr::V6(_) => "[::]:0".parse().expect("literal"),
+    });
+    let socket = UdpSocket::bind(bind).with_context(|| format!("cannot bind {bind}"))?;
+    let local = socket.local_addr()?;
+    let change = (args.change_ip || args.change_port).then_some(ChangeRequest {
+        change_ip: args.change_ip,
+        change_port: args.change_port,
+    });
+    let transaction_id = if args.classic {
+        TransactionId::Classic(random_bytes())
+    } else {
+        TransactionId::Modern(random_bytes())
+    };
+    let request = BindingRequest {
+        server,
+        transaction_id,
+        change,
+        expect_from: None,
+        fingerprint: true,
+    };
+    let config = RetransmitConfig {
+        rto: Duration::from_millis(args.rto_ms),
+        max_sends: args.attempts,
+        ..RetransmitConfig::default()
+    };
+    let mut transaction = BindingTransaction::new(request, config, Instant::now());
+    if change.is_some() {
+        // The reply comes from elsewhere by design, and where is only known from OTHER-ADDRESS
+        // after a first exchange: accept any source, and report it as `reply from`.
+        transaction = transaction.accept_any_source();
+    }
+    let mut buf = [0u8; 2048];
+    loop {
+        let now = Instant::now();
+        while let Some((len, to)) = transaction.poll_transmit(now, &mut buf) {
+            socket
+                .send_to(&buf[..len], to)
+                .with_context(|| format!("cannot send to {to}"))?;
+        }
+        transaction.handle_timeout(now);
+        if transaction.outcome().is_some() {
+            break;
+        }
+        let Some(deadline) = transaction.poll_timeout() else {
+            break;
+        };
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        socket.set_read_timeout(Some(wait))?;
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                transaction.handle_input(Instant::now(), from, &buf[..n]);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e).context("receive failed"),
+        }
+    }
+    let outcome = transaction
+        .outcome()
+        .cloned()
+        .context("transaction ended without outcome")?;
+    let response = outcome.with_context(|| format!("no success response from {server}"))?;
+    let show = |a: Option<SocketAddr>| a.map_or("-".to_owned(), |a| a.to_string());
+    if args.json {
+        let value = serde_json::json!({
+            "server": server.to_string(),
+            "local_address": local.to_string(),
+            "mapped_address": response.mapped.map(|a| a.to_string()),
+            "reply_from": response.from.to_string(),
+            "response_origin": response.origin.map(|a| a.to_string()),
+            "other_address": response.other.map(|a| a.to_string()),
+            "rtt_ms": response.rtt.as_secs_f64() * 1000.0,
+            "attempts": response.sends,
+        });
+        println!("{value}");
+    } else {
+        println!("mapped address:  {}", show(response.mapped));
+        println!("local address:   {local}");
+        println!("reply from:      {}", response.from);
+        println!("response origin: {}", show(response.origin));
+        println!("other address:   {}", show(response.other));
+        println!(
+            "round trip:      {:.1} ms ({} attempt(s))",
+            response.rtt.as_secs_f64() * 1e3,
+            response.sends
+        );
+    }
+    Ok(())
+}

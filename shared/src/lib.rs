@@ -6,8 +6,11 @@
 //! deterministic simulator alike.
 //!
 //! - [`stun`]: a zero-allocation codec for classic (RFC 3489) and modern (RFC 8489/5780) STUN.
+//! - [`stun_client`]: one Binding transaction with RFC 8489 retransmission, checking where the
+//!   reply came from.
 //! - [`stun_server`]: the two-address STUN server's logic: one request in, at most one response
 //!   out, naming which of the four server sockets must send it.
 
 pub mod stun;
+pub mod stun_client;
 pub mod stun_server;

@@ -1,5 +1,8 @@
 //! The `stun-server` binary as a user runs it.
 
+// Test code: a panic with the failing value is the report we want.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
@@ -21,15 +24,17 @@ impl Drop for Running {
 
 /// Starts the binary and reads stderr until the "listening" line; returns it and the child.
 fn spawn(args: &[&str]) -> (Running, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut running = Running(
+        Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = running.0.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = String::new();
@@ -41,7 +46,7 @@ fn spawn(args: &[&str]) -> (Running, String) {
                 if line.contains("STUN server listening") {
                     // Keep draining stderr in the background so the child never blocks on it.
                     std::thread::spawn(move || for _ in lines {});
-                    return (Running(child), seen);
+                    return (running, seen);
                 }
             }
             _ => break,

@@ -1,6 +1,9 @@
 //! The server over real sockets on 127.0.0.1 + 127.0.0.2 (both exist on Linux loopback), each
 //! test on its own free ports so tests run in parallel.
 
+// Test code: a panic with the failing value is the report we want.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
