@@ -1,0 +1,212 @@
+//! The NAT types of the lab and the simulator, and what raw probes observe behind each.
+
+use std::time::Duration;
+
+/// How a NAT maps an inside (address, port) to an outside port ([RFC 4787 section 4.1]).
+///
+/// [RFC 4787 section 4.1]: https://www.rfc-editor.org/rfc/rfc4787#section-4.1
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mapping {
+    /// One mapping per inside endpoint, whatever the destination.
+    EndpointIndependent,
+    /// A new mapping per destination IP.
+    AddressDependent,
+    /// A new mapping per destination IP and port.
+    AddressAndPortDependent,
+}
+
+/// Which inbound packets a mapping lets through ([RFC 4787 section 5]).
+///
+/// [RFC 4787 section 5]: https://www.rfc-editor.org/rfc/rfc4787#section-5
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Filtering {
+    /// From anyone, once the mapping exists.
+    EndpointIndependent,
+    /// Only from IPs the inside endpoint has sent to.
+    AddressDependent,
+    /// Only from IP:port pairs the inside endpoint has sent to.
+    AddressAndPortDependent,
+}
+
+/// How a NAT picks outside ports for new mappings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PortAllocation {
+    /// Keep the inside port when it is free.
+    Preserving,
+    /// The next port after the last one allocated, `step` apart.
+    Sequential {
+        /// Distance between consecutive allocations.
+        step: u16,
+    },
+    /// A random port.
+    Random,
+}
+
+/// The classic NAT types, plus the firewall and blocked cases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NatType {
+    /// No NAT and no filter: a public host.
+    None,
+    /// EIM + EIF.
+    FullCone,
+    /// EIM + ADF.
+    RestrictedCone,
+    /// EIM + APDF (what Linux `masquerade` does).
+    PortRestrictedCone,
+    /// EDM (address and port dependent) with random ports, APDF (Linux `masquerade random`).
+    Symmetric,
+    /// No translation, but stateful APDF filtering of inbound UDP.
+    SymmetricUdpFirewall,
+    /// No UDP gets through at all.
+    UdpBlocked,
+}
+
+impl NatType {
+    /// Every type, for matrix tests.
+    pub const ALL: [NatType; 7] = [
+        NatType::None,
+        NatType::FullCone,
+        NatType::RestrictedCone,
+        NatType::PortRestrictedCone,
+        NatType::Symmetric,
+        NatType::SymmetricUdpFirewall,
+        NatType::UdpBlocked,
+    ];
+
+    /// The name used on command lines and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            NatType::None => "none",
+            NatType::FullCone => "full-cone",
+            NatType::RestrictedCone => "restricted-cone",
+            NatType::PortRestrictedCone => "port-restricted-cone",
+            NatType::Symmetric => "symmetric",
+            NatType::SymmetricUdpFirewall => "symmetric-udp-firewall",
+            NatType::UdpBlocked => "udp-blocked",
+        }
+    }
+
+    /// Parses [`NatType::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Whether the router translates addresses.
+    pub fn translates(self) -> bool {
+        !matches!(
+            self,
+            NatType::None | NatType::SymmetricUdpFirewall | NatType::UdpBlocked
+        )
+    }
+
+    /// Mapping, filtering and allocation on RFC 4787's axes (`None` for no filter at all).
+    pub fn behaviour(self) -> Option<(Mapping, Filtering, PortAllocation)> {
+        use Filtering as F;
+        use Mapping as M;
+        match self {
+            NatType::None | NatType::UdpBlocked => None,
+            NatType::FullCone => Some((
+                M::EndpointIndependent,
+                F::EndpointIndependent,
+                PortAllocation::Preserving,
+            )),
+            NatType::RestrictedCone => Some((
+                M::EndpointIndependent,
+                F::AddressDependent,
+                PortAllocation::Preserving,
+            )),
+            NatType::PortRestrictedCone => Some((
+                M::EndpointIndependent,
+                F::AddressAndPortDependent,
+                PortAllocation::Preserving,
+            )),
+            NatType::Symmetric => Some((
+                M::AddressAndPortDependent,
+                F::AddressAndPortDependent,
+                PortAllocation::Random,
+            )),
+            NatType::SymmetricUdpFirewall => Some((
+                M::EndpointIndependent,
+                F::AddressAndPortDependent,
+                PortAllocation::Preserving,
+            )),
+        }
+    }
+}
+
+/// Options of one NAT router, the same in the lab and the simulator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouterOptions {
+    /// The router's type.
+    pub nat: NatType,
+    /// Whether an inside host can reach another inside host through the outside address.
+    pub hairpin: bool,
+    /// How long an idle UDP mapping lives.
+    pub udp_timeout: Duration,
+    /// Random loss in percent (0..=100) of UDP crossing the router, both directions.
+    pub loss_percent: u8,
+    /// Whether the router drops unsolicited inbound traffic to itself (real home routers do;
+    /// without it the conntrack race of NOTES section 5 appears).
+    pub drop_unsolicited: bool,
+    /// Port allocation instead of the type's own (simulator only: the kernel's NAT preserves
+    /// ports or randomises them, it cannot allocate sequentially).
+    pub port_allocation: Option<PortAllocation>,
+}
+
+impl RouterOptions {
+    /// A router of this type with hairpinning off, a 30 s timeout, no loss, and the inbound
+    /// drop rule that home routers have.
+    pub fn new(nat: NatType) -> Self {
+        Self {
+            nat,
+            hairpin: false,
+            udp_timeout: Duration::from_secs(30),
+            loss_percent: 0,
+            drop_unsolicited: true,
+            port_allocation: None,
+        }
+    }
+}
+
+/// What the raw probes of [`ProbeObservation`] must see behind each type. The simulator and
+/// the real lab are both checked against this one table, which is how they are kept in
+/// agreement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeObservation {
+    /// Any reply at all to a datagram sent to the server's primary address and port.
+    pub reachable: bool,
+    /// The mapped address equals the client's own (no translation).
+    pub mapped_is_local: bool,
+    /// Same mapped port seen by the primary address and by the alternate address.
+    pub same_mapping_other_ip: bool,
+    /// Same mapped port seen by the primary address and by the primary address's other port.
+    pub same_mapping_other_port: bool,
+    /// After sending only to primary:primary-port, a datagram from primary:alternate-port
+    /// gets in.
+    pub inbound_from_other_port: bool,
+    /// ... and one from alternate:primary-port.
+    pub inbound_from_other_ip: bool,
+}
+
+impl NatType {
+    /// What [`ProbeObservation`] must report behind this type.
+    pub fn expected_probes(self) -> ProbeObservation {
+        let all = |reachable, local, same_ip, same_port, from_port, from_ip| ProbeObservation {
+            reachable,
+            mapped_is_local: local,
+            same_mapping_other_ip: same_ip,
+            same_mapping_other_port: same_port,
+            inbound_from_other_port: from_port,
+            inbound_from_other_ip: from_ip,
+        };
+        match self {
+            NatType::None => all(true, true, true, true, true, true),
+            NatType::FullCone => all(true, false, true, true, true, true),
+            NatType::RestrictedCone => all(true, false, true, true, true, false),
+            NatType::PortRestrictedCone => all(true, false, true, true, false, false),
+            NatType::Symmetric => all(true, false, false, false, false, false),
+            NatType::SymmetricUdpFirewall => all(true, true, true, true, false, false),
+            NatType::UdpBlocked => all(false, false, false, false, false, false),
+        }
+    }
+}

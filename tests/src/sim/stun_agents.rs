@@ -1,0 +1,124 @@
+//! The STUN server core and Binding transactions as simulator agents.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use shared::stun_client::BindingTransaction;
+use shared::stun_server::{Received, ServerConfig, ServerSocket, StunServer, Transport};
+
+use super::{Agent, Datagram};
+
+/// The two-address STUN server core on its four simulated sockets.
+pub struct StunServerAgent {
+    core: StunServer,
+    queue: VecDeque<Datagram>,
+}
+
+impl StunServerAgent {
+    /// A server with this configuration (its addresses must belong to a simulated host).
+    pub fn new(config: ServerConfig, now: Instant) -> Self {
+        let core = StunServer::new(config, 7, now).expect("valid simulated server config");
+        Self {
+            core,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// The core, for its counters.
+    pub fn core(&self) -> &StunServer {
+        &self.core
+    }
+
+    fn socket_of(&self, addr: SocketAddr) -> Option<ServerSocket> {
+        ServerSocket::ALL
+            .into_iter()
+            .find(|s| self.core.config().address_of(*s) == Some(addr))
+    }
+}
+
+impl Agent for StunServerAgent {
+    fn owns(&self, addr: SocketAddr) -> bool {
+        self.socket_of(addr).is_some()
+    }
+
+    fn handle_datagram(&mut self, now: Instant, d: Datagram) {
+        let Some(local) = self.socket_of(d.dst) else {
+            return;
+        };
+        let mut out = vec![0u8; d.payload.len() + shared::stun_server::MAX_RESPONSE_OVERHEAD];
+        let received = Received {
+            local,
+            transport: Transport::Udp,
+            from: d.src,
+            data: &d.payload,
+        };
+        if let Some(t) = self.core.handle_datagram(now, received, &mut out) {
+            if let Some(src) = self.core.config().address_of(t.from) {
+                out.truncate(t.len);
+                self.queue.push_back(Datagram::new(src, t.to, out));
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Datagram> {
+        self.queue.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) {}
+}
+
+/// Binding transactions, each on its own client socket.
+#[derive(Default)]
+pub struct BindingClient {
+    /// (local socket address, transaction).
+    pub transactions: Vec<(SocketAddr, BindingTransaction)>,
+}
+
+impl BindingClient {
+    /// Whether every transaction has ended.
+    pub fn finished(&self) -> bool {
+        self.transactions.iter().all(|(_, t)| t.outcome().is_some())
+    }
+}
+
+impl Agent for BindingClient {
+    fn owns(&self, addr: SocketAddr) -> bool {
+        self.transactions.iter().any(|(local, _)| *local == addr)
+    }
+
+    fn handle_datagram(&mut self, now: Instant, d: Datagram) {
+        for (local, t) in &mut self.transactions {
+            if *local == d.dst && t.handle_input(now, d.src, &d.payload) {
+                return;
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
+        let mut buf = [0u8; 1500];
+        for (local, t) in &mut self.transactions {
+            if let Some((len, to)) = t.poll_transmit(now, &mut buf) {
+                return Some(Datagram::new(*local, to, buf[..len].to_vec()));
+            }
+        }
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.transactions
+            .iter()
+            .filter_map(|(_, t)| t.poll_timeout())
+            .min()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        for (_, t) in &mut self.transactions {
+            t.handle_timeout(now);
+        }
+    }
+}
