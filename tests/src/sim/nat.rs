@@ -99,6 +99,12 @@ impl Nat {
             .any(|(r, p, _)| *p == port && *r == remote)
     }
 
+    fn next_sequential_port(&mut self, step: u16) -> u16 {
+        let port = self.next_sequential;
+        self.next_sequential = port.wrapping_add(step.max(1));
+        port
+    }
+
     fn allocate(&mut self, inside: SocketAddr, remote: SocketAddr, rng: &mut SimRng) -> u16 {
         if !self.options.nat.translates() {
             return inside.port();
@@ -112,11 +118,7 @@ impl Nat {
         let random = |rng: &mut SimRng| PORT_RANGE.start() + rng.below(span) as u16;
         let mut candidate = match allocation {
             PortAllocation::Preserving => inside.port(),
-            PortAllocation::Sequential { step } => {
-                let port = self.next_sequential;
-                self.next_sequential = port.wrapping_add(step.max(1));
-                port
-            }
+            PortAllocation::Sequential { step } => self.next_sequential_port(step),
             PortAllocation::Random => random(rng),
         };
         for _ in 0..1000 {
@@ -124,11 +126,7 @@ impl Nat {
                 break;
             }
             candidate = match allocation {
-                PortAllocation::Sequential { step } => {
-                    let port = self.next_sequential;
-                    self.next_sequential = port.wrapping_add(step.max(1));
-                    port
-                }
+                PortAllocation::Sequential { step } => self.next_sequential_port(step),
                 _ => random(rng),
             };
         }

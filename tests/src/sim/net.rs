@@ -240,18 +240,27 @@ impl Network {
         link.delay + Duration::from_nanos(extra)
     }
 
+    /// One router hop: random loss, then the TTL decrement (a datagram at TTL 1 dies here).
+    /// Returns false, and counts why, when the datagram is dropped.
+    fn take_hop(&mut self, link: LinkConditions, d: &mut Datagram) -> bool {
+        if self.rng.percent(link.loss_percent) {
+            self.drops.loss += 1;
+            return false;
+        }
+        if d.ttl <= 1 {
+            self.drops.ttl += 1;
+            return false;
+        }
+        d.ttl -= 1;
+        true
+    }
+
     /// Enters the internet from a NAT or a public host: the core router takes a TTL hop.
     fn enter_internet(&mut self, at: Instant, mut datagram: Datagram) {
         let link = self.internet;
-        if self.rng.percent(link.loss_percent) {
-            self.drops.loss += 1;
+        if !self.take_hop(link, &mut datagram) {
             return;
         }
-        if datagram.ttl <= 1 {
-            self.drops.ttl += 1;
-            return;
-        }
-        datagram.ttl -= 1;
         let at = at + self.delay(link);
         self.schedule(at, 0, datagram);
     }
@@ -331,15 +340,9 @@ impl Network {
             return self.cross_inbound(id, d);
         }
         let link = self.nats[id].link;
-        if self.rng.percent(link.loss_percent) {
-            self.drops.loss += 1;
+        if !self.take_hop(link, &mut d) {
             return None;
         }
-        if d.ttl <= 1 {
-            self.drops.ttl += 1;
-            return None;
-        }
-        d.ttl -= 1;
         d.src = self.nats[id].nat.outbound(now, d.src, d.dst, &mut self.rng);
         let at = now + self.delay(link);
         let outside = self.nats[id].outside;
@@ -360,15 +363,9 @@ impl Network {
             self.drops.filtered += 1;
             return None;
         };
-        if self.rng.percent(link.loss_percent) {
-            self.drops.loss += 1;
+        if !self.take_hop(link, &mut d) {
             return None;
         }
-        if d.ttl <= 1 {
-            self.drops.ttl += 1;
-            return None;
-        }
-        d.ttl -= 1;
         d.dst = inside;
         let at = now + self.delay(link);
         let realm = self.nats[id].inside;
