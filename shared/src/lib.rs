@@ -5,12 +5,15 @@
 //! can be driven by a real driver (the `stun-server` and `p2p-client` crates) or by a
 //! deterministic simulator alike.
 //!
+//! - [`nat_classifier`]: classify the NAT between us and a two-address STUN server.
 //! - [`stun`]: a zero-allocation codec for classic (RFC 3489) and modern (RFC 8489/5780) STUN.
 //! - [`stun_client`]: one Binding transaction with RFC 8489 retransmission, checking where the
 //!   reply came from.
 //! - [`stun_server`]: the two-address STUN server's logic: one request in, at most one response
 //!   out, naming which of the four server sockets must send it.
 
+pub mod nat_classifier;
+pub mod rng;
 pub mod stun;
 pub mod stun_client;
 pub mod stun_server;

@@ -29,6 +29,9 @@ pub struct RetransmitConfig {
     pub max_sends: u32,
     /// After the last send, wait this many RTOs (RFC 8489's Rm, default 16).
     pub last_wait_factor: u32,
+    /// Double the RTO after every send (RFC 8489). Off: resend every RTO, for short tests
+    /// whose RTO already comes from a measured round trip.
+    pub backoff: bool,
 }
 
 impl Default for RetransmitConfig {
@@ -38,6 +41,7 @@ impl Default for RetransmitConfig {
             rto: Duration::from_millis(500),
             max_sends: 7,
             last_wait_factor: 16,
+            backoff: true,
         }
     }
 }
@@ -153,7 +157,11 @@ impl BindingTransaction {
         };
         self.sends += 1;
         // RTO doubles with every send: the k-th send waits RTO * 2^(k-1).
-        let wait = self.config.rto * 2u32.saturating_pow(self.sends - 1);
+        let wait = if self.config.backoff {
+            self.config.rto * 2u32.saturating_pow(self.sends - 1)
+        } else {
+            self.config.rto
+        };
         if self.sends >= self.config.max_sends {
             self.next_send = None;
             self.deadline = now + self.config.rto * self.config.last_wait_factor;

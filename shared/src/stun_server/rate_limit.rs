@@ -13,6 +13,7 @@ use std::time::Instant;
 use siphasher::sip::SipHasher13;
 
 use super::RateLimitConfig;
+use crate::rng::SplitMix64;
 
 const BUCKETS: usize = 1 << 16;
 /// Tokens are counted in thousandths so a refill per millisecond is exact for any rate.
@@ -40,21 +41,12 @@ impl std::fmt::Debug for RateLimiter {
     }
 }
 
-/// SplitMix64: spreads a seed into well-mixed hash keys.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl RateLimiter {
     /// A limiter whose hash key comes from `seed` (give each server a random one) and whose
     /// clock starts at `now`.
     pub fn new(config: RateLimitConfig, seed: u64, now: Instant) -> Self {
-        let mut state = seed;
-        let hash_key = (splitmix64(&mut state), splitmix64(&mut state));
+        let mut keys = SplitMix64::new(seed);
+        let hash_key = (keys.next_u64(), keys.next_u64());
         let full = Bucket {
             tokens_milli: u64::from(config.burst.max(1)) * MILLI,
             last_ms: 0,

@@ -14,6 +14,7 @@
 //! turns a livelock into an error.
 
 mod agent;
+mod classifier_agent;
 mod nat;
 mod net;
 pub mod probes;
@@ -21,6 +22,7 @@ mod rng;
 mod stun_agents;
 
 pub use agent::{Agent, SimError, Simulation};
+pub use classifier_agent::{ChangeIgnoringServer, ClassifierAgent};
 pub use nat::Nat;
 pub use net::{Datagram, Delivery, HostId, LinkConditions, NatId, Network, RealmId};
 pub use rng::SimRng;

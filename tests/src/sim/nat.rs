@@ -233,6 +233,17 @@ impl Nat {
         Some(binding.inside)
     }
 
+    /// A hairpinned datagram for outside port `port`: the inside endpoint it goes to. Filtering
+    /// does not apply: the packet comes from the inside, as in the lab's rules (and most
+    /// routers), where only traffic arriving on the outside interface is filtered.
+    pub fn hairpin_target(&mut self, now: Instant, port: u16) -> Option<SocketAddr> {
+        self.expire(now);
+        let timeout = self.options.udp_timeout;
+        let binding = self.bindings.iter_mut().find(|b| b.outside_port == port)?;
+        binding.expires = now + timeout;
+        Some(binding.inside)
+    }
+
     /// How many live bindings the NAT holds.
     pub fn binding_count(&mut self, now: Instant) -> usize {
         self.expire(now);

@@ -334,10 +334,17 @@ impl Network {
                 return None;
             }
             let remote = d.dst;
-            d.src = self.nats[id]
-                .nat
-                .outbound(now, d.src, remote, &mut self.rng);
-            return self.cross_inbound(id, d);
+            let nat = &mut self.nats[id].nat;
+            d.src = nat.outbound(now, d.src, remote, &mut self.rng);
+            let Some(inside) = nat.hairpin_target(now, remote.port()) else {
+                self.drops.filtered += 1;
+                return None;
+            };
+            d.dst = inside;
+            let at = now + self.delay(self.nats[id].link);
+            let realm = self.nats[id].inside;
+            self.schedule(at, realm, d);
+            return None;
         }
         let link = self.nats[id].link;
         if !self.take_hop(link, &mut d) {

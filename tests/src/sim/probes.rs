@@ -80,6 +80,7 @@ fn transaction(
         rto: Duration::from_millis(100),
         max_sends: 3,
         last_wait_factor: 4,
+        backoff: true,
     };
     let request = BindingRequest {
         server,
