@@ -1,8 +1,10 @@
 //! `p2p-client`: the toolkit's client CLI.
 //!
-//! Today it has `binding`, one STUN Binding transaction that reports the address a server sees
-//! (like `stun` or `turnutils_stunclient`, with RFC 8489 retransmission and a check of where
-//! the reply came from). NAT classification, rendezvous and chat commands build on it.
+//! - `nat-type`: classify the NAT (RFC 3489 type and RFC 4787/5780 behaviours).
+//! - `binding`: one STUN Binding transaction that reports the address a server sees (like
+//!   `stun` or `turnutils_stunclient`, with RFC 8489 retransmission).
+
+mod nat_type_cmd;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -25,6 +27,17 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Classify the NAT between this host and a STUN server with two addresses.
+    ///
+    /// Reports the RFC 3489 type (open-internet, full-cone, restricted-cone,
+    /// port-restricted-cone, symmetric, symmetric-udp-firewall, udp-blocked, or
+    /// unsupported-server when the server cannot really change its source address) with the
+    /// mapping, filtering, hairpinning and port allocation behind it, and what it means for
+    /// hole punching. Every test uses its own socket and every reply must come from the
+    /// address its test requires. Exit status: 0 on a classification, 2 when nothing came
+    /// back (UDP blocked or server unreachable), 1 on bad arguments or a name that does not
+    /// resolve.
+    NatType(nat_type_cmd::NatTypeArgs),
     /// Send one STUN Binding request and print the address the server saw.
     ///
     /// Exit status: 0 on a success response, 1 on no answer, an error response or bad input.
@@ -62,10 +75,13 @@ struct BindingArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Binding(args) => binding(args),
+        Command::Binding(args) => binding(args).map(|()| ExitCode::SUCCESS),
+        Command::NatType(args) => {
+            resolve(&args.server).and_then(|server| nat_type_cmd::run(args, server))
+        }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("p2p-client: error: {e:#}");
             ExitCode::FAILURE

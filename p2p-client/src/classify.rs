@@ -1,0 +1,131 @@
+//! Runs [`shared::nat_classifier::Classifier`] over real UDP sockets.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use shared::nat_classifier::{Classifier, ClassifierConfig, Report, socket};
+
+/// Why a classification could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClassifyError {
+    /// The local address for reaching the server could not be found or bound.
+    #[error("cannot open local sockets: {0}")]
+    Socket(#[from] std::io::Error),
+    /// The classifier ran past its own deadline (a bug, reported rather than hung on).
+    #[error("classification did not finish in time")]
+    Stuck,
+}
+
+/// Options beyond the server address.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClassifyOptions {
+    /// Local IP to send from; default: the one the kernel routes to the server from.
+    pub local_ip: Option<IpAddr>,
+    /// Classic RFC 3489 requests.
+    pub classic: bool,
+    /// Search the binding lifetime up to this long.
+    pub lifetime_max: Option<Duration>,
+}
+
+/// The local address the kernel would use towards `server` (a UDP connect sends nothing).
+fn route_source(server: SocketAddr) -> std::io::Result<IpAddr> {
+    let any: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("literal");
+    let probe = UdpSocket::bind(any)?;
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
+}
+
+/// Classifies the NAT towards `server` (its primary address and port).
+pub fn classify(server: SocketAddr, options: ClassifyOptions) -> Result<Report, ClassifyError> {
+    let ip = match options.local_ip {
+        Some(ip) => ip,
+        None => route_source(server)?,
+    };
+    let sockets: Vec<UdpSocket> = (0..socket::COUNT)
+        .map(|_| UdpSocket::bind(SocketAddr::new(ip, 0)))
+        .collect::<Result<_, _>>()?;
+    let mut locals = [SocketAddr::new(ip, 0); socket::COUNT];
+    for (local, s) in locals.iter_mut().zip(&sockets) {
+        *local = s.local_addr()?;
+    }
+    let mut config = ClassifierConfig::new(server);
+    config.classic = options.classic;
+    config.lifetime_max = options.lifetime_max;
+    let seed = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x6e61_7474);
+        h.finish()
+    };
+    let started = Instant::now();
+    let mut classifier = Classifier::new(config, locals, seed, started);
+
+    // One reader thread per socket feeds a channel; the loop below is the only place that
+    // touches the classifier.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>();
+    let mut readers = Vec::new();
+    for (index, s) in sockets.iter().enumerate() {
+        let s = s.try_clone()?;
+        s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let (tx, stop) = (tx.clone(), stop.clone());
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    if tx.send((index, from, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+
+    // A hard stop well past anything the classifier can schedule.
+    let limit = started + Duration::from_secs(30) + options.lifetime_max.unwrap_or_default() * 4;
+    let mut buf = vec![0u8; 2048];
+    let result = loop {
+        let now = Instant::now();
+        while let Some(t) = classifier.poll_transmit(now, &mut buf) {
+            // A send error (say, an unreachable network) is a lost datagram to the tests.
+            let _ = sockets[t.socket].send_to(&buf[..t.len], t.to);
+        }
+        if let Some(report) = classifier.report() {
+            break Ok(report.clone());
+        }
+        if now > limit {
+            break Err(ClassifyError::Stuck);
+        }
+        let wait = classifier
+            .poll_timeout()
+            .map_or(Duration::from_millis(50), |t| {
+                t.saturating_duration_since(now)
+            });
+        match rx.recv_timeout(wait) {
+            Ok((index, from, data)) => classifier.handle_input(Instant::now(), index, from, &data),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Err(ClassifyError::Stuck),
+        }
+        // Timers fire even while datagrams keep arriving.
+        let now = Instant::now();
+        if classifier.poll_timeout().is_some_and(|t| t <= now) {
+            classifier.handle_timeout(now);
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        let _ = reader.join();
+    }
+    result
+}

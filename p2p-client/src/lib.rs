@@ -1,0 +1,5 @@
+//! Client library of the p2p toolkit: drivers for the sans-IO cores in `shared`.
+//!
+//! - [`classify`]: classify the NAT between this host and a STUN server with two addresses.
+
+pub mod classify;
