@@ -34,6 +34,12 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let options = settings.server_options();
+    // Signal handlers first: a Ctrl-C that arrives while the server starts must still shut it
+    // down cleanly rather than kill the process.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signals = runtime.block_on(async { Signals::install() })?;
     let server = ServerHandle::start(options.clone())?;
     let config = server.config();
     match config.alternate_ip {
@@ -58,26 +64,37 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         tracing::warn!("rate limiting is off");
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(wait_for_shutdown(&server, settings.stats_interval))?;
+    runtime.block_on(wait_for_shutdown(&server, signals, settings.stats_interval));
     tracing::info!("shutting down");
     let stats = server.shutdown();
     tracing::info!(%stats, "stopped");
     Ok(())
 }
 
+/// SIGINT and SIGTERM, registered before anything else happens.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
 /// Waits for Ctrl-C or SIGTERM, logging counters every `stats_interval` seconds (0: never).
-async fn wait_for_shutdown(server: &ServerHandle, stats_interval: u64) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
+async fn wait_for_shutdown(server: &ServerHandle, mut signals: Signals, stats_interval: u64) {
     let period = Duration::from_secs(stats_interval.max(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
-            result = tokio::signal::ctrl_c() => return Ok(result?),
-            _ = term.recv() => return Ok(()),
+            _ = signals.interrupt.recv() => return,
+            _ = signals.terminate.recv() => return,
             _ = ticker.tick(), if stats_interval > 0 => {
                 tracing::info!(stats = %server.stats(), "counters");
             }

@@ -56,61 +56,30 @@ impl ServerHandle {
     /// Binds every socket and starts the workers; returns once the server is answering.
     pub fn start(options: ServerOptions) -> Result<Self, StartError> {
         options.validate()?;
-        let (port, alt_port) = if options.port == 0 {
-            pick_free_ports(options.primary, options.alternate, options.tcp)?
-        } else {
-            (options.port, options.alt_port)
-        };
-        let config = ServerConfig {
-            primary_ip: options.advertise_primary.unwrap_or(options.primary),
-            alternate_ip: options
-                .alternate
-                .map(|a| options.advertise_alternate.unwrap_or(a)),
-            primary_port: port,
-            alternate_port: alt_port,
-            software: options.software.clone(),
-            rate_limit: options.rate_limit,
-        };
-        config.validate()?;
-
-        let bind_addr = |socket: ServerSocket| -> Option<SocketAddr> {
-            let ip = match socket.ip {
-                IpSlot::Primary => options.primary,
-                IpSlot::Alternate => options.alternate?,
-            };
-            let port = match socket.port {
-                PortSlot::Primary => port,
-                PortSlot::Alternate => alt_port,
-            };
-            Some(SocketAddr::new(ip, port))
-        };
-        let udp_addrs: [Option<SocketAddr>; 4] = ServerSocket::ALL.map(bind_addr);
-        let all: Vec<SocketAddr> = udp_addrs.iter().flatten().copied().collect();
-        probe_all(&all)?;
-        let tcp_listener = if options.tcp {
-            let addr = SocketAddr::new(options.primary, port);
-            let listener = bind_tcp(addr)?;
-            Some((listener, addr))
-        } else {
-            None
-        };
-
         let shutdown = Arc::new(AtomicBool::new(false));
-        let now = Instant::now();
-        let mut prepared = Vec::new();
-        for _ in 0..options.worker_count() {
-            let mut sockets = [None, None, None, None];
-            for (slot, addr) in sockets.iter_mut().zip(udp_addrs) {
-                if let Some(addr) = addr {
-                    *slot = Some(bind_udp(addr, options.socket_buffer)?);
+        let bound = if options.port == 0 {
+            // Free ports are found with probe sockets that must be closed before the real
+            // binds, so a parallel process can take one in between: pick again when it does.
+            let mut attempts = 0;
+            loop {
+                let (port, alt_port) =
+                    pick_free_ports(options.primary, options.alternate, options.tcp)?;
+                match Bound::new(&options, port, alt_port, &shutdown) {
+                    Err(StartError::Bind(BindError::InUse { .. })) if attempts < 20 => {
+                        attempts += 1;
+                    }
+                    other => break other?,
                 }
             }
-            let core = StunServer::new(config.clone(), random_seed(), now)?;
-            let published = Arc::new(Mutex::new(Stats::default()));
-            let (worker, waker) =
-                UdpWorker::new(sockets, core, shutdown.clone(), published.clone())?;
-            prepared.push((worker, waker, published));
-        }
+        } else {
+            Bound::new(&options, options.port, options.alt_port, &shutdown)?
+        };
+        let Bound {
+            config,
+            udp_addrs,
+            tcp_listener,
+            prepared,
+        } = bound;
 
         let mut handle = ServerHandle {
             udp_addrs,
@@ -131,7 +100,7 @@ impl ServerHandle {
             handle.published.push(published);
         }
         if let Some((listener, _)) = tcp_listener {
-            let core = StunServer::new(config, random_seed(), now)?;
+            let core = StunServer::new(config, random_seed(), Instant::now())?;
             let (tx, rx) = watch::channel(false);
             let thread = std::thread::Builder::new()
                 .name("stun-tcp".into())
@@ -208,6 +177,80 @@ impl Drop for ServerHandle {
         if !self.workers.is_empty() || self.tcp.is_some() {
             self.stop();
         }
+    }
+}
+
+/// Everything bound for one choice of ports, before any thread starts.
+struct Bound {
+    config: ServerConfig,
+    udp_addrs: [Option<SocketAddr>; 4],
+    tcp_listener: Option<(TcpListener, SocketAddr)>,
+    prepared: Vec<(UdpWorker, Arc<mio::Waker>, Arc<Mutex<Stats>>)>,
+}
+
+impl Bound {
+    fn new(
+        options: &ServerOptions,
+        port: u16,
+        alt_port: u16,
+        shutdown: &Arc<AtomicBool>,
+    ) -> Result<Self, StartError> {
+        let config = ServerConfig {
+            primary_ip: options.advertise_primary.unwrap_or(options.primary),
+            alternate_ip: options
+                .alternate
+                .map(|a| options.advertise_alternate.unwrap_or(a)),
+            primary_port: port,
+            alternate_port: alt_port,
+            software: options.software.clone(),
+            rate_limit: options.rate_limit,
+        };
+        config.validate()?;
+
+        let bind_addr = |socket: ServerSocket| -> Option<SocketAddr> {
+            let ip = match socket.ip {
+                IpSlot::Primary => options.primary,
+                IpSlot::Alternate => options.alternate?,
+            };
+            let port = match socket.port {
+                PortSlot::Primary => port,
+                PortSlot::Alternate => alt_port,
+            };
+            Some(SocketAddr::new(ip, port))
+        };
+        let udp_addrs: [Option<SocketAddr>; 4] = ServerSocket::ALL.map(bind_addr);
+        let all: Vec<SocketAddr> = udp_addrs.iter().flatten().copied().collect();
+        probe_all(&all)?;
+        let tcp_listener = if options.tcp {
+            let addr = SocketAddr::new(options.primary, port);
+            let listener = bind_tcp(addr)?;
+            Some((listener, addr))
+        } else {
+            None
+        };
+
+        let now = Instant::now();
+        let mut prepared = Vec::new();
+        for _ in 0..options.worker_count() {
+            let mut sockets = [None, None, None, None];
+            for (slot, addr) in sockets.iter_mut().zip(udp_addrs) {
+                if let Some(addr) = addr {
+                    *slot = Some(bind_udp(addr, options.socket_buffer)?);
+                }
+            }
+            let core = StunServer::new(config.clone(), random_seed(), now)?;
+            let published = Arc::new(Mutex::new(Stats::default()));
+            let (worker, waker) =
+                UdpWorker::new(sockets, core, shutdown.clone(), published.clone())?;
+            prepared.push((worker, waker, published));
+        }
+
+        Ok(Self {
+            config,
+            udp_addrs,
+            tcp_listener,
+            prepared,
+        })
     }
 }
 
