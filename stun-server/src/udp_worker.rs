@@ -110,10 +110,29 @@ impl UdpWorker {
                             from,
                             data,
                         };
-                        let Some(t) = self.core.handle_datagram(now, received, &mut scratch) else {
+                        // Most replies leave from the socket the request came in on: write
+                        // them straight into that socket's send batch. Only a CHANGE-REQUEST
+                        // reply is copied to another socket's batch.
+                        let here = local.index();
+                        if tx[here].is_full() {
+                            if let Some(s) = &self.sockets[here] {
+                                stats.send_dropped += tx[here].flush(s).dropped as u64;
+                            }
+                        }
+                        let Some(slot) = tx[here].next_slot() else {
+                            continue;
+                        };
+                        let Some(t) = self.core.handle_datagram(now, received, slot) else {
                             continue;
                         };
                         let out = t.from.index();
+                        if out == here {
+                            tx[here].commit(t.len, t.to);
+                            continue;
+                        }
+                        if let Some(slot) = tx[here].next_slot() {
+                            scratch[..t.len].copy_from_slice(&slot[..t.len]);
+                        }
                         if tx[out].is_full() {
                             if let Some(s) = &self.sockets[out] {
                                 stats.send_dropped += tx[out].flush(s).dropped as u64;
