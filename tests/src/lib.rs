@@ -7,5 +7,6 @@
 //! - [`nat_types`]: the NAT types both the simulator and the lab build, and the behaviour a
 //!   few raw probes must observe behind each (the contract the two must agree on).
 
+pub mod lab;
 pub mod nat_types;
 pub mod sim;
