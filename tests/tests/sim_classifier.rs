@@ -13,7 +13,9 @@ use shared::nat_classifier::{
 use shared::stun_server::ServerConfig;
 use tests::nat_types::{NatType, PortAllocation as SimAllocation, RouterOptions};
 use tests::sim::probes::{SERVER_IPS, one_client};
-use tests::sim::{ChangeIgnoringServer, ClassifierAgent, LinkConditions, Network, Simulation};
+use tests::sim::{
+    ClassifierAgent, LinkConditions, Network, ServerBehaviour, Simulation, StunServerAgent,
+};
 
 fn classify_in(
     mut sim: Simulation,
@@ -210,7 +212,7 @@ fn hairpinning_is_detected_both_ways() {
 /// A client behind `nat` and a server agent built by `server`.
 fn with_server(
     nat: NatType,
-    server: impl FnOnce(ServerConfig, Instant) -> ChangeIgnoringServer,
+    server: impl FnOnce(ServerConfig, Instant) -> StunServerAgent,
 ) -> (Simulation, IpAddr, SocketAddr) {
     let start = Instant::now();
     let mut net = Network::new(5, start, LinkConditions::default());
@@ -240,8 +242,9 @@ fn a_server_that_answers_change_requests_from_the_wrong_address_is_unsupported()
         NatType::PortRestrictedCone,
         NatType::Symmetric,
     ] {
-        let (sim, client, server) =
-            with_server(nat, |c, now| ChangeIgnoringServer::new(c, false, now));
+        let (sim, client, server) = with_server(nat, |c, now| {
+            StunServerAgent::with_behaviour(c, ServerBehaviour::AnswersFromReceivingSocket, now)
+        });
         let report = classify_in(sim, client, server, 6, None);
         assert_eq!(
             report.nat_type,
@@ -267,8 +270,9 @@ fn a_server_that_silently_drops_change_requests_is_unsupported_not_port_restrict
         NatType::RestrictedCone,
         NatType::PortRestrictedCone,
     ] {
-        let (sim, client, server) =
-            with_server(nat, |c, now| ChangeIgnoringServer::new(c, true, now));
+        let (sim, client, server) = with_server(nat, |c, now| {
+            StunServerAgent::with_behaviour(c, ServerBehaviour::DropsChangeRequests, now)
+        });
         let report = classify_in(sim, client, server, 7, None);
         assert_eq!(
             report.nat_type,

@@ -15,7 +15,9 @@ use super::machine::{ClassifierTransmit, socket};
 use super::report::BindingLifetime;
 use crate::rng::SplitMix64;
 use crate::stun::{Class, Message, MessageWriter, Method, TransactionId};
-use crate::stun_client::{BindingRequest, BindingTransaction, RetransmitConfig};
+use crate::stun_client::{
+    BindingRequest, BindingTransaction, RetransmitConfig, random_transaction_id,
+};
 
 enum Stage {
     /// X sends a plain request.
@@ -81,15 +83,7 @@ impl LifetimeSearch {
     }
 
     fn tid(&mut self) -> TransactionId {
-        if self.classic {
-            let mut id = [0u8; 16];
-            self.rng.fill(&mut id);
-            TransactionId::Classic(id)
-        } else {
-            let mut id = [0u8; 12];
-            self.rng.fill(&mut id);
-            TransactionId::Modern(id)
-        }
+        random_transaction_id(&mut self.rng, self.classic)
     }
 
     fn refresh(&mut self, now: Instant) -> BindingTransaction {

@@ -8,7 +8,9 @@ use super::lifetime::LifetimeSearch;
 use super::report::Report;
 use crate::rng::SplitMix64;
 use crate::stun::{ChangeRequest, Class, Message, MessageWriter, Method, TransactionId};
-use crate::stun_client::{BindingError, BindingRequest, BindingTransaction, RetransmitConfig};
+use crate::stun_client::{
+    BindingError, BindingRequest, BindingTransaction, RetransmitConfig, random_transaction_id,
+};
 
 /// The sockets a classification uses, each bound by the driver to the same local IP with its
 /// own port. Tests that could bias each other (one test's outbound packet opening the NAT's
@@ -189,15 +191,7 @@ impl Classifier {
     }
 
     fn tid(&mut self) -> TransactionId {
-        if self.config.classic {
-            let mut id = [0u8; 16];
-            self.rng.fill(&mut id);
-            TransactionId::Classic(id)
-        } else {
-            let mut id = [0u8; 12];
-            self.rng.fill(&mut id);
-            TransactionId::Modern(id)
-        }
+        random_transaction_id(&mut self.rng, self.config.classic)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -20,6 +20,19 @@ use crate::stun::{
     TransactionId, attr,
 };
 
+/// A fresh transaction id from `rng`, classic (128 bits, no cookie) or modern (96 bits).
+pub fn random_transaction_id(rng: &mut crate::rng::SplitMix64, classic: bool) -> TransactionId {
+    if classic {
+        let mut id = [0u8; 16];
+        rng.fill(&mut id);
+        TransactionId::Classic(id)
+    } else {
+        let mut id = [0u8; 12];
+        rng.fill(&mut id);
+        TransactionId::Modern(id)
+    }
+}
+
 /// How a transaction retransmits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetransmitConfig {

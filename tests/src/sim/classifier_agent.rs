@@ -1,11 +1,9 @@
-//! The NAT classifier as a simulator agent, and a server that ignores CHANGE-REQUEST.
+//! The NAT classifier as a simulator agent.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use shared::nat_classifier::{Classifier, ClassifierConfig, Report, socket};
-use shared::stun_server::{Received, ServerConfig, ServerSocket, StunServer, Transport};
 
 use super::{Agent, Datagram};
 
@@ -72,68 +70,4 @@ impl Agent for ClassifierAgent {
     fn handle_timeout(&mut self, now: Instant) {
         self.classifier.handle_timeout(now);
     }
-}
-
-/// A broken server: it advertises an alternate address but always answers from the socket a
-/// request arrived on, whatever CHANGE-REQUEST asked, or (with `drop_changes`) silently drops
-/// requests it cannot honour this way. What naive classifiers read as a full cone.
-pub struct ChangeIgnoringServer {
-    core: StunServer,
-    drop_changes: bool,
-    queue: VecDeque<Datagram>,
-}
-
-impl ChangeIgnoringServer {
-    /// The broken server with this configuration.
-    pub fn new(config: ServerConfig, drop_changes: bool, now: Instant) -> Self {
-        let core = StunServer::new(config, 3, now).expect("valid config");
-        Self {
-            core,
-            drop_changes,
-            queue: VecDeque::new(),
-        }
-    }
-
-    fn socket_of(&self, addr: SocketAddr) -> Option<ServerSocket> {
-        ServerSocket::ALL
-            .into_iter()
-            .find(|s| self.core.config().address_of(*s) == Some(addr))
-    }
-}
-
-impl Agent for ChangeIgnoringServer {
-    fn owns(&self, addr: SocketAddr) -> bool {
-        self.socket_of(addr).is_some()
-    }
-
-    fn handle_datagram(&mut self, now: Instant, d: Datagram) {
-        let Some(local) = self.socket_of(d.dst) else {
-            return;
-        };
-        let mut out = vec![0u8; d.payload.len() + shared::stun_server::MAX_RESPONSE_OVERHEAD];
-        let received = Received {
-            local,
-            transport: Transport::Udp,
-            from: d.src,
-            data: &d.payload,
-        };
-        if let Some(t) = self.core.handle_datagram(now, received, &mut out) {
-            if t.from != local && self.drop_changes {
-                return;
-            }
-            out.truncate(t.len);
-            // The bug: reply from where the request came in, not from `t.from`.
-            self.queue.push_back(Datagram::new(d.dst, t.to, out));
-        }
-    }
-
-    fn poll_transmit(&mut self, _now: Instant) -> Option<Datagram> {
-        self.queue.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) {}
 }

@@ -22,8 +22,8 @@ mod rng;
 mod stun_agents;
 
 pub use agent::{Agent, SimError, Simulation};
-pub use classifier_agent::{ChangeIgnoringServer, ClassifierAgent};
+pub use classifier_agent::ClassifierAgent;
 pub use nat::Nat;
 pub use net::{Datagram, Delivery, HostId, LinkConditions, NatId, Network, RealmId};
 pub use rng::SimRng;
-pub use stun_agents::{BindingClient, StunServerAgent};
+pub use stun_agents::{BindingClient, ServerBehaviour, StunServerAgent};

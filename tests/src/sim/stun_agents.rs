@@ -9,18 +9,39 @@ use shared::stun_server::{Received, ServerConfig, ServerSocket, StunServer, Tran
 
 use super::{Agent, Datagram};
 
+/// How a simulated server treats CHANGE-REQUEST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerBehaviour {
+    /// Correctly: replies leave from the socket the core names.
+    Correct,
+    /// A broken server that advertises an alternate address but always answers from the
+    /// socket a request came in on: what naive classifiers read as a full cone.
+    AnswersFromReceivingSocket,
+    /// A broken server that silently drops requests it would have to answer from elsewhere:
+    /// what naive classifiers read as a strict filter.
+    DropsChangeRequests,
+}
+
 /// The two-address STUN server core on its four simulated sockets.
 pub struct StunServerAgent {
     core: StunServer,
+    behaviour: ServerBehaviour,
     queue: VecDeque<Datagram>,
 }
 
 impl StunServerAgent {
-    /// A server with this configuration (its addresses must belong to a simulated host).
+    /// A correct server with this configuration (its addresses must belong to a simulated
+    /// host).
     pub fn new(config: ServerConfig, now: Instant) -> Self {
+        Self::with_behaviour(config, ServerBehaviour::Correct, now)
+    }
+
+    /// A server that treats CHANGE-REQUEST as `behaviour` says.
+    pub fn with_behaviour(config: ServerConfig, behaviour: ServerBehaviour, now: Instant) -> Self {
         let core = StunServer::new(config, 7, now).expect("valid simulated server config");
         Self {
             core,
+            behaviour,
             queue: VecDeque::new(),
         }
     }
@@ -53,11 +74,18 @@ impl Agent for StunServerAgent {
             from: d.src,
             data: &d.payload,
         };
-        if let Some(t) = self.core.handle_datagram(now, received, &mut out) {
-            if let Some(src) = self.core.config().address_of(t.from) {
-                out.truncate(t.len);
-                self.queue.push_back(Datagram::new(src, t.to, out));
-            }
+        let Some(t) = self.core.handle_datagram(now, received, &mut out) else {
+            return;
+        };
+        let from = match self.behaviour {
+            ServerBehaviour::Correct => t.from,
+            ServerBehaviour::AnswersFromReceivingSocket => local,
+            ServerBehaviour::DropsChangeRequests if t.from != local => return,
+            ServerBehaviour::DropsChangeRequests => t.from,
+        };
+        if let Some(src) = self.core.config().address_of(from) {
+            out.truncate(t.len);
+            self.queue.push_back(Datagram::new(src, t.to, out));
         }
     }
 
