@@ -77,7 +77,9 @@ pub fn classify(server: SocketAddr, options: ClassifyOptions) -> Result<Report, 
     let mut readers = Vec::new();
     for (index, s) in sockets.iter().enumerate() {
         let s = s.try_clone()?;
-        s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        // Short, because the readers notice the stop flag only between reads and the caller
+        // waits for them: a classification returns at most this much after its verdict.
+        s.set_read_timeout(Some(Duration::from_millis(5)))?;
         let (tx, stop) = (tx.clone(), stop.clone());
         readers.push(std::thread::spawn(move || {
             let mut buf = vec![0u8; 2048];
