@@ -37,6 +37,9 @@ pub mod socket {
     pub const COUNT: usize = 8;
 }
 
+/// One-shot requests taken for a clean RTT sample when test I was retransmitted.
+const RTT_SAMPLES: u32 = 3;
+
 /// How to classify.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClassifierConfig {
@@ -85,6 +88,9 @@ pub struct ClassifierTransmit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
     First,
+    /// A fresh round-trip sample, taken when test I needed retransmissions (Karn's rule: a
+    /// retransmitted exchange does not say which send was answered).
+    RttSample,
     OtherIp,
     OtherBoth,
     Eif,
@@ -128,6 +134,8 @@ pub struct Classifier {
     hairpin: Option<Hairpin>,
     phase_two_started: bool,
     rto: Duration,
+    /// The round trip phase two was timed with (a clean sample when test I was retransmitted).
+    measured_rtt: Option<Duration>,
     lifetime: Option<LifetimeSearch>,
     /// The report of the main tests while the lifetime search still runs.
     pending: Option<Report>,
@@ -168,16 +176,12 @@ impl Classifier {
             hairpin: None,
             phase_two_started: false,
             rto: config.min_rto,
+            measured_rtt: None,
             lifetime: None,
             pending: None,
             report: None,
         };
-        let first = RetransmitConfig {
-            rto: config.first_rto,
-            max_sends: 5,
-            last_wait_factor: 10,
-            backoff: true,
-        };
+        let first = classifier.first_retransmit();
         classifier.start(
             socket::MAIN,
             Purpose::First,
@@ -218,6 +222,16 @@ impl Classifier {
             purpose,
             transaction,
         });
+    }
+
+    /// Test I's schedule: RFC 8489 back-off from `first_rto`, five sends.
+    fn first_retransmit(&self) -> RetransmitConfig {
+        RetransmitConfig {
+            rto: self.config.first_rto,
+            max_sends: 5,
+            last_wait_factor: 10,
+            backoff: true,
+        }
     }
 
     fn phase_retransmit(&self) -> RetransmitConfig {
@@ -375,8 +389,42 @@ impl Classifier {
         match purpose {
             Purpose::First => {
                 o.first = result;
-                self.start_phase_two(now);
+                match result {
+                    ProbeResult::Answered(first) if first.sends > 1 => {
+                        // Three one-shot requests 20 ms apart, each with its own id and a
+                        // single send, so an answer is an exact sample; the first one wins.
+                        let server = self.config.server;
+                        let once = RetransmitConfig {
+                            rto: first.rtt + Duration::from_millis(10),
+                            max_sends: 1,
+                            last_wait_factor: 1,
+                            backoff: false,
+                        };
+                        for k in 0..RTT_SAMPLES {
+                            let at = now + Duration::from_millis(20) * k;
+                            self.start(
+                                socket::MAIN,
+                                Purpose::RttSample,
+                                server,
+                                server,
+                                None,
+                                once,
+                                at,
+                            );
+                        }
+                    }
+                    _ => self.start_phase_two(now, None),
+                }
             }
+            Purpose::RttSample if self.phase_two_started => {}
+            Purpose::RttSample => match result {
+                ProbeResult::Answered(r) => {
+                    self.probes.retain(|p| p.purpose != Purpose::RttSample);
+                    self.start_phase_two(now, Some(r.rtt));
+                }
+                _ if self.probes.iter().any(|p| p.purpose == Purpose::RttSample) => {}
+                _ => self.start_phase_two(now, None),
+            },
             Purpose::OtherIp => {
                 o.other_ip = result;
                 if let ProbeResult::Answered(r) = result {
@@ -435,7 +483,7 @@ impl Classifier {
 
     /// After test I: every other test at once, each on its own socket, with an RTO from the
     /// measured round trip.
-    fn start_phase_two(&mut self, now: Instant) {
+    fn start_phase_two(&mut self, now: Instant, sample: Option<Duration>) {
         self.phase_two_started = true;
         let ProbeResult::Answered(first) = self.obs.first else {
             return;
@@ -443,9 +491,15 @@ impl Classifier {
         let (Some(other), Some(mapped)) = (first.other, first.mapped) else {
             return;
         };
-        // With retransmissions, the RTT is at most the time since the last send: an
-        // overestimate is safe (slower, never wrong).
-        let rtt = first.rtt / first.sends.max(1);
+        // A clean sample (test I, or the extra one taken after test I was retransmitted) is
+        // the RTT. Without one, test I's time divided by its sends overestimates it, which is
+        // safe: slower, never wrong (an underestimate could cut answered tests short).
+        let rtt = match (first.sends, sample) {
+            (1, _) => first.rtt,
+            (_, Some(sample)) => sample,
+            (sends, None) => first.rtt / sends.max(1),
+        };
+        self.measured_rtt = Some(rtt);
         self.rto =
             (rtt * 4 + Duration::from_millis(5)).clamp(self.config.min_rto, self.config.max_rto);
         let server = self.config.server;
@@ -515,7 +569,8 @@ impl Classifier {
 
     fn finish(&mut self, now: Instant) {
         self.obs.hairpin = self.hairpin.as_ref().and_then(|h| h.seen);
-        let report = decide(&self.obs, now - self.started);
+        let mut report = decide(&self.obs, now - self.started);
+        report.rtt = self.measured_rtt.or(report.rtt);
         let searchable = report
             .mapped_address
             .is_some_and(|m| m != self.locals[socket::MAIN])
