@@ -1,0 +1,495 @@
+//! Third-party NAT classifiers behind every real kernel NAT type of the lab, against OUR
+//! server (in-process in the server namespace, two addresses, ports 3478/3479): Debian
+//! `stun`, coturn's `turnutils_natdiscovery -m -f` and `pystun3`. Each runs inside the
+//! client's namespace with a bounded wait, after the client's NAT state was flushed.
+//!
+//! Where a client cannot get the right answer from ANY server (a limitation of the client),
+//! the same client is run against coturn (two listening IPs, the reference server of NOTES
+//! section 2) in the same lab, and the test asserts that ours and coturn give it the same
+//! answer; the limitation and its evidence are documented in [`known_limitation`]. A wrong
+//! answer that only our server produces is reported as a server bug.
+//!
+//! Needs root, `ip`, `nft` and `conntrack` (else `SKIPPED:`, or a failure when `CI=true`);
+//! a missing client prints `SKIPPED: <tool> not installed` (a failure when `CI=true`).
+//! Run with `-- --nocapture` to see every answer and its wall time.
+
+// Test code: a panic with the failing value is the report we want.
+#![allow(clippy::unwrap_used)]
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use shared::stun_server::RateLimitConfig;
+use stun_server::{ServerHandle, ServerOptions};
+use tests::lab::{Lab, SERVER_IPS, require_lab};
+use tests::nat_types::{NatType, RouterOptions};
+
+/// The lab tests are heavy (namespaces, kernel NAT state, fixed server ports): one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const PORT: u16 = 3478;
+const ALT_PORT: u16 = 3479;
+
+/// Runs `f` on a fresh thread that has entered network namespace `ns` (`setns` changes only
+/// that thread's namespace; threads it spawns inherit it).
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = Path::new("/run/netns").join(ns);
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let file = File::open(&path).unwrap();
+                // SAFETY: the fd is an open namespace file for the duration of the call;
+                // setns only changes this (scoped) thread's network namespace.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {ns}: {}", io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+fn tool_installed(name: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .any(|d| d.join(name).is_file())
+}
+
+/// `true` if `tool` is installed; otherwise a loud `SKIPPED:` line (a panic if `CI=true`).
+fn require_tool(tool: &str) -> bool {
+    if tool_installed(tool) {
+        return true;
+    }
+    let line = format!("SKIPPED: {tool} not installed");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{line}; mandatory when CI=true");
+    }
+    let _ = writeln!(io::stderr(), "{line}");
+    false
+}
+
+/// The reference server, or ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Ours,
+    Coturn,
+}
+
+/// A server running in the lab's server namespace; stopped on drop (coturn by its pid).
+enum Server {
+    Ours(Option<Box<ServerHandle>>),
+    Coturn(Child, PathBuf),
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        match self {
+            Server::Ours(h) => {
+                if let Some(h) = h.take() {
+                    h.shutdown();
+                }
+            }
+            Server::Coturn(child, pidfile) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_file(pidfile);
+            }
+        }
+    }
+}
+
+fn start(lab: &Lab, which: Which) -> Server {
+    let server = match which {
+        Which::Ours => {
+            let options = ServerOptions {
+                primary: IpAddr::V4(SERVER_IPS[0]),
+                alternate: Some(IpAddr::V4(SERVER_IPS[1])),
+                port: PORT,
+                alt_port: ALT_PORT,
+                workers: 1,
+                tcp: false,
+                rate_limit: RateLimitConfig {
+                    per_second: 0,
+                    burst: 0,
+                },
+                ..ServerOptions::default()
+            };
+            Server::Ours(Some(Box::new(
+                in_ns(&lab.server().ns, || ServerHandle::start(options)).unwrap(),
+            )))
+        }
+        Which::Coturn => {
+            let (a1, a2) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
+            let pidfile = PathBuf::from(format!(
+                "/tmp/lab-third-party-{}-{}.pid",
+                std::process::id(),
+                lab.server().ns
+            ));
+            let pf = pidfile.to_string_lossy().into_owned();
+            let args = [
+                "turnserver",
+                "-n",
+                "--listening-ip",
+                &a1,
+                "--listening-ip",
+                &a2,
+                "--listening-port",
+                "3478",
+                "--alt-listening-port",
+                "3479",
+                "--stun-only",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--log-file",
+                "stdout",
+                "--simple-log",
+                "--pidfile",
+                &pf,
+            ];
+            let child = lab
+                .command(&lab.server().ns, &args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            Server::Coturn(child, pidfile)
+        }
+    };
+    wait_ready(lab);
+    server
+}
+
+/// Sends Binding requests from inside the server namespace until all four server sockets
+/// answer; panics after 10 s.
+fn wait_ready(lab: &Lab) {
+    let local = SocketAddr::new(IpAddr::V4(SERVER_IPS[0]), 0);
+    let socket: UdpSocket = tests::lab::udp_socket_in(&lab.server().ns, local).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0u8;
+    for ip in SERVER_IPS {
+        for port in [PORT, ALT_PORT] {
+            let to = SocketAddr::new(IpAddr::V4(ip), port);
+            i += 1;
+            let mut request = [0u8; 20];
+            request[1] = 1;
+            request[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+            request[8] = i;
+            request[9..].copy_from_slice(b"lab-ready!!");
+            let mut buf = [0u8; 1500];
+            'wait: loop {
+                assert!(Instant::now() < deadline, "no answer on {to} after 10 s");
+                socket.send_to(&request, to).unwrap();
+                while let Ok((n, _)) = socket.recv_from(&mut buf) {
+                    if n >= 20 && buf[0..2] == [1, 1] && buf[8..20] == request[8..20] {
+                        break 'wait;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The three clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tool {
+    /// Debian `stun` 0.97: the answer is its exit status with the port-preservation (0x01)
+    /// and no-hairpin (0x10) bits masked off.
+    Stun,
+    /// `turnutils_natdiscovery -m -f`: its mapping and filtering lines.
+    NatDiscovery,
+    /// `pystun3`: its `NAT Type:` line.
+    Pystun3,
+}
+
+impl Tool {
+    const ALL: [Tool; 3] = [Tool::Stun, Tool::NatDiscovery, Tool::Pystun3];
+
+    fn binary(self) -> &'static str {
+        match self {
+            Tool::Stun => "stun",
+            Tool::NatDiscovery => "turnutils_natdiscovery",
+            Tool::Pystun3 => "pystun3",
+        }
+    }
+
+    /// Its command line, from client address `client`.
+    fn args(self, client: &str) -> Vec<String> {
+        let a1 = SERVER_IPS[0].to_string();
+        let v: Vec<&str> = match self {
+            Tool::Stun => vec!["stun", &a1],
+            Tool::NatDiscovery => vec!["turnutils_natdiscovery", "-m", "-f", "-L", client, &a1],
+            Tool::Pystun3 => vec!["pystun3", "-H", &a1, "-P", "3478", "-i", client],
+        };
+        v.into_iter().map(str::to_owned).collect()
+    }
+
+    /// The right answer behind `nat`, in the form [`Tool::answer`] gives.
+    fn expected(self, nat: NatType) -> &'static str {
+        match (self, nat) {
+            (Tool::Stun, NatType::None) => "0x00 open",
+            (Tool::Stun, NatType::FullCone) => "0x02 full cone",
+            (Tool::Stun, NatType::RestrictedCone) => "0x04 restricted",
+            (Tool::Stun, NatType::PortRestrictedCone) => "0x06 port restricted",
+            (Tool::Stun, NatType::Symmetric) => "0x08 symmetric",
+            (Tool::Stun, NatType::SymmetricUdpFirewall) => "0x0a firewall",
+            (Tool::Stun, NatType::UdpBlocked) => "0x0c blocked",
+            (Tool::NatDiscovery, NatType::None) => "mapping no-nat, filtering EIF",
+            (Tool::NatDiscovery, NatType::FullCone) => "mapping EIM, filtering EIF",
+            (Tool::NatDiscovery, NatType::RestrictedCone) => "mapping EIM, filtering ADF",
+            (Tool::NatDiscovery, NatType::PortRestrictedCone) => "mapping EIM, filtering APDF",
+            (Tool::NatDiscovery, NatType::Symmetric) => "mapping APDM, filtering APDF",
+            (Tool::NatDiscovery, NatType::SymmetricUdpFirewall) => "mapping no-nat, filtering APDF",
+            (Tool::NatDiscovery, NatType::UdpBlocked) => "timeout",
+            (Tool::Pystun3, NatType::None) => "Open Internet",
+            (Tool::Pystun3, NatType::FullCone) => "Full Cone",
+            (Tool::Pystun3, NatType::RestrictedCone) => "Restric NAT",
+            (Tool::Pystun3, NatType::PortRestrictedCone) => "Restric Port NAT",
+            (Tool::Pystun3, NatType::Symmetric) => "Symmetric NAT",
+            (Tool::Pystun3, NatType::SymmetricUdpFirewall) => "Symmetric UDP Firewall",
+            (Tool::Pystun3, NatType::UdpBlocked) => "Blocked",
+        }
+    }
+
+    /// Reduces one run's exit status and output to a comparable answer.
+    fn answer(self, code: Option<i32>, stdout: &str) -> String {
+        match self {
+            Tool::Stun => {
+                let Some(code) = code else {
+                    return "killed by a signal".into();
+                };
+                let masked = code & !0x11;
+                let name = match masked {
+                    0x00 => "open",
+                    0x02 => "full cone",
+                    0x04 => "restricted",
+                    0x06 => "port restricted",
+                    0x08 => "symmetric",
+                    0x0a => "firewall",
+                    0x0c => "blocked",
+                    _ => "unknown",
+                };
+                format!("{masked:#04x} {name}")
+            }
+            Tool::NatDiscovery => {
+                let mut mapping = None;
+                let mut filtering = None;
+                for line in stdout.lines() {
+                    let line = line.trim();
+                    let kind = if line.contains("Endpoint Independent") {
+                        "EI"
+                    } else if line.contains("Address and Port Dependent") {
+                        "APD"
+                    } else if line.contains("Address Dependent") {
+                        "AD"
+                    } else {
+                        continue;
+                    };
+                    if line.starts_with("No NAT!") {
+                        mapping = Some("no-nat".to_owned());
+                    } else if line.ends_with("Mapping!") {
+                        mapping = Some(format!("{kind}M"));
+                    } else if line.ends_with("Filtering!") {
+                        filtering = Some(format!("{kind}F"));
+                    }
+                }
+                match (mapping, filtering) {
+                    (None, None) if stdout.contains("timeout") => "timeout".into(),
+                    (m, f) => format!(
+                        "mapping {}, filtering {}",
+                        m.as_deref().unwrap_or("?"),
+                        f.as_deref().unwrap_or("?")
+                    ),
+                }
+            }
+            Tool::Pystun3 => stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("NAT Type:"))
+                .map_or_else(|| "no NAT Type line".into(), |t| t.trim().to_owned()),
+        }
+    }
+
+    /// How long to wait before killing it (pystun3 pays 2 s per unanswered try and loops
+    /// forever on an error response).
+    fn timeout(self) -> Duration {
+        match self {
+            Tool::Stun => Duration::from_secs(10),
+            Tool::NatDiscovery => Duration::from_secs(20),
+            Tool::Pystun3 => Duration::from_secs(40),
+        }
+    }
+}
+
+/// A client behaviour that gets a wrong answer from every server, not only ours: the answer
+/// it gets instead, and the evidence. The test asserts that ours and coturn both give it.
+///
+/// Empty on purpose: in this lab (kernel NATs, no loss, hairpinning off) all three clients got
+/// the right answer from our server for all seven types (2026-11-21, two runs). Their known
+/// weaknesses (docs/INTEROP.md: no source check on CHANGE-REQUEST replies, pystun3's loop on
+/// an error response, a single socket for every test) need a misbehaving server or a
+/// hairpinning NAT, not a correct two-address server. Add an entry here only with evidence
+/// that coturn misleads the client the same way.
+fn known_limitation(tool: Tool, nat: NatType) -> Option<(&'static str, &'static str)> {
+    let _ = (tool, nat);
+    None
+}
+
+/// One client run: its answer, wall time and raw output.
+struct Run {
+    answer: String,
+    wall: Duration,
+    raw: String,
+}
+
+fn run_tool(lab: &Lab, tool: Tool) -> Run {
+    if let Some(router) = lab.router_of(0) {
+        lab.flush_nat(router).unwrap();
+    }
+    let client = lab.client(0);
+    let args = tool.args(&client.ip().to_string());
+    let t = Instant::now();
+    let out = lab.exec_timeout(client, &args, tool.timeout()).unwrap();
+    let wall = t.elapsed();
+    match out {
+        Some(out) => {
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            Run {
+                answer: tool.answer(out.status.code(), &stdout),
+                wall,
+                raw: format!("{args:?} exit {:?}\n{stdout}\n{stderr}", out.status.code()),
+            }
+        }
+        None => Run {
+            answer: format!("killed after {:?}", tool.timeout()),
+            wall,
+            raw: format!("{args:?}: no result within {:?}", tool.timeout()),
+        },
+    }
+}
+
+fn say(line: &str) {
+    eprintln!("{line}");
+}
+
+#[test]
+fn third_party_classifiers_get_right_answers_from_our_server() {
+    if !require_lab() {
+        return;
+    }
+    let tools: Vec<Tool> = Tool::ALL
+        .into_iter()
+        .filter(|t| require_tool(t.binary()))
+        .collect();
+    if tools.is_empty() {
+        return;
+    }
+    let coturn = tool_installed("turnserver");
+    let _serial = serial();
+    let started = Instant::now();
+    let mut table = String::new();
+    let mut bugs = String::new();
+    for nat in NatType::ALL {
+        let lab = Lab::one_client(RouterOptions::new(nat)).unwrap();
+        let server = start(&lab, Which::Ours);
+        let ours: Vec<Run> = tools.iter().map(|&t| run_tool(&lab, t)).collect();
+        drop(server);
+        // coturn for every answer that is not the right one, or that a documented
+        // limitation says is wrong with every server.
+        let needs_reference: Vec<usize> = (0..tools.len())
+            .filter(|&i| {
+                ours[i].answer != tools[i].expected(nat)
+                    || known_limitation(tools[i], nat).is_some()
+            })
+            .collect();
+        let mut reference: Vec<Option<Run>> = (0..tools.len()).map(|_| None).collect();
+        if !needs_reference.is_empty() && coturn {
+            let server = start(&lab, Which::Coturn);
+            for &i in &needs_reference {
+                reference[i] = Some(run_tool(&lab, tools[i]));
+            }
+            drop(server);
+        }
+        for (i, &tool) in tools.iter().enumerate() {
+            let (run, expected) = (&ours[i], tool.expected(nat));
+            let reference = reference[i].as_ref();
+            let line = format!(
+                "{:<24} {:<24} ours: {:<32} ({:>5} ms){}",
+                nat.name(),
+                tool.binary(),
+                run.answer,
+                run.wall.as_millis(),
+                reference.map_or(String::new(), |r| format!(
+                    "  coturn: {} ({} ms)",
+                    r.answer,
+                    r.wall.as_millis()
+                ))
+            );
+            say(&line);
+            writeln!(table, "{line}").unwrap();
+            match (known_limitation(tool, nat), reference) {
+                (Some((answer, why)), Some(r)) => {
+                    if run.answer != answer || r.answer != answer {
+                        writeln!(
+                            bugs,
+                            "{} / {}: documented limitation ({why}) expects {answer:?} from \
+                             both servers; ours gave {:?}, coturn {:?}\nours: {}\ncoturn: {}",
+                            nat.name(),
+                            tool.binary(),
+                            run.answer,
+                            r.answer,
+                            run.raw,
+                            r.raw
+                        )
+                        .unwrap();
+                    }
+                }
+                (Some(_), None) => {
+                    say("  (coturn not installed: the documented limitation is not re-checked)");
+                }
+                (None, _) if run.answer == expected => {}
+                (None, Some(r)) if r.answer == run.answer => writeln!(
+                    bugs,
+                    "{} / {}: UNDOCUMENTED CLIENT LIMITATION: wrong answer {:?} (right: \
+                     {expected:?}) from ours AND coturn\nours: {}\ncoturn: {}",
+                    nat.name(),
+                    tool.binary(),
+                    run.answer,
+                    run.raw,
+                    r.raw
+                )
+                .unwrap(),
+                (None, r) => writeln!(
+                    bugs,
+                    "{} / {}: SERVER BUG: our server gives {:?} (right: {expected:?}); coturn \
+                     gives {:?}\nours: {}\ncoturn: {}",
+                    nat.name(),
+                    tool.binary(),
+                    run.answer,
+                    r.map(|r| r.answer.as_str()),
+                    run.raw,
+                    r.map_or("(not run)", |r| r.raw.as_str())
+                )
+                .unwrap(),
+            }
+        }
+    }
+    say(&format!("total {} ms", started.elapsed().as_millis()));
+    assert!(bugs.is_empty(), "{table}\n{bugs}");
+}
