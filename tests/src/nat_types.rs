@@ -210,3 +210,47 @@ impl NatType {
         }
     }
 }
+
+impl NatType {
+    /// What the classifier must report behind this type: the verdict, mapping and filtering
+    /// (one table for the simulator tests, the lab tests and the benchmark).
+    pub fn expected_classification(
+        self,
+    ) -> (
+        shared::nat_classifier::NatType,
+        Option<shared::nat_classifier::Behaviour>,
+        Option<shared::nat_classifier::Behaviour>,
+    ) {
+        use shared::nat_classifier::Behaviour::*;
+        use shared::nat_classifier::NatType as Verdict;
+        match self {
+            NatType::None => (Verdict::OpenInternet, Some(EndpointIndependent), None),
+            NatType::FullCone => (
+                Verdict::FullCone,
+                Some(EndpointIndependent),
+                Some(EndpointIndependent),
+            ),
+            NatType::RestrictedCone => (
+                Verdict::RestrictedCone,
+                Some(EndpointIndependent),
+                Some(AddressDependent),
+            ),
+            NatType::PortRestrictedCone => (
+                Verdict::PortRestrictedCone,
+                Some(EndpointIndependent),
+                Some(AddressAndPortDependent),
+            ),
+            NatType::Symmetric => (
+                Verdict::Symmetric,
+                Some(AddressAndPortDependent),
+                Some(AddressAndPortDependent),
+            ),
+            NatType::SymmetricUdpFirewall => (
+                Verdict::SymmetricUdpFirewall,
+                Some(EndpointIndependent),
+                Some(AddressAndPortDependent),
+            ),
+            NatType::UdpBlocked => (Verdict::UdpBlocked, None, None),
+        }
+    }
+}

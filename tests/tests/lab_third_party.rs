@@ -17,11 +17,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,23 +39,9 @@ fn serial() -> MutexGuard<'static, ()> {
 const PORT: u16 = 3478;
 const ALT_PORT: u16 = 3479;
 
-/// Runs `f` on a fresh thread that has entered network namespace `ns` (`setns` changes only
-/// that thread's namespace; threads it spawns inherit it).
+/// Runs `f` inside network namespace `ns` (see [`tests::lab::in_namespace`]).
 fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = Path::new("/run/netns").join(ns);
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file = File::open(&path).unwrap();
-                // SAFETY: the fd is an open namespace file for the duration of the call;
-                // setns only changes this (scoped) thread's network namespace.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {ns}: {}", io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap()
-    })
+    tests::lab::in_namespace(ns, || Ok(f())).unwrap()
 }
 
 fn tool_installed(name: &str) -> bool {

@@ -56,36 +56,7 @@ fn classify(options: RouterOptions, seed: u64) -> Report {
 }
 
 fn expected(nat: NatType) -> (Verdict, Option<Behaviour>, Option<Behaviour>) {
-    use Behaviour::*;
-    match nat {
-        NatType::None => (Verdict::OpenInternet, Some(EndpointIndependent), None),
-        NatType::FullCone => (
-            Verdict::FullCone,
-            Some(EndpointIndependent),
-            Some(EndpointIndependent),
-        ),
-        NatType::RestrictedCone => (
-            Verdict::RestrictedCone,
-            Some(EndpointIndependent),
-            Some(AddressDependent),
-        ),
-        NatType::PortRestrictedCone => (
-            Verdict::PortRestrictedCone,
-            Some(EndpointIndependent),
-            Some(AddressAndPortDependent),
-        ),
-        NatType::Symmetric => (
-            Verdict::Symmetric,
-            Some(AddressAndPortDependent),
-            Some(AddressAndPortDependent),
-        ),
-        NatType::SymmetricUdpFirewall => (
-            Verdict::SymmetricUdpFirewall,
-            Some(EndpointIndependent),
-            Some(AddressAndPortDependent),
-        ),
-        NatType::UdpBlocked => (Verdict::UdpBlocked, None, None),
-    }
+    nat.expected_classification()
 }
 
 fn check(report: &Report, nat: NatType) -> bool {

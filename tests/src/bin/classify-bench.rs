@@ -17,10 +17,8 @@
 //! the whole call or process (including its start).
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -152,15 +150,7 @@ impl Tool {
 }
 
 fn expected_verdict(nat: NatType) -> Verdict {
-    match nat {
-        NatType::None => Verdict::OpenInternet,
-        NatType::FullCone => Verdict::FullCone,
-        NatType::RestrictedCone => Verdict::RestrictedCone,
-        NatType::PortRestrictedCone => Verdict::PortRestrictedCone,
-        NatType::Symmetric => Verdict::Symmetric,
-        NatType::SymmetricUdpFirewall => Verdict::SymmetricUdpFirewall,
-        NatType::UdpBlocked => Verdict::UdpBlocked,
-    }
+    nat.expected_classification().0
 }
 
 fn find_tool(name: &str) -> Option<PathBuf> {
@@ -171,25 +161,9 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Runs `f` on a fresh thread that has entered network namespace `ns` (threads it spawns
-/// inherit the namespace).
+/// Runs `f` inside network namespace `ns` (see [`tests::lab::in_namespace`]).
 fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> io::Result<T> {
-    let path = Path::new("/run/netns").join(ns);
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file = File::open(&path)?;
-                // SAFETY: the fd is an open namespace file for the duration of the call;
-                // setns only changes this (scoped) thread's network namespace.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                if rc != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(f())
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
-    })
+    tests::lab::in_namespace(ns, || Ok(f()))
 }
 
 /// The `stun-server` binary next to this one, brought up to date with `cargo build` first
