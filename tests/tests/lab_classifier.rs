@@ -18,26 +18,18 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use p2p_client::classify::{ClassifyOptions, classify};
 use shared::nat_classifier::{Behaviour, NatType as Verdict, Report};
 use shared::stun_server::RateLimitConfig;
 use stun_server::{ServerHandle, ServerOptions};
-use tests::lab::{Lab, SERVER_IPS, require_lab};
+use tests::lab::{Lab, SERVER_IPS, require_lab, serial};
 use tests::nat_types::{NatType, RouterOptions};
-
-/// The lab tests are heavy (namespaces, kernel NAT state, fixed server ports): one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Runs in a row per type and server.
 const RUNS: usize = 20;
@@ -218,40 +210,10 @@ fn start(lab: &Lab, kind: Kind) -> Server {
         addrs.push(SocketAddr::new(IpAddr::V4(SERVER_IPS[1]), PORT));
         addrs.push(SocketAddr::new(IpAddr::V4(SERVER_IPS[1]), ALT_PORT));
     }
-    wait_ready(lab, &addrs, kind);
-    server
-}
-
-/// Sends Binding requests from inside the server namespace until each of `addrs` answers
-/// (coturn's first answers after start can take a while); panics after 10 s.
-fn wait_ready(lab: &Lab, addrs: &[SocketAddr], kind: Kind) {
-    let local = SocketAddr::new(IpAddr::V4(SERVER_IPS[0]), 0);
-    let socket: UdpSocket = tests::lab::udp_socket_in(&lab.server().ns, local).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for (i, to) in addrs.iter().enumerate() {
-        let mut request = [0u8; 20];
-        request[1] = 1; // Binding request, length 0
-        request[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-        request[8] = u8::try_from(i).unwrap();
-        request[9..].copy_from_slice(b"lab-ready!!");
-        let mut buf = [0u8; 1500];
-        'wait: loop {
-            assert!(
-                Instant::now() < deadline,
-                "{} does not answer on {to} after 10 s",
-                kind.name()
-            );
-            socket.send_to(&request, to).unwrap();
-            while let Ok((n, _)) = socket.recv_from(&mut buf) {
-                if n >= 20 && buf[0..2] == [1, 1] && buf[8..20] == request[8..20] {
-                    break 'wait;
-                }
-            }
-        }
+    if let Err(e) = lab.wait_for_stun(&addrs, Duration::from_secs(10)) {
+        panic!("{}: {e}", kind.name());
     }
+    server
 }
 
 fn expected(nat: NatType) -> (Verdict, Option<Behaviour>, Option<Behaviour>) {

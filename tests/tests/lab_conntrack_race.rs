@@ -17,36 +17,12 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use tests::lab::probe::{self, Responder};
-use tests::lab::{Lab, require_lab};
+use tests::lab::{Lab, recv_text, require_lab, serial};
 use tests::nat_types::{NatType, RouterOptions};
-
-/// The lab tests are heavy (namespaces, kernel NAT state): one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The first datagram `socket` receives within `wait`, with its source.
-fn recv(socket: &UdpSocket, wait: Duration) -> Option<(String, SocketAddr)> {
-    let deadline = Instant::now() + wait;
-    let mut buf = [0u8; 512];
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        if left.is_zero() {
-            return None;
-        }
-        socket.set_read_timeout(Some(left)).unwrap();
-        if let Ok((n, from)) = socket.recv_from(&mut buf) {
-            return Some((String::from_utf8_lossy(&buf[..n]).into_owned(), from));
-        }
-    }
-}
 
 /// What one run of the race showed.
 #[derive(Debug)]
@@ -126,11 +102,11 @@ fn race(lab: &Lab) -> RaceOutcome {
         b_mapped.ip(),
         b_mapped.port(),
     );
-    let b_saw_a_from = recv(&sb, Duration::from_millis(500)).map(|(_, from)| from);
+    let b_saw_a_from = recv_text(&sb, Duration::from_millis(500)).map(|(_, from)| from);
     let mut a_got_reply = false;
     if let Some(from) = b_saw_a_from {
         sb.send_to(b"reply from b", from).unwrap();
-        a_got_reply = recv(&sa, Duration::from_millis(500)).is_some();
+        a_got_reply = recv_text(&sa, Duration::from_millis(500)).is_some();
     }
     RaceOutcome {
         a_mapped,

@@ -13,20 +13,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tests::lab::probe::{self, Responder};
-use tests::lab::{Lab, SERVER_IPS, require_lab};
+use tests::lab::{Lab, SERVER_IPS, require_lab, serial};
 use tests::nat_types::{NatType, RouterOptions};
 use tests::sim::{Datagram, LinkConditions, Network};
-
-/// The lab tests are heavy (namespaces, kernel NAT state): one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The types paired up (a public host and a blocked site are the trivial cases).
 const TYPES: [NatType; 5] = [

@@ -9,19 +9,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write as _;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tests::lab::probe::{self, Responder};
-use tests::lab::{Lab, SERVER_IPS, require_lab};
+use tests::lab::{Lab, SERVER_IPS, require_lab, serial};
 use tests::nat_types::{NatType, RouterOptions};
-
-/// The lab tests are heavy (namespaces, kernel NAT state): one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 #[test]
 fn raw_probes_match_the_table_and_the_simulator_for_every_nat_type() {

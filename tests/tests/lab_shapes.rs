@@ -11,35 +11,13 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tests::lab::probe::{self, Responder};
-use tests::lab::{Host, Lab, SERVER_IPS, lab_namespaces, require_lab, udp_socket_in};
+use tests::lab::{
+    Host, Lab, SERVER_IPS, lab_namespaces, recv_text, require_lab, serial, udp_socket_in,
+};
 use tests::nat_types::{NatType, RouterOptions};
-
-/// The lab tests are heavy (namespaces, kernel NAT state): one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The first datagram `socket` receives within `wait`, with its source.
-fn recv(socket: &UdpSocket, wait: Duration) -> Option<(String, SocketAddr)> {
-    let deadline = Instant::now() + wait;
-    let mut buf = [0u8; 512];
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        if left.is_zero() {
-            return None;
-        }
-        socket.set_read_timeout(Some(left)).unwrap();
-        if let Ok((n, from)) = socket.recv_from(&mut buf) {
-            return Some((String::from_utf8_lossy(&buf[..n]).into_owned(), from));
-        }
-    }
-}
 
 fn socket(lab: &Lab, host: &Host, port: u16) -> UdpSocket {
     lab.udp_socket(host, SocketAddr::new(IpAddr::V4(host.ip()), port))
@@ -107,13 +85,13 @@ fn the_core_is_a_routing_hop() {
     client.set_ttl(2).unwrap();
     client.send_to(b"ttl 2", to).unwrap();
     assert_eq!(
-        recv(&server, Duration::from_millis(300)),
+        recv_text(&server, Duration::from_millis(300)),
         None,
         "TTL 2 dies at the core"
     );
     client.set_ttl(3).unwrap();
     client.send_to(b"ttl 3", to).unwrap();
-    let (text, _) = recv(&server, Duration::from_secs(2)).expect("TTL 3 arrives");
+    let (text, _) = recv_text(&server, Duration::from_secs(2)).expect("TTL 3 arrives");
     assert_eq!(text, "ttl 3");
 }
 
@@ -143,13 +121,16 @@ fn two_hosts_behind_one_full_cone_nat_on_the_same_port_keep_separate_mappings() 
     let other = socket(&lab, lab.server(), 5001);
     other.send_to(b"for a", ma).unwrap();
     other.send_to(b"for b", mb).unwrap();
-    let (text, from) = recv(&a, Duration::from_secs(2)).unwrap();
+    let (text, from) = recv_text(&a, Duration::from_secs(2)).unwrap();
     assert_eq!(text, "for a");
-    assert_eq!(recv(&b, Duration::from_secs(2)).unwrap().0, "for b");
+    assert_eq!(recv_text(&b, Duration::from_secs(2)).unwrap().0, "for b");
     // A answers that inbound-initiated flow; the answer must not re-point A's mapping at the
     // remote (the learning rule only takes packets of the original direction).
     a.send_to(b"answer", from).unwrap();
-    assert_eq!(recv(&other, Duration::from_secs(2)).unwrap().0, "answer");
+    assert_eq!(
+        recv_text(&other, Duration::from_secs(2)).unwrap().0,
+        "answer"
+    );
     let third = lab
         .udp_socket(
             lab.server(),
@@ -157,7 +138,7 @@ fn two_hosts_behind_one_full_cone_nat_on_the_same_port_keep_separate_mappings() 
         )
         .unwrap();
     third.send_to(b"third", ma).unwrap();
-    assert_eq!(recv(&a, Duration::from_secs(2)).unwrap().0, "third");
+    assert_eq!(recv_text(&a, Duration::from_secs(2)).unwrap().0, "third");
 }
 
 #[test]
@@ -181,7 +162,7 @@ fn double_nat_maps_to_the_carrier_address() {
     // The carrier (port-restricted) filters what the home NAT (full cone) would let in.
     let other = socket(&lab, lab.server(), 5001);
     other.send_to(b"unsolicited", seen).unwrap();
-    assert_eq!(recv(&s, Duration::from_millis(300)), None);
+    assert_eq!(recv_text(&s, Duration::from_millis(300)), None);
 }
 
 /// Whether client 0 reaches client 1 through client 1's mapping, and from where client 1
@@ -204,7 +185,7 @@ fn hairpin_run(hairpin: bool) -> (SocketAddr, Option<SocketAddr>) {
     }
     (
         ma,
-        recv(&b, Duration::from_millis(500)).map(|(_, from)| from),
+        recv_text(&b, Duration::from_millis(500)).map(|(_, from)| from),
     )
 }
 
@@ -282,23 +263,23 @@ fn lab_refresh(options: RouterOptions) -> Option<(bool, bool)> {
     client
         .send_to(b"out", server.local_addr().unwrap())
         .unwrap();
-    let (_, m) = recv(&server, Duration::from_secs(1)).unwrap();
+    let (_, m) = recv_text(&server, Duration::from_secs(1)).unwrap();
     at(0.0);
     // Only inbound traffic from here on: the server answers on the client's flow ...
     at(REFRESH_AT);
     server.send_to(b"refresh", m).unwrap();
     assert_eq!(
-        recv(&client, Duration::from_millis(300)).unwrap().0,
+        recv_text(&client, Duration::from_millis(300)).unwrap().0,
         "refresh"
     );
     // ... which keeps the mapping alive past the 2 s timeout for anyone (full cone) ...
     at(THIRD_PARTY_AT);
     third.send_to(b"third", m).unwrap();
-    let early = recv(&client, Duration::from_millis(300)).is_some();
+    let early = recv_text(&client, Duration::from_millis(300)).is_some();
     // ... until it idles out for 2.7 s.
     at(AFTER_IDLE_AT);
     third.send_to(b"third again", m).unwrap();
-    let late = recv(&client, Duration::from_millis(300)).is_some();
+    let late = recv_text(&client, Duration::from_millis(300)).is_some();
     on_time.then_some((early, late))
 }
 
@@ -346,7 +327,7 @@ fn random_loss_drops_about_the_configured_share_each_way() {
         }
     }
     let mut answered = BTreeSet::new();
-    while let Some((text, _)) = recv(&client, Duration::from_millis(500)) {
+    while let Some((text, _)) = recv_text(&client, Duration::from_millis(500)) {
         if let Some(id) = text.split_whitespace().next() {
             answered.insert(id.to_owned());
         }

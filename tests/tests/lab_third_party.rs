@@ -18,23 +18,15 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use shared::stun_server::RateLimitConfig;
 use stun_server::{ServerHandle, ServerOptions};
-use tests::lab::{Lab, SERVER_IPS, require_lab};
+use tests::lab::{Lab, SERVER_IPS, require_lab, serial, server_addrs};
 use tests::nat_types::{NatType, RouterOptions};
-
-/// The lab tests are heavy (namespaces, kernel NAT state, fixed server ports): one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 const PORT: u16 = 3478;
 const ALT_PORT: u16 = 3479;
@@ -153,41 +145,9 @@ fn start(lab: &Lab, which: Which) -> Server {
             Server::Coturn(child, pidfile)
         }
     };
-    wait_ready(lab);
-    server
-}
-
-/// Sends Binding requests from inside the server namespace until all four server sockets
-/// answer; panics after 10 s.
-fn wait_ready(lab: &Lab) {
-    let local = SocketAddr::new(IpAddr::V4(SERVER_IPS[0]), 0);
-    let socket: UdpSocket = tests::lab::udp_socket_in(&lab.server().ns, local).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
+    lab.wait_for_stun(&server_addrs(PORT, ALT_PORT), Duration::from_secs(10))
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut i = 0u8;
-    for ip in SERVER_IPS {
-        for port in [PORT, ALT_PORT] {
-            let to = SocketAddr::new(IpAddr::V4(ip), port);
-            i += 1;
-            let mut request = [0u8; 20];
-            request[1] = 1;
-            request[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-            request[8] = i;
-            request[9..].copy_from_slice(b"lab-ready!!");
-            let mut buf = [0u8; 1500];
-            'wait: loop {
-                assert!(Instant::now() < deadline, "no answer on {to} after 10 s");
-                socket.send_to(&request, to).unwrap();
-                while let Ok((n, _)) = socket.recv_from(&mut buf) {
-                    if n >= 20 && buf[0..2] == [1, 1] && buf[8..20] == request[8..20] {
-                        break 'wait;
-                    }
-                }
-            }
-        }
-    }
+    server
 }
 
 /// The three clients.

@@ -18,7 +18,7 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use p2p_client::classify::{ClassifyOptions, classify};
 use shared::nat_classifier::NatType as Verdict;
-use tests::lab::{Lab, SERVER_IPS, require_lab};
+use tests::lab::{Lab, SERVER_IPS, require_lab, server_addrs};
 use tests::nat_types::{NatType, RouterOptions};
 
 /// Wall time of NAT classification in the real kernel NAT lab.
@@ -230,42 +230,9 @@ fn start_server(lab: &Lab, bin: &Path) -> anyhow::Result<Server> {
         .spawn()
         .context("spawn stun-server")?;
     let server = Server(child);
-    wait_ready(lab)?;
+    lab.wait_for_stun(&server_addrs(PORT, ALT_PORT), Duration::from_secs(10))
+        .context("our server does not answer")?;
     Ok(server)
-}
-
-/// Sends Binding requests from inside the server namespace until all four server sockets
-/// answer (at most 10 s).
-fn wait_ready(lab: &Lab) -> anyhow::Result<()> {
-    let local = SocketAddr::new(IpAddr::V4(SERVER_IPS[0]), 0);
-    let socket: UdpSocket = tests::lab::udp_socket_in(&lab.server().ns, local)?;
-    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut i = 0u8;
-    for ip in SERVER_IPS {
-        for port in [PORT, ALT_PORT] {
-            let to = SocketAddr::new(IpAddr::V4(ip), port);
-            i += 1;
-            let mut request = [0u8; 20];
-            request[1] = 1;
-            request[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-            request[8] = i;
-            request[9..].copy_from_slice(b"lab-ready!!");
-            let mut buf = [0u8; 1500];
-            'wait: loop {
-                if Instant::now() > deadline {
-                    bail!("our server does not answer on {to} after 10 s");
-                }
-                socket.send_to(&request, to)?;
-                while let Ok((n, _)) = socket.recv_from(&mut buf) {
-                    if n >= 20 && buf[0..2] == [1, 1] && buf[8..20] == request[8..20] {
-                        break 'wait;
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// One measurement: wall time and whether the answer was right (`None`: killed).

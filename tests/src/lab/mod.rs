@@ -54,8 +54,11 @@
 //! Every LAN is a bridge named `lan` in the router namespace, so several hosts (or a home
 //! router) can share it.
 
+mod harness;
 mod nft;
 pub mod probe;
+
+pub use harness::{recv_text, serial, server_addrs};
 
 use std::ffi::OsStr;
 use std::fs::File;

@@ -1,0 +1,72 @@
+//! What every lab test needs around a lab: one lab at a time, bounded receives, and waiting
+//! until a freshly started STUN server answers.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{Lab, SERVER_IPS, udp_socket_in};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Holds the lab for one test at a time within a test binary: labs are heavy (namespaces,
+/// kernel NAT state) and tests that start servers use fixed ports. A test that panicked while
+/// holding it does not poison it for the others.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The first datagram `socket` receives within `wait`, as text, with its source.
+pub fn recv_text(socket: &UdpSocket, wait: Duration) -> Option<(String, SocketAddr)> {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 512];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        socket.set_read_timeout(Some(left)).ok()?;
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            return Some((String::from_utf8_lossy(&buf[..n]).into_owned(), from));
+        }
+    }
+}
+
+/// The server host's four STUN sockets: both addresses on both ports.
+pub fn server_addrs(port: u16, alt_port: u16) -> [SocketAddr; 4] {
+    let at = |ip, port| SocketAddr::new(IpAddr::V4(SERVER_IPS[ip]), port);
+    [at(0, port), at(0, alt_port), at(1, port), at(1, alt_port)]
+}
+
+impl Lab {
+    /// Sends Binding requests from inside the server host until each of `addrs` answers
+    /// (a server just started, coturn especially, can take a while), at most `within` in all.
+    pub fn wait_for_stun(&self, addrs: &[SocketAddr], within: Duration) -> io::Result<()> {
+        let local = SocketAddr::new(IpAddr::V4(SERVER_IPS[0]), 0);
+        let socket = udp_socket_in(&self.server().ns, local)?;
+        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let deadline = Instant::now() + within;
+        for (i, to) in addrs.iter().enumerate() {
+            let mut request = [0u8; 20];
+            request[1] = 1; // Binding request, no attributes
+            request[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+            request[8] = u8::try_from(i).unwrap_or(u8::MAX);
+            request[9..].copy_from_slice(b"lab-ready!!");
+            let mut buf = [0u8; 1500];
+            'wait: loop {
+                if Instant::now() >= deadline {
+                    let what = format!("no STUN answer from {to} within {within:?}");
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, what));
+                }
+                socket.send_to(&request, to)?;
+                while let Ok((n, _)) = socket.recv_from(&mut buf) {
+                    if n >= 20 && buf[0..2] == [1, 1] && buf[8..20] == request[8..20] {
+                        break 'wait;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
