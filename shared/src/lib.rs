@@ -12,7 +12,9 @@
 //! - [`stun_server`]: the two-address STUN server's logic: one request in, at most one response
 //!   out, naming which of the four server sockets must send it.
 
+pub mod chat;
 pub mod nat_classifier;
+pub mod rendezvous;
 pub mod rng;
 pub mod stun;
 pub mod stun_client;

@@ -1,0 +1,1 @@
+//! End-to-end encrypted, reliable and ordered chat session (work in progress).
