@@ -10,10 +10,21 @@ use bytes::{Buf, BufMut, BytesMut};
 
 /// The longest line, `\r\n` included.
 pub const MAX_LINE: usize = 1024;
-/// The largest payload.
-pub const MAX_PAYLOAD: usize = 16 * 1024;
-/// Commands whose last parameter is the byte length of a payload that follows the line.
+/// The largest payload: room for the longest contact and block lists (docs/PROTOCOL.md section 7).
+pub const MAX_PAYLOAD: usize = 96 * 1024;
+/// Commands the server sends with a payload: their last parameter is its byte length. No
+/// request from a client carries one.
 pub const PAYLOAD_COMMANDS: [Command; 1] = [Command(*b"LST")];
+
+/// Which way a line travels. It decides which lines carry a payload: the server's `LST`
+/// answer does, the client's `LST` request does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// A request (or `QNG`/`OUT`) from a client.
+    ToServer,
+    /// An answer or a push from the server.
+    ToClient,
+}
 
 /// A three-byte command: upper-case letters, or digits for an error.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,15 +39,19 @@ impl Command {
     /// The error number, if this is an error line (three digits).
     pub fn error_code(&self) -> Option<u16> {
         if self.0.iter().all(u8::is_ascii_digit) {
-            Some(self.0.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+            Some(
+                self.0
+                    .iter()
+                    .fold(0u16, |n, d| n * 10 + u16::from(d - b'0')),
+            )
         } else {
             None
         }
     }
 
-    /// Whether lines of this command carry a payload.
-    pub fn has_payload(&self) -> bool {
-        PAYLOAD_COMMANDS.contains(self)
+    /// Whether lines of this command carry a payload when they travel `direction`.
+    pub fn has_payload(&self, direction: Direction) -> bool {
+        direction == Direction::ToClient && PAYLOAD_COMMANDS.contains(self)
     }
 
     fn parse(token: &[u8]) -> Option<Command> {
@@ -121,10 +136,9 @@ impl Line {
 
     /// The values of every `key=value` parameter with this key, in order.
     pub fn keyed_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.params.iter().filter_map(move |p| {
-            p.strip_prefix(key)
-                .and_then(|rest| rest.strip_prefix('='))
-        })
+        self.params
+            .iter()
+            .filter_map(move |p| p.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
     }
 }
 
@@ -169,15 +183,15 @@ fn param_ok(p: &str) -> bool {
     !p.is_empty() && p.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
-/// Appends `line` to `out`. Nothing is written on error.
-pub fn encode(line: &Line, out: &mut BytesMut) -> Result<(), EncodeError> {
+/// Appends `line`, travelling `direction`, to `out`. Nothing is written on error.
+pub fn encode(line: &Line, out: &mut BytesMut, direction: Direction) -> Result<(), EncodeError> {
     if Command::parse(&line.command.0).is_none() {
         return Err(EncodeError::BadCommand);
     }
     if let Some(bad) = line.params.iter().find(|p| !param_ok(p)) {
         return Err(EncodeError::BadParam(bad.clone()));
     }
-    let payload = line.command.has_payload();
+    let payload = line.command.has_payload(direction);
     if (!payload && !line.payload.is_empty()) || line.payload.len() > MAX_PAYLOAD {
         return Err(EncodeError::TooLong);
     }
@@ -199,11 +213,11 @@ pub fn encode(line: &Line, out: &mut BytesMut) -> Result<(), EncodeError> {
     Ok(())
 }
 
-/// Takes one whole line (and its payload) off the front of `buf`.
+/// Takes one whole line (and its payload) travelling `direction` off the front of `buf`.
 ///
 /// `Ok(None)`: not enough bytes yet (nothing consumed). `Err` with a non-fatal
 /// [`FrameError::Syntax`]: the bad line was consumed.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<Line>, FrameError> {
+pub fn decode(buf: &mut BytesMut, direction: Direction) -> Result<Option<Line>, FrameError> {
     let window = &buf[..buf.len().min(MAX_LINE)];
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         return if buf.len() >= MAX_LINE {
@@ -212,7 +226,7 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Line>, FrameError> {
             Ok(None)
         };
     };
-    let parsed = parse_line(&buf[..lf]);
+    let parsed = parse_line(&buf[..lf], direction);
     let (mut line, payload_len) = match parsed {
         Ok(ok) => ok,
         Err(e) => {
@@ -233,7 +247,7 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Line>, FrameError> {
 }
 
 /// Parses a line without its `\n`; returns the line and its payload length.
-fn parse_line(raw: &[u8]) -> Result<(Line, usize), FrameError> {
+fn parse_line(raw: &[u8], direction: Direction) -> Result<(Line, usize), FrameError> {
     let raw = raw
         .strip_suffix(b"\r")
         .ok_or(FrameError::Syntax("line must end with CRLF"))?;
@@ -260,7 +274,7 @@ fn parse_line(raw: &[u8]) -> Result<(Line, usize), FrameError> {
         }
         params.push(t.to_owned());
     }
-    let payload_len = if command.has_payload() {
+    let payload_len = if command.has_payload(direction) {
         params
             .pop()
             .and_then(|p| p.parse::<usize>().ok())
@@ -282,6 +296,7 @@ fn parse_line(raw: &[u8]) -> Result<(Line, usize), FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Direction::{ToClient, ToServer};
     use proptest::prelude::*;
 
     fn bytes(s: &[u8]) -> BytesMut {
@@ -291,24 +306,31 @@ mod tests {
     #[test]
     fn decodes_lines_one_at_a_time() {
         let mut buf = bytes(b"VER 1 P2P1\r\nCHG 2 BSY\r\nPNG 0");
-        let first = decode(&mut buf).unwrap().unwrap();
+        let first = decode(&mut buf, ToClient).unwrap().unwrap();
         assert_eq!(first.command.as_str(), "VER");
         assert_eq!(first.trid, TrId(1));
         assert_eq!(first.params, vec!["P2P1"]);
-        let second = decode(&mut buf).unwrap().unwrap();
+        let second = decode(&mut buf, ToClient).unwrap().unwrap();
         assert_eq!(second.param(0), Some("BSY"));
-        assert_eq!(decode(&mut buf), Ok(None));
+        assert_eq!(decode(&mut buf, ToClient), Ok(None));
         buf.extend_from_slice(b"\r\n");
-        assert_eq!(decode(&mut buf).unwrap().unwrap().command.as_str(), "PNG");
+        assert_eq!(
+            decode(&mut buf, ToClient)
+                .unwrap()
+                .unwrap()
+                .command
+                .as_str(),
+            "PNG"
+        );
         assert!(buf.is_empty());
     }
 
     #[test]
     fn payload_waits_for_all_its_bytes() {
         let mut buf = bytes(b"LST 7 13\r\nbob FLN C\r\n");
-        assert_eq!(decode(&mut buf), Ok(None));
+        assert_eq!(decode(&mut buf, ToClient), Ok(None));
         buf.extend_from_slice(b"\r\nX");
-        let line = decode(&mut buf).unwrap().unwrap();
+        let line = decode(&mut buf, ToClient).unwrap().unwrap();
         assert_eq!(line.payload, b"bob FLN C\r\n\r\n");
         assert!(line.params.is_empty());
         assert_eq!(&buf[..], b"X");
@@ -318,20 +340,43 @@ mod tests {
     fn bad_lines_are_consumed_and_the_next_one_parses() {
         let mut buf = bytes(b"chg 1 X\r\nCHG x Y\r\nCHG 1  Y\r\nCHG 1 Y\n\xff\r\nCHG 2 NLN\r\n");
         for _ in 0..5 {
-            let err = decode(&mut buf).unwrap_err();
+            let err = decode(&mut buf, ToClient).unwrap_err();
             assert!(!err.is_fatal(), "{err}");
         }
-        assert_eq!(decode(&mut buf).unwrap().unwrap().trid, TrId(2));
+        assert_eq!(decode(&mut buf, ToClient).unwrap().unwrap().trid, TrId(2));
     }
 
     #[test]
     fn overlong_line_and_oversized_payload_are_fatal() {
         let mut buf = BytesMut::from(&[b'A'; MAX_LINE][..]);
-        assert_eq!(decode(&mut buf), Err(FrameError::LineTooLong));
+        assert_eq!(decode(&mut buf, ToClient), Err(FrameError::LineTooLong));
         let mut buf = bytes(format!("LST 1 {}\r\n", MAX_PAYLOAD + 1).as_bytes());
-        assert_eq!(decode(&mut buf), Err(FrameError::BadPayload));
+        assert_eq!(decode(&mut buf, ToClient), Err(FrameError::BadPayload));
         let mut buf = bytes(b"LST 1 x\r\n");
-        assert!(decode(&mut buf).unwrap_err().is_fatal());
+        assert!(decode(&mut buf, ToClient).unwrap_err().is_fatal());
+    }
+
+    #[test]
+    fn a_client_lst_is_a_plain_line_and_a_server_lst_carries_a_payload() {
+        let mut buf = bytes(b"LST 7\r\nLST 8 3\r\nabc");
+        let plain = decode(&mut buf, ToServer).unwrap().unwrap();
+        assert!(plain.params.is_empty() && plain.payload.is_empty());
+        // To the server a trailing number is only a parameter (the core refuses it).
+        assert_eq!(
+            decode(&mut buf, ToServer).unwrap().unwrap().params,
+            vec!["3"]
+        );
+        let mut buf = bytes(b"LST 8 3\r\nabc");
+        assert_eq!(decode(&mut buf, ToClient).unwrap().unwrap().payload, b"abc");
+        let mut out = BytesMut::new();
+        encode(&Line::new("LST", TrId(7), []), &mut out, ToServer).unwrap();
+        assert_eq!(&out[..], b"LST 7\r\n");
+        let mut with_payload = Line::new("LST", TrId(7), []);
+        with_payload.payload = b"x".to_vec();
+        assert_eq!(
+            encode(&with_payload, &mut out, ToServer),
+            Err(EncodeError::TooLong)
+        );
     }
 
     #[test]
@@ -339,25 +384,34 @@ mod tests {
         let param = "p".repeat(MAX_LINE - "CHG 1 \r\n".len());
         let line = Line::new("CHG", TrId(1), [param]);
         let mut out = BytesMut::new();
-        encode(&line, &mut out).unwrap();
+        encode(&line, &mut out, ToClient).unwrap();
         assert_eq!(out.len(), MAX_LINE);
-        assert_eq!(decode(&mut out).unwrap().unwrap(), line);
+        assert_eq!(decode(&mut out, ToClient).unwrap().unwrap(), line);
         let too_long = Line::new("CHG", TrId(1), ["p".repeat(MAX_LINE)]);
-        assert_eq!(encode(&too_long, &mut out), Err(EncodeError::TooLong));
+        assert_eq!(
+            encode(&too_long, &mut out, ToClient),
+            Err(EncodeError::TooLong)
+        );
     }
 
     #[test]
     fn encode_refuses_what_decode_would_refuse() {
         let mut out = BytesMut::new();
         let spaced = Line::new("CHG", TrId(1), ["a b".to_owned()]);
-        assert!(encode(&spaced, &mut out).is_err());
+        assert!(encode(&spaced, &mut out, ToClient).is_err());
         let empty = Line::new("CHG", TrId(1), [String::new()]);
-        assert!(encode(&empty, &mut out).is_err());
+        assert!(encode(&empty, &mut out, ToClient).is_err());
         let lower = Line::new("chg", TrId(1), []);
-        assert_eq!(encode(&lower, &mut out), Err(EncodeError::BadCommand));
+        assert_eq!(
+            encode(&lower, &mut out, ToClient),
+            Err(EncodeError::BadCommand)
+        );
         let mut payload = Line::new("CHG", TrId(1), []);
         payload.payload = b"x".to_vec();
-        assert_eq!(encode(&payload, &mut out), Err(EncodeError::TooLong));
+        assert_eq!(
+            encode(&payload, &mut out, ToClient),
+            Err(EncodeError::TooLong)
+        );
         assert!(out.is_empty());
     }
 
@@ -369,7 +423,13 @@ mod tests {
         let l = Line::new(
             "INV",
             TrId(6),
-            ["bob", "key=abc=", "cand=host/1.2.3.4:5", "cand=srflx/5.6.7.8:9"].map(String::from),
+            [
+                "bob",
+                "key=abc=",
+                "cand=host/1.2.3.4:5",
+                "cand=srflx/5.6.7.8:9",
+            ]
+            .map(String::from),
         );
         assert_eq!(l.keyed("key"), Some("abc="));
         assert_eq!(l.keyed_all("cand").count(), 2);
@@ -386,16 +446,16 @@ mod tests {
         fn round_trip(cmd in "[A-Z]{3}", trid in any::<u32>(), params in proptest::collection::vec(arb_param(), 0..8),
                       payload in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut line = Line::new(&cmd, TrId(trid), params);
-            if line.command.has_payload() { line.payload = payload; }
+            if line.command.has_payload(ToClient) { line.payload = payload; }
             let mut out = BytesMut::new();
-            encode(&line, &mut out).unwrap();
+            encode(&line, &mut out, ToClient).unwrap();
             // Byte by byte: a partial line is never taken early.
             let mut buf = BytesMut::new();
             let mut got = None;
             for b in out.iter() {
                 prop_assert!(got.is_none());
                 buf.put_u8(*b);
-                got = decode(&mut buf).unwrap();
+                got = decode(&mut buf, ToClient).unwrap();
             }
             prop_assert_eq!(got, Some(line));
             prop_assert!(buf.is_empty());
@@ -406,7 +466,7 @@ mod tests {
             let mut buf = BytesMut::from(&data[..]);
             for _ in 0..data.len() + 1 {
                 let before = buf.len();
-                match decode(&mut buf) {
+                match decode(&mut buf, ToClient) {
                     Ok(Some(_)) | Err(FrameError::Syntax(_)) => prop_assert!(buf.len() < before),
                     Ok(None) => break,
                     Err(e) => { prop_assert!(e.is_fatal()); break; }

@@ -1,0 +1,620 @@
+//! SCRAM-SHA-256 ([RFC 5802], [RFC 7677]) with its key-stretching function `Hi()` replaced by
+//! Argon2id ([RFC 9106]): the login of docs/PROTOCOL.md section 5.
+//!
+//! Messages are RFC 5802's, unchanged, with one extension attribute: the server-first-message
+//! carries `k=<kdf>` (for example `k=argon2id:m=19456:t=2:p=1`) after `i=` so the client can
+//! derive the same SaltedPassword. No channel binding: the GS2 header is always `n,,`.
+//!
+//! Both sides are here and both are sans-IO: [`ScramClient`] for the client, [`ServerExchange`]
+//! for the server core. The server never runs the KDF; it stores `(kdf, salt, StoredKey,
+//! ServerKey)` ([`Credentials`]) and checks proofs with SHA-256 and HMAC only.
+//!
+//! ```
+//! # use shared::rendezvous::{scram::*, Kdf, UserName};
+//! let kdf = Kdf { memory_kib: 8, iterations: 1, lanes: 1 };
+//! let creds = derive_credentials(b"pencil", b"sixteen byte slt", kdf).unwrap();
+//! let user = UserName::parse("alice").unwrap();
+//! let mut client = ScramClient::new(&user, &[7; 18]);
+//! let first = parse_client_first(&client.client_first()).unwrap();
+//! let server = ServerExchange::new(&first, &[9; 18], &creds.salt, kdf);
+//! let client_final = client.handle_server_first(server.server_first(), b"pencil").unwrap();
+//! let server_final = server.verify_client_final(&client_final, &creds).unwrap();
+//! client.handle_server_final(&server_final).unwrap();
+//! ```
+//!
+//! [RFC 5802]: https://www.rfc-editor.org/rfc/rfc5802
+//! [RFC 7677]: https://www.rfc-editor.org/rfc/rfc7677
+//! [RFC 9106]: https://www.rfc-editor.org/rfc/rfc9106
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use super::types::{Credentials, Kdf, UserName};
+
+/// The mechanism name on the `USR` line.
+pub const MECHANISM: &str = "SCRAM-SHA-256-ARGON2ID";
+/// The fewest random bytes in a nonce ([`ScramClient::new`], [`ServerExchange::new`]).
+pub const MIN_NONCE_BYTES: usize = 18;
+/// The fewest characters the server accepts in a client nonce (base64 of 18 bytes).
+pub const MIN_NONCE_CHARS: usize = 24;
+/// The most characters accepted in a nonce.
+pub const MAX_NONCE_CHARS: usize = 128;
+/// `base64("n,,")`: the `c=` of a client-final-message without channel binding.
+const GS2_HEADER_B64: &str = "biws";
+const GS2_HEADER: &str = "n,,";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a SCRAM step failed.
+#[non_exhaustive]
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum ScramError {
+    /// A message does not follow RFC 5802's syntax (or uses a feature we do not support, such
+    /// as channel binding or an authzid).
+    #[error("malformed SCRAM message: {0}")]
+    Malformed(&'static str),
+    /// The server's nonce does not extend ours, or the client-final nonce is not the combined one.
+    #[error("SCRAM nonce mismatch")]
+    NonceMismatch,
+    /// The KDF parameters or the salt are refused by Argon2.
+    #[error("KDF refused: {0}")]
+    Kdf(String),
+    /// The client's proof is wrong (wrong password, or unknown user).
+    #[error("authentication failed")]
+    AuthenticationFailed,
+    /// The server's signature is wrong: it does not know our verifier. Hang up.
+    #[error("server signature mismatch: the server does not know the verifier")]
+    ServerSignatureMismatch,
+    /// A method was called out of order.
+    #[error("SCRAM step out of order")]
+    OutOfOrder,
+}
+
+/// `Hi()` for SCRAM-SHA-256-ARGON2ID: `Argon2id(password, salt, m, t, p)`, 32 bytes.
+pub fn salted_password(password: &[u8], salt: &[u8], kdf: Kdf) -> Result<[u8; 32], ScramError> {
+    let params = argon2::Params::new(kdf.memory_kib, kdf.iterations, kdf.lanes, Some(32))
+        .map_err(|e| ScramError::Kdf(e.to_string()))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = [0u8; 32];
+    argon
+        .hash_password_into(password, salt, &mut out)
+        .map_err(|e| ScramError::Kdf(e.to_string()))?;
+    Ok(out)
+}
+
+/// Password -> verifier (runs Argon2id; slow by design).
+pub fn derive_credentials(
+    password: &[u8],
+    salt: &[u8],
+    kdf: Kdf,
+) -> Result<Credentials, ScramError> {
+    let salted = salted_password(password, salt, kdf)?;
+    let (_, stored_key, server_key) = keys(&salted);
+    Ok(Credentials {
+        kdf,
+        salt: salt.to_vec(),
+        stored_key,
+        server_key,
+    })
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    // HMAC takes keys of any length: `new_from_slice` cannot fail.
+    let mut mac = match HmacSha256::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => return [0; 32],
+    };
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// `(ClientKey, StoredKey, ServerKey)` from SaltedPassword.
+fn keys(salted: &[u8; 32]) -> ([u8; 32], [u8; 32], [u8; 32]) {
+    let client_key = hmac(salted, b"Client Key");
+    (client_key, sha256(&client_key), hmac(salted, b"Server Key"))
+}
+
+fn xor(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    std::array::from_fn(|i| a[i] ^ b[i])
+}
+
+/// Constant-time equality of two 32-byte values.
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+fn decode_32(b64: &str) -> Option<[u8; 32]> {
+    B64.decode(b64).ok()?.try_into().ok()
+}
+
+/// A printable nonce without commas (RFC 5802 `printable`).
+fn nonce_ok(nonce: &str) -> bool {
+    !nonce.is_empty()
+        && nonce.len() <= 4 * MAX_NONCE_CHARS
+        && nonce
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+}
+
+/// Splits `a=value` attributes; `expected` gives the attribute letters in order. Extra trailing
+/// attributes are ignored only if `allow_extra`.
+fn attributes<const N: usize>(
+    msg: &str,
+    expected: [char; N],
+    allow_extra: bool,
+) -> Result<[&str; N], ScramError> {
+    let mut parts = msg.split(',');
+    let mut out = [""; N];
+    for (slot, letter) in out.iter_mut().zip(expected) {
+        let part = parts
+            .next()
+            .ok_or(ScramError::Malformed("missing attribute"))?;
+        let mut chars = part.chars();
+        if chars.next() != Some(letter) || chars.next() != Some('=') {
+            return Err(ScramError::Malformed("unexpected attribute"));
+        }
+        *slot = &part[2..];
+    }
+    if !allow_extra && parts.next().is_some() {
+        return Err(ScramError::Malformed("unexpected trailing attribute"));
+    }
+    Ok(out)
+}
+
+/// The parsed client-first-message, as the server sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientFirst {
+    /// The user name as sent (`n=`), not yet checked against [`UserName`]'s rules.
+    pub user: String,
+    /// The client nonce (`r=`).
+    pub nonce: String,
+    /// The client-first-message-bare (`n=...,r=...`), part of the AuthMessage.
+    pub bare: String,
+}
+
+/// Parses a client-first-message `n,,n=user,r=nonce`. Refuses channel binding, authzids and
+/// mandatory extensions.
+pub fn parse_client_first(msg: &str) -> Result<ClientFirst, ScramError> {
+    let bare = msg
+        .strip_prefix(GS2_HEADER)
+        .ok_or(ScramError::Malformed("GS2 header must be \"n,,\""))?;
+    let [user, nonce] = attributes(bare, ['n', 'r'], true)?;
+    // Extensions after r= are allowed by RFC 5802 only if not mandatory (m= is first, refused
+    // above by the attribute order); we take none.
+    if user.is_empty() || user.contains('=') {
+        return Err(ScramError::Malformed("bad user name"));
+    }
+    if !nonce_ok(nonce) {
+        return Err(ScramError::Malformed("bad nonce"));
+    }
+    Ok(ClientFirst {
+        user: user.to_owned(),
+        nonce: nonce.to_owned(),
+        bare: bare.to_owned(),
+    })
+}
+
+/// The server's half of one SCRAM exchange: built from the client-first-message, it holds the
+/// server-first-message and checks the client-final-message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerExchange {
+    client_first_bare: String,
+    server_first: String,
+    nonce: String,
+}
+
+impl ServerExchange {
+    /// Starts an exchange with `server_nonce` (at least [`MIN_NONCE_BYTES`] random bytes,
+    /// base64'd inside) and the user's salt and KDF (or fake ones for an unknown user).
+    pub fn new(client_first: &ClientFirst, server_nonce: &[u8], salt: &[u8], kdf: Kdf) -> Self {
+        let nonce = format!("{}{}", client_first.nonce, B64.encode(server_nonce));
+        let k = format!(",k={kdf}");
+        Self::build(client_first, nonce, salt, kdf.iterations, &k)
+    }
+
+    fn build(cf: &ClientFirst, nonce: String, salt: &[u8], i: u32, extra: &str) -> Self {
+        let server_first = format!("r={nonce},s={},i={i}{extra}", B64.encode(salt));
+        ServerExchange {
+            client_first_bare: cf.bare.clone(),
+            server_first,
+            nonce,
+        }
+    }
+
+    /// The server-first-message `r=...,s=...,i=...,k=...` (not base64'd).
+    pub fn server_first(&self) -> &str {
+        &self.server_first
+    }
+
+    /// Checks the client-final-message against the stored verifier; on success returns the
+    /// server-final-message `v=...`. A wrong proof is [`ScramError::AuthenticationFailed`].
+    pub fn verify_client_final(
+        &self,
+        client_final: &str,
+        credentials: &Credentials,
+    ) -> Result<String, ScramError> {
+        let [c, r, p] = attributes(client_final, ['c', 'r', 'p'], false)?;
+        if c != GS2_HEADER_B64 {
+            return Err(ScramError::Malformed("channel binding must be c=biws"));
+        }
+        if r != self.nonce {
+            return Err(ScramError::NonceMismatch);
+        }
+        let proof = decode_32(p).ok_or(ScramError::Malformed("bad proof"))?;
+        let without_proof = &client_final[..client_final.len() - p.len() - 3];
+        let auth = auth_message(&self.client_first_bare, &self.server_first, without_proof);
+        let client_signature = hmac(&credentials.stored_key, auth.as_bytes());
+        let client_key = xor(&proof, &client_signature);
+        if !ct_eq(&sha256(&client_key), &credentials.stored_key) {
+            return Err(ScramError::AuthenticationFailed);
+        }
+        let server_signature = hmac(&credentials.server_key, auth.as_bytes());
+        Ok(format!("v={}", B64.encode(server_signature)))
+    }
+}
+
+fn auth_message(
+    client_first_bare: &str,
+    server_first: &str,
+    client_final_no_proof: &str,
+) -> String {
+    format!("{client_first_bare},{server_first},{client_final_no_proof}")
+}
+
+/// What the server-first-message said.
+pub(crate) struct ServerFirst<'a> {
+    nonce: &'a str,
+    salt: Vec<u8>,
+    iterations: u32,
+    kdf: Option<&'a str>,
+}
+
+fn parse_server_first(msg: &str) -> Result<ServerFirst<'_>, ScramError> {
+    let mut parts = msg.splitn(4, ',');
+    let mut take = |letter: &'static str| {
+        parts
+            .next()
+            .and_then(|p| p.strip_prefix(letter))
+            .ok_or(ScramError::Malformed("missing attribute"))
+    };
+    let (r, s, i) = (take("r=")?, take("s=")?, take("i=")?);
+    let kdf = match parts.next() {
+        None => None,
+        Some(k) => Some(
+            k.strip_prefix("k=")
+                .filter(|k| !k.contains(','))
+                .ok_or(ScramError::Malformed("unexpected extension"))?,
+        ),
+    };
+    if !nonce_ok(r) {
+        return Err(ScramError::Malformed("bad nonce"));
+    }
+    let salt = B64
+        .decode(s)
+        .map_err(|_| ScramError::Malformed("bad salt"))?;
+    let iterations = Some(i)
+        .filter(|i| !i.is_empty() && i.len() <= 10 && i.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|i| i.parse::<u32>().ok())
+        .filter(|&i| i >= 1)
+        .ok_or(ScramError::Malformed("bad iteration count"))?;
+    Ok(ServerFirst {
+        nonce: r,
+        salt,
+        iterations,
+        kdf,
+    })
+}
+
+#[derive(Clone, Debug)]
+enum ClientState {
+    Initial,
+    /// Waiting for the server-final-message, which must carry this signature.
+    Final([u8; 32]),
+    Failed,
+}
+
+/// The client's half of one SCRAM exchange.
+#[derive(Clone, Debug)]
+pub struct ScramClient {
+    nonce: String,
+    bare: String,
+    state: ClientState,
+}
+
+impl ScramClient {
+    /// `nonce`: at least 18 random bytes from the caller (the core has no rng); base64'd inside.
+    /// The server refuses shorter nonces.
+    pub fn new(user: &UserName, nonce: &[u8]) -> ScramClient {
+        Self::with_nonce_text(user.as_str(), B64.encode(nonce))
+    }
+
+    /// A client with a nonce already in text form (the RFC 7677 test vector uses one).
+    fn with_nonce_text(user: &str, nonce: String) -> ScramClient {
+        ScramClient {
+            bare: format!("n={user},r={nonce}"),
+            nonce,
+            state: ClientState::Initial,
+        }
+    }
+
+    /// RFC 5802 client-first-message, e.g. "n,,n=alice,r=..." (NOT base64; the caller base64s it
+    /// for the USR line).
+    pub fn client_first(&self) -> String {
+        format!("{GS2_HEADER}{}", self.bare)
+    }
+
+    /// Takes the server-first-message (decoded from base64), runs the KDF, returns
+    /// client-final-message. The server must name an Argon2id KDF with `k=` whose `t` is `i=`.
+    pub fn handle_server_first(
+        &mut self,
+        server_first: &str,
+        password: &[u8],
+    ) -> Result<String, ScramError> {
+        self.handle_server_first_with(server_first, |sf| {
+            let kdf: Kdf = sf
+                .kdf
+                .ok_or(ScramError::Malformed("missing k= attribute"))?
+                .parse()
+                .map_err(|_| ScramError::Malformed("bad k= attribute"))?;
+            if kdf.iterations != sf.iterations {
+                return Err(ScramError::Malformed("i= does not match k="));
+            }
+            salted_password(password, &sf.salt, kdf)
+        })
+    }
+
+    /// The RFC 5802 client step with a pluggable `Hi()`.
+    pub(crate) fn handle_server_first_with(
+        &mut self,
+        server_first: &str,
+        hi: impl FnOnce(&ServerFirst<'_>) -> Result<[u8; 32], ScramError>,
+    ) -> Result<String, ScramError> {
+        if !matches!(self.state, ClientState::Initial) {
+            return Err(ScramError::OutOfOrder);
+        }
+        self.state = ClientState::Failed;
+        let sf = parse_server_first(server_first)?;
+        if sf.nonce.len() <= self.nonce.len() || !sf.nonce.starts_with(&self.nonce) {
+            return Err(ScramError::NonceMismatch);
+        }
+        let salted = hi(&sf)?;
+        let (client_key, stored_key, server_key) = keys(&salted);
+        let without_proof = format!("c={GS2_HEADER_B64},r={}", sf.nonce);
+        let auth = auth_message(&self.bare, server_first, &without_proof);
+        let proof = xor(&client_key, &hmac(&stored_key, auth.as_bytes()));
+        self.state = ClientState::Final(hmac(&server_key, auth.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)))
+    }
+
+    /// Checks the server-final-message "v=...": proves the server knew the verifier.
+    pub fn handle_server_final(&self, server_final: &str) -> Result<(), ScramError> {
+        let ClientState::Final(expected) = &self.state else {
+            return Err(ScramError::OutOfOrder);
+        };
+        if server_final.starts_with("e=") {
+            return Err(ScramError::AuthenticationFailed);
+        }
+        let [v] = attributes(server_final, ['v'], false)?;
+        let got = decode_32(v).ok_or(ScramError::Malformed("bad server signature"))?;
+        if ct_eq(&got, expected) {
+            Ok(())
+        } else {
+            Err(ScramError::ServerSignatureMismatch)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CHEAP: Kdf = Kdf {
+        memory_kib: 8,
+        iterations: 1,
+        lanes: 1,
+    };
+
+    fn pbkdf2_hi(
+        password: &'static [u8],
+    ) -> impl FnOnce(&ServerFirst<'_>) -> Result<[u8; 32], ScramError> {
+        move |sf| {
+            let mut out = [0u8; 32];
+            pbkdf2::pbkdf2_hmac::<Sha256>(password, &sf.salt, sf.iterations, &mut out);
+            Ok(out)
+        }
+    }
+
+    /// RFC 7677 section 3, with PBKDF2 plugged back in as `Hi()`.
+    #[test]
+    fn rfc7677_test_vector() {
+        const SERVER_FIRST: &str = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+                                    s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+        const CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+                                    p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+        const SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+        let mut client = ScramClient::with_nonce_text("user", "rOprNGfwEbeRWgbNEkqO".into());
+        assert_eq!(client.client_first(), "n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
+        let client_final = client
+            .handle_server_first_with(SERVER_FIRST, pbkdf2_hi(b"pencil"))
+            .unwrap();
+        assert_eq!(client_final, CLIENT_FINAL);
+        client.handle_server_final(SERVER_FINAL).unwrap();
+
+        // The server side, from the stored verifier only.
+        let first = parse_client_first(&client.client_first()).unwrap();
+        assert_eq!(first.user, "user");
+        let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(b"pencil", &salt, 4096, &mut salted);
+        let (_, stored_key, server_key) = keys(&salted);
+        let creds = Credentials {
+            kdf: CHEAP,
+            salt: salt.clone(),
+            stored_key,
+            server_key,
+        };
+        let nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".to_owned();
+        let server = ServerExchange::build(&first, nonce, &salt, 4096, "");
+        assert_eq!(server.server_first(), SERVER_FIRST);
+        assert_eq!(
+            server.verify_client_final(CLIENT_FINAL, &creds).unwrap(),
+            SERVER_FINAL
+        );
+
+        // One flipped bit of the proof fails.
+        let bad = CLIENT_FINAL.replace("p=dHzb", "p=dHzc");
+        assert_eq!(
+            server.verify_client_final(&bad, &creds),
+            Err(ScramError::AuthenticationFailed)
+        );
+    }
+
+    fn exchange(password: &[u8], login_password: &[u8]) -> Result<(), ScramError> {
+        let creds = derive_credentials(password, b"0123456789abcdef", CHEAP)?;
+        let user = UserName::parse("alice").unwrap();
+        let mut client = ScramClient::new(&user, &[1; 18]);
+        let first = parse_client_first(&client.client_first())?;
+        let server = ServerExchange::new(&first, &[2; 18], &creds.salt, creds.kdf);
+        assert!(
+            server
+                .server_first()
+                .ends_with(",i=1,k=argon2id:m=8:t=1:p=1")
+        );
+        let client_final = client.handle_server_first(server.server_first(), login_password)?;
+        let server_final = server.verify_client_final(&client_final, &creds)?;
+        client.handle_server_final(&server_final)
+    }
+
+    #[test]
+    fn argon2_round_trip_and_wrong_password() {
+        exchange(b"correct horse", b"correct horse").unwrap();
+        assert_eq!(
+            exchange(b"correct horse", b"battery staple"),
+            Err(ScramError::AuthenticationFailed)
+        );
+    }
+
+    #[test]
+    fn derive_credentials_is_deterministic_and_salted() {
+        let a = derive_credentials(b"pw", b"saltsalt", CHEAP).unwrap();
+        assert_eq!(a, derive_credentials(b"pw", b"saltsalt", CHEAP).unwrap());
+        assert_ne!(
+            a.stored_key,
+            derive_credentials(b"pw", b"saltsal2", CHEAP)
+                .unwrap()
+                .stored_key
+        );
+        assert_ne!(a.stored_key, a.server_key);
+        assert!(matches!(
+            derive_credentials(b"pw", b"short", CHEAP),
+            Err(ScramError::Kdf(_))
+        ));
+    }
+
+    #[test]
+    fn tampered_server_final_and_bad_server_first_fail() {
+        let creds = derive_credentials(b"pw", b"0123456789abcdef", CHEAP).unwrap();
+        let user = UserName::parse("bob").unwrap();
+        let mut client = ScramClient::new(&user, &[3; 18]);
+        assert_eq!(
+            client.handle_server_final("v=AAAA"),
+            Err(ScramError::OutOfOrder)
+        );
+        let first = parse_client_first(&client.client_first()).unwrap();
+        let server = ServerExchange::new(&first, &[4; 18], &creds.salt, creds.kdf);
+        let client_final = client
+            .handle_server_first(server.server_first(), b"pw")
+            .unwrap();
+        let good = server.verify_client_final(&client_final, &creds).unwrap();
+        // A server that does not know the verifier signs with the wrong key.
+        let other = derive_credentials(b"other", b"0123456789abcdef", CHEAP).unwrap();
+        let forged = server.verify_client_final(
+            &client_final,
+            &Credentials {
+                stored_key: creds.stored_key,
+                ..other
+            },
+        );
+        let forged = forged.unwrap();
+        assert_ne!(forged, good);
+        assert_eq!(
+            client.handle_server_final(&forged),
+            Err(ScramError::ServerSignatureMismatch)
+        );
+        assert!(client.handle_server_final("v=notbase64!").is_err());
+        assert_eq!(
+            client.handle_server_final("e=other-error"),
+            Err(ScramError::AuthenticationFailed)
+        );
+        client.handle_server_final(&good).unwrap();
+        // The nonce must extend ours; k= must agree with i=.
+        let mut c2 = ScramClient::new(&user, &[3; 18]);
+        let sf = server.server_first().replacen("r=A", "r=B", 1);
+        assert_eq!(
+            c2.handle_server_first(&sf, b"pw"),
+            Err(ScramError::NonceMismatch)
+        );
+        let mut c3 = ScramClient::new(&user, &[3; 18]);
+        let sf = server.server_first().replace(",i=1,", ",i=2,");
+        assert!(matches!(
+            c3.handle_server_first(&sf, b"pw"),
+            Err(ScramError::Malformed(_))
+        ));
+        let mut c4 = ScramClient::new(&user, &[3; 18]);
+        let sf = server.server_first().replace(",k=argon2id:m=8:t=1:p=1", "");
+        assert!(matches!(
+            c4.handle_server_first(&sf, b"pw"),
+            Err(ScramError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn client_first_refuses_what_we_do_not_support() {
+        for bad in [
+            "p=tls-unique,,n=a,r=abc",
+            "y,,n=a,r=abc",
+            "n,a=admin,n=a,r=abc",
+            "n,,m=ext,n=a,r=abc",
+            "n,,n=,r=abc",
+            "n,,n=a,r=",
+            "n,,n=a",
+            "n,,r=abc,n=a",
+        ] {
+            assert!(parse_client_first(bad).is_err(), "{bad}");
+        }
+        let ok = parse_client_first("n,,n=a,r=abc,x=ext").unwrap();
+        assert_eq!((ok.user.as_str(), ok.nonce.as_str()), ("a", "abc"));
+    }
+
+    proptest! {
+        #[test]
+        fn malformed_messages_never_panic(text in "[ -~]{0,120}", cut in 0usize..200) {
+            let _ = parse_client_first(&text);
+            let user = UserName::parse("alice").unwrap();
+            let mut client = ScramClient::new(&user, &[5; 18]);
+            let _ = client.handle_server_first_with(&text, |_| Ok([0; 32]));
+            let _ = client.handle_server_final(&text);
+            let first = parse_client_first(&client.client_first()).unwrap();
+            let creds = derive_credentials(b"pw", b"0123456789abcdef", CHEAP).unwrap();
+            let server = ServerExchange::new(&first, &[6; 18], &creds.salt, creds.kdf);
+            let _ = server.verify_client_final(&text, &creds);
+            // Truncations and splices of valid messages.
+            let valid = format!("c=biws,r={}{},p={}", "x", text, B64.encode([0u8; 32]));
+            let cut = cut.min(valid.len());
+            let _ = server.verify_client_final(&valid[..cut], &creds);
+            let sf = server.server_first();
+            let mut fresh = ScramClient::new(&user, &[5; 18]);
+            let _ = fresh.handle_server_first_with(&sf[..cut.min(sf.len())], |_| Ok([0; 32]));
+            let _ = fresh.handle_server_first_with(&format!("{sf}{text}"), |_| Ok([0; 32]));
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The sans-IO core of the rendezvous server (docs/PROTOCOL.md sections 1-9).
+//!
+//! [`RendezvousServer`] owns the directory (accounts, contact and block lists), the connections
+//! and their login state, presence, and pending introductions. It never touches a socket, a
+//! clock or ambient randomness: the driver feeds it events with the current time, and drains
+//! what it wants done.
+//!
+//! # Driving it
+//! 1. Feed every event: [`handle_connected`](RendezvousServer::handle_connected), then each
+//!    decoded [`Line`] ([`handle_line`](RendezvousServer::handle_line)) or framing error
+//!    ([`handle_frame_error`](RendezvousServer::handle_frame_error)),
+//!    [`handle_disconnected`](RendezvousServer::handle_disconnected) when the socket goes away.
+//! 2. After each event, drain [`poll_output`](RendezvousServer::poll_output) until `None`, in
+//!    order: [`Output::Store`] must be persisted before any later output is acted on (so an
+//!    answer never announces a change the database lost), [`Output::Send`] queues a line,
+//!    [`Output::Close`] flushes and closes, [`Output::Ticket`] goes to the switchboard.
+//! 3. Call [`handle_timeout`](RendezvousServer::handle_timeout) when
+//!    [`poll_timeout`](RendezvousServer::poll_timeout)'s instant has passed, and drain again.
+//!
+//! ```
+//! # use std::time::Instant;
+//! # use shared::rendezvous::server::*;
+//! # use shared::rendezvous::{DirectorySnapshot, TrId, Line};
+//! let mut server = RendezvousServer::new(
+//!     RendezvousConfig::default(), DirectorySnapshot::default(), [1; 32], [2; 32]);
+//! let now = Instant::now();
+//! server.handle_connected(now, ConnId(1), "192.0.2.1:5000".parse().unwrap());
+//! server.handle_line(now, ConnId(1), Line::new("VER", TrId(1), ["P2P1".to_owned()]));
+//! while let Some(output) = server.poll_output() {
+//!     match output {
+//!         Output::Send { conn, line } => assert_eq!(line.params, ["P2P1"]),
+//!         _ => {}
+//!     }
+//! }
+//! ```
+//!
+//! # Costs
+//! Users are interned to small integer ids; contact and block lists are sorted vectors of ids,
+//! so a presence change costs a binary search per contact. Timers are a coarse sweep of the
+//! connections (at most once a second) and a deadline-ordered queue of invitations, so
+//! `poll_timeout` is O(1).
+
+mod conn;
+mod directory;
+mod intro;
+mod login;
+mod timers;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_intro;
+#[cfg(test)]
+mod tests_presence;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::types::{DirectorySnapshot, Kdf, StoreOp, UserName, UserRecord};
+use super::wire::{FrameError, Line, TrId};
+use conn::Conn;
+use directory::Directory;
+use intro::Introductions;
+
+pub use intro::{ALLOC_KINDS, CANDIDATE_KINDS, MAX_CANDIDATES, NAT_TYPES};
+
+/// The protocol version this server speaks (docs/PROTOCOL.md section 3).
+pub const PROTOCOL_VERSION: &str = "P2P1";
+
+/// Identifies one TCP connection; the driver picks the numbers (never reused while open).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// An introduction's session id: 16 random bytes, written as lower-case hex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId(pub [u8; 16]);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for SessionId {
+    type Err = ParseSessionIdError;
+
+    /// Parses 32 hex digits (either case).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        intro::parse_sid(s).ok_or(ParseSessionIdError)
+    }
+}
+
+/// A session id that is not 32 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a session id is 32 hex digits")]
+pub struct ParseSessionIdError;
+
+/// The rendezvous server's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RendezvousConfig {
+    /// Whether `REG` is allowed (default true).
+    pub registration_open: bool,
+    /// The weakest KDF accepted by `REG` and `PWD` (default [`Kdf::default`]).
+    pub min_kdf: Kdf,
+    /// Silence after which the server sends `PNG 0` (30 s).
+    pub ping_interval: Duration,
+    /// Silence after which the server sends `OUT 0 TMO` and closes (75 s).
+    pub idle_timeout: Duration,
+    /// How long the second login step may wait after the first (30 s).
+    pub login_step_timeout: Duration,
+    /// How long an invitation waits for `ANS` or `DEC` (30 s).
+    pub invite_timeout: Duration,
+    /// The `start=` of `ITR` (250 ms).
+    pub punch_delay: Duration,
+    /// How long a switchboard ticket is valid (60 s).
+    pub ticket_lifetime: Duration,
+    /// The error answer that closes a connection (16).
+    pub max_errors: u32,
+    /// Failed logins that close a connection (3).
+    pub max_login_failures: u32,
+    /// The longest contact list (1000).
+    pub max_contacts: usize,
+    /// The STUN service's address, for the `CFG` push.
+    pub stun_addr: Option<SocketAddr>,
+    /// The switchboard's address, for `CFG` and the `sb=` of `ITR`.
+    pub switchboard_addr: Option<SocketAddr>,
+}
+
+impl Default for RendezvousConfig {
+    fn default() -> Self {
+        RendezvousConfig {
+            registration_open: true,
+            min_kdf: Kdf::default(),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            login_step_timeout: Duration::from_secs(30),
+            invite_timeout: Duration::from_secs(30),
+            punch_delay: Duration::from_millis(250),
+            ticket_lifetime: Duration::from_secs(60),
+            max_errors: 16,
+            max_login_failures: 3,
+            max_contacts: 1000,
+            stun_addr: None,
+            switchboard_addr: None,
+        }
+    }
+}
+
+/// What the core asks its driver to do, in causal order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Persist this BEFORE sending any later output (the queue is in causal order).
+    Store(StoreOp),
+    /// Send `line` on `conn`.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The line.
+        line: Line,
+    },
+    /// Flush what was queued for conn, then close it. The core has forgotten conn.
+    Close(ConnId),
+    /// A switchboard ticket was issued (the driver hands it to the switchboard).
+    Ticket(Ticket),
+}
+
+/// A switchboard ticket: valid once, before `expires`, for `user` in `session` with `peer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// The 16 random bytes (hex on the wire).
+    pub value: [u8; 16],
+    /// The introduction it belongs to.
+    pub session: SessionId,
+    /// Whom it was issued to.
+    pub user: UserName,
+    /// The other peer of the introduction.
+    pub peer: UserName,
+    /// When it stops being valid.
+    pub expires: Instant,
+}
+
+/// The rendezvous server's state machine. See the [module docs](self) for how to drive it.
+pub struct RendezvousServer {
+    config: RendezvousConfig,
+    dir: Directory,
+    conns: HashMap<ConnId, Conn>,
+    intros: Introductions,
+    out: VecDeque<Output>,
+    rng: ChaCha20Rng,
+    secret: [u8; 32],
+    online: usize,
+    next_sweep: Option<Instant>,
+}
+
+/// An error answer a handler gives instead of its normal answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Refusal {
+    code: u16,
+    text: &'static str,
+    /// Close the connection (after `OUT 0 ERR`) once the answer is sent.
+    close: bool,
+}
+
+impl Refusal {
+    const fn new(code: u16, text: &'static str) -> Refusal {
+        Refusal {
+            code,
+            text,
+            close: false,
+        }
+    }
+
+    const fn closing(self) -> Refusal {
+        Refusal {
+            close: true,
+            ..self
+        }
+    }
+}
+
+/// What a handler returns: `Err` is answered with the error line.
+type Handled = Result<(), Refusal>;
+
+const UNKNOWN_COMMAND: Refusal = Refusal::new(200, "unknown command");
+const INVALID_PARAMETER: Refusal = Refusal::new(201, "invalid parameter");
+const NO_SUCH_USER: Refusal = Refusal::new(205, "no such user");
+const INVALID_USER_NAME: Refusal = Refusal::new(209, "invalid user name");
+const LIST_FULL: Refusal = Refusal::new(210, "contact list full");
+const ALREADY_CONTACT: Refusal = Refusal::new(215, "already a contact");
+const NOT_A_CONTACT: Refusal = Refusal::new(216, "not a contact");
+const NOT_BLOCKED: Refusal = Refusal::new(216, "not blocked");
+const USER_OFFLINE: Refusal = Refusal::new(217, "user offline");
+const ALREADY_BLOCKED: Refusal = Refusal::new(218, "already blocked");
+const NOT_LOGGED_IN: Refusal = Refusal::new(302, "not logged in");
+const REGISTRATION_CLOSED: Refusal = Refusal::new(710, "registration is closed");
+const NAME_TAKEN: Refusal = Refusal::new(711, "name taken");
+const NOT_EXPECTED: Refusal = Refusal::new(715, "not expected now");
+const WEAK_KDF: Refusal = Refusal::new(716, "KDF too weak or malformed");
+const UNSUPPORTED_VERSION: Refusal = Refusal::new(731, "unsupported version");
+const AUTH_FAILED: Refusal = Refusal::new(911, "authentication failed");
+
+impl RendezvousServer {
+    /// `secret`: persisted by the driver (fake salts for unknown users must not change across
+    /// restarts). `seed`: 32 bytes of OS randomness from the driver, for a ChaCha20 rng (nonces,
+    /// session ids and tickets must be unpredictable).
+    ///
+    /// Contact and block pairs in `snapshot` that name unknown users are skipped.
+    pub fn new(
+        config: RendezvousConfig,
+        snapshot: DirectorySnapshot,
+        secret: [u8; 32],
+        seed: [u8; 32],
+    ) -> Self {
+        RendezvousServer {
+            config,
+            dir: Directory::from_snapshot(snapshot),
+            conns: HashMap::new(),
+            intros: Introductions::default(),
+            out: VecDeque::new(),
+            rng: ChaCha20Rng::from_seed(seed),
+            secret,
+            online: 0,
+            next_sweep: None,
+        }
+    }
+
+    /// The settings the server runs with.
+    pub fn config(&self) -> &RendezvousConfig {
+        &self.config
+    }
+
+    /// A new TCP connection from `remote`. It must send `VER` first. (A reused id replaces the
+    /// old connection silently.)
+    pub fn handle_connected(&mut self, now: Instant, conn: ConnId, remote: SocketAddr) {
+        let _ = remote;
+        if self.conns.contains_key(&conn) {
+            self.forget(conn);
+        }
+        self.conns.insert(conn, Conn::new(now));
+        self.schedule_sweep(now);
+    }
+
+    /// One decoded line from `conn`. Lines for unknown connections are ignored.
+    pub fn handle_line(&mut self, now: Instant, conn: ConnId, line: Line) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.heard(now);
+        if let Err(refusal) = self.dispatch(now, conn, &line) {
+            self.refuse(conn, line.trid, refusal);
+        }
+    }
+
+    /// A line the framing refused (wire::decode error). Fatal ones close the connection after
+    /// the documented answer.
+    pub fn handle_frame_error(&mut self, now: Instant, conn: ConnId, error: FrameError) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.heard(now);
+        let refusal = match error {
+            FrameError::Syntax(_) => Refusal::new(200, "syntax error"),
+            FrameError::LineTooLong => Refusal::new(200, "line too long").closing(),
+            _ => Refusal::new(200, "payload not allowed").closing(),
+        };
+        self.refuse(conn, TrId::PUSH, refusal);
+    }
+
+    /// The TCP connection is gone (also for conns the core already closed: ignore unknown ids).
+    /// Its user shows as offline at once.
+    pub fn handle_disconnected(&mut self, now: Instant, conn: ConnId) {
+        let _ = now;
+        self.forget(conn);
+    }
+
+    /// The driver's outgoing queue for `conn` overflowed: drop it as if disconnected (no more
+    /// output for it except Close). Lines for it still in the core's queue are discarded.
+    pub fn handle_overflow(&mut self, now: Instant, conn: ConnId) {
+        let _ = now;
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.out
+            .retain(|o| !matches!(o, Output::Send { conn: c, .. } if *c == conn));
+        self.close(conn, None);
+    }
+
+    /// An account added to the store behind the running server's back (operator CLI
+    /// `stun-server user add`). An existing account of that name gets the new credentials.
+    pub fn handle_user_added(&mut self, record: UserRecord) {
+        self.dir.upsert(record);
+    }
+
+    /// Server shutting down: `OUT 0 SSD` then Close for every connection.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        let _ = now;
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        for conn in ids {
+            self.send(conn, out_line("SSD"));
+            self.out.push_back(Output::Close(conn));
+        }
+        self.conns.clear();
+        self.dir.all_offline();
+        self.intros = Introductions::default();
+        self.online = 0;
+        self.next_sweep = None;
+    }
+
+    /// The next thing the driver must do, in causal order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Logged-in users.
+    pub fn online_count(&self) -> usize {
+        self.online
+    }
+
+    /// Invitations waiting for `ANS` or `DEC`.
+    pub fn pending_introductions(&self) -> usize {
+        self.intros.len()
+    }
+
+    fn send(&mut self, conn: ConnId, line: Line) {
+        self.out.push_back(Output::Send { conn, line });
+    }
+
+    /// Sends the error answer, counts it if it is a protocol error (a client that sends
+    /// malformed or out-of-place lines), and closes the connection if the refusal or the error
+    /// budget says so. Ordinary refusals (no such user, already a contact, ...) are not
+    /// counted: a well-behaved client may meet any number of them.
+    fn refuse(&mut self, conn: ConnId, trid: TrId, refusal: Refusal) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if matches!(refusal.code, 200 | 201 | 302 | 715) {
+            c.errors = c.errors.saturating_add(1);
+        }
+        let exhausted = c.errors >= self.config.max_errors;
+        self.send(conn, Line::error(refusal.code, trid, refusal.text));
+        if refusal.close || exhausted {
+            self.close(conn, Some("ERR"));
+        }
+    }
+
+    fn random<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        self.rng.fill_bytes(&mut out);
+        out
+    }
+}
+
+/// `OUT 0 REASON`.
+fn out_line(reason: &str) -> Line {
+    Line::new("OUT", TrId::PUSH, [reason.to_owned()])
+}
