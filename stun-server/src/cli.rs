@@ -1,30 +1,43 @@
-//! Command-line flags and the TOML config file, merged into [`ServerOptions`].
+//! Command-line flags and the TOML config file, merged into [`ServerOptions`] and
+//! [`RendezvousOptions`]; the operator's `user` subcommands.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
+use shared::rendezvous::{Kdf, RendezvousConfig, UserName};
 use shared::stun_server::RateLimitConfig;
-use stun_server::{DEFAULT_ALT_PORT, DEFAULT_PORT, ServerOptions};
+use stun_server::rendezvous::{DEFAULT_MAX_QUEUED_LINES, default_db_path};
+use stun_server::{DEFAULT_ALT_PORT, DEFAULT_PORT, RendezvousOptions, ServerOptions};
 
 /// STUN server with the classic two-address setup: RFC 3489 (classic), RFC 8489 and RFC 5780
-/// (NAT behaviour discovery).
+/// (NAT behaviour discovery), and the rendezvous server (accounts, presence, introductions;
+/// docs/PROTOCOL.md).
 ///
 /// With no arguments it binds 127.0.0.1 and 127.0.0.2 (both exist on Linux loopback) on UDP
-/// ports 3478 and 3479, and TCP 127.0.0.1:3478. For a public deployment give the host's two
-/// addresses with --primary and --alternate. Flags override the config file; the file
-/// overrides the defaults. RESPONSE-ADDRESS is never honoured (it would make the server a
-/// reflector); responses are at most 172 bytes larger than their request.
+/// ports 3478 and 3479, and TCP 127.0.0.1:3478, and runs the rendezvous server on
+/// 127.0.0.1:1863 with its database in the default place (see --db). For a public deployment
+/// give the host's two addresses with --primary and --alternate. Flags override the config
+/// file; the file overrides the defaults. RESPONSE-ADDRESS is never honoured (it would make the
+/// server a reflector); responses are at most 172 bytes larger than their request.
 #[derive(Parser, Debug)]
 #[command(
     version,
-    after_help = "Logging: set RUST_LOG (default \"info\"), e.g. RUST_LOG=debug."
+    after_help = "Logging: set RUST_LOG (default \"info\"), e.g. RUST_LOG=debug.\n\
+                  Accounts: `stun-server user add NAME`, `stun-server user list` (see `user --help`)."
 )]
 pub struct Cli {
     /// TOML config file with the same keys as the long flags (e.g. `alt_port = 3479`).
-    #[arg(long, short = 'c', env = "STUN_SERVER_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "STUN_SERVER_CONFIG",
+        value_name = "FILE",
+        global = true
+    )]
     pub config: Option<PathBuf>,
     /// Primary IP address to bind [default: 127.0.0.1]. Given without --alternate, the server
     /// runs with one address.
@@ -73,9 +86,99 @@ pub struct Cli {
     /// Log counters every N seconds; 0 = only at shutdown [default: 60].
     #[arg(long, value_name = "SECS")]
     pub stats_interval: Option<u64>,
+    /// Do not run the STUN server (rendezvous only).
+    #[arg(long, conflicts_with = "no_rendezvous")]
+    pub no_stun: bool,
+    /// Rendezvous server (presence, introductions) TCP address; port 0 picks a free one
+    /// [default: 127.0.0.1:1863].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_rendezvous")]
+    pub rendezvous: Option<SocketAddr>,
+    /// Do not run the rendezvous server (STUN only).
+    #[arg(long)]
+    pub no_rendezvous: bool,
+    /// The rendezvous database (SQLite), created if missing [default:
+    /// $XDG_DATA_HOME/p2p-toolkit/rendezvous.db, else
+    /// $HOME/.local/share/p2p-toolkit/rendezvous.db, else ./rendezvous.db].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub db: Option<PathBuf>,
+    /// `open`: anyone may register with REG; `closed`: only the operator adds accounts, with
+    /// `stun-server user add` [default: open].
+    #[arg(long, value_name = "MODE")]
+    pub registration: Option<Registration>,
+    /// The weakest password KDF accepted at registration and password change
+    /// [default: argon2id:m=19456:t=2:p=1].
+    #[arg(long, value_name = "KDF")]
+    pub min_kdf: Option<Kdf>,
+    /// Seconds of silence from a rendezvous client before the server sends PNG [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub ping_interval: Option<u64>,
+    /// Seconds of silence after which a rendezvous client is dropped (OUT TMO) [default: 75].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Switchboard (relay) address to advertise to rendezvous clients in CFG and ITR
+    /// [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub switchboard: Option<SocketAddr>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Operator commands (instead of serving).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Operator commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Rendezvous accounts in the database; works while the server runs (it picks new users up
+    /// within about 2 seconds).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `stun-server user ...`
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add an account. The password is read from --password-file, else the P2P_PASSWORD
+    /// environment variable, else asked for on the terminal (not echoed). Only the verifier is
+    /// stored, never the password.
+    Add {
+        /// The user name: 1 to 32 of a-z 0-9 . _ - (case-insensitive).
+        name: UserName,
+        /// File whose first line is the password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Argon2id parameters for the verifier [default: argon2id:m=19456:t=2:p=1].
+        #[arg(long, value_name = "KDF")]
+        kdf: Option<Kdf>,
+    },
+    /// List accounts: name, KDF, creation time (UTC).
+    List,
+}
+
+/// Who may create accounts.
+#[derive(ValueEnum, Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Anyone, with REG.
+    Open,
+    /// Only the operator, with `stun-server user add`.
+    Closed,
+}
+
+/// The `rendezvous` key: `false` to turn the server off, or its address.
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum RendezvousKey {
+    /// `true`: on, at the default address; `false`: off.
+    Enabled(bool),
+    /// On, at this address.
+    Listen(SocketAddr),
+}
+
+/// The default rendezvous address.
+fn default_rendezvous() -> SocketAddr {
+    RendezvousOptions::default().listen
 }
 
 /// The config file, and the merged settings (same shape, so `--print-config` output can be
@@ -96,6 +199,14 @@ pub struct Settings {
     rate_burst: Option<u32>,
     software: Option<String>,
     socket_buffer: Option<usize>,
+    stun: Option<bool>,
+    rendezvous: Option<RendezvousKey>,
+    db: Option<PathBuf>,
+    registration: Option<Registration>,
+    min_kdf: Option<String>,
+    ping_interval: Option<u64>,
+    idle_timeout: Option<u64>,
+    switchboard: Option<SocketAddr>,
     #[serde(skip_serializing)]
     stats_interval_opt: Option<u64>,
     /// Seconds between counter logs (resolved).
@@ -127,6 +238,19 @@ impl Cli {
             advertise_alternate
         );
         over!(workers, rate_limit, rate_burst, software, socket_buffer);
+        over!(db, registration, ping_interval, idle_timeout, switchboard);
+        if let Some(kdf) = self.min_kdf {
+            s.min_kdf = Some(kdf.to_string());
+        }
+        if let Some(addr) = self.rendezvous {
+            s.rendezvous = Some(RendezvousKey::Listen(addr));
+        }
+        if self.no_rendezvous {
+            s.rendezvous = Some(RendezvousKey::Enabled(false));
+        }
+        if self.no_stun {
+            s.stun = Some(false);
+        }
         if self.stats_interval.is_some() {
             s.stats_interval_opt = self.stats_interval;
         }
@@ -140,6 +264,7 @@ impl Cli {
             s.software = Some(String::new());
         }
         s.resolve();
+        s.validate()?;
         Ok(s)
     }
 }
@@ -187,6 +312,96 @@ impl Settings {
         self.socket_buffer
             .get_or_insert(ServerOptions::default().socket_buffer);
         self.stats_interval = self.stats_interval_opt.unwrap_or(60);
+        self.stun.get_or_insert(true);
+        if matches!(self.rendezvous, None | Some(RendezvousKey::Enabled(true))) {
+            self.rendezvous = Some(RendezvousKey::Listen(default_rendezvous()));
+        }
+        self.db.get_or_insert_with(default_db_path);
+        self.registration.get_or_insert(Registration::Open);
+        self.min_kdf
+            .get_or_insert_with(|| Kdf::default().to_string());
+        let core = RendezvousConfig::default();
+        self.ping_interval
+            .get_or_insert(core.ping_interval.as_secs());
+        self.idle_timeout.get_or_insert(core.idle_timeout.as_secs());
+    }
+
+    /// Checks what the types do not: the KDF syntax and the keepalive timings.
+    fn validate(&self) -> anyhow::Result<()> {
+        self.min_kdf()?;
+        let ping = self.ping_interval.unwrap_or(30);
+        let idle = self.idle_timeout.unwrap_or(75);
+        if ping == 0 {
+            anyhow::bail!("--ping-interval must be at least 1 second");
+        }
+        if idle <= ping {
+            anyhow::bail!(
+                "--idle-timeout ({idle} s) must be longer than --ping-interval ({ping} s)"
+            );
+        }
+        Ok(())
+    }
+
+    fn min_kdf(&self) -> anyhow::Result<Kdf> {
+        match &self.min_kdf {
+            Some(text) => text.parse().context("invalid min_kdf"),
+            None => Ok(Kdf::default()),
+        }
+    }
+
+    /// Whether anyone may register.
+    pub fn registration_open(&self) -> bool {
+        self.registration != Some(Registration::Closed)
+    }
+
+    /// Whether the STUN server runs.
+    pub fn stun_enabled(&self) -> bool {
+        self.stun.unwrap_or(true)
+    }
+
+    /// Where the rendezvous server listens, if it runs.
+    pub fn rendezvous_listen(&self) -> Option<SocketAddr> {
+        match self.rendezvous {
+            None | Some(RendezvousKey::Enabled(true)) => Some(default_rendezvous()),
+            Some(RendezvousKey::Enabled(false)) => None,
+            Some(RendezvousKey::Listen(addr)) => Some(addr),
+        }
+    }
+
+    /// The rendezvous database.
+    pub fn db_path(&self) -> PathBuf {
+        self.db.clone().unwrap_or_else(default_db_path)
+    }
+
+    /// The options to start the rendezvous server with (`None` when it is turned off);
+    /// `stun_addr` is what `CFG` advertises.
+    pub fn rendezvous_options(
+        &self,
+        stun_addr: Option<SocketAddr>,
+    ) -> anyhow::Result<Option<RendezvousOptions>> {
+        let Some(listen) = self.rendezvous_listen() else {
+            return Ok(None);
+        };
+        let defaults = RendezvousConfig::default();
+        let config = RendezvousConfig {
+            registration_open: self.registration_open(),
+            min_kdf: self.min_kdf()?,
+            ping_interval: self
+                .ping_interval
+                .map_or(defaults.ping_interval, Duration::from_secs),
+            idle_timeout: self
+                .idle_timeout
+                .map_or(defaults.idle_timeout, Duration::from_secs),
+            stun_addr,
+            switchboard_addr: self.switchboard,
+            ..defaults
+        };
+        Ok(Some(RendezvousOptions {
+            listen,
+            db_path: self.db_path(),
+            config,
+            max_queued_lines: DEFAULT_MAX_QUEUED_LINES,
+        }))
     }
 
     /// The effective configuration as TOML.
@@ -267,6 +482,71 @@ mod tests {
         assert_eq!(o.rate_limit.per_second, 5);
         assert!(!o.tcp);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn rendezvous_keys_resolve_round_trip_and_are_checked() {
+        let s = settings(&[]);
+        assert!(s.stun_enabled());
+        assert_eq!(
+            s.rendezvous_listen(),
+            Some("127.0.0.1:1863".parse().unwrap())
+        );
+        let o = s.rendezvous_options(None).unwrap().unwrap();
+        assert!(o.config.registration_open);
+        assert_eq!(o.config.switchboard_addr, None);
+        let s = settings(&[
+            "--no-rendezvous",
+            "--registration",
+            "closed",
+            "--min-kdf",
+            "argon2id:m=8:t=1:p=1",
+            "--ping-interval",
+            "5",
+            "--idle-timeout",
+            "12",
+            "--switchboard",
+            "127.0.0.1:1865",
+            "--db",
+            "/tmp/x/r.db",
+        ]);
+        assert_eq!(s.rendezvous_listen(), None);
+        let text = s.to_toml().unwrap();
+        assert!(text.contains("rendezvous = false"), "{text}");
+        let mut again = parse_file(&text).unwrap();
+        again.resolve();
+        assert_eq!(again.to_toml().unwrap(), text);
+        let s = settings(&["--no-stun", "--rendezvous", "127.0.0.1:0"]);
+        let stun = Some("127.0.0.1:3478".parse().unwrap());
+        let o = s.rendezvous_options(stun).unwrap().unwrap();
+        assert!(!s.stun_enabled());
+        assert_eq!(o.listen.port(), 0);
+        assert_eq!(o.config.stun_addr, stun);
+        let mut file = parse_file(
+            "rendezvous = \"127.0.0.1:4000\"\nregistration = \"closed\"\n\
+                                   ping_interval = 5\nidle_timeout = 9\n",
+        )
+        .unwrap();
+        file.resolve();
+        let o = file.rendezvous_options(None).unwrap().unwrap();
+        assert_eq!(o.listen.port(), 4000);
+        assert!(!o.config.registration_open);
+        assert_eq!(o.config.idle_timeout, Duration::from_secs(9));
+        let bad = |args: &[&str]| {
+            let mut argv = vec!["stun-server"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+                .map(|c| c.settings().is_err())
+                .unwrap_or(true)
+        };
+        assert!(bad(&["--min-kdf", "md5"]));
+        assert!(bad(&["--ping-interval", "30", "--idle-timeout", "30"]));
+        assert!(bad(&["--ping-interval", "0"]));
+        assert!(bad(&["--registration", "maybe"]));
+        assert!(bad(&["--rendezvous", "127.0.0.1:1", "--no-rendezvous"]));
+        let mut file = parse_file("min_kdf = \"argon2id:m=1\"\n").unwrap();
+        file.resolve();
+        assert!(file.validate().is_err());
     }
 
     #[test]

@@ -12,8 +12,12 @@
 //! Each UDP worker thread owns its own four sockets (SO_REUSEPORT), reads and writes them in
 //! batches of 32 with `recvmmsg`/`sendmmsg`, and runs its own copy of the protocol core, so
 //! workers share nothing and scale with cores. TCP runs on one more thread.
+//!
+//! The same package runs the rendezvous server ([`rendezvous`]): accounts, presence and
+//! introductions over TCP, with its SQLite store.
 
 mod options;
+pub mod rendezvous;
 mod server;
 mod sockets;
 mod stats;
@@ -22,6 +26,7 @@ pub mod udp_batch;
 mod udp_worker;
 
 pub use options::{DEFAULT_ALT_PORT, DEFAULT_PORT, OptionsError, ServerOptions};
+pub use rendezvous::{RendezvousError, RendezvousHandle, RendezvousOptions, TicketBook};
 pub use server::{ServerHandle, StartError};
 pub use sockets::BindError;
 pub use stats::Stats;

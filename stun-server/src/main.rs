@@ -1,15 +1,18 @@
-//! `stun-server`: the two-address STUN server.
+//! `stun-server`: the two-address STUN server and the rendezvous server.
 //!
-//! With no arguments it serves 127.0.0.1 and 127.0.0.2 on ports 3478 and 3479 (UDP) and
-//! 127.0.0.1:3478 (TCP), which needs no setup on Linux.
+//! With no arguments it serves STUN on 127.0.0.1 and 127.0.0.2 on ports 3478 and 3479 (UDP)
+//! and 127.0.0.1:3478 (TCP), and the rendezvous protocol on 127.0.0.1:1863, which needs no
+//! setup on Linux. `stun-server user add|list` manages rendezvous accounts.
 
 mod cli;
+mod user_cmd;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use stun_server::ServerHandle;
+use stun_server::{RendezvousHandle, ServerHandle};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -33,14 +36,66 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         print!("{}", settings.to_toml()?);
         return Ok(());
     }
-    let options = settings.server_options();
+    if let Some(cli::Command::User(command)) = &cli.command {
+        return user_cmd::run(command, &settings.db_path());
+    }
+    if !settings.stun_enabled() && settings.rendezvous_listen().is_none() {
+        anyhow::bail!("--no-stun and --no-rendezvous together leave nothing to serve");
+    }
+    let open_files = raise_open_file_limit();
     // Signal handlers first: a Ctrl-C that arrives while the server starts must still shut it
     // down cleanly rather than kill the process.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let signals = runtime.block_on(async { Signals::install() })?;
-    let server = ServerHandle::start(options.clone())?;
+    // Start everything before logging anything, so a start-up failure is one line.
+    let stun = if settings.stun_enabled() {
+        Some(ServerHandle::start(settings.server_options())?)
+    } else {
+        None
+    };
+    let stun_addr = stun
+        .as_ref()
+        .map(|s| SocketAddr::new(s.config().primary_ip, s.config().primary_port));
+    let rendezvous = match settings.rendezvous_options(stun_addr)? {
+        Some(options) => Some(RendezvousHandle::start(options)?),
+        None => None,
+    };
+    if let Some(limit) = open_files {
+        tracing::info!(limit, "open file limit raised to the hard limit");
+    }
+    if let Some(server) = &stun {
+        log_stun(server, &settings);
+    }
+    if let Some(server) = &rendezvous {
+        tracing::info!(
+            db = %server.db_path().display(),
+            registration = if settings.registration_open() { "open" } else { "closed" },
+            stun = %stun_addr.map_or("none".into(), |a| a.to_string()),
+            "rendezvous listening on {}",
+            server.local_addr()
+        );
+    }
+
+    runtime.block_on(wait_for_shutdown(
+        stun.as_ref(),
+        rendezvous.as_ref(),
+        signals,
+        settings.stats_interval,
+    ));
+    tracing::info!("shutting down");
+    if let Some(server) = rendezvous {
+        server.shutdown();
+    }
+    if let Some(server) = stun {
+        let stats = server.shutdown();
+        tracing::info!(%stats, "stopped");
+    }
+    Ok(())
+}
+
+fn log_stun(server: &ServerHandle, settings: &cli::Settings) {
     let config = server.config();
     match config.alternate_ip {
         Some(alt) => tracing::info!(
@@ -60,15 +115,31 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         workers = server.workers(),
         "STUN server listening"
     );
-    if options.rate_limit.per_second == 0 {
+    if settings.server_options().rate_limit.per_second == 0 {
         tracing::warn!("rate limiting is off");
     }
+}
 
-    runtime.block_on(wait_for_shutdown(&server, signals, settings.stats_interval));
-    tracing::info!("shutting down");
-    let stats = server.shutdown();
-    tracing::info!(%stats, "stopped");
-    Ok(())
+/// Lifts the soft limit on open files to the hard limit (every rendezvous client is a socket).
+/// Returns the new limit when it changed.
+fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct we pass, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return None;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads only the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return None;
+    }
+    Some(limit.rlim_cur)
 }
 
 /// SIGINT and SIGTERM, registered before anything else happens.
@@ -88,7 +159,12 @@ impl Signals {
 }
 
 /// Waits for Ctrl-C or SIGTERM, logging counters every `stats_interval` seconds (0: never).
-async fn wait_for_shutdown(server: &ServerHandle, mut signals: Signals, stats_interval: u64) {
+async fn wait_for_shutdown(
+    stun: Option<&ServerHandle>,
+    rendezvous: Option<&RendezvousHandle>,
+    mut signals: Signals,
+    stats_interval: u64,
+) {
     let period = Duration::from_secs(stats_interval.max(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
@@ -96,7 +172,16 @@ async fn wait_for_shutdown(server: &ServerHandle, mut signals: Signals, stats_in
             _ = signals.interrupt.recv() => return,
             _ = signals.terminate.recv() => return,
             _ = ticker.tick(), if stats_interval > 0 => {
-                tracing::info!(stats = %server.stats(), "counters");
+                if let Some(server) = stun {
+                    tracing::info!(stats = %server.stats(), "counters");
+                }
+                if let Some(server) = rendezvous {
+                    tracing::info!(
+                        connections = server.connection_count(),
+                        online = server.online_count(),
+                        "rendezvous"
+                    );
+                }
             }
         }
     }

@@ -29,6 +29,11 @@ fn spawn(args: &[&str]) -> (Running, String) {
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // The rendezvous server runs by default: keep its database out of $HOME.
+            .env(
+                "XDG_DATA_HOME",
+                std::env::temp_dir().join(format!("stun-cli-data-{}", std::process::id())),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -102,11 +107,22 @@ fn no_arguments_serves_the_loopback_pair_and_ctrl_c_stops_it() {
     }
     assert!(log.contains("tcp=127.0.0.1:3478"), "{log}");
     assert!(interrupt_and_wait(running).success());
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir().join(format!("stun-cli-data-{}", std::process::id())),
+    );
 }
 
 #[test]
 fn free_ports_and_single_address_mode_from_flags() {
-    let (running, log) = spawn(&["--primary", "127.0.0.1", "--port", "0", "--alt-port", "0"]);
+    let (running, log) = spawn(&[
+        "--primary",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--alt-port",
+        "0",
+        "--no-rendezvous",
+    ]);
     assert!(log.contains("single-address mode"), "{log}");
     assert!(!log.contains("127.0.0.2"), "{log}");
     assert!(interrupt_and_wait(running).success());

@@ -1,0 +1,326 @@
+//! The core task: owns the sans-IO [`RendezvousServer`] and the [`Store`], accepts
+//! connections, feeds the core what the connection tasks report, and carries out its outputs
+//! in order (docs/PROTOCOL.md; drain order in `shared::rendezvous::server`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use shared::rendezvous::wire::Line;
+use shared::rendezvous::{ConnId, Output, RendezvousServer, StoreOp, UserName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio_util::codec::Encoder;
+
+use super::codec::{LineCodec, Side};
+use super::connection::{self, Event, Outbox, SendError};
+use super::store::Store;
+use super::tickets::TicketBook;
+
+/// How often users added by the operator are picked up from the database.
+const USER_POLL: Duration = Duration::from_secs(2);
+/// Lines from all connections waiting for the core task.
+const EVENT_QUEUE: usize = 4096;
+/// The kernel send buffer per connection (Linux doubles it for bookkeeping): room for a
+/// login's worth of `ILN` pushes for a full contact list, and a maximal `LST` answer.
+const SEND_BUFFER: usize = 64 * 1024;
+/// The least time between two warnings about failing accepts.
+const ACCEPT_WARNING: Duration = Duration::from_secs(10);
+/// Events handled per wake-up of the core task before timers and accepts get a look.
+const EVENT_BATCH: usize = 256;
+/// How long shutdown waits for writers to flush `OUT 0 SSD`.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+
+/// Counters the handle can read while the core task runs.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) connections: AtomicUsize,
+    pub(crate) online: AtomicUsize,
+}
+
+/// One open connection as the core task sees it.
+struct Conn {
+    /// Where lines go; dropping it makes the writer flush and close.
+    outbox: Outbox,
+    /// Ends the writer at once (overflow), which closes the connection.
+    writer: AbortHandle,
+}
+
+/// The core task's state.
+pub(crate) struct Driver {
+    core: RendezvousServer,
+    store: Store,
+    tickets: TicketBook,
+    counts: Arc<Counts>,
+    max_queued_lines: usize,
+    conns: HashMap<ConnId, Conn>,
+    next_conn: u64,
+    codec: LineCodec,
+    /// Reused for encoding every line.
+    scratch: BytesMut,
+    events: mpsc::Sender<Event>,
+    /// Each writer task holds a clone; all gone means every writer has finished.
+    alive: mpsc::Sender<()>,
+    /// The highest user row id seen by the operator poll.
+    last_rowid: i64,
+    /// Users the core created since the last poll (the poll must not announce them).
+    created: HashSet<UserName>,
+}
+
+/// What [`Driver::run`] needs besides the driver itself.
+pub(crate) struct Channels {
+    pub(crate) events: mpsc::Receiver<Event>,
+    pub(crate) alive: mpsc::Receiver<()>,
+    pub(crate) stop: oneshot::Receiver<()>,
+}
+
+impl Driver {
+    /// A driver around a core built from `store`'s contents.
+    pub(crate) fn new(
+        core: RendezvousServer,
+        store: Store,
+        tickets: TicketBook,
+        counts: Arc<Counts>,
+        max_queued_lines: usize,
+        last_rowid: i64,
+        stop: oneshot::Receiver<()>,
+    ) -> (Driver, Channels) {
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (alive_tx, alive_rx) = mpsc::channel(1);
+        let driver = Driver {
+            core,
+            store,
+            tickets,
+            counts,
+            max_queued_lines,
+            conns: HashMap::new(),
+            next_conn: 1,
+            codec: LineCodec::new(Side::Server),
+            scratch: BytesMut::with_capacity(4096),
+            events: events_tx,
+            alive: alive_tx,
+            last_rowid,
+            created: HashSet::new(),
+        };
+        let channels = Channels {
+            events: events_rx,
+            alive: alive_rx,
+            stop,
+        };
+        (driver, channels)
+    }
+
+    /// Serves until `stop` fires (or its sender is dropped), then shuts down cleanly.
+    pub(crate) async fn run(mut self, listener: std::net::TcpListener, channels: Channels) {
+        let Channels {
+            mut events,
+            mut alive,
+            mut stop,
+        } = channels;
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the rendezvous listener");
+                return;
+            }
+        };
+        let mut last_accept_warning = None;
+        let mut user_poll = tokio::time::interval(USER_POLL);
+        user_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let timer = self.core.poll_timeout();
+            tokio::select! {
+                _ = &mut stop => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) => self.accept(stream, remote),
+                    Err(e) => {
+                        // Usually EMFILE/ENFILE: back off instead of spinning, and say so
+                        // once in a while rather than ten times a second.
+                        if last_accept_warning.is_none_or(|t: Instant| t.elapsed() > ACCEPT_WARNING) {
+                            tracing::warn!(error = %e, "rendezvous accept failed (raise the open file limit?)");
+                            last_accept_warning = Some(Instant::now());
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(event) = events.recv() => {
+                    self.handle_event(event);
+                    // Take what else is waiting without another trip through `select!`.
+                    for _ in 0..EVENT_BATCH {
+                        self.drain();
+                        match events.try_recv() {
+                            Ok(event) => self.handle_event(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = sleep_until(timer) => self.core.handle_timeout(Instant::now()),
+                _ = user_poll.tick() => self.poll_users(),
+            }
+            self.drain();
+            self.publish_counts();
+        }
+        drop(listener);
+        self.core.handle_shutdown(Instant::now());
+        self.drain();
+        // Dropping the queues makes every writer flush what it has (`OUT 0 SSD`) and close.
+        self.conns.clear();
+        self.publish_counts();
+        let Driver {
+            alive: alive_tx, ..
+        } = self;
+        drop(alive_tx);
+        if tokio::time::timeout(SHUTDOWN_FLUSH, alive.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some rendezvous clients did not take their last lines in time");
+        }
+    }
+
+    fn accept(&mut self, stream: TcpStream, remote: std::net::SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        // A fixed send buffer (no autotuning to megabytes) bounds what a client that stops
+        // reading costs the kernel, and finds it sooner; answers and pushes are small.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let (outbox, writer_parts, read) = connection::split(stream, self.max_queued_lines);
+        let (done_tx, done_rx) = oneshot::channel();
+        let writer = tokio::spawn(connection::writer(
+            writer_parts,
+            done_tx,
+            self.alive.clone(),
+        ));
+        tokio::spawn(connection::reader(conn, read, self.events.clone(), done_rx));
+        self.conns.insert(
+            conn,
+            Conn {
+                outbox,
+                writer: writer.abort_handle(),
+            },
+        );
+        tracing::debug!(conn = conn.0, %remote, "rendezvous connection");
+        self.core.handle_connected(Instant::now(), conn, remote);
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        let now = Instant::now();
+        match event {
+            // Input from a connection the core has closed is dropped.
+            Event::Line(conn, line) if self.conns.contains_key(&conn) => {
+                self.core.handle_line(now, conn, line);
+            }
+            Event::FrameError(conn, error) if self.conns.contains_key(&conn) => {
+                tracing::debug!(conn = conn.0, %error, "bad input");
+                self.core.handle_frame_error(now, conn, error);
+            }
+            Event::Closed(conn) => {
+                if self.conns.remove(&conn).is_some() {
+                    tracing::debug!(conn = conn.0, "rendezvous connection closed by the peer");
+                    self.core.handle_disconnected(now, conn);
+                }
+            }
+            Event::Line(..) | Event::FrameError(..) => {}
+        }
+    }
+
+    /// Carries out the core's outputs in order: a store operation is on disk before any later
+    /// line is queued.
+    fn drain(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Store(op) => self.persist(&op),
+                Output::Send { conn, line } => self.send(conn, &line),
+                Output::Close(conn) => {
+                    // Dropping the queue's sender: the writer sends what is queued, then closes.
+                    if self.conns.remove(&conn).is_some() {
+                        tracing::debug!(conn = conn.0, "rendezvous connection closed by us");
+                    }
+                }
+                Output::Ticket(ticket) => self.tickets.insert(ticket),
+                other => tracing::error!(?other, "rendezvous output this driver does not know"),
+            }
+        }
+    }
+
+    fn persist(&mut self, op: &StoreOp) {
+        match self.store.apply(op) {
+            Ok(()) => {
+                if let StoreOp::CreateUser(record) = op {
+                    self.created.insert(record.name.clone());
+                }
+            }
+            Err(e) => tracing::error!(error = %e, ?op, "cannot persist a rendezvous change"),
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, line: &Line) {
+        let Some(entry) = self.conns.get(&conn) else {
+            return;
+        };
+        self.scratch.clear();
+        if let Err(e) = self.codec.encode(line, &mut self.scratch) {
+            tracing::error!(conn = conn.0, command = %line.command, error = %e,
+                "the rendezvous core produced a line that cannot be sent");
+            return;
+        }
+        match entry.outbox.send(&self.scratch) {
+            Ok(()) => {}
+            Err(SendError::Overflow) => {
+                // A client that does not read must not stall anyone: drop it at once.
+                entry.writer.abort();
+                self.conns.remove(&conn);
+                tracing::info!(
+                    conn = conn.0,
+                    queued = self.max_queued_lines,
+                    "rendezvous client not reading: outgoing queue full, disconnecting"
+                );
+                self.core.handle_overflow(Instant::now(), conn);
+            }
+            Err(SendError::Gone) => {
+                // The socket failed or the writer gave up: the connection is gone.
+                self.conns.remove(&conn);
+                self.core.handle_disconnected(Instant::now(), conn);
+            }
+        }
+    }
+
+    /// Announces users the operator added with `stun-server user add` while we run.
+    fn poll_users(&mut self) {
+        match self.store.users_since(self.last_rowid) {
+            Ok(rows) => {
+                for (rowid, record) in rows {
+                    self.last_rowid = self.last_rowid.max(rowid);
+                    if !self.created.contains(&record.name) {
+                        tracing::info!(user = %record.name, "user added by the operator");
+                        self.core.handle_user_added(record);
+                    }
+                }
+                self.created.clear();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read new users from the database"),
+        }
+        self.tickets.purge_expired(Instant::now());
+    }
+
+    fn publish_counts(&self) {
+        self.counts
+            .connections
+            .store(self.core.connection_count(), Ordering::Relaxed);
+        self.counts
+            .online
+            .store(self.core.online_count(), Ordering::Relaxed);
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}

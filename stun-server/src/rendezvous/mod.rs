@@ -1,0 +1,254 @@
+//! The rendezvous server's driver: TCP, tasks, timers, the SQLite store and shutdown around the
+//! sans-IO core [`shared::rendezvous::RendezvousServer`] (docs/PROTOCOL.md).
+//!
+//! ```no_run
+//! use stun_server::rendezvous::{RendezvousHandle, RendezvousOptions};
+//! let server = RendezvousHandle::start(RendezvousOptions {
+//!     listen: "127.0.0.1:0".parse()?,
+//!     db_path: std::env::temp_dir().join("rendezvous-example.db"),
+//!     ..RendezvousOptions::default()
+//! })?;
+//! println!("rendezvous listening on {}", server.local_addr());
+//! server.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Architecture: one tokio runtime on its own threads. One task owns the protocol core and the
+//! database; every connection has a reader task (frames lines, forwards them to the core task
+//! over one shared bounded channel) and a writer task. The core task writes each line straight
+//! into the socket when it can; what the kernel will not take yet waits in the writer's
+//! bounded queue ([`RendezvousOptions::max_queued_lines`]). The core task never waits for a
+//! client: a full queue (a full socket buffer, then that many lines) disconnects that client. Store operations are written to SQLite before any later line
+//! is queued, so an answer never promises what a crash could forget.
+
+mod codec;
+mod connection;
+mod driver;
+mod store;
+mod tickets;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rand::RngCore;
+use shared::rendezvous::{RendezvousConfig, RendezvousServer};
+use tokio::sync::oneshot;
+
+pub use codec::{CodecError, LineCodec, Side};
+pub use store::{SCHEMA_VERSION, Store, StoreError, UserSummary};
+pub use tickets::TicketBook;
+
+use driver::{Counts, Driver};
+
+/// The rendezvous port (MSN's notification server port).
+pub const DEFAULT_RENDEZVOUS_PORT: u16 = 1863;
+/// Outgoing lines queued per connection before a client counts as too slow.
+pub const DEFAULT_MAX_QUEUED_LINES: usize = 256;
+
+/// Where the database lives by default: `$XDG_DATA_HOME/p2p-toolkit/rendezvous.db`, else
+/// `$HOME/.local/share/p2p-toolkit/rendezvous.db`, else `./rendezvous.db`.
+pub fn default_db_path() -> PathBuf {
+    let env_dir = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(data) = env_dir("XDG_DATA_HOME") {
+        return data.join("p2p-toolkit").join("rendezvous.db");
+    }
+    if let Some(home) = env_dir("HOME") {
+        return home
+            .join(".local")
+            .join("share")
+            .join("p2p-toolkit")
+            .join("rendezvous.db");
+    }
+    PathBuf::from("rendezvous.db")
+}
+
+/// Everything needed to start a [`RendezvousHandle`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RendezvousOptions {
+    /// Address to listen on; port 0 picks a free one (see [`RendezvousHandle::local_addr`]).
+    pub listen: SocketAddr,
+    /// The SQLite database, created with its parent directories if missing.
+    pub db_path: PathBuf,
+    /// The protocol core's settings.
+    pub config: RendezvousConfig,
+    /// Outgoing lines queued per connection; a client whose queue is full is disconnected.
+    pub max_queued_lines: usize,
+}
+
+impl Default for RendezvousOptions {
+    /// 127.0.0.1:1863, [`default_db_path`], the core's defaults, 256 queued lines.
+    fn default() -> Self {
+        RendezvousOptions {
+            listen: SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::LOCALHOST,
+                DEFAULT_RENDEZVOUS_PORT,
+            )),
+            db_path: default_db_path(),
+            config: RendezvousConfig::default(),
+            max_queued_lines: DEFAULT_MAX_QUEUED_LINES,
+        }
+    }
+}
+
+/// Why the rendezvous server did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RendezvousError {
+    /// The options contradict each other.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listening socket could not be bound.
+    #[error("cannot bind the rendezvous listener on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The system error (not a `source`: it is part of this message).
+        error: std::io::Error,
+    },
+    /// Threads or the runtime could not be created.
+    #[error("cannot start the rendezvous server: {0}")]
+    Io(std::io::Error),
+}
+
+/// A running rendezvous server. Dropping it shuts the server down, as does
+/// [`RendezvousHandle::shutdown`]: every client gets `OUT 0 SSD`, queued lines are flushed
+/// (for a few seconds at most) and connections are closed.
+#[derive(Debug)]
+pub struct RendezvousHandle {
+    local_addr: SocketAddr,
+    db_path: PathBuf,
+    tickets: TicketBook,
+    counts: Arc<Counts>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RendezvousHandle {
+    /// Opens the database, binds the listener and starts serving. Returns once the listener is
+    /// bound, so clients may connect right away.
+    pub fn start(options: RendezvousOptions) -> Result<RendezvousHandle, RendezvousError> {
+        if options.max_queued_lines == 0 {
+            return Err(RendezvousError::Invalid(
+                "max_queued_lines must be at least 1".into(),
+            ));
+        }
+        let store = Store::open(&options.db_path)?;
+        let snapshot = store.load()?;
+        let last_rowid = store.max_user_rowid()?;
+        let listener = bind_listener(options.listen)?;
+        let local_addr = listener.local_addr().map_err(RendezvousError::Io)?;
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let core = RendezvousServer::new(options.config, snapshot, store.secret(), seed);
+
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("rendezvous")
+            .enable_all()
+            .build()
+            .map_err(RendezvousError::Io)?;
+        let tickets = TicketBook::new();
+        let counts = Arc::new(Counts::default());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (driver, channels) = Driver::new(
+            core,
+            store,
+            tickets.clone(),
+            counts.clone(),
+            options.max_queued_lines,
+            last_rowid,
+            stop_rx,
+        );
+        let thread = std::thread::Builder::new()
+            .name("rendezvous-core".into())
+            .spawn(move || {
+                runtime.block_on(driver.run(listener, channels));
+                // Readers still lingering on closed connections are dropped here.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(RendezvousError::Io)?;
+        Ok(RendezvousHandle {
+            local_addr,
+            db_path: options.db_path,
+            tickets,
+            counts,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// The switchboard tickets issued so far (shared with the running server).
+    pub fn tickets(&self) -> &TicketBook {
+        &self.tickets
+    }
+
+    /// Open connections, as of the core task's last step.
+    pub fn connection_count(&self) -> usize {
+        self.counts.connections.load(Ordering::Relaxed)
+    }
+
+    /// Logged-in users, as of the core task's last step.
+    pub fn online_count(&self) -> usize {
+        self.counts.online.load(Ordering::Relaxed)
+    }
+
+    /// Says goodbye to every client, flushes, closes, and waits for the server's threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the rendezvous server thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for RendezvousHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Binds a non-blocking listener with a deep accept queue (many clients connect at once after
+/// a restart).
+fn bind_listener(addr: SocketAddr) -> Result<std::net::TcpListener, RendezvousError> {
+    use socket2::{Domain, Socket, Type};
+    let wrap = |error| RendezvousError::Bind { addr, error };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(wrap)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(wrap)?;
+    }
+    socket.set_reuse_address(true).map_err(wrap)?;
+    socket.bind(&addr.into()).map_err(wrap)?;
+    socket.listen(4096).map_err(wrap)?;
+    socket.set_nonblocking(true).map_err(wrap)?;
+    Ok(socket.into())
+}

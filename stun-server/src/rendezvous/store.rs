@@ -1,0 +1,547 @@
+//! The rendezvous server's SQLite database: accounts, contact and block lists, and the server
+//! secret that makes the fake logins of unknown users stable across restarts.
+//!
+//! One file, opened in WAL mode so the operator's `stun-server user add` can write while the
+//! server runs (the server picks new users up with [`Store::users_since`]). The schema version
+//! lives in `PRAGMA user_version`; a database written by a newer server is refused rather than
+//! misread.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use rusqlite::{Connection, OptionalExtension, params};
+use shared::rendezvous::{Credentials, DirectorySnapshot, Kdf, StoreOp, UserName, UserRecord};
+
+/// The schema this code writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a write waits for another process (the operator's CLI) holding the lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    name       TEXT PRIMARY KEY NOT NULL,
+    kdf        TEXT NOT NULL,
+    salt       BLOB NOT NULL,
+    stored_key BLOB NOT NULL,
+    server_key BLOB NOT NULL,
+    created    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS contacts (
+    owner   TEXT NOT NULL,
+    contact TEXT NOT NULL,
+    PRIMARY KEY (owner, contact)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    owner   TEXT NOT NULL,
+    blocked TEXT NOT NULL,
+    PRIMARY KEY (owner, blocked)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Why the database could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The directory that should hold the database could not be created.
+    #[error("cannot create directory {} for the database: {error}", dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The system error (not a `source`: it is part of this message).
+        error: std::io::Error,
+    },
+    /// The file could not be opened or is not a usable SQLite database.
+    #[error("cannot open database {}: {error}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said (not a `source`: it is part of this message).
+        error: rusqlite::Error,
+    },
+    /// The database was written by a newer server with a schema this one does not know.
+    #[error(
+        "database {} has schema version {found}, newer than this server's {SCHEMA_VERSION}: \
+         run a newer stun-server",
+        path.display()
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: i64,
+    },
+    /// `add_user` for a name that already has an account.
+    #[error("user {0} already exists")]
+    NameTaken(UserName),
+    /// A row that does not decode (a bad name, KDF or key length).
+    #[error("corrupt database: {0}")]
+    Corrupt(String),
+    /// A store operation this driver does not know how to persist.
+    #[error("unsupported store operation: {0}")]
+    Unsupported(String),
+    /// Any other SQLite failure.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// One account as `stun-server user list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserSummary {
+    /// The name.
+    pub name: UserName,
+    /// The KDF the verifier was made with.
+    pub kdf: Kdf,
+    /// When the account was created, in seconds since the Unix epoch.
+    pub created: i64,
+}
+
+/// An open database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    secret: [u8; 32],
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it (and its parent directories) if needed.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|error| StoreError::CreateDir {
+                dir: dir.to_owned(),
+                error,
+            })?;
+        }
+        let open_err = |error| StoreError::Open {
+            path: path.to_owned(),
+            error,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // The first statement that reads the file: a non-database file fails here.
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(open_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        let mut store = Store {
+            conn,
+            path: path.to_owned(),
+            secret: [0; 32],
+        };
+        store.migrate(found)?;
+        store.secret = store.load_or_make_secret()?;
+        Ok(store)
+    }
+
+    /// Creates the tables of a new database (version 0 is SQLite's "never set").
+    fn migrate(&mut self, found: i64) -> Result<(), StoreError> {
+        if found == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The 32-byte server secret, made from OS randomness the first time. Two processes
+    /// opening a new database at once agree on one secret: the second insert is ignored.
+    fn load_or_make_secret(&mut self) -> Result<[u8; 32], StoreError> {
+        let mut fresh = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut fresh);
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?1)",
+            params![&fresh[..]],
+        )?;
+        let stored: Vec<u8> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'secret'", [], |row| {
+                row.get(0)
+            })?;
+        tx.commit()?;
+        stored
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("the server secret is not 32 bytes".into()))
+    }
+
+    /// The file this store was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The server secret (for the core's fake salts of unknown users).
+    pub fn secret(&self) -> [u8; 32] {
+        self.secret
+    }
+
+    /// Everything persisted, for the server core at start-up.
+    pub fn load(&self) -> Result<DirectorySnapshot, StoreError> {
+        let users = self.users_since(0)?.into_iter().map(|(_, u)| u).collect();
+        let pairs = |sql: &str| -> Result<Vec<(UserName, UserName)>, StoreError> {
+            let mut stmt = self.conn.prepare(sql)?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (a, b) = row?;
+                out.push((name(&a)?, name(&b)?));
+            }
+            Ok(out)
+        };
+        Ok(DirectorySnapshot {
+            users,
+            contacts: pairs("SELECT owner, contact FROM contacts ORDER BY owner, contact")?,
+            blocks: pairs("SELECT owner, blocked FROM blocks ORDER BY owner, blocked")?,
+        })
+    }
+
+    /// Persists one change the server core asked for.
+    pub fn apply(&mut self, op: &StoreOp) -> Result<(), StoreError> {
+        apply_op(&self.conn, op)
+    }
+
+    /// Persists many changes in one transaction (all or none): for bulk loads such as
+    /// benchmarks and imports, far faster than one [`apply`](Self::apply) per change.
+    pub fn apply_batch(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for op in ops {
+            apply_op(&tx, op)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Adds an account (the operator's `user add`, or a registration). Fails with
+    /// [`StoreError::NameTaken`] if the name exists.
+    pub fn add_user(
+        &mut self,
+        name: &UserName,
+        credentials: &Credentials,
+    ) -> Result<(), StoreError> {
+        insert_user(&self.conn, name, credentials)
+    }
+
+    /// Whether an account with this name exists.
+    pub fn has_user(&self, name: &UserName) -> Result<bool, StoreError> {
+        let found: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM users WHERE name = ?1",
+                [name.as_str()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    /// Every account, sorted by name.
+    pub fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, kdf, created FROM users ORDER BY name")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (n, k, created) = row?;
+            out.push(UserSummary {
+                name: name(&n)?,
+                kdf: kdf(&k)?,
+                created,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Accounts whose row id is greater than `rowid`, in row-id order, with their row ids: the
+    /// server polls this to pick up users the operator added while it runs.
+    pub fn users_since(&self, rowid: i64) -> Result<Vec<(i64, UserRecord)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT rowid, name, kdf, salt, stored_key, server_key FROM users \
+             WHERE rowid > ?1 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([rowid], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, Vec<u8>>(3)?,
+                row.get::<_, Vec<u8>>(4)?,
+                row.get::<_, Vec<u8>>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, n, k, salt, stored_key, server_key) = row?;
+            let key = |v: Vec<u8>, what: &str| -> Result<[u8; 32], StoreError> {
+                v.try_into().map_err(|_| {
+                    StoreError::Corrupt(format!("{what} of user {n:?} is not 32 bytes"))
+                })
+            };
+            let credentials = Credentials {
+                kdf: kdf(&k)?,
+                salt,
+                stored_key: key(stored_key, "stored_key")?,
+                server_key: key(server_key, "server_key")?,
+            };
+            out.push((
+                id,
+                UserRecord {
+                    name: name(&n)?,
+                    credentials,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The highest account row id so far (0 for none).
+    pub fn max_user_rowid(&self) -> Result<i64, StoreError> {
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(rowid) FROM users", [], |row| row.get(0))
+            .optional()?
+            .flatten();
+        Ok(max.unwrap_or(0))
+    }
+}
+
+fn apply_op(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
+    let pair = |sql: &str, a: &UserName, b: &UserName| -> Result<(), StoreError> {
+        conn.prepare_cached(sql)?
+            .execute(params![a.as_str(), b.as_str()])?;
+        Ok(())
+    };
+    match op {
+        StoreOp::CreateUser(record) => insert_user(conn, &record.name, &record.credentials),
+        StoreOp::SetCredentials { name, credentials } => {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE users SET kdf = ?2, salt = ?3, stored_key = ?4, server_key = ?5 \
+                     WHERE name = ?1",
+                )?
+                .execute(params![
+                    name.as_str(),
+                    credentials.kdf.to_string(),
+                    credentials.salt,
+                    &credentials.stored_key[..],
+                    &credentials.server_key[..],
+                ])?;
+            if changed == 0 {
+                return Err(StoreError::Corrupt(format!("no user {name} to update")));
+            }
+            Ok(())
+        }
+        StoreOp::AddContact { owner, contact } => pair(
+            "INSERT OR IGNORE INTO contacts (owner, contact) VALUES (?1, ?2)",
+            owner,
+            contact,
+        ),
+        StoreOp::RemoveContact { owner, contact } => pair(
+            "DELETE FROM contacts WHERE owner = ?1 AND contact = ?2",
+            owner,
+            contact,
+        ),
+        StoreOp::Block { owner, blocked } => pair(
+            "INSERT OR IGNORE INTO blocks (owner, blocked) VALUES (?1, ?2)",
+            owner,
+            blocked,
+        ),
+        StoreOp::Allow { owner, blocked } => pair(
+            "DELETE FROM blocks WHERE owner = ?1 AND blocked = ?2",
+            owner,
+            blocked,
+        ),
+        other => Err(StoreError::Unsupported(format!("{other:?}"))),
+    }
+}
+
+fn insert_user(
+    conn: &Connection,
+    name: &UserName,
+    credentials: &Credentials,
+) -> Result<(), StoreError> {
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO users (name, kdf, salt, stored_key, server_key, created) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            name.as_str(),
+            credentials.kdf.to_string(),
+            credentials.salt,
+            &credentials.stored_key[..],
+            &credentials.server_key[..],
+            created,
+        ])?;
+    if inserted == 0 {
+        return Err(StoreError::NameTaken(name.clone()));
+    }
+    Ok(())
+}
+
+fn name(text: &str) -> Result<UserName, StoreError> {
+    UserName::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn kdf(text: &str) -> Result<Kdf, StoreError> {
+    text.parse()
+        .map_err(|e: shared::rendezvous::KdfError| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn temp_db(tag: &str) -> PathBuf {
+        std::env::temp_dir()
+            .join(format!("rdv-store-{tag}-{}", std::process::id()))
+            .join("sub")
+            .join("r.db")
+    }
+
+    fn creds(n: u8) -> Credentials {
+        Credentials {
+            kdf: Kdf {
+                memory_kib: 8,
+                iterations: 1,
+                lanes: 1,
+            },
+            salt: vec![n; 16],
+            stored_key: [n; 32],
+            server_key: [n.wrapping_add(1); 32],
+        }
+    }
+
+    fn user(s: &str) -> UserName {
+        UserName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn round_trips_users_lists_and_the_secret() {
+        let path = temp_db("rt");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+        let mut store = Store::open(&path).unwrap();
+        let secret = store.secret();
+        store.add_user(&user("alice"), &creds(1)).unwrap();
+        store
+            .apply(&StoreOp::CreateUser(UserRecord {
+                name: user("bob"),
+                credentials: creds(2),
+            }))
+            .unwrap();
+        assert!(matches!(
+            store.add_user(&user("alice"), &creds(3)),
+            Err(StoreError::NameTaken(_))
+        ));
+        for op in [
+            StoreOp::AddContact {
+                owner: user("alice"),
+                contact: user("bob"),
+            },
+            StoreOp::AddContact {
+                owner: user("bob"),
+                contact: user("alice"),
+            },
+            StoreOp::RemoveContact {
+                owner: user("bob"),
+                contact: user("alice"),
+            },
+            StoreOp::Block {
+                owner: user("bob"),
+                blocked: user("alice"),
+            },
+            StoreOp::SetCredentials {
+                name: user("bob"),
+                credentials: creds(9),
+            },
+        ] {
+            store.apply(&op).unwrap();
+        }
+        let since = store.users_since(1).unwrap();
+        assert_eq!(since.len(), 1);
+        assert_eq!(since[0].1.name, user("bob"));
+        assert_eq!(store.max_user_rowid().unwrap(), 2);
+        drop(store);
+
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.secret(), secret);
+        let mode: String = store
+            .conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let snap = store.load().unwrap();
+        assert_eq!(snap.users.len(), 2);
+        assert_eq!(snap.users[1].credentials, creds(9));
+        assert_eq!(snap.contacts, vec![(user("alice"), user("bob"))]);
+        assert_eq!(snap.blocks, vec![(user("bob"), user("alice"))]);
+        let names: Vec<_> = store
+            .list_users()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, vec![user("alice"), user("bob")]);
+        drop(store);
+        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let path = temp_db("newer");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = Store::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 2, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer"), "{err}");
+        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_an_open_error() {
+        let dir = std::env::temp_dir().join(format!("rdv-store-junk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("junk.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,291 @@
+//! The `stun-server` binary as an operator runs the rendezvous server and manages accounts.
+
+// Test code: a panic with the failing value is the report we want.
+#![allow(clippy::unwrap_used)]
+
+mod rendezvous_support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rendezvous_support::{Client, WAIT};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stun-server");
+const CHEAP: &str = "argon2id:m=8:t=1:p=1";
+
+/// A temporary directory named after the test and this process, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("rdv-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn db(&self) -> String {
+        self.0.join("rendezvous.db").to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the child on drop so a failing test leaves no server behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary and reads stderr until `rendezvous listening on ADDR`; returns the
+/// child, the log so far and the address.
+fn spawn(args: &[&str]) -> (Running, String, SocketAddr) {
+    let mut running = Running(
+        Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = running.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    while let Some(Ok(line)) = lines.next() {
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(rest) = line.split("rendezvous listening on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            // Keep draining stderr in the background so the child never blocks on it.
+            std::thread::spawn(move || for _ in lines {});
+            return (running, seen, addr);
+        }
+    }
+    panic!("server did not report listening; stderr:\n{seen}");
+}
+
+fn interrupt_and_wait(mut running: Running) -> std::process::ExitStatus {
+    // SAFETY: sending a signal to our own child by its pid.
+    unsafe { libc::kill(running.0.id() as libc::pid_t, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("server did not stop on SIGINT");
+}
+
+/// Runs `stun-server user ...` with the password (if any) in `P2P_PASSWORD`.
+fn user(db: &str, args: &[&str], password: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("user")
+        .args(args)
+        .args(["--db", db])
+        .env_remove("P2P_PASSWORD")
+        .stdin(Stdio::null());
+    if let Some(p) = password {
+        cmd.env("P2P_PASSWORD", p);
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn rendezvous_only_on_a_free_port_serves_and_says_goodbye_on_ctrl_c() {
+    let dir = TempDir::new("serve");
+    let db = dir.db();
+    let (running, log, addr) = spawn(&["--no-stun", "--rendezvous", "127.0.0.1:0", "--db", &db]);
+    assert!(!log.contains("STUN server listening"), "{log}");
+    assert!(
+        log.contains(&db),
+        "the log does not name the database:\n{log}"
+    );
+    assert_ne!(addr.port(), 0);
+    let mut client = Client::connect(addr);
+    assert_eq!(client.request("PNG", &[]).command.as_str(), "QNG");
+    assert!(interrupt_and_wait(running).success());
+    assert_eq!(client.until_closed(WAIT), ["OUT 0 SSD"]);
+    assert!(Path::new(&db).exists());
+}
+
+#[test]
+fn user_add_and_list_and_a_user_added_while_running_can_log_in() {
+    let dir = TempDir::new("users");
+    let db = dir.db();
+    let added = user(&db, &["add", "Alice", "--kdf", CHEAP], Some("alice pw"));
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert!(
+        stdout(&added).contains("added user alice"),
+        "{}",
+        stdout(&added)
+    );
+    let again = user(&db, &["add", "alice", "--kdf", CHEAP], Some("x"));
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    let nothing = user(&db, &["add", "bob", "--kdf", CHEAP], None);
+    assert!(!nothing.status.success());
+    assert!(
+        stderr(&nothing).contains("no password"),
+        "{}",
+        stderr(&nothing)
+    );
+    let bad_name = user(&db, &["add", "bob smith"], Some("x"));
+    assert!(!bad_name.status.success());
+
+    let (running, _, addr) = spawn(&[
+        "--no-stun",
+        "--rendezvous",
+        "127.0.0.1:0",
+        "--db",
+        &db,
+        "--registration",
+        "closed",
+        "--min-kdf",
+        CHEAP,
+    ]);
+    let mut alice = Client::connect(addr);
+    alice.login("alice", "alice pw").unwrap();
+    // Added while the server runs, from a password file.
+    let file = dir.0.join("password");
+    std::fs::write(&file, "bob pw\n").unwrap();
+    let file = file.to_str().unwrap();
+    let added = user(
+        &db,
+        &["add", "bob", "--kdf", CHEAP, "--password-file", file],
+        None,
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    // Alice can add bob as a contact once the server knows him (polling with logins would
+    // cost a full-strength KDF run per failure: unknown users get realistic fake parameters).
+    let started = Instant::now();
+    loop {
+        let answer = alice.request("ADC", &["bob"]);
+        if answer.command.as_str() == "ADC" {
+            break;
+        }
+        assert_eq!(answer.command.error_code(), Some(205), "{answer:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "bob not picked up"
+        );
+        // Not faster: every 205 counts towards the 16 errors that close a connection.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    Client::connect(addr).login("bob", "bob pw").unwrap();
+    assert!(interrupt_and_wait(running).success());
+
+    let list = user(&db, &["list"], None);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let names: Vec<String> = stdout(&list)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert!(stdout(&list).contains(CHEAP), "{}", stdout(&list));
+}
+
+#[test]
+fn a_database_that_cannot_be_created_is_a_one_line_error() {
+    let dir = TempDir::new("baddb");
+    // A regular file where a directory should be.
+    let blocker = dir.0.join("file");
+    std::fs::write(&blocker, "").unwrap();
+    let db = blocker.join("sub").join("rendezvous.db");
+    let out = Command::new(BIN)
+        .args(["--no-stun", "--rendezvous", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot create directory"), "{err}");
+    let listed = user(db.to_str().unwrap(), &["list"], None);
+    assert!(!listed.status.success());
+    assert_eq!(stderr(&listed).lines().count(), 1, "{}", stderr(&listed));
+}
+
+#[test]
+fn print_config_shows_the_rendezvous_keys_and_help_explains_them() {
+    let out = Command::new(BIN)
+        .args([
+            "--no-stun",
+            "--registration",
+            "closed",
+            "--switchboard",
+            "127.0.0.1:1865",
+        ])
+        .args(["--db", "/srv/p2p/r.db", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for key in [
+        "stun = false",
+        "rendezvous = \"127.0.0.1:1863\"",
+        "db = \"/srv/p2p/r.db\"",
+        "registration = \"closed\"",
+        "min_kdf = \"argon2id:m=19456:t=2:p=1\"",
+        "ping_interval = 30",
+        "idle_timeout = 75",
+        "switchboard = \"127.0.0.1:1865\"",
+    ] {
+        assert!(text.contains(key), "no {key:?} in:\n{text}");
+    }
+    let off = Command::new(BIN)
+        .args(["--no-rendezvous", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&off).contains("rendezvous = false"),
+        "{}",
+        stdout(&off)
+    );
+
+    let help = stdout(&Command::new(BIN).arg("--help").output().unwrap());
+    for flag in [
+        "--rendezvous",
+        "--no-rendezvous",
+        "--no-stun",
+        "--db",
+        "--registration",
+        "--min-kdf",
+        "--ping-interval",
+        "--idle-timeout",
+        "--switchboard",
+        "user add",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}");
+    }
+    let nothing = Command::new(BIN)
+        .args(["--no-stun", "--no-rendezvous"])
+        .output()
+        .unwrap();
+    assert!(!nothing.status.success());
+}
