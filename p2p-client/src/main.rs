@@ -3,8 +3,13 @@
 //! - `nat-type`: classify the NAT (RFC 3489 type and RFC 4787/5780 behaviours).
 //! - `binding`: one STUN Binding transaction that reports the address a server sees (like
 //!   `stun` or `turnutils_stunclient`, with RFC 8489 retransmission).
+//! - `register`, `contacts`, `status`, `passwd`: accounts, contact lists and presence on a
+//!   rendezvous server (docs/PROTOCOL.md).
 
+mod account_cmd;
 mod nat_type_cmd;
+mod prompt;
+mod status_cmd;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -42,6 +47,32 @@ enum Command {
     ///
     /// Exit status: 0 on a success response, 1 on no answer, an error response or bad input.
     Binding(BindingArgs),
+    /// Create an account on a rendezvous server.
+    ///
+    /// The password is stretched here (Argon2id, see --kdf) and only the resulting verifier is
+    /// sent; register over a network you trust. Prints `registered NAME`. Exit status: 0 on
+    /// success, 1 on any error (for example a taken name).
+    Register(account_cmd::RegisterArgs),
+    /// Show or change your contact and block lists.
+    ///
+    /// Two users see each other's presence once each has the other as a contact and neither
+    /// blocks the other. Exit status: 0 on success, 1 on any error.
+    Contacts(account_cmd::ContactsArgs),
+    /// Go online in STATE and print your contacts' presence as it changes.
+    ///
+    /// Logs in, sets STATE, prints each contact's presence, then every change as it arrives,
+    /// and stays connected: presence lasts as long as the command runs. When standard input
+    /// reaches end of file (Ctrl-D, or the end of a pipe) or on Ctrl-C it logs out and exits
+    /// 0; contacts then see you offline. Run it with stdin open (`p2p-client status busy <
+    /// /dev/null` would log out at once). Exit status: 1 if the login fails or the server
+    /// ends the session (for example a login elsewhere).
+    Status(status_cmd::StatusArgs),
+    /// Change your password.
+    ///
+    /// Logs in with the current password (--password-file, P2P_PASSWORD or a prompt) and sets
+    /// the new one (--new-password-file, P2P_NEW_PASSWORD or a prompt, asked twice). Exit
+    /// status: 0 on success, 1 on any error.
+    Passwd(account_cmd::PasswdArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,6 +110,10 @@ fn main() -> ExitCode {
         Command::NatType(args) => {
             resolve(&args.server).and_then(|server| nat_type_cmd::run(args, server))
         }
+        Command::Register(args) => account_cmd::block_on(account_cmd::register(args)),
+        Command::Contacts(args) => account_cmd::block_on(account_cmd::contacts(args)),
+        Command::Status(args) => account_cmd::block_on(status_cmd::run(args)),
+        Command::Passwd(args) => account_cmd::block_on(account_cmd::passwd(args)),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,301 @@
+//! `p2p-client register | contacts | passwd`: account commands against a rendezvous server.
+//! `status` is in `status_cmd.rs`; both share [`AccountArgs`] and the helpers here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use p2p_client::rendezvous::{ContactEntry, DEFAULT_PORT, RendezvousClient};
+use serde_json::json;
+use shared::rendezvous::{Kdf, UserName};
+
+use crate::prompt::SecretSource;
+
+/// How to reach the server and who you are (every account command takes these).
+#[derive(clap::Args, Debug)]
+pub struct AccountArgs {
+    /// Rendezvous server as HOST:PORT (a name is resolved; the first address is used; the port
+    /// defaults to 1863).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:1863",
+        global = true
+    )]
+    pub server: String,
+    /// Your user name (1-32 of a-z 0-9 . _ -; case-insensitive).
+    #[arg(long, value_name = "NAME", env = "P2P_USER", global = true)]
+    pub user: Option<String>,
+    /// File whose first line is your password. Without it the password is taken from the
+    /// P2P_PASSWORD environment variable, else asked for when stdin is a terminal.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl AccountArgs {
+    /// The user name, checked.
+    pub fn user(&self) -> anyhow::Result<UserName> {
+        let name = self
+            .user
+            .as_deref()
+            .context("no user: use --user NAME or set P2P_USER")?;
+        Ok(UserName::parse(name)?)
+    }
+
+    /// The password from the file, the environment or the terminal.
+    pub fn password(&self, confirm: bool) -> anyhow::Result<String> {
+        SecretSource {
+            file: self.password_file.as_deref(),
+            flag: "--password-file",
+            env: "P2P_PASSWORD",
+            prompt: "Password",
+            confirm,
+        }
+        .read()
+    }
+}
+
+/// Arguments of `register`.
+#[derive(clap::Args, Debug)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub account: AccountArgs,
+    /// How to stretch the password: argon2id:m=KIB:t=ITERATIONS:p=LANES. The server refuses a
+    /// KDF weaker than its minimum (by default this default, OWASP's recommendation).
+    #[arg(long, value_name = "KDF", default_value_t = Kdf::default())]
+    pub kdf: Kdf,
+}
+
+/// Arguments of `passwd`.
+#[derive(clap::Args, Debug)]
+pub struct PasswdArgs {
+    #[command(flatten)]
+    pub account: AccountArgs,
+    /// File whose first line is the new password. Without it the new password is taken from
+    /// the P2P_NEW_PASSWORD environment variable, else asked for (twice) when stdin is a
+    /// terminal.
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+    /// How to stretch the new password (see `register --kdf`).
+    #[arg(long, value_name = "KDF", default_value_t = Kdf::default())]
+    pub kdf: Kdf,
+}
+
+/// Arguments of `contacts`.
+#[derive(clap::Args, Debug)]
+pub struct ContactsArgs {
+    #[command(flatten)]
+    pub account: AccountArgs,
+    #[command(subcommand)]
+    pub action: ContactsAction,
+}
+
+/// What `contacts` does.
+#[derive(clap::Subcommand, Debug)]
+pub enum ContactsAction {
+    /// Print your contact and block lists with each name's presence as you may see it.
+    ///
+    /// Text: one line per name, `NAME PRESENCE FLAGS` (flags: contact, blocked). With --json:
+    /// one array of {"name", "presence", "contact", "blocked"} where presence is a word
+    /// (online, busy, idle, brb, away, lunch, phone, offline).
+    List {
+        /// Print one JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add NAME to your contact list. You see each other's presence once NAME adds you too.
+    Add {
+        /// Who.
+        name: String,
+    },
+    /// Remove NAME from your contact list.
+    Remove {
+        /// Who.
+        name: String,
+    },
+    /// Block NAME: they see you offline and cannot invite you (they are not told).
+    Block {
+        /// Who.
+        name: String,
+    },
+    /// Unblock NAME.
+    Allow {
+        /// Who.
+        name: String,
+    },
+}
+
+/// Runs an async command on a fresh single-threaded runtime (with logging to stderr when
+/// `RUST_LOG` asks for it).
+pub fn block_on<F>(command: F) -> anyhow::Result<ExitCode>
+where
+    F: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(command)
+}
+
+/// Resolves HOST:PORT (HOST alone means port 1863).
+pub async fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
+    let target = if server.contains(':') {
+        server.to_owned()
+    } else {
+        format!("{server}:{DEFAULT_PORT}")
+    };
+    tokio::net::lookup_host(&target)
+        .await
+        .with_context(|| format!("cannot resolve {server:?} (expected HOST:PORT)"))?
+        .next()
+        .with_context(|| format!("{server:?} resolves to no address"))
+}
+
+/// Connects and logs in.
+pub async fn login(
+    server: &str,
+    user: &UserName,
+    password: &str,
+) -> anyhow::Result<RendezvousClient> {
+    let client = RendezvousClient::connect(resolve(server).await?).await?;
+    client
+        .login(user, password.as_bytes())
+        .await
+        .with_context(|| format!("cannot log in as {user}"))?;
+    Ok(client)
+}
+
+/// `register`.
+pub async fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
+    let user = args.account.user()?;
+    let password = args.account.password(true)?;
+    let client = RendezvousClient::connect(resolve(&args.account.server).await?).await?;
+    client
+        .register(&user, password.as_bytes(), args.kdf)
+        .await
+        .with_context(|| format!("cannot register {user}"))?;
+    client.logout().await;
+    println!("registered {user}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `passwd`.
+pub async fn passwd(args: PasswdArgs) -> anyhow::Result<ExitCode> {
+    let user = args.account.user()?;
+    let password = args.account.password(false)?;
+    let new_password = SecretSource {
+        file: args.new_password_file.as_deref(),
+        flag: "--new-password-file",
+        env: "P2P_NEW_PASSWORD",
+        prompt: "New password",
+        confirm: true,
+    }
+    .read()?;
+    let client = login(&args.account.server, &user, &password).await?;
+    client
+        .change_password(new_password.as_bytes(), args.kdf)
+        .await
+        .with_context(|| format!("cannot change the password of {user}"))?;
+    client.logout().await;
+    println!("changed the password of {user}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A change to the contact or block list.
+#[derive(Clone, Copy, Debug)]
+enum Edit {
+    Add,
+    Remove,
+    Block,
+    Allow,
+}
+
+impl Edit {
+    async fn apply(self, client: &RendezvousClient, name: &UserName) -> anyhow::Result<String> {
+        let (result, verb, done) = match self {
+            Edit::Add => (
+                client.add_contact(name).await,
+                "add",
+                "added {} to your contacts",
+            ),
+            Edit::Remove => (
+                client.remove_contact(name).await,
+                "remove",
+                "removed {} from your contacts",
+            ),
+            Edit::Block => (client.block(name).await, "block", "blocked {}"),
+            Edit::Allow => (client.allow(name).await, "unblock", "unblocked {}"),
+        };
+        result.with_context(|| format!("cannot {verb} {name}"))?;
+        Ok(done.replace("{}", name.as_str()))
+    }
+}
+
+/// `contacts`.
+pub async fn contacts(args: ContactsArgs) -> anyhow::Result<ExitCode> {
+    let user = args.account.user()?;
+    // Names are checked before anything goes over the network.
+    let (edit, json) = match &args.action {
+        ContactsAction::List { json } => (None, *json),
+        ContactsAction::Add { name } => (Some((Edit::Add, UserName::parse(name)?)), false),
+        ContactsAction::Remove { name } => (Some((Edit::Remove, UserName::parse(name)?)), false),
+        ContactsAction::Block { name } => (Some((Edit::Block, UserName::parse(name)?)), false),
+        ContactsAction::Allow { name } => (Some((Edit::Allow, UserName::parse(name)?)), false),
+    };
+    let password = args.account.password(false)?;
+    let client = login(&args.account.server, &user, &password).await?;
+    let result = match edit {
+        None => client
+            .contacts()
+            .await
+            .context("cannot list contacts")
+            .map(|list| print_list(&list, json)),
+        Some((edit, name)) => edit
+            .apply(&client, &name)
+            .await
+            .map(|done| println!("{done}")),
+    };
+    client.logout().await;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+fn print_list(list: &[ContactEntry], json: bool) {
+    if json {
+        let entries: Vec<_> = list
+            .iter()
+            .map(|e| {
+                json!({
+                    "name": e.name.as_str(),
+                    "presence": e.presence.word(),
+                    "contact": e.contact,
+                    "blocked": e.blocked,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(entries));
+        return;
+    }
+    let width = list
+        .iter()
+        .map(|e| e.name.as_str().len())
+        .max()
+        .unwrap_or(0);
+    for e in list {
+        let flags: Vec<&str> = [(e.contact, "contact"), (e.blocked, "blocked")]
+            .into_iter()
+            .filter_map(|(set, word)| set.then_some(word))
+            .collect();
+        println!(
+            "{:width$}  {:9}  {}",
+            e.name.as_str(),
+            e.presence.word(),
+            flags.join(",")
+        );
+    }
+}

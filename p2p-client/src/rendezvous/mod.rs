@@ -1,0 +1,501 @@
+//! The rendezvous client: accounts, login, presence, contacts and introductions over the
+//! line protocol of `docs/PROTOCOL.md`, driven with tokio.
+//!
+//! [`RendezvousClient::connect`] opens the TCP connection, spawns a task that owns it, and
+//! negotiates the version. Every request method sends one command and waits (at most
+//! [`ClientConfig::request_timeout`]) for the answer with the same TrID; what the server pushes
+//! meanwhile is queued for [`next_event`](RendezvousClient::next_event). The task answers the
+//! server's keepalive `PNG 0` itself, so a connection stays up without the caller's help.
+//! Methods take `&self`, so a caller can wait for events and send requests from one
+//! `tokio::select!` loop (all of them are cancel-safe in the sense that dropping one only drops
+//! its answer).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), p2p_client::rendezvous::RendezvousError> {
+//! use p2p_client::rendezvous::{Event, RendezvousClient};
+//! use shared::rendezvous::{Presence, UserName};
+//!
+//! let alice = UserName::parse("alice").expect("valid name");
+//! let client = RendezvousClient::connect("127.0.0.1:1863".parse().expect("address")).await?;
+//! let info = client.login(&alice, b"correct horse").await?;
+//! println!("STUN service at {:?}", info.stun);
+//! client.set_status(Presence::Busy).await?;
+//! for entry in client.contacts().await? {
+//!     println!("{} is {}", entry.name, entry.presence.word());
+//! }
+//! while let Some(event) = client.next_event().await {
+//!     if let Event::Presence { name, presence, .. } = event {
+//!         println!("{name} is now {}", presence.word());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! - [`codec`]: the `tokio_util` codec over [`shared::rendezvous::wire`].
+//! - [`Offer`] and [`Introduction`]: the parameters of `INV`, `ANS` and `ITR`.
+
+mod b64;
+pub mod codec;
+mod connection;
+mod error;
+mod event;
+mod offer;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use rand::rngs::OsRng;
+use shared::rendezvous::scram::{MECHANISM, ScramClient, ScramError, derive_credentials};
+use shared::rendezvous::server::PROTOCOL_VERSION;
+use shared::rendezvous::{Credentials, Kdf, Line, Presence, SessionId, UserName};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use connection::{Shared, ToTask};
+pub use error::{CloseReason, RendezvousError, code, io_text};
+pub use event::{CancelReason, ContactEntry, Event, LoginInfo, OutReason, parse_contact_list};
+pub use offer::{
+    Allocation, Candidate, CandidateKind, Introduction, MAX_CANDIDATES, NatKind, Offer, OfferError,
+    Role, SwitchboardTicket, parse_session_id,
+};
+
+/// The rendezvous protocol's TCP port (MSN's).
+pub const DEFAULT_PORT: u16 = 1863;
+
+/// Timeouts of a [`RendezvousClient`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// How long to wait for the TCP connection (10 s).
+    pub connect_timeout: Duration,
+    /// How long to wait for the answer to each request (10 s). Key stretching runs before the
+    /// request is sent and does not count.
+    pub request_timeout: Duration,
+    /// How long [`logout`](RendezvousClient::logout) waits for the server to close (2 s).
+    pub logout_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            logout_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A connection to a rendezvous server. See the [module docs](self).
+///
+/// Dropping it closes the connection.
+pub struct RendezvousClient {
+    commands: mpsc::Sender<ToTask>,
+    events: Mutex<mpsc::UnboundedReceiver<Event>>,
+    shared: std::sync::Arc<Shared>,
+    task: JoinHandle<()>,
+    config: ClientConfig,
+    server: SocketAddr,
+}
+
+impl Drop for RendezvousClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RendezvousClient {
+    /// Connects to `server` and negotiates the protocol version (`VER`), with the default
+    /// [`ClientConfig`].
+    pub async fn connect(server: SocketAddr) -> Result<RendezvousClient, RendezvousError> {
+        RendezvousClient::connect_with(server, ClientConfig::default()).await
+    }
+
+    /// Connects to `server` and negotiates the protocol version (`VER`).
+    pub async fn connect_with(
+        server: SocketAddr,
+        config: ClientConfig,
+    ) -> Result<RendezvousClient, RendezvousError> {
+        let connect_error = |error| RendezvousError::Connect {
+            addr: server,
+            error,
+        };
+        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(server))
+            .await
+            .map_err(|_| {
+                connect_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("timed out after {} s", config.connect_timeout.as_secs_f32()),
+                ))
+            })?
+            .map_err(connect_error)?;
+        // Lines are small and each one waits for an answer: do not batch them.
+        let _ = stream.set_nodelay(true);
+        let spawned = connection::spawn(stream);
+        let client = RendezvousClient {
+            commands: spawned.commands,
+            events: Mutex::new(spawned.events),
+            shared: spawned.shared,
+            task: spawned.task,
+            config,
+            server,
+        };
+        let answer = client
+            .request("VER", vec![PROTOCOL_VERSION.to_owned()], "VER")
+            .await?;
+        if answer.param(0) != Some(PROTOCOL_VERSION) {
+            return Err(RendezvousError::unexpected(format!(
+                "the server picked version {:?}, we speak {PROTOCOL_VERSION}",
+                answer.params
+            )));
+        }
+        Ok(client)
+    }
+
+    /// The server's address.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Creates an account (`REG`, allowed before login). Stretches the password with `kdf` and
+    /// a fresh 16-byte salt on a blocking thread; only the verifier is sent.
+    ///
+    /// Errors to expect: [`code::NAME_TAKEN`], [`code::REGISTRATION_CLOSED`],
+    /// [`code::WEAK_KDF`] (the server wants a costlier `kdf`).
+    pub async fn register(
+        &self,
+        user: &UserName,
+        password: &[u8],
+        kdf: Kdf,
+    ) -> Result<(), RendezvousError> {
+        let credentials = derive(password, kdf).await?;
+        let mut params = vec![user.to_string()];
+        params.extend(verifier_params(&credentials));
+        let answer = self.request("REG", params, "REG").await?;
+        expect_param(&answer, 0, user.as_str())
+    }
+
+    /// Logs in with SCRAM-SHA-256-ARGON2ID (docs/PROTOCOL.md section 5) and returns the `CFG`
+    /// the server pushes right after.
+    ///
+    /// The server must prove it knows our verifier; if it cannot, the connection is closed and
+    /// [`RendezvousError::Scram`] returned. A wrong password or an unknown user is
+    /// [`code::AUTH_FAILED`] (see [`RendezvousError::is_auth_failed`]); after three on one
+    /// connection the server hangs up.
+    pub async fn login(
+        &self,
+        user: &UserName,
+        password: &[u8],
+    ) -> Result<LoginInfo, RendezvousError> {
+        let mut nonce = [0u8; 24];
+        OsRng.fill_bytes(&mut nonce);
+        let mut scram = ScramClient::new(user, &nonce);
+        let first = vec![
+            MECHANISM.to_owned(),
+            "I".to_owned(),
+            b64::encode(scram.client_first().as_bytes()),
+        ];
+        let answer = self.request("USR", first, "USR").await?;
+        expect_param(&answer, 0, MECHANISM)?;
+        expect_param(&answer, 1, "S")?;
+        let server_first = b64_text(&answer, 2)?;
+
+        // Argon2id is slow by design: keep it off the runtime's threads.
+        let password = password.to_vec();
+        let (scram, client_final) = tokio::task::spawn_blocking(move || {
+            let client_final = scram.handle_server_first(&server_first, &password);
+            (scram, client_final)
+        })
+        .await
+        .map_err(|e| RendezvousError::Kdf(e.to_string()))?;
+        let client_final = client_final.map_err(|e| match e {
+            ScramError::Kdf(e) => RendezvousError::Kdf(e),
+            other => RendezvousError::Scram(other),
+        })?;
+
+        let (config_tx, config_rx) = oneshot::channel();
+        let second = vec![
+            MECHANISM.to_owned(),
+            "S".to_owned(),
+            b64::encode(client_final.as_bytes()),
+        ];
+        let answer = self
+            .request_with_config("USR", second, "USR", Some(config_tx))
+            .await?;
+        // From here on, anything wrong means we do not know whom we are talking to.
+        let verified = expect_param(&answer, 0, "OK")
+            .and_then(|()| expect_param(&answer, 1, user.as_str()))
+            .and_then(|()| b64_text(&answer, 2))
+            .and_then(|server_final| {
+                scram
+                    .handle_server_final(&server_final)
+                    .map_err(RendezvousError::Scram)
+            });
+        if let Err(e) = verified {
+            self.close();
+            return Err(e);
+        }
+        let cfg = tokio::time::timeout(self.config.request_timeout, config_rx)
+            .await
+            .map_err(|_| RendezvousError::Timeout {
+                command: "USR (CFG)",
+                after: self.config.request_timeout,
+            })?
+            .map_err(|_| self.closed_error())?;
+        LoginInfo::from_cfg(user.clone(), &cfg).map_err(RendezvousError::Unexpected)
+    }
+
+    /// Changes the password of the logged-in user (`PWD`). Other connections of the user stay
+    /// logged in.
+    pub async fn change_password(
+        &self,
+        new_password: &[u8],
+        kdf: Kdf,
+    ) -> Result<(), RendezvousError> {
+        let credentials = derive(new_password, kdf).await?;
+        self.request("PWD", verifier_params(&credentials), "PWD")
+            .await
+            .map(drop)
+    }
+
+    /// Sets our presence (`CHG`). [`Presence::AppearOffline`] shows us offline to everyone;
+    /// [`Presence::Offline`] cannot be set (log out instead).
+    pub async fn set_status(&self, presence: Presence) -> Result<(), RendezvousError> {
+        if presence == Presence::Offline {
+            return Err(RendezvousError::InvalidArgument(
+                "offline is not a state to set: log out, or appear offline (invisible)".into(),
+            ));
+        }
+        let answer = self
+            .request("CHG", vec![presence.code().to_owned()], "CHG")
+            .await?;
+        expect_param(&answer, 0, presence.code())
+    }
+
+    /// The contact and block lists with what we may see of each one's presence (`LST`),
+    /// sorted by name.
+    pub async fn contacts(&self) -> Result<Vec<ContactEntry>, RendezvousError> {
+        let answer = self.request("LST", Vec::new(), "LST").await?;
+        parse_contact_list(&answer.payload).map_err(RendezvousError::Unexpected)
+    }
+
+    /// Adds `name` to our contact list (`ADC`). We see each other's presence once `name` adds
+    /// us too.
+    pub async fn add_contact(&self, name: &UserName) -> Result<(), RendezvousError> {
+        self.name_request("ADC", name).await
+    }
+
+    /// Removes `name` from our contact list (`REM`).
+    pub async fn remove_contact(&self, name: &UserName) -> Result<(), RendezvousError> {
+        self.name_request("REM", name).await
+    }
+
+    /// Blocks `name` (`BLK`): it sees us offline and cannot invite us. It is not told.
+    pub async fn block(&self, name: &UserName) -> Result<(), RendezvousError> {
+        self.name_request("BLK", name).await
+    }
+
+    /// Unblocks `name` (`ALW`).
+    pub async fn allow(&self, name: &UserName) -> Result<(), RendezvousError> {
+        self.name_request("ALW", name).await
+    }
+
+    /// Invites `peer` to a session with our offer (`INV`) and returns the session id. The
+    /// outcome arrives as [`Event::Introduced`] or [`Event::Cancelled`]. A peer who is offline,
+    /// not a mutual contact or blocking us gives [`code::USER_OFFLINE`].
+    pub async fn invite(
+        &self,
+        peer: &UserName,
+        offer: &Offer,
+    ) -> Result<SessionId, RendezvousError> {
+        offer
+            .check()
+            .map_err(|e| RendezvousError::InvalidArgument(e.to_string()))?;
+        let mut params = vec![peer.to_string()];
+        params.extend(offer.to_params());
+        let answer = self.request("INV", params, "INV").await?;
+        expect_param(&answer, 0, peer.as_str())?;
+        answer
+            .param(1)
+            .and_then(parse_session_id)
+            .ok_or_else(|| RendezvousError::unexpected(format!("INV answer {:?}", answer.params)))
+    }
+
+    /// Accepts the invitation `sid` (from [`Event::Ring`]) with our offer (`ANS`). The
+    /// introduction arrives as [`Event::Introduced`].
+    pub async fn answer(&self, sid: SessionId, offer: &Offer) -> Result<(), RendezvousError> {
+        offer
+            .check()
+            .map_err(|e| RendezvousError::InvalidArgument(e.to_string()))?;
+        let mut params = vec![sid.to_string()];
+        params.extend(offer.to_params());
+        let answer = self.request("ANS", params, "ANS").await?;
+        expect_param(&answer, 0, &sid.to_string())
+    }
+
+    /// Declines the invitation `sid` (`DEC`); the inviter gets [`CancelReason::Declined`].
+    pub async fn decline(&self, sid: SessionId) -> Result<(), RendezvousError> {
+        let answer = self.request("DEC", vec![sid.to_string()], "DEC").await?;
+        expect_param(&answer, 0, &sid.to_string())
+    }
+
+    /// Pings the server (`PNG` → `QNG`) and returns the round-trip time.
+    pub async fn ping(&self) -> Result<Duration, RendezvousError> {
+        let sent = Instant::now();
+        self.request("PNG", Vec::new(), "QNG").await?;
+        Ok(sent.elapsed())
+    }
+
+    /// The next push from the server, in arrival order; `None` once the connection is closed
+    /// and every event has been taken (then [`close_reason`](Self::close_reason) says why).
+    /// Cancel-safe.
+    pub async fn next_event(&self) -> Option<Event> {
+        self.events.lock().await.recv().await
+    }
+
+    /// Why the connection is closed, or `None` while it is open.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.close_reason()
+    }
+
+    /// Logs out (`OUT`) and waits, at most [`ClientConfig::logout_timeout`], for the server to
+    /// close the connection; closes it ourselves after that. Contacts then see us offline.
+    pub async fn logout(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.commands.send(ToTask::Logout { done }).await.is_ok() {
+            // `done` is dropped when the task ends, that is when the server has closed.
+            let _ = tokio::time::timeout(self.config.logout_timeout, closed).await;
+        }
+        self.close();
+    }
+
+    /// Closes the connection at once (no `OUT`).
+    pub fn close(&self) {
+        let _ = self.commands.try_send(ToTask::Close);
+        self.task.abort();
+    }
+
+    async fn name_request(
+        &self,
+        command: &'static str,
+        name: &UserName,
+    ) -> Result<(), RendezvousError> {
+        let answer = self
+            .request(command, vec![name.to_string()], command)
+            .await?;
+        expect_param(&answer, 0, name.as_str())
+    }
+
+    async fn request(
+        &self,
+        command: &'static str,
+        params: Vec<String>,
+        expect: &str,
+    ) -> Result<Line, RendezvousError> {
+        self.request_with_config(command, params, expect, None)
+            .await
+    }
+
+    /// Sends a request and waits for its answer; error lines become
+    /// [`RendezvousError::Server`], an answer with another command
+    /// [`RendezvousError::Unexpected`].
+    async fn request_with_config(
+        &self,
+        command: &'static str,
+        params: Vec<String>,
+        expect: &str,
+        then_config: Option<oneshot::Sender<Line>>,
+    ) -> Result<Line, RendezvousError> {
+        let (reply, answer) = oneshot::channel();
+        let exchange = async {
+            let request = ToTask::Request {
+                command,
+                params,
+                reply,
+                then_config,
+            };
+            self.commands
+                .send(request)
+                .await
+                .map_err(|_| self.closed_error())?;
+            answer.await.map_err(|_| self.closed_error())?
+        };
+        let line = tokio::time::timeout(self.config.request_timeout, exchange)
+            .await
+            .map_err(|_| RendezvousError::Timeout {
+                command,
+                after: self.config.request_timeout,
+            })??;
+        if let Some(code) = line.command.error_code() {
+            let text = if line.params.is_empty() {
+                code::meaning(code).to_owned()
+            } else {
+                line.params.join(" ")
+            };
+            return Err(RendezvousError::Server { code, text });
+        }
+        if line.command.as_str() != expect {
+            return Err(RendezvousError::unexpected(format!(
+                "{} {} {} in answer to {command}",
+                line.command,
+                line.trid,
+                line.params.join(" ")
+            )));
+        }
+        Ok(line)
+    }
+
+    fn closed_error(&self) -> RendezvousError {
+        RendezvousError::Closed(
+            self.shared
+                .close_reason()
+                .unwrap_or(CloseReason::ClosedByClient),
+        )
+    }
+}
+
+/// Stretches a password with a fresh salt, on a blocking thread.
+async fn derive(password: &[u8], kdf: Kdf) -> Result<Credentials, RendezvousError> {
+    let mut salt = [0u8; 16];
+    OsRng.fill_bytes(&mut salt);
+    let password = password.to_vec();
+    tokio::task::spawn_blocking(move || derive_credentials(&password, &salt, kdf))
+        .await
+        .map_err(|e| RendezvousError::Kdf(e.to_string()))?
+        .map_err(|e| RendezvousError::Kdf(e.to_string()))
+}
+
+/// `kdf salt StoredKey ServerKey`, as `REG` and `PWD` carry them.
+fn verifier_params(c: &Credentials) -> Vec<String> {
+    vec![
+        c.kdf.to_string(),
+        b64::encode(&c.salt),
+        b64::encode(&c.stored_key),
+        b64::encode(&c.server_key),
+    ]
+}
+
+fn expect_param(line: &Line, i: usize, want: &str) -> Result<(), RendezvousError> {
+    match line.param(i) {
+        Some(got) if got.eq_ignore_ascii_case(want) => Ok(()),
+        got => Err(RendezvousError::unexpected(format!(
+            "{} answer has {got:?} where {want:?} belongs",
+            line.command
+        ))),
+    }
+}
+
+/// Parameter `i`, base64-decoded into text.
+fn b64_text(line: &Line, i: usize) -> Result<String, RendezvousError> {
+    line.param(i)
+        .and_then(b64::decode)
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| {
+            RendezvousError::unexpected(format!(
+                "{} answer: bad base64 in parameter {i}",
+                line.command
+            ))
+        })
+}

@@ -1,0 +1,310 @@
+//! The client against a scripted fake server: request/answer matching, pushes in between,
+//! keepalives, timeouts, error answers and a server that cannot prove the password verifier.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use shared::rendezvous::scram::{ServerExchange, derive_credentials, parse_client_first};
+use shared::rendezvous::{Kdf, Line, Presence, TrId, UserName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+use bytes::BytesMut;
+use shared::rendezvous::wire::{self, Direction};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::*;
+
+/// The fake server's side of the framing: it reads requests and writes answers and pushes.
+struct ServerSideCodec;
+
+impl Decoder for ServerSideCodec {
+    type Item = Line;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
+        wire::decode(src, Direction::ToServer)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+impl Encoder<Line> for ServerSideCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, line: Line, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        wire::encode(&line, dst, Direction::ToClient)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+type Fake = Framed<TcpStream, ServerSideCodec>;
+
+const CHEAP: Kdf = Kdf {
+    memory_kib: 8,
+    iterations: 1,
+    lanes: 1,
+};
+
+fn quick() -> ClientConfig {
+    ClientConfig {
+        request_timeout: Duration::from_millis(500),
+        ..ClientConfig::default()
+    }
+}
+
+/// A client connected to a fake server that has answered `VER`.
+async fn pair() -> (RendezvousClient, Fake) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = async {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut fake = Framed::new(stream, ServerSideCodec);
+        let ver = fake.next().await.unwrap().unwrap();
+        assert_eq!(
+            (ver.command.as_str(), ver.params.clone()),
+            ("VER", vec!["P2P1".to_owned()])
+        );
+        fake.send(Line::new("VER", ver.trid, ["P2P1".to_owned()]))
+            .await
+            .unwrap();
+        fake
+    };
+    let (client, fake) = tokio::join!(RendezvousClient::connect_with(addr, quick()), server);
+    (client.unwrap(), fake)
+}
+
+async fn recv(fake: &mut Fake) -> Line {
+    tokio::time::timeout(Duration::from_secs(5), fake.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
+fn line(cmd: &str, trid: TrId, params: &[&str]) -> Line {
+    Line::new(cmd, trid, params.iter().map(|p| p.to_string()))
+}
+
+#[tokio::test]
+async fn pushes_during_a_request_become_events_and_pings_are_answered() {
+    let (client, mut fake) = pair().await;
+    let server = async {
+        let chg = recv(&mut fake).await;
+        assert_eq!(chg.params, ["BSY"]);
+        fake.send(line("NLN", TrId::PUSH, &["IDL", "bob"]))
+            .await
+            .unwrap();
+        fake.send(line("PNG", TrId::PUSH, &[])).await.unwrap();
+        let qng = recv(&mut fake).await;
+        assert_eq!((qng.command.as_str(), qng.trid), ("QNG", TrId::PUSH));
+        fake.send(line("FLN", TrId::PUSH, &["carol"]))
+            .await
+            .unwrap();
+        fake.send(line("CHG", chg.trid, &["BSY"])).await.unwrap();
+    };
+    let (result, ()) = tokio::join!(client.set_status(Presence::Busy), server);
+    result.unwrap();
+    let bob = UserName::parse("bob").unwrap();
+    assert_eq!(
+        client.next_event().await,
+        Some(Event::Presence {
+            name: bob,
+            presence: Presence::Idle,
+            initial: false
+        })
+    );
+    assert!(matches!(
+        client.next_event().await,
+        Some(Event::Presence {
+            presence: Presence::Offline,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn answers_are_matched_by_trid_and_errors_are_typed() {
+    let (client, mut fake) = pair().await;
+    let bob = UserName::parse("bob").unwrap();
+    let carol = UserName::parse("carol").unwrap();
+    let server = async {
+        let first = recv(&mut fake).await;
+        let second = recv(&mut fake).await;
+        assert_ne!(first.trid, second.trid);
+        // Answered out of order: the second request first.
+        let (add, block) = if first.command.as_str() == "ADC" {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        fake.send(line("218", block.trid, &["already", "blocked"]))
+            .await
+            .unwrap();
+        fake.send(line("ADC", add.trid, &["bob"])).await.unwrap();
+    };
+    let (added, blocked, ()) = tokio::join!(client.add_contact(&bob), client.block(&carol), server);
+    added.unwrap();
+    let e = blocked.unwrap_err();
+    assert_eq!(e.server_code(), Some(code::ALREADY_BLOCKED));
+    assert_eq!(e.to_string(), "already blocked (218)");
+}
+
+#[tokio::test]
+async fn a_silent_server_gives_a_timeout_naming_the_request() {
+    let (client, _fake) = pair().await;
+    let e = client.contacts().await.unwrap_err();
+    assert!(
+        matches!(e, RendezvousError::Timeout { command: "LST", .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("no answer to LST"), "{e}");
+}
+
+#[tokio::test]
+async fn contact_list_payload_arrives_with_its_answer() {
+    let (client, mut fake) = pair().await;
+    let server = async {
+        let lst = recv(&mut fake).await;
+        let mut answer = line("LST", lst.trid, &[]);
+        answer.payload = b"bob NLN C\r\ncarol FLN B\r\n".to_vec();
+        fake.send(answer).await.unwrap();
+    };
+    let (list, ()) = tokio::join!(client.contacts(), server);
+    let list = list.unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        (list[0].presence, list[0].contact),
+        (Presence::Online, true)
+    );
+    assert_eq!((list[1].contact, list[1].blocked), (false, true));
+}
+
+#[tokio::test]
+async fn out_then_close_is_reported_to_events_and_to_later_requests() {
+    let (client, mut fake) = pair().await;
+    fake.send(line("OUT", TrId::PUSH, &["OTH"])).await.unwrap();
+    drop(fake);
+    assert_eq!(
+        client.next_event().await,
+        Some(Event::LoggedOut(OutReason::OtherLogin))
+    );
+    assert_eq!(client.next_event().await, None);
+    let e = client.ping().await.unwrap_err();
+    assert!(e.is_closed(), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "the server logged us out: logged in elsewhere (OTH)"
+    );
+}
+
+/// Runs the server side of a login; `forge` replaces the server-final-message.
+async fn serve_login(fake: &mut Fake, password: &[u8], forge: Option<&str>) {
+    let creds = derive_credentials(password, b"0123456789abcdef", CHEAP).unwrap();
+    let first = recv(fake).await;
+    assert_eq!(first.param(0), Some("SCRAM-SHA-256-ARGON2ID"));
+    assert_eq!(first.param(1), Some("I"));
+    let client_first = String::from_utf8(b64::decode(first.param(2).unwrap()).unwrap()).unwrap();
+    let parsed = parse_client_first(&client_first).unwrap();
+    let exchange = ServerExchange::new(&parsed, &[5; 18], &creds.salt, CHEAP);
+    let server_first = b64::encode(exchange.server_first().as_bytes());
+    fake.send(line(
+        "USR",
+        first.trid,
+        &["SCRAM-SHA-256-ARGON2ID", "S", &server_first],
+    ))
+    .await
+    .unwrap();
+    let second = recv(fake).await;
+    let client_final = String::from_utf8(b64::decode(second.param(2).unwrap()).unwrap()).unwrap();
+    let server_final = match forge {
+        Some(forged) => forged.to_owned(),
+        None => exchange.verify_client_final(&client_final, &creds).unwrap(),
+    };
+    let server_final = b64::encode(server_final.as_bytes());
+    fake.send(line("USR", second.trid, &["OK", "alice", &server_final]))
+        .await
+        .unwrap();
+    fake.send(line("CFG", TrId::PUSH, &["stun=127.0.0.1:3478", "ping=30"]))
+        .await
+        .unwrap();
+    fake.send(line("ILN", TrId::PUSH, &["BSY", "bob"]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn login_returns_the_cfg_and_queues_the_initial_presence() {
+    let (client, mut fake) = pair().await;
+    let alice = UserName::parse("Alice").unwrap();
+    let (info, ()) = tokio::join!(
+        client.login(&alice, b"pencil"),
+        serve_login(&mut fake, b"pencil", None)
+    );
+    let info = info.unwrap();
+    assert_eq!(info.user.as_str(), "alice");
+    assert_eq!(info.stun, Some("127.0.0.1:3478".parse().unwrap()));
+    assert_eq!(info.switchboard, None);
+    assert!(matches!(
+        client.next_event().await,
+        Some(Event::Presence {
+            presence: Presence::Busy,
+            initial: true,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_prove_the_verifier_is_hung_up_on() {
+    let (client, mut fake) = pair().await;
+    let alice = UserName::parse("alice").unwrap();
+    let forged = format!("v={}", b64::encode(&[0; 32]));
+    let (info, ()) = tokio::join!(
+        client.login(&alice, b"pencil"),
+        serve_login(&mut fake, b"pencil", Some(&forged))
+    );
+    let e = info.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RendezvousError::Scram(ScramError::ServerSignatureMismatch)
+        ),
+        "{e:?}"
+    );
+    // The client closed the connection: the fake reads end of stream.
+    let end = tokio::time::timeout(Duration::from_secs(5), fake.next())
+        .await
+        .unwrap();
+    assert!(end.is_none(), "{end:?}");
+    assert!(client.ping().await.unwrap_err().is_closed());
+}
+
+#[tokio::test]
+async fn logout_sends_out_and_waits_for_the_close() {
+    let (client, mut fake) = pair().await;
+    let server = async {
+        let out = recv(&mut fake).await;
+        assert_eq!(out.command.as_str(), "OUT");
+        assert_ne!(out.trid, TrId::PUSH);
+        drop(fake);
+    };
+    let started = std::time::Instant::now();
+    tokio::join!(client.logout(), server);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "logout waited for its timeout"
+    );
+    assert_eq!(client.close_reason(), Some(CloseReason::ClosedByClient));
+}
+
+#[tokio::test]
+async fn offline_is_not_a_state_to_set_and_bad_offers_are_not_sent() {
+    let (client, _fake) = pair().await;
+    let e = client.set_status(Presence::Offline).await.unwrap_err();
+    assert!(matches!(e, RendezvousError::InvalidArgument(_)), "{e:?}");
+    let mut offer = Offer::new([1; 32]);
+    offer.candidates = vec!["host/10.0.0.1:1".parse().unwrap(); 9];
+    let bob = UserName::parse("bob").unwrap();
+    let e = client.invite(&bob, &offer).await.unwrap_err();
+    assert!(matches!(e, RendezvousError::InvalidArgument(_)), "{e:?}");
+}

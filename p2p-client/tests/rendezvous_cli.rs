@@ -1,0 +1,600 @@
+//! The account commands of `p2p-client` (`register`, `contacts`, `status`, `passwd`) against
+//! the real rendezvous server, started in-process on loopback with a temporary database.
+
+// Test code: a panic with the failing value is the report we want.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use shared::rendezvous::{Kdf, RendezvousConfig};
+use stun_server::{RendezvousHandle, RendezvousOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
+const KDF: &str = "argon2id:m=8:t=1:p=1";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A path under the temp dir, unique to this process and call.
+fn temp_path(tag: &str) -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("p2p-client-{tag}-{}-{n}", std::process::id()))
+}
+
+/// A file removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn with(tag: &str, contents: &str) -> TempFile {
+        let path = temp_path(tag);
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The server with a cheap minimum KDF and a database removed on drop.
+struct Server {
+    handle: Option<RendezvousHandle>,
+    addr: String,
+    db: PathBuf,
+}
+
+impl Server {
+    fn start() -> Server {
+        let db = temp_path("rendezvous-db").with_extension("db");
+        let config = RendezvousConfig {
+            min_kdf: Kdf {
+                memory_kib: 8,
+                iterations: 1,
+                lanes: 1,
+            },
+            ..RendezvousConfig::default()
+        };
+        let handle = RendezvousHandle::start(RendezvousOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            db_path: db.clone(),
+            config,
+            max_queued_lines: 256,
+        })
+        .unwrap();
+        let addr = handle.local_addr().to_string();
+        Server {
+            handle: Some(handle),
+            addr,
+            db,
+        }
+    }
+
+    /// A `p2p-client` command against this server, with a clean environment and no stdin.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args(["--server", &self.addr])
+            .env_remove("P2P_USER")
+            .env_remove("P2P_PASSWORD")
+            .env_remove("P2P_NEW_PASSWORD")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `args` as `user` with `password` from the environment.
+    fn run_as(&self, user: &str, password: &str, args: &[&str]) -> Output {
+        self.command(args)
+            .args(["--user", user])
+            .env("P2P_PASSWORD", password)
+            .output()
+            .unwrap()
+    }
+
+    fn register(&self, user: &str, password: &str) {
+        let out = self.run_as(user, password, &["register", "--kdf", KDF]);
+        assert_success(&out);
+        assert_eq!(
+            stdout(&out).trim(),
+            format!("registered {}", user.to_lowercase())
+        );
+    }
+
+    fn contacts_json(&self, user: &str, password: &str) -> Vec<serde_json::Value> {
+        let out = self.run_as(user, password, &["contacts", "list", "--json"]);
+        assert_success(&out);
+        let value: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        value.as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut path = self.db.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "status {:?}, stdout {:?}, stderr {:?}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// Asserts exit status 1 and a one-line `p2p-client: error: ...` containing `needle`.
+fn assert_error(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "stderr {err:?}");
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(err.starts_with("p2p-client: error: "), "{err:?}");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+}
+
+fn entry<'a>(list: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    list.iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {list:?}"))
+}
+
+#[test]
+fn register_creates_an_account_and_a_second_registration_names_the_taken_name() {
+    let s = Server::start();
+    s.register("Alice", "pw-alice-1");
+    let again = s.run_as("alice", "other", &["register", "--kdf", KDF]);
+    assert_error(&again, "cannot register alice: name taken (711)");
+    // The account works: an empty contact list.
+    assert!(s.contacts_json("alice", "pw-alice-1").is_empty());
+    // A KDF under the server's minimum is refused, with the server's reason.
+    let weak = s.run_as("bob", "pw", &["register", "--kdf", "argon2id:m=8:t=0:p=1"]);
+    assert_eq!(
+        weak.status.code(),
+        Some(2),
+        "bad --kdf is a usage error: {}",
+        stderr(&weak)
+    );
+}
+
+#[test]
+fn wrong_password_and_unknown_user_are_refused_alike() {
+    let s = Server::start();
+    s.register("alice", "right");
+    for (user, password) in [("alice", "wrong"), ("nobody", "right")] {
+        let out = s.run_as(user, password, &["contacts", "list"]);
+        assert_error(
+            &out,
+            &format!("cannot log in as {user}: authentication failed (911)"),
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn contacts_add_list_block_allow_and_remove() {
+    let s = Server::start();
+    for user in ["alice", "bob", "carol"] {
+        s.register(user, &format!("pw-{user}"));
+    }
+    let add = s.run_as("alice", "pw-alice", &["contacts", "add", "Bob"]);
+    assert_success(&add);
+    assert_eq!(stdout(&add).trim(), "added bob to your contacts");
+    let missing = s.run_as("alice", "pw-alice", &["contacts", "add", "dave"]);
+    assert_error(&missing, "cannot add dave: no such user (205)");
+    let twice = s.run_as("alice", "pw-alice", &["contacts", "add", "bob"]);
+    assert_error(&twice, "(215)");
+
+    let list = s.contacts_json("alice", "pw-alice");
+    assert_eq!(
+        list,
+        [
+            serde_json::json!({"name": "bob", "presence": "offline", "contact": true, "blocked": false})
+        ]
+    );
+
+    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "block", "bob"]));
+    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "block", "carol"]));
+    let list = s.contacts_json("alice", "pw-alice");
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(entry(&list, "bob")["blocked"], true);
+    assert_eq!(entry(&list, "bob")["contact"], true);
+    assert_eq!(entry(&list, "carol")["blocked"], true);
+    assert_eq!(entry(&list, "carol")["contact"], false);
+
+    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "allow", "bob"]));
+    let list = s.contacts_json("alice", "pw-alice");
+    assert_eq!(entry(&list, "bob")["blocked"], false);
+    // Text output: one line per name with its flags.
+    let text = s.run_as("alice", "pw-alice", &["contacts", "list"]);
+    assert_success(&text);
+    let lines: Vec<Vec<String>> = stdout(&text)
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ["bob", "offline", "contact"],
+            ["carol", "offline", "blocked"]
+        ]
+    );
+
+    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "remove", "bob"]));
+    let not_there = s.run_as("alice", "pw-alice", &["contacts", "remove", "bob"]);
+    assert_error(&not_there, "cannot remove bob: ");
+    assert!(
+        stderr(&not_there).trim_end().ends_with("(216)"),
+        "{}",
+        stderr(&not_there)
+    );
+    assert_error(
+        &s.run_as("alice", "pw-alice", &["contacts", "add", "not a name"]),
+        "invalid user name",
+    );
+    let list = s.contacts_json("alice", "pw-alice");
+    assert_eq!(list.len(), 1, "only carol (blocked) is left: {list:?}");
+}
+
+/// A child process killed (by its handle) if the test ends before it does.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for an output line that parses as JSON and satisfies `want`.
+    fn expect(&mut self, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!("no matching line; seen {:?}", self.seen);
+            };
+            self.seen.push(line.clone());
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if want(&value) {
+                return value;
+            }
+        }
+    }
+
+    fn stdin(&mut self) -> &mut ChildStdin {
+        self.child.stdin.as_mut().unwrap()
+    }
+
+    /// Closes stdin and waits for the exit.
+    fn finish(&mut self) -> std::process::ExitStatus {
+        drop(self.child.stdin.take());
+        self.wait()
+    }
+
+    /// Everything the process wrote on stderr (call after it exited).
+    fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut err, &mut text).unwrap();
+        }
+        text
+    }
+
+    /// Waits (at most 10 s) for the exit.
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not exit; output {:?}",
+                self.seen
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn presence_is(name: &'static str, presence: &'static str) -> impl Fn(&serde_json::Value) -> bool {
+    move |v| v["name"] == name && v["presence"] == presence
+}
+
+#[test]
+fn status_presence_reaches_a_mutual_contact_and_ending_input_logs_out() {
+    let s = Server::start();
+    s.register("alice", "pw-alice");
+    s.register("bob", "pw-bob");
+    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "add", "bob"]));
+    assert_success(&s.run_as("bob", "pw-bob", &["contacts", "add", "alice"]));
+
+    let status_as = |user: &str, state: &str| {
+        let mut cmd = s.command(&["status", state, "--json", "--user", user]);
+        cmd.env("P2P_PASSWORD", format!("pw-{user}"));
+        Running::spawn(cmd)
+    };
+    let mut alice = status_as("alice", "busy");
+    // Alice is online before Bob: her first line is Bob's initial (offline) presence.
+    let first = alice.expect(|_| true);
+    assert_eq!(
+        first,
+        serde_json::json!({"name": "bob", "presence": "offline", "initial": true})
+    );
+
+    let mut bob = status_as("bob", "online");
+    let seen = bob.expect(presence_is("alice", "busy"));
+    assert_eq!(seen["name"], "alice", "{seen}");
+    alice.expect(presence_is("bob", "online"));
+
+    // Writing to stdin does nothing; ending it logs Alice out.
+    alice.stdin().write_all(b"anything\n").unwrap();
+    let status = alice.finish();
+    assert!(status.success(), "{status:?}");
+    bob.expect(presence_is("alice", "offline"));
+
+    let status = bob.finish();
+    assert!(status.success(), "{status:?}");
+    // Nobody is left online.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.handle.as_ref().unwrap().online_count() != 0 {
+        assert!(Instant::now() < deadline, "still online after logout");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn status_is_hidden_from_a_one_sided_contact_and_a_login_elsewhere_ends_it() {
+    let s = Server::start();
+    for user in ["alice", "bob", "carol"] {
+        s.register(user, &format!("pw-{user}"));
+    }
+    // Only Alice adds Bob: Bob's presence stays hidden from her. Bob and Carol are mutual
+    // contacts, so Bob's output shows when his state is set.
+    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "add", "bob"]));
+    assert_success(&s.run_as("bob", "pw-bob", &["contacts", "add", "carol"]));
+    assert_success(&s.run_as("carol", "pw-carol", &["contacts", "add", "bob"]));
+    let mut cmd = s.command(&["status", "online", "--json", "--user", "bob"]);
+    cmd.env("P2P_PASSWORD", "pw-bob");
+    let mut bob = Running::spawn(cmd);
+    bob.expect(presence_is("carol", "offline"));
+    let carol = s.contacts_json("carol", "pw-carol");
+    assert_eq!(
+        entry(&carol, "bob")["presence"],
+        "online",
+        "control: {carol:?}"
+    );
+    let alice = s.contacts_json("alice", "pw-alice");
+    assert_eq!(entry(&alice, "bob")["presence"], "offline", "{alice:?}");
+
+    // Bob logs in elsewhere: the status command is logged out and says so.
+    assert_success(&s.run_as("bob", "pw-bob", &["contacts", "list"]));
+    let status = bob.wait();
+    let err = bob.stderr();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("logged in elsewhere (OTH)"), "{err}");
+
+    let out = s.run_as("alice", "pw-alice", &["status", "offline"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a usage error: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("invisible"), "{}", stderr(&out));
+}
+
+#[test]
+fn password_from_file_or_environment_and_a_clear_error_without_one() {
+    let s = Server::start();
+    s.register("alice", "from env");
+    // First line only, newline stripped (CRLF too).
+    let file = TempFile::with("pw", "from env\r\nsecond line\n");
+    let out = s
+        .command(&[
+            "contacts",
+            "list",
+            "--user",
+            "alice",
+            "--password-file",
+            file.path(),
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    // The file wins over the environment.
+    let out = s
+        .command(&[
+            "contacts",
+            "list",
+            "--user",
+            "alice",
+            "--password-file",
+            file.path(),
+        ])
+        .env("P2P_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    // P2P_USER names the user.
+    let out = s
+        .command(&["contacts", "list"])
+        .env("P2P_USER", "alice")
+        .env("P2P_PASSWORD", "from env")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    // Stdin is not a terminal here: no prompt, a clear error instead.
+    let out = s
+        .command(&["contacts", "list", "--user", "alice"])
+        .output()
+        .unwrap();
+    assert_error(
+        &out,
+        "no password: use --password-file FILE or set P2P_PASSWORD",
+    );
+    let out = s.command(&["contacts", "list"]).output().unwrap();
+    assert_error(&out, "no user: use --user NAME or set P2P_USER");
+    let empty = TempFile::with("pw-empty", "\nsecret\n");
+    let out = s
+        .command(&[
+            "contacts",
+            "list",
+            "--user",
+            "alice",
+            "--password-file",
+            empty.path(),
+        ])
+        .output()
+        .unwrap();
+    assert_error(&out, "the first line is empty");
+}
+
+#[test]
+fn passwd_then_the_new_password_works_and_the_old_one_fails() {
+    let s = Server::start();
+    s.register("alice", "old password");
+    let new = TempFile::with("new-pw", "new password\n");
+    let out = s.run_as(
+        "alice",
+        "old password",
+        &["passwd", "--kdf", KDF, "--new-password-file", new.path()],
+    );
+    assert_success(&out);
+    assert_eq!(stdout(&out).trim(), "changed the password of alice");
+    s.contacts_json("alice", "new password");
+    assert_error(
+        &s.run_as("alice", "old password", &["contacts", "list"]),
+        "authentication failed (911)",
+    );
+    // From the environment, back again.
+    let out = s
+        .command(&["passwd", "--user", "alice", "--kdf", KDF])
+        .env("P2P_PASSWORD", "new password")
+        .env("P2P_NEW_PASSWORD", "third password")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    s.contacts_json("alice", "third password");
+    // Without a new password and without a terminal: a clear error, nothing changed.
+    let out = s.run_as("alice", "third password", &["passwd"]);
+    assert_error(&out, "--new-password-file FILE or set P2P_NEW_PASSWORD");
+    s.contacts_json("alice", "third password");
+}
+
+#[test]
+fn an_unreachable_server_is_a_one_line_error() {
+    // A port nobody listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(BIN)
+        .args(["contacts", "list", "--user", "alice"])
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .env("P2P_PASSWORD", "x")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_error(
+        &out,
+        &format!("cannot connect to 127.0.0.1:{port}: connection refused"),
+    );
+    let out = Command::new(BIN)
+        .args([
+            "contacts",
+            "list",
+            "--user",
+            "alice",
+            "--server",
+            "no-such-host.invalid:1863",
+        ])
+        .env("P2P_PASSWORD", "x")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_error(&out, "cannot resolve \"no-such-host.invalid:1863\"");
+}
+
+#[test]
+fn help_says_how_status_ends_and_where_passwords_come_from() {
+    let out = Command::new(BIN)
+        .args(["status", "--help"])
+        .output()
+        .unwrap();
+    let help = stdout(&out);
+    for needle in [
+        "end of file",
+        "Ctrl-C",
+        "logs out",
+        "invisible",
+        "P2P_PASSWORD",
+    ] {
+        assert!(
+            help.contains(needle),
+            "{needle:?} not in status --help:\n{help}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["passwd", "--help"])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("P2P_NEW_PASSWORD"));
+}

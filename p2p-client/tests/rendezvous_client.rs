@@ -1,0 +1,272 @@
+//! `p2p_client::rendezvous::RendezvousClient` against the real rendezvous server on loopback:
+//! presence events, introductions with offers, declines, keepalives and logins elsewhere.
+
+// Test code: a panic with the failing value is the report we want.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use p2p_client::rendezvous::{
+    CancelReason, Event, NatKind, Offer, OutReason, RendezvousClient, Role,
+};
+use shared::rendezvous::{Kdf, Presence, RendezvousConfig, UserName};
+use stun_server::{RendezvousHandle, RendezvousOptions};
+
+const CHEAP: Kdf = Kdf {
+    memory_kib: 8,
+    iterations: 1,
+    lanes: 1,
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+struct Server {
+    handle: Option<RendezvousHandle>,
+    db: PathBuf,
+}
+
+impl Server {
+    fn start(config: RendezvousConfig) -> Server {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let db = std::env::temp_dir().join(format!("p2p-client-lib-{}-{n}.db", std::process::id()));
+        let config = RendezvousConfig {
+            min_kdf: CHEAP,
+            switchboard_addr: Some("127.0.0.1:1865".parse().unwrap()),
+            ..config
+        };
+        let handle = RendezvousHandle::start(RendezvousOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            db_path: db.clone(),
+            config,
+            max_queued_lines: 256,
+        })
+        .unwrap();
+        Server {
+            handle: Some(handle),
+            db,
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.handle.as_ref().unwrap().local_addr()
+    }
+
+    /// A registered, logged-in client that shows `Online`.
+    async fn user(&self, name: &str) -> (RendezvousClient, UserName) {
+        let user = UserName::parse(name).unwrap();
+        let client = RendezvousClient::connect(self.addr()).await.unwrap();
+        client
+            .register(&user, name.as_bytes(), CHEAP)
+            .await
+            .unwrap();
+        client.login(&user, name.as_bytes()).await.unwrap();
+        client.set_status(Presence::Online).await.unwrap();
+        (client, user)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut path = self.db.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The next event that is not a presence push.
+async fn next_non_presence(client: &RendezvousClient) -> Event {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), client.next_event())
+            .await
+            .unwrap()
+            .unwrap();
+        if !matches!(event, Event::Presence { .. }) {
+            return event;
+        }
+    }
+}
+
+/// Alice and Bob, online and mutual contacts.
+async fn friends(server: &Server) -> [(RendezvousClient, UserName); 2] {
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    alice.0.add_contact(&bob.1).await.unwrap();
+    bob.0.add_contact(&alice.1).await.unwrap();
+    [alice, bob]
+}
+
+fn offer(key: u8, nat: NatKind, port: u16) -> Offer {
+    Offer {
+        key: [key; 32],
+        nat: Some(nat),
+        alloc: None,
+        candidates: vec![
+            format!("host/10.0.0.{key}:{port}").parse().unwrap(),
+            format!("srflx/[2001:db8::{key}]:{port}").parse().unwrap(),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn an_answered_invitation_introduces_both_peers_with_each_others_offer() {
+    let server = Server::start(RendezvousConfig::default());
+    let [(alice, _), (bob, bob_name)] = friends(&server).await;
+    let alice_offer = offer(1, NatKind::PortRestricted, 40000);
+    let bob_offer = offer(2, NatKind::FullCone, 50000);
+
+    let sid = alice.invite(&bob_name, &alice_offer).await.unwrap();
+    let Event::Ring { sid: rung, from } = next_non_presence(&bob).await else {
+        panic!("no RNG");
+    };
+    assert_eq!((rung, from.as_str()), (sid, "alice"));
+    bob.answer(sid, &bob_offer).await.unwrap();
+
+    let Event::Introduced(to_alice) = next_non_presence(&alice).await else {
+        panic!("no ITR for alice");
+    };
+    let Event::Introduced(to_bob) = next_non_presence(&bob).await else {
+        panic!("no ITR for bob");
+    };
+    assert_eq!((to_alice.sid, to_bob.sid), (sid, sid));
+    assert_eq!(
+        (to_alice.role, to_bob.role),
+        (Role::Initiator, Role::Responder)
+    );
+    assert_eq!(to_alice.peer.as_str(), "bob");
+    assert_eq!(to_alice.offer, bob_offer);
+    assert_eq!(to_bob.offer, alice_offer);
+    assert_eq!(to_alice.start, Duration::from_millis(250));
+    assert_eq!(
+        to_alice.switchboard,
+        Some("127.0.0.1:1865".parse().unwrap())
+    );
+    let (a, b) = (to_alice.ticket.unwrap(), to_bob.ticket.unwrap());
+    assert_ne!(a, b, "one ticket per peer");
+}
+
+#[tokio::test]
+async fn a_declined_invitation_is_cancelled_for_the_inviter() {
+    let server = Server::start(RendezvousConfig::default());
+    let [(alice, _), (bob, bob_name)] = friends(&server).await;
+    let sid = alice
+        .invite(&bob_name, &offer(1, NatKind::Unknown, 1))
+        .await
+        .unwrap();
+    assert!(matches!(next_non_presence(&bob).await, Event::Ring { .. }));
+    bob.decline(sid).await.unwrap();
+    assert_eq!(
+        next_non_presence(&alice).await,
+        Event::Cancelled {
+            sid,
+            reason: CancelReason::Declined
+        }
+    );
+}
+
+#[tokio::test]
+async fn inviting_someone_who_is_not_a_mutual_contact_is_user_offline() {
+    let server = Server::start(RendezvousConfig::default());
+    let (alice, _) = server.user("alice").await;
+    let (_carol, carol) = server.user("carol").await;
+    alice.add_contact(&carol).await.unwrap();
+    let e = alice
+        .invite(&carol, &offer(1, NatKind::Open, 1))
+        .await
+        .unwrap_err();
+    assert!(e.is_user_offline(), "{e:?}");
+}
+
+#[tokio::test]
+async fn presence_changes_arrive_as_events() {
+    let server = Server::start(RendezvousConfig::default());
+    let [(alice, _), (bob, bob_name)] = friends(&server).await;
+    bob.set_status(Presence::Away).await.unwrap();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), alice.next_event())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Event::Presence {
+            name,
+            presence: Presence::Away,
+            initial: false,
+        } = event
+        {
+            assert_eq!(name, bob_name);
+            break;
+        }
+    }
+    bob.logout().await;
+    loop {
+        let event = alice.next_event().await.unwrap();
+        if event
+            == (Event::Presence {
+                name: bob_name.clone(),
+                presence: Presence::Offline,
+                initial: false,
+            })
+        {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_client_answers_keepalives_by_itself() {
+    let server = Server::start(RendezvousConfig {
+        ping_interval: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(2500),
+        ..RendezvousConfig::default()
+    });
+    let (alice, _) = server.user("alice").await;
+    // Silent for longer than the idle timeout: only the automatic QNG keeps us in.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(alice.close_reason(), None);
+    alice.ping().await.unwrap();
+    assert_eq!(server.handle.as_ref().unwrap().online_count(), 1);
+}
+
+#[tokio::test]
+async fn logging_in_elsewhere_logs_the_first_connection_out() {
+    let server = Server::start(RendezvousConfig::default());
+    let (first, alice) = server.user("alice").await;
+    let second = RendezvousClient::connect(server.addr()).await.unwrap();
+    second.login(&alice, b"alice").await.unwrap();
+    assert_eq!(
+        next_non_presence(&first).await,
+        Event::LoggedOut(OutReason::OtherLogin)
+    );
+    let e = first.contacts().await.unwrap_err();
+    assert!(e.is_closed(), "{e:?}");
+    assert!(e.to_string().contains("logged in elsewhere"), "{e}");
+    second.contacts().await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_password_is_auth_failed_and_the_third_closes_the_connection() {
+    let server = Server::start(RendezvousConfig::default());
+    let (_, alice) = server.user("alice").await;
+    let client = RendezvousClient::connect(server.addr()).await.unwrap();
+    for attempt in 1..=3 {
+        let e = client.login(&alice, b"wrong").await.unwrap_err();
+        assert!(e.is_auth_failed(), "attempt {attempt}: {e:?}");
+    }
+    assert_eq!(
+        next_non_presence(&client).await,
+        Event::LoggedOut(OutReason::TooManyErrors)
+    );
+    assert!(
+        client
+            .login(&alice, b"alice")
+            .await
+            .unwrap_err()
+            .is_closed()
+    );
+}
