@@ -14,8 +14,10 @@
 
 pub mod chat;
 pub mod nat_classifier;
+pub mod punch;
 pub mod rendezvous;
 pub mod rng;
 pub mod stun;
 pub mod stun_client;
 pub mod stun_server;
+pub mod switchboard;

@@ -254,3 +254,108 @@ impl NatType {
         }
     }
 }
+
+/// The NATs of the hole-punching matrix: the classic types, with the symmetric one split by
+/// port allocation (which decides between prediction and the birthday method).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PunchNat {
+    /// No NAT: a public host.
+    Open,
+    /// Full cone.
+    FullCone,
+    /// Restricted cone.
+    RestrictedCone,
+    /// Port-restricted cone.
+    PortRestrictedCone,
+    /// Symmetric, random ports (Linux `masquerade random`).
+    SymmetricRandom,
+    /// Symmetric, sequential ports a step of 1 apart (simulator only).
+    SymmetricSequential,
+}
+
+/// What hole punching between two NATs must end in (one table for the simulator and,
+/// later, the lab).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExpectedPunch {
+    /// Both sides connect directly, every time.
+    Direct,
+    /// Both sides connect directly through the birthday method: in at least 9 of 10 seeds.
+    Birthday,
+    /// No direct path: both sides report failure within the bounded time (the relay
+    /// carries the chat).
+    Relay,
+}
+
+impl PunchNat {
+    /// Every NAT of the matrix.
+    pub const ALL: [PunchNat; 6] = [
+        PunchNat::Open,
+        PunchNat::FullCone,
+        PunchNat::RestrictedCone,
+        PunchNat::PortRestrictedCone,
+        PunchNat::SymmetricRandom,
+        PunchNat::SymmetricSequential,
+    ];
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PunchNat::Open => "none",
+            PunchNat::FullCone => "full-cone",
+            PunchNat::RestrictedCone => "restricted-cone",
+            PunchNat::PortRestrictedCone => "port-restricted",
+            PunchNat::SymmetricRandom => "symmetric-random",
+            PunchNat::SymmetricSequential => "symmetric-sequential",
+        }
+    }
+
+    /// The router type.
+    pub fn nat_type(self) -> NatType {
+        match self {
+            PunchNat::Open => NatType::None,
+            PunchNat::FullCone => NatType::FullCone,
+            PunchNat::RestrictedCone => NatType::RestrictedCone,
+            PunchNat::PortRestrictedCone => NatType::PortRestrictedCone,
+            PunchNat::SymmetricRandom | PunchNat::SymmetricSequential => NatType::Symmetric,
+        }
+    }
+
+    /// Whether the mapping depends on the destination.
+    pub fn is_symmetric(self) -> bool {
+        self.nat_type() == NatType::Symmetric
+    }
+
+    /// A router of this kind (home-router defaults of [`RouterOptions::new`]).
+    pub fn router_options(self) -> RouterOptions {
+        RouterOptions {
+            port_allocation: (self == PunchNat::SymmetricSequential)
+                .then_some(PortAllocation::Sequential { step: 1 }),
+            ..RouterOptions::new(self.nat_type())
+        }
+    }
+
+    /// What the classifier reports for this NAT, as an offer carries it (`nat=`, `alloc=`).
+    pub fn classified(self) -> shared::punch::NatInfo {
+        use shared::nat_classifier::PortAllocation as Alloc;
+        let (verdict, _, _) = self.nat_type().expected_classification();
+        let allocation = match self {
+            PunchNat::Open => None,
+            PunchNat::SymmetricRandom => Some(Alloc::Random),
+            PunchNat::SymmetricSequential => Some(Alloc::Sequential { step: 1 }),
+            _ => Some(Alloc::Preserving),
+        };
+        shared::punch::NatInfo::new(verdict, allocation)
+    }
+}
+
+/// What hole punching between `a` and `b` must end in (symmetric in its arguments): direct
+/// unless both are symmetric; the birthday method for symmetric-random against
+/// port-restricted; prediction makes symmetric-sequential against port-restricted direct.
+pub fn expected_punch(a: PunchNat, b: PunchNat) -> ExpectedPunch {
+    use PunchNat::{PortRestrictedCone as Pr, SymmetricRandom as Random};
+    match (a, b) {
+        _ if a.is_symmetric() && b.is_symmetric() => ExpectedPunch::Relay,
+        (Random, Pr) | (Pr, Random) => ExpectedPunch::Birthday,
+        _ => ExpectedPunch::Direct,
+    }
+}

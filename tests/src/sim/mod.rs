@@ -18,6 +18,8 @@ mod classifier_agent;
 mod nat;
 mod net;
 pub mod probes;
+mod punch_agent;
+mod punch_pair;
 mod rng;
 mod stun_agents;
 
@@ -25,5 +27,7 @@ pub use agent::{Agent, SimError, Simulation};
 pub use classifier_agent::ClassifierAgent;
 pub use nat::Nat;
 pub use net::{Datagram, Delivery, HostId, LinkConditions, NatId, Network, RealmId};
+pub use punch_agent::{CHAT_KIND, PunchAgent, PunchLog, RelayEnd, SignalRelay};
+pub use punch_pair::{ENDPOINT_PORT, PairOutcome, PairSetup, PunchPair};
 pub use rng::SimRng;
 pub use stun_agents::{BindingClient, ServerBehaviour, StunServerAgent};

@@ -186,6 +186,11 @@ impl Network {
         link.jitter = jitter;
     }
 
+    /// Sets the random loss of a NAT's link, both directions (100 cuts the site off).
+    pub fn set_nat_loss(&mut self, nat: NatId, loss_percent: u8) {
+        self.nats[nat].link.loss_percent = loss_percent.min(100);
+    }
+
     /// The NAT model, to inspect or flush.
     pub fn nat_mut(&mut self, nat: NatId) -> &mut Nat {
         &mut self.nats[nat].nat
