@@ -21,6 +21,7 @@ pub mod rendezvous;
 mod server;
 mod sockets;
 mod stats;
+pub mod switchboard;
 mod tcp;
 pub mod udp_batch;
 mod udp_worker;

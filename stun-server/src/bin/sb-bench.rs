@@ -1,0 +1,410 @@
+//! `sb-bench`: relay throughput and latency of the switchboard, over loopback.
+//!
+//! Starts a switchboard in this process (its own thread, as in the server), grants tickets for
+//! `--pairs` sessions, and joins both peers of each over TCP. In every pair one peer keeps
+//! `--window` DATA frames of `--size` bytes in flight and the other echoes each one back, so
+//! every round trip is two relayed frames. Reports relayed frames per second (the switchboard's
+//! own counter, after the warmup), round-trip latency percentiles, and the CPU time the
+//! switchboard thread used (so the result can be set against another relay pinned to one
+//! core). The clients run on their own runtime (`--client-threads`).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::Parser;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use shared::rendezvous::{SessionId, Ticket, UserName};
+use shared::switchboard::{Frame, MAX_DATA, SwitchboardConfig, VERSION};
+use stun_server::switchboard::{SbCodec, SwitchboardHandle, SwitchboardOptions};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_util::codec::Framed;
+
+/// Hard ceiling on `--warmup` + `--duration`.
+const MAX_RUN_SECS: f64 = 600.0;
+/// Latency samples kept at most (later round trips are counted but not sampled).
+const MAX_SAMPLES: usize = 20_000_000;
+/// How long the end of a run waits for frames still in flight.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Switchboard relay benchmark over loopback (in-process switchboard).
+#[derive(Parser, Debug)]
+#[command(name = "sb-bench", version)]
+struct Args {
+    /// Session pairs (two TCP connections each).
+    #[arg(long, default_value_t = 1)]
+    pairs: u32,
+    /// DATA frames in flight per pair.
+    #[arg(long, default_value_t = 64)]
+    window: u32,
+    /// DATA payload bytes (at least 16: sequence number and send time).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Measured seconds, after the warmup.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Stop after this many round trips in total (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_round_trips: u64,
+    /// Worker threads of the client runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Per-direction rate limit in bytes/s for each session (0: unlimited, the default here).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sb-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if !(16..=MAX_DATA).contains(&args.size) {
+        bail!("--size must be 16..={MAX_DATA}");
+    }
+    if args.pairs == 0 || args.window == 0 || args.client_threads == 0 {
+        bail!("--pairs, --window and --client-threads must be at least 1");
+    }
+    if !(args.warmup >= 0.0 && args.duration > 0.0 && args.warmup + args.duration <= MAX_RUN_SECS) {
+        bail!("--warmup + --duration must be positive and at most {MAX_RUN_SECS} s");
+    }
+    let config = SwitchboardConfig {
+        rate: args.rate,
+        burst: if args.rate == 0 {
+            0
+        } else {
+            args.rate.max(MAX_DATA as u64)
+        },
+        byte_cap: u64::MAX,
+        ..SwitchboardConfig::default()
+    };
+    let sb = SwitchboardHandle::start(SwitchboardOptions {
+        listen: "127.0.0.1:0".parse()?,
+        config,
+        max_queued_bytes: 16 << 20,
+        ..SwitchboardOptions::default()
+    })
+    .context("starting the switchboard")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads)
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(bench(&sb, &args))?;
+    let stats = sb.shutdown();
+    report.print(&args, stats.core.relayed_frames);
+    Ok(())
+}
+
+/// What the pairs measured.
+struct Report {
+    relayed: u64,
+    measured: Duration,
+    round_trips: u64,
+    samples: Vec<u32>,
+    sb_cpu: Option<Duration>,
+}
+
+impl Report {
+    fn print(mut self, args: &Args, relayed_total: u64) {
+        let secs = self.measured.as_secs_f64();
+        println!(
+            "pairs {} window {} size {} B: {:.0} frames/s relayed ({:.1} MB/s of payload), \
+             {:.0} round trips/s",
+            args.pairs,
+            args.window,
+            args.size,
+            self.relayed as f64 / secs,
+            self.relayed as f64 * args.size as f64 / secs / 1e6,
+            self.round_trips as f64 / secs,
+        );
+        if let Some(cpu) = self.sb_cpu {
+            println!(
+                "switchboard thread CPU: {:.0} % of one core ({:.2} us per relayed frame)",
+                cpu.as_secs_f64() / secs * 100.0,
+                cpu.as_secs_f64() * 1e6 / (self.relayed.max(1) as f64),
+            );
+        }
+        self.samples.sort_unstable();
+        let pct = |q: f64| {
+            let i = ((self.samples.len() as f64 - 1.0) * q).round() as usize;
+            self.samples
+                .get(i)
+                .map_or(0.0, |ns| f64::from(*ns) / 1000.0)
+        };
+        println!(
+            "round trip (2 relayed frames) us: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  \
+             max {:.0}  ({} samples)",
+            pct(0.5),
+            pct(0.9),
+            pct(0.99),
+            pct(0.999),
+            pct(1.0),
+            self.samples.len()
+        );
+        println!("relayed in total (warmup included): {relayed_total} frames");
+    }
+}
+
+/// The switchboard thread's CPU time so far, from /proc (Linux only).
+fn sb_thread_cpu() -> Option<Duration> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        if comm.trim() != "switchboard" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+        return Some(Duration::from_nanos(ticks * 1_000_000_000 / hz));
+    }
+    None
+}
+
+async fn bench(sb: &SwitchboardHandle, args: &Args) -> anyhow::Result<Report> {
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(args.warmup == 0.0));
+    let budget = Arc::new(Semaphore::new(if args.max_round_trips == 0 {
+        Semaphore::MAX_PERMITS
+    } else {
+        usize::try_from(args.max_round_trips)
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .min(Semaphore::MAX_PERMITS)
+    }));
+    let mut pairs = Vec::new();
+    for n in 0..args.pairs {
+        let (a, b) = join_pair(sb, n).await?;
+        let pair = Pair {
+            window: args.window,
+            size: args.size,
+            epoch,
+            stop: stop.clone(),
+            measuring: measuring.clone(),
+            budget: budget.clone(),
+        };
+        pairs.push(tokio::spawn(echo(b)));
+        pairs.push(tokio::spawn(pair.drive(a)));
+    }
+    let warmup = Duration::from_secs_f64(args.warmup);
+    tokio::time::sleep(warmup).await;
+    let (relayed_before, cpu_before) = (sb.stats().core.relayed_frames, sb_thread_cpu());
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    let relayed = sb.stats().core.relayed_frames - relayed_before;
+    let sb_cpu = sb_thread_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let measured = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut samples = Vec::new();
+    let mut round_trips = 0;
+    for handle in pairs {
+        let result = tokio::time::timeout(DRAIN + Duration::from_secs(1), handle)
+            .await
+            .context("a pair did not finish")???;
+        if let Some((n, s)) = result {
+            round_trips += n;
+            if samples.len() + s.len() <= MAX_SAMPLES {
+                samples.extend(s);
+            }
+        }
+    }
+    Ok(Report {
+        relayed,
+        measured,
+        round_trips,
+        samples,
+        sb_cpu,
+    })
+}
+
+type Client = Framed<TcpStream, SbCodec>;
+
+async fn join_pair(sb: &SwitchboardHandle, n: u32) -> anyhow::Result<(Client, Client)> {
+    let session = SessionId(u128::from(n).to_be_bytes());
+    let (ta, tb) = ([0xa0 ^ n as u8; 16], [0xb0 ^ n as u8; 16]);
+    let mut ta = ta;
+    let mut tb = tb;
+    ta[..4].copy_from_slice(&n.to_be_bytes());
+    tb[..4].copy_from_slice(&n.to_be_bytes());
+    let a = UserName::parse(&format!("a{n}"))?;
+    let b = UserName::parse(&format!("b{n}"))?;
+    let expires = Instant::now() + Duration::from_secs(60);
+    for (value, user, peer) in [(ta, a.clone(), b.clone()), (tb, b, a)] {
+        sb.grant(Ticket {
+            value,
+            session,
+            user,
+            peer,
+            expires,
+        });
+    }
+    let mut clients = Vec::new();
+    for ticket in [ta, tb] {
+        let stream = TcpStream::connect(sb.local_addr()).await?;
+        stream.set_nodelay(true)?;
+        let mut client = Framed::new(stream, SbCodec::default());
+        client
+            .send(Frame::Join {
+                version: VERSION,
+                session,
+                ticket,
+            })
+            .await?;
+        match client.next().await {
+            Some(Ok(Frame::Joined { .. })) => clients.push(client),
+            other => bail!("pair {n}: JOIN answered with {other:?}"),
+        }
+    }
+    let (Some(b), Some(mut a)) = (clients.pop(), clients.pop()) else {
+        bail!("pair {n}: not joined");
+    };
+    match a.next().await {
+        Some(Ok(Frame::PeerJoined)) => Ok((a, b)),
+        other => bail!("pair {n}: expected PEER_JOINED, got {other:?}"),
+    }
+}
+
+/// Sends every frame back, flushing when nothing more is ready.
+async fn echo(client: Client) -> anyhow::Result<Option<(u64, Vec<u32>)>> {
+    let (mut tx, mut rx) = client.split();
+    while let Some(frame) = rx.next().await {
+        let mut frame = Some(frame?);
+        while let Some(f) = frame.take() {
+            if !matches!(f, Frame::Data(_)) {
+                // PEER_LEFT: the driving side has finished.
+                return Ok(None);
+            }
+            tx.feed(f).await?;
+            if let Some(Some(next)) = rx.next().now_or_never() {
+                frame = Some(next?);
+            }
+        }
+        tx.flush().await?;
+    }
+    Ok(None)
+}
+
+/// One pair's sending side.
+struct Pair {
+    window: u32,
+    size: usize,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
+    budget: Arc<Semaphore>,
+}
+
+impl Pair {
+    /// Keeps `window` frames in flight until told to stop; returns the measured round trips
+    /// and their latency samples in nanoseconds.
+    async fn drive(self, client: Client) -> anyhow::Result<Option<(u64, Vec<u32>)>> {
+        let (mut tx, mut rx) = client.split();
+        let credit = Arc::new(Semaphore::new(self.window as usize));
+        // What the sender sent, published when it has stopped sending.
+        let sent_total = Arc::new(std::sync::OnceLock::new());
+        let sender = {
+            let credit = credit.clone();
+            let sent_total = sent_total.clone();
+            let (stop, budget, epoch, size) =
+                (self.stop.clone(), self.budget, self.epoch, self.size);
+            async move {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let permit = match credit.try_acquire() {
+                        Ok(p) => p,
+                        Err(_) => {
+                            tx.flush().await?;
+                            credit.acquire().await?
+                        }
+                    };
+                    let Ok(spent) = budget.try_acquire() else {
+                        break;
+                    };
+                    spent.forget();
+                    permit.forget();
+                    let mut payload = BytesMut::with_capacity(size);
+                    payload.put_u64(seq);
+                    payload.put_u64(epoch.elapsed().as_nanos() as u64);
+                    payload.resize(size, 0x5a);
+                    tx.feed(Frame::Data(payload.freeze())).await?;
+                    seq += 1;
+                }
+                tx.flush().await?;
+                let _ = sent_total.set(seq);
+                anyhow::Ok((tx, seq))
+            }
+        };
+        let receiver = async {
+            let mut samples = Vec::new();
+            let mut received = 0u64;
+            let mut measured = 0u64;
+            loop {
+                if sent_total.get() == Some(&received) {
+                    break;
+                }
+                let next = if self.stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(DRAIN, rx.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    }
+                } else {
+                    match tokio::time::timeout(Duration::from_millis(100), rx.next()).await {
+                        Ok(next) => next,
+                        Err(_) => continue,
+                    }
+                };
+                let Some(frame) = next else { break };
+                let Frame::Data(payload) = frame? else {
+                    bail!("unexpected frame from the switchboard");
+                };
+                received += 1;
+                credit.add_permits(1);
+                if self.measuring.load(Ordering::Relaxed) && !self.stop.load(Ordering::Relaxed) {
+                    let sent = read_u64(&payload, 8);
+                    let rtt = (self.epoch.elapsed().as_nanos() as u64).saturating_sub(sent);
+                    measured += 1;
+                    if samples.len() < MAX_SAMPLES {
+                        samples.push(u32::try_from(rtt).unwrap_or(u32::MAX));
+                    }
+                }
+            }
+            anyhow::Ok((received, measured, samples))
+        };
+        let (sent, got) = tokio::join!(sender, receiver);
+        let (_tx, sent) = sent?;
+        let (received, measured, samples) = got?;
+        if received != sent {
+            bail!("sent {sent} frames but {received} came back");
+        }
+        Ok(Some((measured, samples)))
+    }
+}
+
+fn read_u64(payload: &Bytes, at: usize) -> u64 {
+    payload
+        .get(at..at + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}

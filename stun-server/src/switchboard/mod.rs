@@ -1,0 +1,261 @@
+//! The switchboard relay's driver (MSN's switchboard, port 1865): TCP, tasks and timers around
+//! the sans-IO core in [`shared::switchboard`], whose docs give the wire format and the rules.
+//!
+//! ```no_run
+//! use stun_server::switchboard::{SwitchboardHandle, SwitchboardOptions};
+//! let sb = SwitchboardHandle::start(SwitchboardOptions::default())?; // 127.0.0.1:1865
+//! println!("switchboard on {}", sb.local_addr());
+//! let granter = sb.granter(); // give this to the rendezvous driver: granter.grant(ticket)
+//! let stats = sb.shutdown();
+//! # drop(granter);
+//! # Ok::<(), stun_server::switchboard::SwitchboardError>(())
+//! ```
+//!
+//! One thread runs a current-thread tokio runtime with an accept task, a timer task, and a
+//! reader and a writer task per connection. Readers decode everything one read returned and
+//! hand it to the core in one step; the core's outputs go straight into the connections'
+//! outgoing queues. Each queue is bounded in bytes ([`SwitchboardOptions::max_queued_bytes`]):
+//! a connection whose queue is full, or whose writes stall for
+//! [`SwitchboardOptions::write_timeout`], is disconnected as a slow reader (its peer gets
+//! `PEER_LEFT`), so it never holds up anyone else. Relayed payloads are never copied on their
+//! way through: the reader splits them off its receive buffer as `Bytes`, and the writer sends
+//! large ones by reference in a vectored write (small ones are gathered into one run).
+
+mod codec;
+mod driver;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use shared::rendezvous::Ticket;
+use shared::switchboard::{ConfigError, Switchboard, SwitchboardConfig, SwitchboardStats};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+
+pub use codec::{CodecError, SbCodec};
+use driver::{DriverLimits, Shared};
+
+/// The switchboard port (MSN's).
+pub const DEFAULT_SWITCHBOARD_PORT: u16 = 1865;
+
+/// Everything needed to start a [`SwitchboardHandle`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchboardOptions {
+    /// Where to listen; port 0 picks a free one (see [`SwitchboardHandle::local_addr`]).
+    pub listen: SocketAddr,
+    /// The core's limits and timeouts.
+    pub config: SwitchboardConfig,
+    /// Most simultaneous connections; more are closed on accept (10,000).
+    pub max_connections: usize,
+    /// Outgoing bytes queued per connection before it counts as a slow reader (1 MiB).
+    pub max_queued_bytes: usize,
+    /// A write that makes no complete progress for this long disconnects the reader (10 s).
+    pub write_timeout: Duration,
+}
+
+impl Default for SwitchboardOptions {
+    /// 127.0.0.1:1865 with the core's default limits.
+    fn default() -> Self {
+        SwitchboardOptions {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_SWITCHBOARD_PORT)),
+            config: SwitchboardConfig::default(),
+            max_connections: 10_000,
+            max_queued_bytes: 1 << 20,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a switchboard did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SwitchboardError {
+    /// The core refused the configuration.
+    #[error("invalid switchboard configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The options contradict each other.
+    #[error("invalid switchboard options: {0}")]
+    Options(&'static str),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The thread or runtime could not be created.
+    #[error("cannot start the switchboard: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Counters of a running or stopped switchboard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayStats {
+    /// The core's counters.
+    pub core: SwitchboardStats,
+    /// Connections dropped because their queue overflowed or their writes stalled.
+    pub slow_readers: u64,
+    /// Connections closed on accept because [`SwitchboardOptions::max_connections`] were open.
+    pub over_limit: u64,
+    /// Connections open now.
+    pub open_connections: usize,
+    /// Sessions that have a ticket or a connection now.
+    pub sessions: usize,
+}
+
+/// Hands tickets to a running switchboard. Cheap to clone, callable from any thread or runtime
+/// (it takes a mutex for a moment and never blocks on I/O).
+#[derive(Clone)]
+pub struct TicketGranter {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TicketGranter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketGranter").finish_non_exhaustive()
+    }
+}
+
+impl TicketGranter {
+    /// Makes `ticket` redeemable (the rendezvous issued it in an introduction).
+    pub fn grant(&self, ticket: Ticket) {
+        self.shared.step(|core, _| core.handle_ticket(ticket));
+    }
+}
+
+/// A running switchboard. Dropping it shuts it down, as does [`SwitchboardHandle::shutdown`].
+pub struct SwitchboardHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SwitchboardHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwitchboardHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SwitchboardHandle {
+    /// Binds the listener (synchronously: clients may connect as soon as this returns) and
+    /// starts the relay thread.
+    pub fn start(options: SwitchboardOptions) -> Result<SwitchboardHandle, SwitchboardError> {
+        let core = Switchboard::new(options.config.clone())?;
+        if options.max_connections == 0 {
+            return Err(SwitchboardError::Options(
+                "max_connections must be at least 1",
+            ));
+        }
+        if options.max_queued_bytes < options.config.max_data + 64 {
+            return Err(SwitchboardError::Options(
+                "max_queued_bytes must hold at least one largest frame",
+            ));
+        }
+        let listener = bind(options.listen).map_err(|source| SwitchboardError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+        let local_addr = listener.local_addr()?;
+        let limits = DriverLimits {
+            max_connections: options.max_connections,
+            max_queued_bytes: options.max_queued_bytes,
+            write_timeout: options.write_timeout,
+        };
+        let shared = Arc::new(Shared::new(core, limits));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stop_rx) = watch::channel(false);
+        let task_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("switchboard".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot use the switchboard listener");
+                            return;
+                        }
+                    };
+                    tokio::spawn(task_shared.clone().run_timer(stop_rx.clone()));
+                    task_shared.run_accept(listener, stop_rx).await;
+                });
+                // Dropping the runtime cancels the tasks still running.
+            })?;
+        tracing::info!(%local_addr, "switchboard listening");
+        Ok(SwitchboardHandle {
+            local_addr,
+            shared,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Makes `ticket` redeemable. See [`TicketGranter`] for a cloneable handle to the same.
+    pub fn grant(&self, ticket: Ticket) {
+        self.granter().grant(ticket);
+    }
+
+    /// A cloneable handle that grants tickets, for the rendezvous driver.
+    pub fn granter(&self) -> TicketGranter {
+        TicketGranter {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> RelayStats {
+        let state = self.shared.lock();
+        RelayStats {
+            core: *state.core.stats(),
+            slow_readers: self.shared.counts.slow_readers.load(Ordering::Relaxed),
+            over_limit: self.shared.counts.over_limit.load(Ordering::Relaxed),
+            open_connections: state.core.connection_count(),
+            sessions: state.core.session_count(),
+        }
+    }
+
+    /// Sends `ERROR 503` to every connection, waits briefly for it to be flushed, stops the
+    /// thread and returns the final counters.
+    pub fn shutdown(mut self) -> RelayStats {
+        self.stop_and_join();
+        self.stats()
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for SwitchboardHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// A non-blocking listener with a deep backlog (session pairs tend to arrive in bursts).
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
