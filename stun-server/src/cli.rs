@@ -1,5 +1,5 @@
-//! Command-line flags and the TOML config file, merged into [`ServerOptions`] and
-//! [`RendezvousOptions`]; the operator's `user` subcommands.
+//! Command-line flags and the TOML config file, merged into [`ServerOptions`],
+//! [`RendezvousOptions`] and [`SwitchboardOptions`]; the operator's `user` subcommands.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use shared::rendezvous::{Kdf, RendezvousConfig, UserName};
 use shared::stun_server::RateLimitConfig;
 use stun_server::rendezvous::{DEFAULT_MAX_QUEUED_LINES, default_db_path};
+use stun_server::services::ServicesOptions;
+use stun_server::switchboard::SwitchboardOptions;
 use stun_server::{DEFAULT_ALT_PORT, DEFAULT_PORT, RendezvousOptions, ServerOptions};
 
 /// STUN server with the classic two-address setup: RFC 3489 (classic), RFC 8489 and RFC 5780
@@ -18,8 +20,9 @@ use stun_server::{DEFAULT_ALT_PORT, DEFAULT_PORT, RendezvousOptions, ServerOptio
 /// docs/PROTOCOL.md).
 ///
 /// With no arguments it binds 127.0.0.1 and 127.0.0.2 (both exist on Linux loopback) on UDP
-/// ports 3478 and 3479, and TCP 127.0.0.1:3478, and runs the rendezvous server on
-/// 127.0.0.1:1863 with its database in the default place (see --db). For a public deployment
+/// ports 3478 and 3479, and TCP 127.0.0.1:3478, runs the rendezvous server on 127.0.0.1:1863
+/// with its database in the default place (see --db), and the switchboard relay on
+/// 127.0.0.1:1865. For a public deployment
 /// give the host's two addresses with --primary and --alternate. Flags override the config
 /// file; the file overrides the defaults. RESPONSE-ADDRESS is never honoured (it would make the
 /// server a reflector); responses are at most 172 bytes larger than their request.
@@ -115,10 +118,19 @@ pub struct Cli {
     /// Seconds of silence after which a rendezvous client is dropped (OUT TMO) [default: 75].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
-    /// Switchboard (relay) address to advertise to rendezvous clients in CFG and ITR
-    /// [default: none].
-    #[arg(long, value_name = "ADDR")]
+    /// Switchboard (relay for peers that cannot punch through) TCP address; port 0 picks a free
+    /// one. Rendezvous clients are told the bound address in CFG and ITR (sb=), and introductions
+    /// hand it their tickets [default: 127.0.0.1:1865].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_switchboard")]
     pub switchboard: Option<SocketAddr>,
+    /// Do not run the switchboard: clients get no sb= and must connect directly. Implied by
+    /// --no-rendezvous (only introductions issue switchboard tickets).
+    #[arg(long)]
+    pub no_switchboard: bool,
+    /// Public switchboard address to tell clients instead of the bound one, for hosts behind
+    /// 1:1 NAT (cloud VMs); port 0 keeps the bound port.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_switchboard")]
+    pub advertise_switchboard: Option<SocketAddr>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -166,10 +178,10 @@ pub enum Registration {
     Closed,
 }
 
-/// The `rendezvous` key: `false` to turn the server off, or its address.
+/// The `rendezvous` and `switchboard` keys: `false` to turn the service off, or its address.
 #[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(untagged)]
-pub enum RendezvousKey {
+pub enum ServiceKey {
     /// `true`: on, at the default address; `false`: off.
     Enabled(bool),
     /// On, at this address.
@@ -179,6 +191,11 @@ pub enum RendezvousKey {
 /// The default rendezvous address.
 fn default_rendezvous() -> SocketAddr {
     RendezvousOptions::default().listen
+}
+
+/// The default switchboard address.
+fn default_switchboard() -> SocketAddr {
+    SwitchboardOptions::default().listen
 }
 
 /// The config file, and the merged settings (same shape, so `--print-config` output can be
@@ -200,13 +217,14 @@ pub struct Settings {
     software: Option<String>,
     socket_buffer: Option<usize>,
     stun: Option<bool>,
-    rendezvous: Option<RendezvousKey>,
+    rendezvous: Option<ServiceKey>,
     db: Option<PathBuf>,
     registration: Option<Registration>,
     min_kdf: Option<String>,
     ping_interval: Option<u64>,
     idle_timeout: Option<u64>,
-    switchboard: Option<SocketAddr>,
+    switchboard: Option<ServiceKey>,
+    advertise_switchboard: Option<SocketAddr>,
     #[serde(skip_serializing)]
     stats_interval_opt: Option<u64>,
     /// Seconds between counter logs (resolved).
@@ -238,15 +256,27 @@ impl Cli {
             advertise_alternate
         );
         over!(workers, rate_limit, rate_burst, software, socket_buffer);
-        over!(db, registration, ping_interval, idle_timeout, switchboard);
+        over!(
+            db,
+            registration,
+            ping_interval,
+            idle_timeout,
+            advertise_switchboard
+        );
         if let Some(kdf) = self.min_kdf {
             s.min_kdf = Some(kdf.to_string());
         }
         if let Some(addr) = self.rendezvous {
-            s.rendezvous = Some(RendezvousKey::Listen(addr));
+            s.rendezvous = Some(ServiceKey::Listen(addr));
         }
         if self.no_rendezvous {
-            s.rendezvous = Some(RendezvousKey::Enabled(false));
+            s.rendezvous = Some(ServiceKey::Enabled(false));
+        }
+        if let Some(addr) = self.switchboard {
+            s.switchboard = Some(ServiceKey::Listen(addr));
+        }
+        if self.no_switchboard {
+            s.switchboard = Some(ServiceKey::Enabled(false));
         }
         if self.no_stun {
             s.stun = Some(false);
@@ -313,8 +343,19 @@ impl Settings {
             .get_or_insert(ServerOptions::default().socket_buffer);
         self.stats_interval = self.stats_interval_opt.unwrap_or(60);
         self.stun.get_or_insert(true);
-        if matches!(self.rendezvous, None | Some(RendezvousKey::Enabled(true))) {
-            self.rendezvous = Some(RendezvousKey::Listen(default_rendezvous()));
+        if matches!(self.rendezvous, None | Some(ServiceKey::Enabled(true))) {
+            self.rendezvous = Some(ServiceKey::Listen(default_rendezvous()));
+        }
+        // Without the rendezvous nothing issues tickets: the switchboard is off unless asked
+        // for (which `validate` refuses).
+        match (self.rendezvous, self.switchboard) {
+            (Some(ServiceKey::Enabled(false)), None) => {
+                self.switchboard = Some(ServiceKey::Enabled(false));
+            }
+            (Some(ServiceKey::Listen(_)), None | Some(ServiceKey::Enabled(true))) => {
+                self.switchboard = Some(ServiceKey::Listen(default_switchboard()));
+            }
+            _ => {}
         }
         self.db.get_or_insert_with(default_db_path);
         self.registration.get_or_insert(Registration::Open);
@@ -326,9 +367,20 @@ impl Settings {
         self.idle_timeout.get_or_insert(core.idle_timeout.as_secs());
     }
 
-    /// Checks what the types do not: the KDF syntax and the keepalive timings.
+    /// Checks what the types do not: the KDF syntax, the keepalive timings, and that the
+    /// switchboard has a rendezvous server to issue its tickets.
     fn validate(&self) -> anyhow::Result<()> {
         self.min_kdf()?;
+        let switchboard = self.switchboard_listen().is_some();
+        if switchboard && self.rendezvous_listen().is_none() {
+            anyhow::bail!(
+                "the switchboard needs the rendezvous server (its introductions issue the \
+                 tickets): add --no-switchboard, or drop --no-rendezvous"
+            );
+        }
+        if self.advertise_switchboard.is_some() && !switchboard {
+            anyhow::bail!("--advertise-switchboard needs the switchboard");
+        }
         let ping = self.ping_interval.unwrap_or(30);
         let idle = self.idle_timeout.unwrap_or(75);
         if ping == 0 {
@@ -362,10 +414,39 @@ impl Settings {
     /// Where the rendezvous server listens, if it runs.
     pub fn rendezvous_listen(&self) -> Option<SocketAddr> {
         match self.rendezvous {
-            None | Some(RendezvousKey::Enabled(true)) => Some(default_rendezvous()),
-            Some(RendezvousKey::Enabled(false)) => None,
-            Some(RendezvousKey::Listen(addr)) => Some(addr),
+            None | Some(ServiceKey::Enabled(true)) => Some(default_rendezvous()),
+            Some(ServiceKey::Enabled(false)) => None,
+            Some(ServiceKey::Listen(addr)) => Some(addr),
         }
+    }
+
+    /// Where the switchboard listens, if it runs.
+    pub fn switchboard_listen(&self) -> Option<SocketAddr> {
+        match self.switchboard {
+            None | Some(ServiceKey::Enabled(true)) => Some(default_switchboard()),
+            Some(ServiceKey::Enabled(false)) => None,
+            Some(ServiceKey::Listen(addr)) => Some(addr),
+        }
+    }
+
+    /// The rendezvous server and the switchboard, wired (`None` when the rendezvous is off);
+    /// `stun_addr` is what `CFG` advertises.
+    pub fn services_options(
+        &self,
+        stun_addr: Option<SocketAddr>,
+    ) -> anyhow::Result<Option<ServicesOptions>> {
+        let Some(rendezvous) = self.rendezvous_options(stun_addr)? else {
+            return Ok(None);
+        };
+        let switchboard = self.switchboard_listen().map(|listen| SwitchboardOptions {
+            listen,
+            ..SwitchboardOptions::default()
+        });
+        Ok(Some(ServicesOptions {
+            rendezvous,
+            switchboard,
+            advertise_switchboard: self.advertise_switchboard,
+        }))
     }
 
     /// The rendezvous database.
@@ -374,7 +455,8 @@ impl Settings {
     }
 
     /// The options to start the rendezvous server with (`None` when it is turned off);
-    /// `stun_addr` is what `CFG` advertises.
+    /// `stun_addr` is what `CFG` advertises. The switchboard's address is filled in when it is
+    /// started ([`Settings::services_options`]).
     pub fn rendezvous_options(
         &self,
         stun_addr: Option<SocketAddr>,
@@ -393,7 +475,7 @@ impl Settings {
                 .idle_timeout
                 .map_or(defaults.idle_timeout, Duration::from_secs),
             stun_addr,
-            switchboard_addr: self.switchboard,
+            switchboard_addr: None,
             ..defaults
         };
         Ok(Some(RendezvousOptions {
@@ -505,14 +587,13 @@ mod tests {
             "5",
             "--idle-timeout",
             "12",
-            "--switchboard",
-            "127.0.0.1:1865",
             "--db",
             "/tmp/x/r.db",
         ]);
         assert_eq!(s.rendezvous_listen(), None);
         let text = s.to_toml().unwrap();
         assert!(text.contains("rendezvous = false"), "{text}");
+        assert!(text.contains("switchboard = false"), "{text}");
         let mut again = parse_file(&text).unwrap();
         again.resolve();
         assert_eq!(again.to_toml().unwrap(), text);
@@ -547,6 +628,94 @@ mod tests {
         let mut file = parse_file("min_kdf = \"argon2id:m=1\"\n").unwrap();
         file.resolve();
         assert!(file.validate().is_err());
+    }
+
+    #[test]
+    fn switchboard_keys_resolve_round_trip_and_are_checked() {
+        let sb = |s: &Settings| s.services_options(None).unwrap().unwrap();
+        // On by default, next to the rendezvous.
+        let s = settings(&[]);
+        assert_eq!(
+            s.switchboard_listen(),
+            Some("127.0.0.1:1865".parse().unwrap())
+        );
+        let o = sb(&s);
+        assert_eq!(o.switchboard.unwrap().listen.port(), 1865);
+        assert_eq!(o.advertise_switchboard, None);
+        assert_eq!(o.rendezvous.listen.port(), 1863);
+        assert!(
+            s.to_toml()
+                .unwrap()
+                .contains("switchboard = \"127.0.0.1:1865\"")
+        );
+        // A free port and a public address to advertise; they survive --print-config.
+        let s = settings(&[
+            "--switchboard",
+            "127.0.0.1:0",
+            "--advertise-switchboard",
+            "203.0.113.5:1865",
+        ]);
+        let o = sb(&s);
+        assert_eq!(
+            o.switchboard.unwrap().listen,
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            o.advertise_switchboard,
+            Some("203.0.113.5:1865".parse().unwrap())
+        );
+        let text = s.to_toml().unwrap();
+        assert!(text.contains("switchboard = \"127.0.0.1:0\""), "{text}");
+        assert!(
+            text.contains("advertise_switchboard = \"203.0.113.5:1865\""),
+            "{text}"
+        );
+        let mut again = parse_file(&text).unwrap();
+        again.resolve();
+        assert_eq!(again.to_toml().unwrap(), text);
+        // Off.
+        let s = settings(&["--no-switchboard"]);
+        assert_eq!(s.switchboard_listen(), None);
+        assert!(sb(&s).switchboard.is_none());
+        assert!(s.to_toml().unwrap().contains("switchboard = false"));
+        // The file: `false`, `true`, an address; flags win.
+        let file = |text: &str| {
+            let mut f = parse_file(text).unwrap();
+            f.resolve();
+            f.validate().map(|()| f.switchboard_listen())
+        };
+        assert_eq!(file("switchboard = false\n").unwrap(), None);
+        assert_eq!(
+            file("switchboard = true\n").unwrap(),
+            Some("127.0.0.1:1865".parse().unwrap())
+        );
+        assert_eq!(
+            file("switchboard = \"127.0.0.1:4001\"\n").unwrap(),
+            Some("127.0.0.1:4001".parse().unwrap())
+        );
+        assert!(parse_file("switchboard = \"x\"\n").is_err());
+        // No rendezvous, no switchboard (nothing would issue its tickets).
+        assert_eq!(settings(&["--no-rendezvous"]).switchboard_listen(), None);
+        let bad = |args: &[&str]| {
+            let mut argv = vec!["stun-server"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+                .map(|c| c.settings().is_err())
+                .unwrap_or(true)
+        };
+        assert!(bad(&["--no-rendezvous", "--switchboard", "127.0.0.1:1865"]));
+        assert!(bad(&[
+            "--no-switchboard",
+            "--switchboard",
+            "127.0.0.1:1865"
+        ]));
+        assert!(bad(&[
+            "--no-switchboard",
+            "--advertise-switchboard",
+            "192.0.2.1:1865"
+        ]));
+        assert!(file("rendezvous = false\nswitchboard = true\n").is_err());
+        assert!(file("switchboard = false\nadvertise_switchboard = \"192.0.2.1:1\"\n").is_err());
     }
 
     #[test]

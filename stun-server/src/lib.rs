@@ -14,11 +14,13 @@
 //! workers share nothing and scale with cores. TCP runs on one more thread.
 //!
 //! The same package runs the rendezvous server ([`rendezvous`]): accounts, presence and
-//! introductions over TCP, with its SQLite store.
+//! introductions over TCP, with its SQLite store, and the switchboard relay ([`switchboard`]);
+//! [`services`] starts the two wired together, as the binary does.
 
 mod options;
 pub mod rendezvous;
 mod server;
+pub mod services;
 mod sockets;
 mod stats;
 pub mod switchboard;

@@ -1,8 +1,9 @@
-//! `stun-server`: the two-address STUN server and the rendezvous server.
+//! `stun-server`: the two-address STUN server, the rendezvous server and the switchboard relay.
 //!
 //! With no arguments it serves STUN on 127.0.0.1 and 127.0.0.2 on ports 3478 and 3479 (UDP)
-//! and 127.0.0.1:3478 (TCP), and the rendezvous protocol on 127.0.0.1:1863, which needs no
-//! setup on Linux. `stun-server user add|list` manages rendezvous accounts.
+//! and 127.0.0.1:3478 (TCP), the rendezvous protocol on 127.0.0.1:1863 and the switchboard on
+//! 127.0.0.1:1865, which needs no setup on Linux. `stun-server user add|list` manages
+//! rendezvous accounts.
 
 mod cli;
 mod user_cmd;
@@ -12,7 +13,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use stun_server::{RendezvousHandle, ServerHandle};
+use stun_server::ServerHandle;
+use stun_server::services::{self, Services};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -58,8 +60,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let stun_addr = stun
         .as_ref()
         .map(|s| SocketAddr::new(s.config().primary_ip, s.config().primary_port));
-    let rendezvous = match settings.rendezvous_options(stun_addr)? {
-        Some(options) => Some(RendezvousHandle::start(options)?),
+    let services = match settings.services_options(stun_addr)? {
+        Some(options) => Some(services::start(options)?),
         None => None,
     };
     if let Some(limit) = open_files {
@@ -68,31 +70,51 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     if let Some(server) = &stun {
         log_stun(server, &settings);
     }
-    if let Some(server) = &rendezvous {
-        tracing::info!(
-            db = %server.db_path().display(),
-            registration = if settings.registration_open() { "open" } else { "closed" },
-            stun = %stun_addr.map_or("none".into(), |a| a.to_string()),
-            "rendezvous listening on {}",
-            server.local_addr()
-        );
+    if let Some(services) = &services {
+        log_services(services, &settings, stun_addr);
     }
 
     runtime.block_on(wait_for_shutdown(
         stun.as_ref(),
-        rendezvous.as_ref(),
+        services.as_ref(),
         signals,
         settings.stats_interval,
     ));
     tracing::info!("shutting down");
-    if let Some(server) = rendezvous {
-        server.shutdown();
+    if let Some(services) = services {
+        if let Some(stats) = services.shutdown() {
+            tracing::info!(
+                sessions = stats.core.sessions_started,
+                relayed_bytes = stats.core.relayed_bytes,
+                "switchboard stopped"
+            );
+        }
     }
     if let Some(server) = stun {
         let stats = server.shutdown();
         tracing::info!(%stats, "stopped");
     }
     Ok(())
+}
+
+/// The switchboard first: the rendezvous line is the one scripts wait for, and it comes last.
+fn log_services(services: &Services, settings: &cli::Settings, stun_addr: Option<SocketAddr>) {
+    if let (Some(sb), Some(advertised)) = (services.switchboard(), services.switchboard_addr()) {
+        tracing::info!(
+            advertised = %advertised,
+            "switchboard listening on {}",
+            sb.local_addr()
+        );
+    }
+    let server = services.rendezvous();
+    tracing::info!(
+        db = %server.db_path().display(),
+        registration = if settings.registration_open() { "open" } else { "closed" },
+        stun = %stun_addr.map_or("none".into(), |a| a.to_string()),
+        sb = %services.switchboard_addr().map_or("none".into(), |a| a.to_string()),
+        "rendezvous listening on {}",
+        server.local_addr()
+    );
 }
 
 fn log_stun(server: &ServerHandle, settings: &cli::Settings) {
@@ -161,7 +183,7 @@ impl Signals {
 /// Waits for Ctrl-C or SIGTERM, logging counters every `stats_interval` seconds (0: never).
 async fn wait_for_shutdown(
     stun: Option<&ServerHandle>,
-    rendezvous: Option<&RendezvousHandle>,
+    services: Option<&Services>,
     mut signals: Signals,
     stats_interval: u64,
 ) {
@@ -175,12 +197,23 @@ async fn wait_for_shutdown(
                 if let Some(server) = stun {
                     tracing::info!(stats = %server.stats(), "counters");
                 }
-                if let Some(server) = rendezvous {
+                if let Some(services) = services {
+                    let server = services.rendezvous();
                     tracing::info!(
                         connections = server.connection_count(),
                         online = server.online_count(),
                         "rendezvous"
                     );
+                    if let Some(sb) = services.switchboard() {
+                        let stats = sb.stats();
+                        tracing::info!(
+                            connections = stats.open_connections,
+                            sessions = stats.sessions,
+                            relayed_bytes = stats.core.relayed_bytes,
+                            slow_readers = stats.slow_readers,
+                            "switchboard"
+                        );
+                    }
                 }
             }
         }

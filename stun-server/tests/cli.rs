@@ -24,6 +24,12 @@ impl Drop for Running {
 
 /// Starts the binary and reads stderr until the "listening" line; returns it and the child.
 fn spawn(args: &[&str]) -> (Running, String) {
+    spawn_until(args, "STUN server listening")
+}
+
+/// Starts the binary and reads stderr until a line containing `marker`; returns the log so far
+/// and the child.
+fn spawn_until(args: &[&str], marker: &str) -> (Running, String) {
     let mut running = Running(
         Command::new(BIN)
             .args(args)
@@ -48,7 +54,7 @@ fn spawn(args: &[&str]) -> (Running, String) {
             Some(Ok(line)) => {
                 seen.push_str(&line);
                 seen.push('\n');
-                if line.contains("STUN server listening") {
+                if line.contains(marker) {
                     // Keep draining stderr in the background so the child never blocks on it.
                     std::thread::spawn(move || for _ in lines {});
                     return (running, seen);
@@ -92,7 +98,8 @@ fn interrupt_and_wait(mut running: Running) -> std::process::ExitStatus {
 
 #[test]
 fn no_arguments_serves_the_loopback_pair_and_ctrl_c_stops_it() {
-    let (running, log) = spawn(&["--stats-interval", "0"]);
+    // The rendezvous line comes last, after STUN's and the switchboard's.
+    let (running, log) = spawn_until(&["--stats-interval", "0"], "rendezvous listening on");
     for addr in [
         "127.0.0.1:3478",
         "127.0.0.1:3479",
@@ -106,6 +113,21 @@ fn no_arguments_serves_the_loopback_pair_and_ctrl_c_stops_it() {
         assert!(binding_answered(addr), "no answer on {addr}");
     }
     assert!(log.contains("tcp=127.0.0.1:3478"), "{log}");
+    assert!(
+        log.contains("rendezvous listening on 127.0.0.1:1863"),
+        "{log}"
+    );
+    assert!(
+        log.contains("switchboard listening on 127.0.0.1:1865"),
+        "{log}"
+    );
+    assert!(log.contains("sb=127.0.0.1:1865"), "{log}");
+    for addr in ["127.0.0.1:1863", "127.0.0.1:1865"] {
+        assert!(
+            std::net::TcpStream::connect(addr).is_ok(),
+            "nothing listens on {addr}"
+        );
+    }
     assert!(interrupt_and_wait(running).success());
     let _ = std::fs::remove_dir_all(
         std::env::temp_dir().join(format!("stun-cli-data-{}", std::process::id())),

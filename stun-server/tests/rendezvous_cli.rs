@@ -116,7 +116,16 @@ fn stderr(out: &Output) -> String {
 fn rendezvous_only_on_a_free_port_serves_and_says_goodbye_on_ctrl_c() {
     let dir = TempDir::new("serve");
     let db = dir.db();
-    let (running, log, addr) = spawn(&["--no-stun", "--rendezvous", "127.0.0.1:0", "--db", &db]);
+    let (running, log, addr) = spawn(&[
+        "--no-stun",
+        "--rendezvous",
+        "127.0.0.1:0",
+        "--no-switchboard",
+        "--db",
+        &db,
+    ]);
+    assert!(!log.contains("switchboard listening"), "{log}");
+    assert!(log.contains("sb=none"), "{log}");
     assert!(!log.contains("STUN server listening"), "{log}");
     assert!(
         log.contains(&db),
@@ -161,6 +170,8 @@ fn user_add_and_list_and_a_user_added_while_running_can_log_in() {
     let (running, _, addr) = spawn(&[
         "--no-stun",
         "--rendezvous",
+        "127.0.0.1:0",
+        "--switchboard",
         "127.0.0.1:0",
         "--db",
         &db,
@@ -218,7 +229,13 @@ fn a_database_that_cannot_be_created_is_a_one_line_error() {
     std::fs::write(&blocker, "").unwrap();
     let db = blocker.join("sub").join("rendezvous.db");
     let out = Command::new(BIN)
-        .args(["--no-stun", "--rendezvous", "127.0.0.1:0", "--db"])
+        .args([
+            "--no-stun",
+            "--rendezvous",
+            "127.0.0.1:0",
+            "--no-switchboard",
+        ])
+        .arg("--db")
         .arg(&db)
         .output()
         .unwrap();
@@ -240,6 +257,8 @@ fn print_config_shows_the_rendezvous_keys_and_help_explains_them() {
             "closed",
             "--switchboard",
             "127.0.0.1:1865",
+            "--advertise-switchboard",
+            "203.0.113.5:1865",
         ])
         .args(["--db", "/srv/p2p/r.db", "--print-config"])
         .output()
@@ -255,6 +274,7 @@ fn print_config_shows_the_rendezvous_keys_and_help_explains_them() {
         "ping_interval = 30",
         "idle_timeout = 75",
         "switchboard = \"127.0.0.1:1865\"",
+        "advertise_switchboard = \"203.0.113.5:1865\"",
     ] {
         assert!(text.contains(key), "no {key:?} in:\n{text}");
     }
@@ -266,6 +286,31 @@ fn print_config_shows_the_rendezvous_keys_and_help_explains_them() {
         stdout(&off).contains("rendezvous = false"),
         "{}",
         stdout(&off)
+    );
+    assert!(
+        stdout(&off).contains("switchboard = false"),
+        "{}",
+        stdout(&off)
+    );
+    let no_sb = Command::new(BIN)
+        .args(["--no-switchboard", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&no_sb).contains("switchboard = false"),
+        "{}",
+        stdout(&no_sb)
+    );
+    // A switchboard with nothing to issue its tickets is refused.
+    let orphan = Command::new(BIN)
+        .args(["--no-rendezvous", "--switchboard", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!orphan.status.success());
+    assert!(
+        stderr(&orphan).contains("--no-switchboard"),
+        "{}",
+        stderr(&orphan)
     );
 
     let help = stdout(&Command::new(BIN).arg("--help").output().unwrap());
@@ -279,6 +324,8 @@ fn print_config_shows_the_rendezvous_keys_and_help_explains_them() {
         "--ping-interval",
         "--idle-timeout",
         "--switchboard",
+        "--no-switchboard",
+        "--advertise-switchboard",
         "user add",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
@@ -288,4 +335,56 @@ fn print_config_shows_the_rendezvous_keys_and_help_explains_them() {
         .output()
         .unwrap();
     assert!(!nothing.status.success());
+}
+
+#[test]
+fn switchboard_on_a_free_port_is_logged_advertised_and_stopped_on_ctrl_c() {
+    let dir = TempDir::new("sb");
+    let db = dir.db();
+    let (running, log, addr) = spawn(&[
+        "--no-stun",
+        "--rendezvous",
+        "127.0.0.1:0",
+        "--switchboard",
+        "127.0.0.1:0",
+        "--db",
+        &db,
+        "--min-kdf",
+        CHEAP,
+    ]);
+    assert!(
+        log.contains(&format!("rendezvous listening on {addr}")),
+        "{log}"
+    );
+    let sb: SocketAddr = log
+        .split("switchboard listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no switchboard line in:\n{log}"))
+        .parse()
+        .unwrap();
+    assert_eq!(sb.ip(), addr.ip());
+    assert_ne!(sb.port(), 0);
+    assert!(log.contains(&format!("sb={sb}")), "{log}");
+    // CFG tells a client the bound address, and something listens there.
+    let mut alice = Client::connect(addr);
+    alice.register("alice", "alice pw");
+    alice.login("alice", "alice pw").unwrap();
+    let cfg = alice.wait_for("CFG", |l| l.command.as_str() == "CFG");
+    assert_eq!(cfg.keyed("sb"), Some(sb.to_string().as_str()), "{cfg:?}");
+    let relay = std::net::TcpStream::connect(sb).unwrap();
+    assert!(interrupt_and_wait(running).success());
+    assert_eq!(alice.until_closed(WAIT), ["OUT 0 SSD"]);
+    // The switchboard closed its connection too (after its ERROR frame).
+    relay.set_read_timeout(Some(WAIT)).unwrap();
+    let mut rest = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut &relay, &mut rest) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the switchboard connection is still open"
+        );
+    }
 }

@@ -137,6 +137,12 @@ pub enum Event {
         /// Why.
         reason: CancelReason,
     },
+    /// `PRM 0 sid`: the other peer of the introduced session `sid` has primed its NAT (see
+    /// [`primed`](super::RendezvousClient::primed)).
+    PeerPrimed {
+        /// The session.
+        sid: SessionId,
+    },
     /// A `CFG` push outside the login (the login's own is in [`LoginInfo`]).
     Config(LoginInfo),
     /// `OUT 0 REASON`: the server is closing the connection.
@@ -270,6 +276,7 @@ pub(crate) fn parse_push(line: &Line) -> Result<Option<Event>, String> {
             sid: sid_at(0)?,
             reason: CancelReason::from_word(line.param(1).unwrap_or("unknown")),
         },
+        "PRM" => Event::PeerPrimed { sid: sid_at(0)? },
         "OUT" => Event::LoggedOut(OutReason::from_code(line.param(0).unwrap_or("?"))),
         _ => return Ok(None),
     };
@@ -370,6 +377,13 @@ mod tests {
             parse_push(&push("OUT", &["OTH"])).unwrap(),
             Some(Event::LoggedOut(OutReason::OtherLogin))
         );
+        assert_eq!(
+            parse_push(&push("PRM", &[sid])).unwrap(),
+            Some(Event::PeerPrimed {
+                sid: parse_session_id(sid).unwrap()
+            })
+        );
+        assert!(parse_push(&push("PRM", &["nothex"])).is_err());
         assert_eq!(parse_push(&push("XYZ", &[])).unwrap(), None);
         assert!(parse_push(&push("NLN", &["???", "bob"])).is_err());
         assert!(parse_push(&push("RNG", &["nothex", "bob"])).is_err());

@@ -341,6 +341,15 @@ impl RendezvousClient {
         expect_param(&answer, 0, &sid.to_string())
     }
 
+    /// Tells the other peer of the introduced session `sid` (from [`Event::Introduced`]) that we
+    /// have primed our NAT (`PRM`); it gets [`Event::PeerPrimed`]. A session the server does not
+    /// know for us (expired after 10 minutes, forgotten because a peer logged out, never ours)
+    /// gives [`code::USER_OFFLINE`].
+    pub async fn primed(&self, sid: SessionId) -> Result<(), RendezvousError> {
+        let answer = self.request("PRM", vec![sid.to_string()], "PRM").await?;
+        expect_param(&answer, 0, &sid.to_string())
+    }
+
     /// Pings the server (`PNG` → `QNG`) and returns the round-trip time.
     pub async fn ping(&self) -> Result<Duration, RendezvousError> {
         let sent = Instant::now();

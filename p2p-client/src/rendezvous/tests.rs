@@ -308,3 +308,36 @@ async fn offline_is_not_a_state_to_set_and_bad_offers_are_not_sent() {
     let e = client.invite(&bob, &offer).await.unwrap_err();
     assert!(matches!(e, RendezvousError::InvalidArgument(_)), "{e:?}");
 }
+
+#[tokio::test]
+async fn primed_is_a_request_and_the_peers_primed_push_an_event() {
+    let (client, mut fake) = pair().await;
+    let sid = parse_session_id("00112233445566778899aabbccddeeff").unwrap();
+    let server = async {
+        let prm = recv(&mut fake).await;
+        assert_eq!(
+            (prm.command.as_str(), prm.params.clone()),
+            ("PRM", vec![sid.to_string()])
+        );
+        // The peer's push may come before our answer.
+        fake.send(line("PRM", TrId::PUSH, &[&sid.to_string()]))
+            .await
+            .unwrap();
+        fake.send(line("PRM", prm.trid, &[&sid.to_string()]))
+            .await
+            .unwrap();
+        let again = recv(&mut fake).await;
+        fake.send(line("217", again.trid, &["user", "offline"]))
+            .await
+            .unwrap();
+    };
+    let (result, ()) = tokio::join!(
+        async {
+            client.primed(sid).await.unwrap();
+            client.primed(sid).await
+        },
+        server
+    );
+    assert_eq!(result.unwrap_err().server_code(), Some(code::USER_OFFLINE));
+    assert_eq!(client.next_event().await, Some(Event::PeerPrimed { sid }));
+}

@@ -189,7 +189,7 @@ impl ServerProcess {
             }
             None => Command::new(&bin),
         };
-        cmd.args(["--no-stun", "--rendezvous"])
+        cmd.args(["--no-stun", "--no-switchboard", "--rendezvous"])
             .arg(format!("127.0.0.1:{}", args.port))
             .arg("--db")
             .arg(db)

@@ -19,6 +19,7 @@ use super::codec::{LineCodec, Side};
 use super::connection::{self, Event, Outbox, SendError};
 use super::store::Store;
 use super::tickets::TicketBook;
+use crate::switchboard::TicketGranter;
 
 /// How often users added by the operator are picked up from the database.
 const USER_POLL: Duration = Duration::from_secs(2);
@@ -41,6 +42,14 @@ pub(crate) struct Counts {
     pub(crate) online: AtomicUsize,
 }
 
+/// Where the tickets the core issues go.
+pub(crate) struct TicketSinks {
+    /// Kept for inspection ([`RendezvousHandle::tickets`](super::RendezvousHandle::tickets)).
+    pub(crate) book: TicketBook,
+    /// The switchboard that redeems them, if one runs.
+    pub(crate) switchboard: Option<TicketGranter>,
+}
+
 /// One open connection as the core task sees it.
 struct Conn {
     /// Where lines go; dropping it makes the writer flush and close.
@@ -53,7 +62,7 @@ struct Conn {
 pub(crate) struct Driver {
     core: RendezvousServer,
     store: Store,
-    tickets: TicketBook,
+    tickets: TicketSinks,
     counts: Arc<Counts>,
     max_queued_lines: usize,
     conns: HashMap<ConnId, Conn>,
@@ -82,7 +91,7 @@ impl Driver {
     pub(crate) fn new(
         core: RendezvousServer,
         store: Store,
-        tickets: TicketBook,
+        tickets: TicketSinks,
         counts: Arc<Counts>,
         max_queued_lines: usize,
         last_rowid: i64,
@@ -241,7 +250,14 @@ impl Driver {
                         tracing::debug!(conn = conn.0, "rendezvous connection closed by us");
                     }
                 }
-                Output::Ticket(ticket) => self.tickets.insert(ticket),
+                Output::Ticket(ticket) => {
+                    // Granted before the ITR lines that carry it are queued: a peer can never
+                    // reach the switchboard before its ticket does.
+                    if let Some(switchboard) = &self.tickets.switchboard {
+                        switchboard.grant(ticket.clone());
+                    }
+                    self.tickets.book.insert(ticket);
+                }
                 other => tracing::error!(?other, "rendezvous output this driver does not know"),
             }
         }
@@ -304,7 +320,7 @@ impl Driver {
             }
             Err(e) => tracing::error!(error = %e, "cannot read new users from the database"),
         }
-        self.tickets.purge_expired(Instant::now());
+        self.tickets.book.purge_expired(Instant::now());
     }
 
     fn publish_counts(&self) {

@@ -42,7 +42,8 @@ pub use codec::{CodecError, LineCodec, Side};
 pub use store::{SCHEMA_VERSION, Store, StoreError, UserSummary};
 pub use tickets::TicketBook;
 
-use driver::{Counts, Driver};
+use crate::switchboard::TicketGranter;
+use driver::{Counts, Driver, TicketSinks};
 
 /// The rendezvous port (MSN's notification server port).
 pub const DEFAULT_RENDEZVOUS_PORT: u16 = 1863;
@@ -136,8 +137,21 @@ pub struct RendezvousHandle {
 
 impl RendezvousHandle {
     /// Opens the database, binds the listener and starts serving. Returns once the listener is
-    /// bound, so clients may connect right away.
+    /// bound, so clients may connect right away. The switchboard tickets introductions issue are
+    /// only kept in [`tickets`](Self::tickets); see
+    /// [`start_with_switchboard`](Self::start_with_switchboard) to hand them to a switchboard.
     pub fn start(options: RendezvousOptions) -> Result<RendezvousHandle, RendezvousError> {
+        RendezvousHandle::start_with_switchboard(options, None)
+    }
+
+    /// [`start`](Self::start), and every ticket an introduction issues is also granted to the
+    /// switchboard behind `granter` (before the `ITR` lines that name it are sent), so the two
+    /// peers can redeem it there. The switchboard's address for `CFG` and `ITR` is
+    /// `options.config.switchboard_addr`; [`crate::services::start`] wires both for you.
+    pub fn start_with_switchboard(
+        options: RendezvousOptions,
+        granter: Option<TicketGranter>,
+    ) -> Result<RendezvousHandle, RendezvousError> {
         if options.max_queued_lines == 0 {
             return Err(RendezvousError::Invalid(
                 "max_queued_lines must be at least 1".into(),
@@ -165,7 +179,10 @@ impl RendezvousHandle {
         let (driver, channels) = Driver::new(
             core,
             store,
-            tickets.clone(),
+            TicketSinks {
+                book: tickets.clone(),
+                switchboard: granter,
+            },
             counts.clone(),
             options.max_queued_lines,
             last_rowid,

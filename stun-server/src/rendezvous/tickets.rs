@@ -9,7 +9,8 @@ use shared::rendezvous::Ticket;
 /// The tickets the rendezvous core has issued (docs/PROTOCOL.md section 8: one per peer per
 /// session, valid for one use before it expires). Cheap to clone: clones share one book.
 ///
-/// The rendezvous driver fills it; the switchboard (later) redeems from it.
+/// The rendezvous driver fills it, for inspection; a running switchboard gets each ticket
+/// through its [`TicketGranter`](crate::switchboard::TicketGranter) and redeems its own copy.
 #[derive(Clone, Debug, Default)]
 pub struct TicketBook {
     inner: Arc<Mutex<HashMap<[u8; 16], Ticket>>>,

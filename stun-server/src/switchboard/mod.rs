@@ -80,12 +80,12 @@ pub enum SwitchboardError {
     #[error("invalid switchboard options: {0}")]
     Options(&'static str),
     /// The listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (not a `source`: it is part of this message).
+        error: std::io::Error,
     },
     /// The thread or runtime could not be created.
     #[error("cannot start the switchboard: {0}")]
@@ -159,9 +159,9 @@ impl SwitchboardHandle {
                 "max_queued_bytes must hold at least one largest frame",
             ));
         }
-        let listener = bind(options.listen).map_err(|source| SwitchboardError::Bind {
+        let listener = bind(options.listen).map_err(|error| SwitchboardError::Bind {
             addr: options.listen,
-            source,
+            error,
         })?;
         let local_addr = listener.local_addr()?;
         let limits = DriverLimits {
@@ -191,7 +191,7 @@ impl SwitchboardHandle {
                 });
                 // Dropping the runtime cancels the tasks still running.
             })?;
-        tracing::info!(%local_addr, "switchboard listening");
+        tracing::debug!(%local_addr, "switchboard listening");
         Ok(SwitchboardHandle {
             local_addr,
             shared,

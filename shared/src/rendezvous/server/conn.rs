@@ -111,7 +111,7 @@ impl RendezvousServer {
             b"REG" => self.on_reg(conn, line),
             b"USR" => self.on_usr(now, conn, line),
             b"CHG" | b"LST" | b"ADC" | b"REM" | b"BLK" | b"ALW" | b"PWD" | b"INV" | b"ANS"
-            | b"DEC" => {
+            | b"DEC" | b"PRM" => {
                 let Some(me) = user else {
                     return Err(NOT_LOGGED_IN);
                 };
@@ -125,6 +125,7 @@ impl RendezvousServer {
                     b"PWD" => self.on_pwd(me, conn, line),
                     b"INV" => self.on_inv(now, me, conn, line),
                     b"ANS" => self.on_ans(now, me, conn, line),
+                    b"PRM" => self.on_prm(now, me, conn, line),
                     _ => self.on_dec(me, conn, line),
                 }
             }
@@ -159,11 +160,12 @@ impl RendezvousServer {
     }
 
     /// The user's connection is gone: contacts who saw it get `FLN`, its pending
-    /// introductions are cancelled.
+    /// introductions are cancelled and its introduced sessions forgotten.
     fn logout(&mut self, user: UserId) {
         self.set_presence(user, Presence::Offline);
         self.dir.user_mut(user).conn = None;
         self.online = self.online.saturating_sub(1);
         self.cancel_intros_of(user);
+        self.forget_sessions_of(user);
     }
 }

@@ -1,5 +1,5 @@
 //! Introductions: `INV`, `RNG`, `ANS`, `DEC`, `CAN`, `ITR` and switchboard tickets
-//! (docs/PROTOCOL.md section 8).
+//! (docs/PROTOCOL.md section 8). What happens after `ITR` (`PRM`) is in `sessions`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -338,6 +338,7 @@ impl RendezvousServer {
                 self.send(conn, line);
             }
         }
+        self.remember_session(now, sid, [initiator.0, responder.0]);
     }
 
     /// `user` went offline: every invitation it is in is cancelled, the other side gets

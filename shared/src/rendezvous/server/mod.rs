@@ -44,6 +44,7 @@ mod conn;
 mod directory;
 mod intro;
 mod login;
+mod sessions;
 mod timers;
 
 #[cfg(test)]
@@ -66,6 +67,7 @@ use super::wire::{FrameError, Line, TrId};
 use conn::Conn;
 use directory::Directory;
 use intro::Introductions;
+use sessions::Sessions;
 
 pub use intro::{ALLOC_KINDS, CANDIDATE_KINDS, MAX_CANDIDATES, NAT_TYPES};
 
@@ -122,6 +124,11 @@ pub struct RendezvousConfig {
     pub punch_delay: Duration,
     /// How long a switchboard ticket is valid (60 s).
     pub ticket_lifetime: Duration,
+    /// How long an introduced session is remembered for `PRM` (10 minutes).
+    pub session_lifetime: Duration,
+    /// The most introduced sessions remembered per user for `PRM`; the oldest are forgotten
+    /// first (16).
+    pub max_sessions_per_user: usize,
     /// The error answer that closes a connection (16).
     pub max_errors: u32,
     /// Failed logins that close a connection (3).
@@ -145,6 +152,8 @@ impl Default for RendezvousConfig {
             invite_timeout: Duration::from_secs(30),
             punch_delay: Duration::from_millis(250),
             ticket_lifetime: Duration::from_secs(60),
+            session_lifetime: Duration::from_secs(600),
+            max_sessions_per_user: 16,
             max_errors: 16,
             max_login_failures: 3,
             max_contacts: 1000,
@@ -194,6 +203,7 @@ pub struct RendezvousServer {
     dir: Directory,
     conns: HashMap<ConnId, Conn>,
     intros: Introductions,
+    sessions: Sessions,
     out: VecDeque<Output>,
     rng: ChaCha20Rng,
     secret: [u8; 32],
@@ -265,6 +275,7 @@ impl RendezvousServer {
             dir: Directory::from_snapshot(snapshot),
             conns: HashMap::new(),
             intros: Introductions::default(),
+            sessions: Sessions::default(),
             out: VecDeque::new(),
             rng: ChaCha20Rng::from_seed(seed),
             secret,
@@ -352,6 +363,7 @@ impl RendezvousServer {
         self.conns.clear();
         self.dir.all_offline();
         self.intros = Introductions::default();
+        self.clear_sessions();
         self.online = 0;
         self.next_sweep = None;
     }

@@ -369,6 +369,173 @@ fn offers_are_validated() {
     );
 }
 
+/// alice invites bob, bob answers: the introduced session's id (the log keeps the ITRs).
+fn introduce(h: &mut Harness, alice: ConnId, bob: ConnId) -> String {
+    let sid = sid_of(&h.ask(alice, &format!("INV 6 bob {}", alice_offer()))[0]);
+    let answer = h.ask(bob, &format!("ANS 7 {sid} {}", bob_offer()));
+    assert_eq!(answer[0], format!("ANS 7 {sid}"));
+    assert!(
+        answer[1].starts_with(&format!("ITR 0 {sid} alice ")),
+        "{answer:?}"
+    );
+    sid
+}
+
+#[test]
+fn primed_is_relayed_to_the_other_peer_only() {
+    let mut h = world();
+    let alice = h.online("alice", "NLN");
+    let bob = h.online("bob", "NLN");
+    let carol = h.online("carol", "NLN");
+    let sid = introduce(&mut h, alice, bob);
+    assert_eq!(h.server.introduced_sessions(), 1);
+    h.log.clear();
+    assert_eq!(
+        h.ask(alice, &format!("PRM 8 {sid}")),
+        [format!("PRM 8 {sid}")]
+    );
+    assert_eq!(to(&h.log, bob), [format!("PRM 0 {sid}")]);
+    h.log.clear();
+    // Either peer, any number of times, upper-case hex too.
+    let upper = sid.to_ascii_uppercase();
+    assert_eq!(
+        h.ask(bob, &format!("PRM 9 {upper}")),
+        [format!("PRM 9 {sid}")]
+    );
+    assert_eq!(to(&h.log, alice), [format!("PRM 0 {sid}")]);
+    assert!(to(&h.log, carol).is_empty());
+    // Appearing offline does not end the session.
+    h.ask(bob, "CHG 10 HDN");
+    h.log.clear();
+    assert_eq!(
+        h.ask(alice, &format!("PRM 11 {sid}")),
+        [format!("PRM 11 {sid}")]
+    );
+    assert_eq!(to(&h.log, bob), [format!("PRM 0 {sid}")]);
+}
+
+#[test]
+fn primed_for_anything_but_our_live_session_is_offline() {
+    let mut h = world();
+    let alice = h.online("alice", "NLN");
+    let bob = h.online("bob", "NLN");
+    let carol = h.online("carol", "NLN");
+    let sid = introduce(&mut h, alice, bob);
+    // A pending invitation is not an introduced session.
+    let pending = sid_of(&h.ask(carol, &format!("INV 5 alice {}", key(3)))[0]);
+    h.log.clear();
+    for (who, sid) in [
+        (carol, sid.as_str()),
+        (alice, "0".repeat(32).as_str()),
+        (carol, pending.as_str()),
+        (alice, pending.as_str()),
+    ] {
+        assert_eq!(
+            h.ask(who, &format!("PRM 8 {sid}")),
+            ["217 8 user offline"],
+            "{sid}"
+        );
+    }
+    // Nobody heard anything.
+    assert!(h.log.iter().all(|o| match o {
+        Output::Send { line, .. } => super::tests::text(line).starts_with("217 "),
+        _ => false,
+    }));
+    assert_eq!(h.ask(alice, "PRM 9 nothex"), ["201 9 invalid parameter"]);
+    assert_eq!(
+        h.ask(alice, &format!("PRM 9 {sid} x")),
+        ["201 9 invalid parameter"]
+    );
+    assert_eq!(h.ask(alice, "PRM 9"), ["201 9 invalid parameter"]);
+    let anonymous = h.hello();
+    assert_eq!(
+        h.ask(anonymous, &format!("PRM 9 {sid}")),
+        ["302 9 not logged in"]
+    );
+    // A block after the introduction ends it as far as PRM goes.
+    h.ask(bob, "BLK 10 alice");
+    assert_eq!(
+        h.ask(alice, &format!("PRM 11 {sid}")),
+        ["217 11 user offline"]
+    );
+    assert_eq!(
+        h.ask(bob, &format!("PRM 11 {sid}")),
+        ["217 11 user offline"]
+    );
+}
+
+#[test]
+fn introduced_sessions_expire() {
+    let mut h = world();
+    let alice = h.online("alice", "NLN");
+    let bob = h.online("bob", "NLN");
+    let sid = introduce(&mut h, alice, bob);
+    // Keep both connections alive across the ten minutes.
+    for _ in 0..20 {
+        h.advance(Duration::from_secs(29));
+        h.ask(alice, "PNG 1");
+        h.ask(bob, "PNG 1");
+    }
+    assert_eq!(
+        h.ask(alice, &format!("PRM 8 {sid}")),
+        [format!("PRM 8 {sid}")]
+    );
+    h.advance(Duration::from_secs(21));
+    assert_eq!(h.server.introduced_sessions(), 0);
+    assert_eq!(
+        h.ask(alice, &format!("PRM 9 {sid}")),
+        ["217 9 user offline"]
+    );
+    assert_eq!(h.ask(bob, &format!("PRM 9 {sid}")), ["217 9 user offline"]);
+}
+
+#[test]
+fn logout_forgets_introduced_sessions() {
+    let mut h = world();
+    let alice = h.online("alice", "NLN");
+    let bob = h.online("bob", "NLN");
+    let sid = introduce(&mut h, alice, bob);
+    h.ask(bob, "OUT 8");
+    assert_eq!(h.server.introduced_sessions(), 0);
+    assert_eq!(
+        h.ask(alice, &format!("PRM 9 {sid}")),
+        ["217 9 user offline"]
+    );
+    // Logging in again does not bring it back.
+    let bob = h.online("bob", "NLN");
+    assert_eq!(
+        h.ask(bob, &format!("PRM 10 {sid}")),
+        ["217 10 user offline"]
+    );
+    // Nor does a dropped connection keep one.
+    let sid = introduce(&mut h, alice, bob);
+    h.server.handle_disconnected(h.now, alice);
+    h.drain();
+    assert_eq!(
+        h.ask(bob, &format!("PRM 11 {sid}")),
+        ["217 11 user offline"]
+    );
+}
+
+#[test]
+fn a_user_keeps_only_the_most_recent_sessions() {
+    let mut h = world();
+    let alice = h.online("alice", "NLN");
+    let bob = h.online("bob", "NLN");
+    let sids: Vec<String> = (0..17).map(|_| introduce(&mut h, alice, bob)).collect();
+    assert_eq!(h.server.introduced_sessions(), 16);
+    assert_eq!(
+        h.ask(alice, &format!("PRM 8 {}", sids[0])),
+        ["217 8 user offline"]
+    );
+    for sid in &sids[1..] {
+        assert_eq!(
+            h.ask(bob, &format!("PRM 9 {sid}")),
+            [format!("PRM 9 {sid}")]
+        );
+    }
+}
+
 const WORDS: &[&str] = &[
     "alice",
     "bob",
@@ -391,7 +558,7 @@ const WORDS: &[&str] = &[
 ];
 const COMMANDS: &[&str] = &[
     "VER", "USR", "REG", "CHG", "LST", "ADC", "REM", "BLK", "ALW", "PWD", "INV", "ANS", "DEC",
-    "PNG", "QNG", "OUT", "XYZ", "200", "ITR", "RNG",
+    "PNG", "QNG", "OUT", "XYZ", "200", "ITR", "RNG", "PRM",
 ];
 
 fn arb_param() -> impl Strategy<Value = String> {

@@ -15,11 +15,13 @@ const MAX_SWEEP: Duration = Duration::from_secs(1);
 const MIN_SWEEP: Duration = Duration::from_millis(10);
 
 impl RendezvousServer {
-    /// Runs the timers that are due: invitation timeouts (`CAN 0 sid timeout`), and, at the
+    /// Runs the timers that are due: invitation timeouts (`CAN 0 sid timeout`), forgetting
+    /// introduced sessions past their lifetime, and, at the
     /// sweep interval, `PNG 0` after `ping_interval` of silence, `OUT 0 TMO` and close after
     /// `idle_timeout`, and expiry of abandoned login steps.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire_intros(now);
+        self.expire_sessions(now);
         if self.next_sweep.is_some_and(|at| now >= at) {
             self.sweep(now);
             self.next_sweep = (!self.conns.is_empty()).then(|| now + self.sweep_interval());
