@@ -5,6 +5,8 @@
 //!   `stun` or `turnutils_stunclient`, with RFC 8489 retransmission).
 //! - `register`, `contacts`, `status`, `passwd`: accounts, contact lists and presence on a
 //!   rendezvous server (docs/PROTOCOL.md).
+//! - `chat`: an end-to-end encrypted chat with a contact, direct when a hole can be punched
+//!   and through the switchboard relay otherwise.
 
 mod account_cmd;
 mod nat_type_cmd;
@@ -73,6 +75,26 @@ enum Command {
     /// the new one (--new-password-file, P2P_NEW_PASSWORD or a prompt, asked twice). Exit
     /// status: 0 on success, 1 on any error.
     Passwd(account_cmd::PasswdArgs),
+    /// Chat with a contact, end-to-end encrypted, direct when possible, else relayed.
+    ///
+    /// Logs in, invites --peer (who runs `chat --peer YOU` too; the server pairs you), then
+    /// punches a direct UDP path while the chat already runs through the switchboard relay.
+    /// Each line on stdin is a message; received messages are printed, and every change of
+    /// the path (direct or relayed) is announced. At the end of stdin it waits up to 10 s
+    /// until the peer has acknowledged every message, logs out and exits; it also ends when
+    /// the peer goes offline, and at once on Ctrl-C. Without --peer, on a terminal, it shows
+    /// your contacts and you type a name. Exit status: 0 when every message was delivered (or
+    /// on Ctrl-C), 1 on any error (the peer never came, no path, messages not acknowledged).
+    Chat(ChatCmdArgs),
+}
+
+/// Arguments of `chat`: the account, then the chat's own options.
+#[derive(clap::Args, Debug)]
+struct ChatCmdArgs {
+    #[command(flatten)]
+    account: account_cmd::AccountArgs,
+    #[command(flatten)]
+    chat: p2p_client::chat::ChatArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -114,6 +136,7 @@ fn main() -> ExitCode {
         Command::Contacts(args) => account_cmd::block_on(account_cmd::contacts(args)),
         Command::Status(args) => account_cmd::block_on(status_cmd::run(args)),
         Command::Passwd(args) => account_cmd::block_on(account_cmd::passwd(args)),
+        Command::Chat(args) => account_cmd::block_on(chat(args)),
     };
     match result {
         Ok(code) => code,
@@ -122,6 +145,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `chat`: resolves the server, reads the password and runs the chat.
+async fn chat(args: ChatCmdArgs) -> anyhow::Result<ExitCode> {
+    let user = args.account.user()?;
+    let password = args.account.password(false)?;
+    let server = account_cmd::resolve(&args.account.server).await?;
+    p2p_client::chat::run(server, user, password.as_bytes(), args.chat).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Random bytes for transaction ids from the standard library's randomly keyed hasher.

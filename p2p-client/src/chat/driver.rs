@@ -1,0 +1,629 @@
+//! The chat's event loop after the introduction: one task that owns the puncher, the chat
+//! session, the path choice, the relay connection and the endpoint sockets, and wakes up for
+//! a datagram, a relay frame, a rendezvous push, a line of input or the earliest timer.
+//!
+//! After every wake-up, `Driver::pump` drains the cores in the order their docs ask for:
+//! puncher events, then puncher transmits; chat transmits (sent on the path
+//! [`PathSelector::route`] names), then chat events; then path changes, which are announced.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use rand::rngs::OsRng;
+use shared::chat::{self, ChatConfig, ChatError, ChatEvent, ChatSession, PublicKey, StaticKeypair};
+use shared::nat_classifier::{NatType, PortAllocation};
+use shared::punch::{self, NatInfo, PeerInfo, PunchConfig, PunchEvent, Puncher};
+use shared::rendezvous::{Presence, SessionId, UserName};
+use tokio::sync::mpsc;
+
+use crate::rendezvous::{
+    Allocation, CandidateKind, Event, Introduction, NatKind, RendezvousClient, Role,
+};
+
+use super::endpoint::{Datagram, Endpoint, PacketClass, classify};
+use super::intro::Typed;
+use super::output::{Output, Shown};
+use super::path::{PathConfig, PathSelector, Route};
+use super::relay::{Relay, RelayEvent};
+use super::{ChatRunError, DRAIN_TIMEOUT, Input};
+
+/// After every message is acknowledged at the end of input, keep answering this long, so the
+/// peer gets the acknowledgements of its last messages.
+const LINGER: Duration = Duration::from_millis(300);
+/// While the chat is direct, touch the relay this often so the switchboard does not close it
+/// as idle (its idle timeout is 120 s) and it is still there to fall back on.
+const RELAY_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Wake up at least this often to re-check the end conditions.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// Everything the loop starts from.
+pub struct Setup {
+    /// The logged-in rendezvous connection.
+    pub client: Arc<RendezvousClient>,
+    /// Whom we chat with.
+    pub peer: UserName,
+    /// The introduction.
+    pub intro: Introduction,
+    /// When the introduction arrived.
+    pub received: Instant,
+    /// Our Noise static key pair (its public half went out in the offer).
+    pub keys: StaticKeypair,
+    /// Our NAT, if classified.
+    pub local_nat: Option<(NatType, Option<PortAllocation>)>,
+    /// Whether to punch (off: relay only).
+    pub punch: bool,
+    /// Lines typed before the introduction.
+    pub typed: Typed,
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("peer", &self.peer)
+            .field("intro", &self.intro)
+            .field("punch", &self.punch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What woke the loop.
+enum Wake {
+    Timer,
+    Datagram(Option<Datagram>),
+    Relay(RelayEvent),
+    Rendezvous(Option<Event>),
+    Input(Option<Input>),
+}
+
+/// The loop's state; see the [module docs](self).
+pub struct Driver {
+    client: Arc<RendezvousClient>,
+    out: Output,
+    peer: UserName,
+    sid: SessionId,
+    endpoint: Endpoint,
+    puncher: Option<Puncher>,
+    punch_over: bool,
+    relay: Option<Relay>,
+    chat: ChatSession,
+    path: PathSelector,
+    /// Lines not yet accepted by the session (its send buffer was full).
+    pending: VecDeque<String>,
+    eof: bool,
+    peer_gone: bool,
+    /// The peer left the switchboard session (its side of the chat is probably over).
+    relay_peer_left: bool,
+    rendezvous_open: bool,
+    drain_deadline: Option<Instant>,
+    linger_until: Option<Instant>,
+    next_relay_keepalive: Option<Instant>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("peer", &self.peer)
+            .field("sid", &self.sid)
+            .field("chat", &self.chat)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// Starts the relay connection, the puncher (at the shared start time) and the chat
+    /// session, all at once.
+    pub fn new(setup: Setup, endpoint: Endpoint, out: Output) -> Result<Driver, ChatRunError> {
+        let now = Instant::now();
+        let intro = &setup.intro;
+        let sid = intro.sid;
+        let chat_role = match intro.role {
+            Role::Initiator => chat::Role::Initiator,
+            Role::Responder => chat::Role::Responder,
+        };
+        let config = ChatConfig::new(
+            chat_role,
+            setup.keys.secret.clone(),
+            PublicKey(intro.offer.key),
+            sid.0.to_vec(),
+            OsRng.next_u64(),
+        );
+        let chat = ChatSession::new(config, now).map_err(|e| ChatRunError::Setup(e.to_string()))?;
+        let relay = match (intro.switchboard, intro.ticket) {
+            (Some(addr), Some(ticket)) => Some(Relay::start(addr, sid, ticket.0)),
+            _ => {
+                tracing::warn!("the introduction names no switchboard: direct path only");
+                None
+            }
+        };
+        let path = PathSelector::new(PathConfig::default(), relay.as_ref().map(Relay::addr));
+        let puncher = if setup.punch {
+            start_puncher(&setup, setup.received + intro.start)
+        } else {
+            tracing::info!("punching disabled: relay only");
+            None
+        };
+        out.show(&Shown::Connected {
+            peer: setup.peer.as_str(),
+            sid: &sid.to_string(),
+            role: intro.role.word(),
+        });
+        Ok(Driver {
+            client: setup.client,
+            out,
+            peer: setup.peer,
+            sid,
+            endpoint,
+            punch_over: puncher.is_none(),
+            puncher,
+            relay,
+            chat,
+            path,
+            pending: setup.typed.lines.into(),
+            eof: setup.typed.eof,
+            peer_gone: false,
+            relay_peer_left: false,
+            rendezvous_open: true,
+            drain_deadline: None,
+            linger_until: None,
+            next_relay_keepalive: None,
+        })
+    }
+
+    /// Runs until the chat ends: input ended and everything was acknowledged, or the peer
+    /// left (`Ok`), or a failure.
+    pub async fn run(
+        mut self,
+        input: &mut mpsc::UnboundedReceiver<Input>,
+    ) -> Result<(), ChatRunError> {
+        loop {
+            let now = Instant::now();
+            self.pump(now).await?;
+            if self.finished(now)? {
+                return Ok(());
+            }
+            let deadline = self.next_deadline(now);
+            let wake = tokio::select! {
+                () = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
+                d = self.endpoint.recv() => Wake::Datagram(d),
+                e = relay_event(&mut self.relay) => Wake::Relay(e),
+                e = self.client.next_event(), if self.rendezvous_open => Wake::Rendezvous(e),
+                i = input.recv(), if !self.eof => Wake::Input(i),
+            };
+            let now = Instant::now();
+            match wake {
+                Wake::Timer => {}
+                Wake::Datagram(Some(d)) => self.on_datagram(now, d),
+                Wake::Datagram(None) => {
+                    return Err(ChatRunError::NoPath("the UDP endpoint stopped".into()));
+                }
+                Wake::Relay(e) => self.on_relay(now, e),
+                Wake::Rendezvous(e) => self.on_rendezvous(now, e),
+                Wake::Input(Some(Input::Line(line))) => {
+                    // An empty line is not a message.
+                    if !line.is_empty() {
+                        self.pending.push_back(line);
+                    }
+                }
+                Wake::Input(Some(Input::Eof) | None) => self.eof = true,
+            }
+        }
+    }
+
+    /// Drains the cores until nothing more happens at `now`.
+    async fn pump(&mut self, now: Instant) -> Result<(), ChatRunError> {
+        loop {
+            let mut again = false;
+            if let Some(p) = &mut self.puncher
+                && p.poll_timeout().is_some_and(|t| t <= now)
+            {
+                p.handle_timeout(now);
+            }
+            let events: Vec<PunchEvent> = match &mut self.puncher {
+                Some(p) => std::iter::from_fn(|| p.poll_event()).collect(),
+                None => Vec::new(),
+            };
+            for event in events {
+                again = true;
+                self.on_punch_event(now, event).await;
+            }
+            if let Some(p) = &mut self.puncher {
+                while let Some(t) = p.poll_transmit(now) {
+                    if let Err(e) = self.endpoint.send(t.socket, t.to, &t.data, t.ttl).await {
+                        tracing::debug!(error = %e, to = %t.to, "punch send failed");
+                    }
+                }
+            }
+            self.path.handle_timeout(now);
+            self.send_probes(now).await;
+            self.push_pending(now)?;
+            while let Some(packet) = self.chat.poll_transmit(now) {
+                self.send_chat(packet).await;
+            }
+            while let Some(event) = self.chat.poll_event() {
+                again = true;
+                self.on_chat_event(event)?;
+            }
+            while let Some(change) = self.path.poll_change() {
+                self.out.show(&Shown::Path {
+                    path: change.kind,
+                    remote: change.remote,
+                });
+            }
+            if !again {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn on_punch_event(&mut self, now: Instant, event: PunchEvent) {
+        match event {
+            PunchEvent::OpenSockets(n) => {
+                let opened = self.endpoint.open_extra(n).await;
+                tracing::info!(
+                    asked = n,
+                    opened,
+                    "opened extra sockets for the birthday method"
+                );
+                if let Some(p) = &mut self.puncher {
+                    p.handle_sockets_opened(now, opened);
+                }
+            }
+            PunchEvent::Primed => {
+                let (client, sid) = (self.client.clone(), self.sid);
+                tokio::spawn(async move {
+                    if let Err(e) = client.primed(sid).await {
+                        tracing::debug!(error = %e, "cannot relay the primed signal");
+                    }
+                });
+            }
+            PunchEvent::Connected { socket, remote } => {
+                tracing::info!(socket = socket.0, %remote, "direct path confirmed");
+                self.endpoint.close_extras_except(socket);
+                self.path.direct_confirmed(now, socket, remote);
+            }
+            PunchEvent::Failed => {
+                tracing::info!("punching found no direct path");
+                self.punch_over = true;
+                if !self.out.is_json() && self.path.relay_alive() {
+                    self.out.note("no direct path; staying on the relay");
+                }
+            }
+            PunchEvent::PathLost => {
+                // TODO: punch again with a new puncher and a start time agreed through the
+                // rendezvous server; for now the chat stays on the relay.
+                tracing::info!("the direct path was lost");
+                self.punch_over = true;
+                self.path.direct_lost();
+            }
+            other => tracing::debug!(event = ?other, "punch event ignored"),
+        }
+    }
+
+    /// A chat probe on a quiet direct path; a keepalive on the relay while direct.
+    async fn send_probes(&mut self, now: Instant) {
+        if !self.chat.is_established() {
+            return;
+        }
+        if let Some((socket, remote)) = self.path.probe_due(now)
+            && let Ok(probe) = self.chat.probe_packet(now)
+            && let Err(e) = self.endpoint.send(socket, remote, &probe, None).await
+        {
+            tracing::debug!(error = %e, %remote, "probe send failed");
+        }
+        let direct = matches!(self.path.route(), Route::Direct { .. });
+        match (&self.relay, direct) {
+            (Some(relay), true) if self.path.relay_alive() => {
+                let due = *self
+                    .next_relay_keepalive
+                    .get_or_insert(now + RELAY_KEEPALIVE);
+                if now >= due
+                    && let Ok(probe) = self.chat.probe_packet(now)
+                {
+                    relay.send(probe);
+                    self.next_relay_keepalive = Some(now + RELAY_KEEPALIVE);
+                }
+            }
+            _ => self.next_relay_keepalive = None,
+        }
+    }
+
+    /// Hands typed lines to the session while its send buffer takes them.
+    fn push_pending(&mut self, now: Instant) -> Result<(), ChatRunError> {
+        while let Some(line) = self.pending.front() {
+            match self.chat.send_text(now, line) {
+                Ok(id) => {
+                    tracing::trace!(%id, "queued");
+                    self.pending.pop_front();
+                }
+                Err(ChatError::SendBufferFull) => break,
+                Err(e @ ChatError::MessageTooLarge { .. }) => {
+                    self.out.note(&format!("not sent: {e}"));
+                    self.pending.pop_front();
+                }
+                Err(ChatError::Failed) => return Err(ChatRunError::Handshake),
+                Err(e) => return Err(ChatRunError::Setup(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_chat(&mut self, packet: Vec<u8>) {
+        match self.path.route() {
+            Route::Direct { socket, remote } => {
+                if let Err(e) = self.endpoint.send(socket, remote, &packet, None).await {
+                    tracing::debug!(error = %e, %remote, "chat send failed");
+                }
+            }
+            Route::Relay => {
+                if let Some(relay) = &self.relay {
+                    relay.send(packet);
+                }
+            }
+            Route::Drop => tracing::trace!("no path: chat packet dropped"),
+        }
+    }
+
+    fn on_chat_event(&mut self, event: ChatEvent) -> Result<(), ChatRunError> {
+        match event {
+            ChatEvent::Established => tracing::info!("end-to-end session established"),
+            ChatEvent::Message { bytes, .. } => {
+                let text = String::from_utf8_lossy(&bytes);
+                self.out.show(&Shown::Message {
+                    from: self.peer.as_str(),
+                    text: &text,
+                });
+            }
+            ChatEvent::Delivered(id) => tracing::trace!(%id, "delivered"),
+            ChatEvent::HandshakeTimedOut => return Err(ChatRunError::Handshake),
+            other => tracing::debug!(event = ?other, "chat event ignored"),
+        }
+        Ok(())
+    }
+
+    fn on_datagram(&mut self, now: Instant, d: Datagram) {
+        match classify(&d.data) {
+            PacketClass::Punch => {
+                if let Some(p) = &mut self.puncher {
+                    p.handle_packet(now, d.socket, d.from, &d.data);
+                }
+            }
+            PacketClass::Chat => {
+                // Chat packets from the peer keep the puncher's path alive too.
+                if let Some(p) = &mut self.puncher {
+                    p.handle_packet(now, d.socket, d.from, &d.data);
+                }
+                match self.chat.handle_packet(now, &d.data) {
+                    Ok(()) => self.path.direct_rx(now, d.socket, d.from),
+                    Err(e) => tracing::debug!(error = %e, from = %d.from, "chat packet dropped"),
+                }
+            }
+            PacketClass::Stun => tracing::debug!(from = %d.from, "late STUN datagram ignored"),
+            PacketClass::Other => tracing::debug!(from = %d.from, "unknown datagram dropped"),
+        }
+    }
+
+    fn on_relay(&mut self, now: Instant, event: RelayEvent) {
+        match event {
+            RelayEvent::Joined { peer_present } => {
+                tracing::info!(peer_present, "joined the switchboard session");
+                if peer_present {
+                    self.path.relay_up();
+                }
+            }
+            RelayEvent::PeerJoined => self.path.relay_up(),
+            RelayEvent::Data(packet) => {
+                if let Err(e) = self.chat.handle_packet(now, &packet) {
+                    tracing::debug!(error = %e, "relayed chat packet dropped");
+                }
+            }
+            RelayEvent::PeerLeft => {
+                tracing::info!("the peer left the switchboard session");
+                self.relay_peer_left = true;
+                self.path.relay_down();
+            }
+            RelayEvent::Closed(reason) => {
+                tracing::info!(%reason, "relay closed");
+                let ending = self.peer_gone || (self.eof && self.unacked() == 0);
+                if !ending && !self.out.is_json() {
+                    self.out.note(&format!("relay closed: {reason}"));
+                }
+                self.path.relay_down();
+            }
+        }
+    }
+
+    fn on_rendezvous(&mut self, now: Instant, event: Option<Event>) {
+        let Some(event) = event else {
+            tracing::warn!(
+                reason = ?self.client.close_reason(),
+                "the rendezvous connection closed; the chat goes on"
+            );
+            self.rendezvous_open = false;
+            return;
+        };
+        match event {
+            Event::PeerPrimed { sid } if sid == self.sid => {
+                if let Some(p) = &mut self.puncher {
+                    p.handle_peer_primed(now);
+                }
+            }
+            Event::Presence { name, presence, .. }
+                if name == self.peer && presence == Presence::Offline =>
+            {
+                self.peer_gone = true;
+            }
+            Event::Ring { sid, from } => {
+                tracing::info!(%from, "declining an invitation while chatting");
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    let _ = client.decline(sid).await;
+                });
+            }
+            Event::LoggedOut(reason) => {
+                tracing::warn!(%reason, "logged out by the server; the chat goes on");
+            }
+            other => tracing::debug!(event = ?other, "rendezvous push ignored"),
+        }
+    }
+
+    fn unacked(&self) -> usize {
+        self.pending.len() + self.chat.unacked_count()
+    }
+
+    /// Whether the chat is over (`Ok(true)`), or why it failed.
+    fn finished(&mut self, now: Instant) -> Result<bool, ChatRunError> {
+        if self.chat.is_failed() {
+            return Err(ChatRunError::Handshake);
+        }
+        let unacked = self.unacked();
+        let punching = self.puncher.is_some() && !self.punch_over;
+        let no_path = self.path.route() == Route::Drop && !punching;
+        if self.peer_gone || (no_path && self.relay_peer_left) {
+            self.out.show(&Shown::PeerLeft {
+                peer: self.peer.as_str(),
+            });
+            if unacked == 0 {
+                return Ok(true);
+            }
+            return Err(ChatRunError::PeerLeft {
+                peer: self.peer.clone(),
+                count: unacked,
+            });
+        }
+        if no_path {
+            let why = if self.relay.is_some() {
+                "the relay closed and there is no direct path"
+            } else {
+                "no switchboard and no direct path"
+            };
+            return Err(ChatRunError::NoPath(why.into()));
+        }
+        if !self.eof {
+            return Ok(false);
+        }
+        if unacked == 0 {
+            if !self.chat.is_established() {
+                return Ok(true);
+            }
+            let linger = *self.linger_until.get_or_insert(now + LINGER);
+            return Ok(now >= linger);
+        }
+        if self.chat.is_established() {
+            let drain = *self.drain_deadline.get_or_insert(now + DRAIN_TIMEOUT);
+            if now >= drain {
+                return Err(ChatRunError::Undelivered(unacked));
+            }
+        }
+        Ok(false)
+    }
+
+    fn next_deadline(&self, now: Instant) -> Instant {
+        [
+            self.puncher.as_ref().and_then(Puncher::poll_timeout),
+            self.chat.poll_timeout(),
+            self.path.poll_timeout(),
+            self.linger_until,
+            self.drain_deadline,
+            self.next_relay_keepalive,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + MAX_SLEEP)
+        .clamp(now + Duration::from_millis(1), now + MAX_SLEEP)
+    }
+}
+
+/// The relay's next event, or never when there is no relay.
+async fn relay_event(relay: &mut Option<Relay>) -> RelayEvent {
+    match relay {
+        Some(relay) => relay.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The puncher for this introduction, starting at `start`; `None` (relay only) if the peer
+/// sent nothing to probe.
+fn start_puncher(setup: &Setup, start: Instant) -> Option<Puncher> {
+    let intro = &setup.intro;
+    let candidates: Vec<punch::Candidate> = intro
+        .offer
+        .candidates
+        .iter()
+        .map(|c| match c.kind {
+            CandidateKind::Host => punch::Candidate::host(c.addr),
+            CandidateKind::Srflx => punch::Candidate::srflx(c.addr),
+        })
+        .collect();
+    let local = match setup.local_nat {
+        Some((NatType::UnsupportedServer, _)) | None => NatInfo::default(),
+        Some((nat_type, alloc)) => NatInfo::new(nat_type, alloc),
+    };
+    let peer = PeerInfo {
+        candidates,
+        nat: peer_nat(intro.offer.nat, intro.offer.alloc),
+    };
+    let role = match intro.role {
+        Role::Initiator => punch::Role::Initiator,
+        Role::Responder => punch::Role::Responder,
+    };
+    let config = PunchConfig::new(intro.sid.0, role, local, peer);
+    match Puncher::new(config, start, OsRng.next_u64()) {
+        Ok(p) => {
+            tracing::info!(strategy = ?p.strategy(), "punching");
+            Some(p)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot punch; relay only");
+            None
+        }
+    }
+}
+
+/// The peer's `nat=` and `alloc=` as the puncher wants them.
+fn peer_nat(nat: Option<NatKind>, alloc: Option<Allocation>) -> NatInfo {
+    let nat_type = nat.and_then(|kind| match kind {
+        NatKind::Open => Some(NatType::OpenInternet),
+        NatKind::FullCone => Some(NatType::FullCone),
+        NatKind::Restricted => Some(NatType::RestrictedCone),
+        NatKind::PortRestricted => Some(NatType::PortRestrictedCone),
+        NatKind::Symmetric => Some(NatType::Symmetric),
+        NatKind::SymmetricFirewall => Some(NatType::SymmetricUdpFirewall),
+        NatKind::UdpBlocked => Some(NatType::UdpBlocked),
+        NatKind::Unknown => None,
+    });
+    let port_allocation = alloc.map(|a| match a {
+        Allocation::Preserving => PortAllocation::Preserving,
+        // The offer carries no step; the punch docs say to assume 1.
+        Allocation::Sequential => PortAllocation::Sequential { step: 1 },
+        Allocation::Random => PortAllocation::Random,
+    });
+    NatInfo {
+        nat_type,
+        port_allocation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_peers_nat_words_map_to_the_classifier_types() {
+        assert_eq!(peer_nat(None, None), NatInfo::default());
+        let info = peer_nat(Some(NatKind::Symmetric), Some(Allocation::Sequential));
+        assert!(info.is_symmetric());
+        assert_eq!(
+            info.port_allocation,
+            Some(PortAllocation::Sequential { step: 1 })
+        );
+        assert!(peer_nat(Some(NatKind::PortRestricted), None).filters_by_port());
+        assert_eq!(peer_nat(Some(NatKind::Unknown), None).nat_type, None);
+        assert!(peer_nat(Some(NatKind::Open), None).is_open());
+    }
+}

@@ -1,0 +1,416 @@
+//! `p2p-client chat`: an end-to-end encrypted chat with a contact, over a hole-punched UDP path
+//! when one can be made and through the switchboard relay otherwise.
+//!
+//! This module is the driver around three sans-IO cores of `shared`:
+//! [`shared::punch::Puncher`] (hole punching), [`shared::chat::ChatSession`] (Noise KK,
+//! reliable ordered messages, indifferent to the path) and the switchboard framing
+//! ([`shared::switchboard::wire`]). The steps, in [`run`]:
+//!
+//! 1. Log in to the rendezvous server; its `CFG` says where STUN and the switchboard are.
+//! 2. Bind one UDP *endpoint* socket ([`endpoint`]), learn its server-reflexive address with a
+//!    STUN Binding from that same socket, optionally classify the NAT (`--classify`), make a
+//!    fresh Noise static key pair, and build the offer: key, host candidates, srflx candidate.
+//! 3. Invite the peer and answer its ring ([`intro`]); both sides do this and the server pairs
+//!    them. Wait for the introduction (`ITR`), at most `--wait` seconds.
+//! 4. Then, at once and in parallel ([`driver`]): connect to the switchboard with the ticket
+//!    ([`relay`]) so that the chat can start within a moment even if punching fails; start the
+//!    puncher at the shared start time on the endpoint socket; and start the chat session,
+//!    whose packets take the path [`path`] chooses: relayed until the puncher reports a direct
+//!    path, direct after that, and relayed again if the direct path goes quiet or is lost.
+//!    Every path change is announced ([`output`]).
+//! 5. Lines on stdin are sent as messages (empty lines are skipped); received messages are
+//!    printed. At the end of stdin the driver waits (at most [`DRAIN_TIMEOUT`]) until the peer
+//!    has acknowledged every message, lingers a moment to acknowledge the peer's last ones,
+//!    then logs out. The chat also ends when the peer goes offline (an error if it left
+//!    messages of ours unacknowledged), and on Ctrl-C (at once).
+//!
+//! Datagrams on the endpoint socket are told apart by their first byte
+//! ([`endpoint::classify`]): STUN (0x00-0x03), hole punching (0xC4, 0xC5), chat (0xC0-0xC3).
+//!
+//! Not done yet: after the direct path is lost for good the chat stays on the relay; punching
+//! again would need a fresh start time agreed through the rendezvous server (TODO).
+
+pub mod driver;
+pub mod endpoint;
+pub mod intro;
+pub mod output;
+pub mod path;
+pub mod relay;
+
+use std::io::{BufRead, IsTerminal};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use rand::rngs::OsRng;
+use shared::chat::StaticKeypair;
+use shared::nat_classifier::Report;
+use shared::rendezvous::{Presence, UserName};
+use tokio::sync::mpsc;
+
+use crate::classify::{ClassifyOptions, classify};
+use crate::rendezvous::{
+    Allocation, Candidate, CandidateKind, CloseReason, MAX_CANDIDATES, NatKind, Offer,
+    RendezvousClient, RendezvousError,
+};
+
+use endpoint::Endpoint;
+use intro::{Introduced, Typed};
+use output::Output;
+
+/// How long the end of input waits for the peer to acknowledge every message.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the STUN Binding may take before we go on without a srflx candidate.
+const STUN_BUDGET: Duration = Duration::from_secs(2);
+
+/// The options of `p2p-client chat` beyond the account (server, user, password).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ChatArgs {
+    /// The contact to chat with. Without it, and with stdin a terminal, the contacts are shown
+    /// and you type a name.
+    #[arg(long, value_name = "NAME")]
+    pub peer: Option<String>,
+    /// How long to wait for the peer to come online and join, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub wait: u64,
+    /// Local address of the UDP endpoint socket: IP or IP:PORT [default: every address, any
+    /// port].
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_bind)]
+    pub bind: Option<SocketAddr>,
+    /// Classify the NAT first (a few seconds; needs a STUN server with two addresses) and
+    /// send the result with the offer, which helps punching through symmetric NATs.
+    #[arg(long)]
+    pub classify: bool,
+    /// Print one JSON object per line on stdout: {"event":"path","path":"direct"|"relayed",
+    /// "remote"}, {"event":"message","from","text"}, {"event":"connected","peer","sid","role"},
+    /// {"event":"peer_left","peer"}, {"event":"error","message"}. Logs go to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// For testing: do not punch; the chat uses the switchboard relay only.
+    #[arg(long, hide = true)]
+    pub no_direct: bool,
+}
+
+fn parse_bind(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 0))
+        .map_err(|_| format!("{text:?} is not an IP address or IP:PORT"))
+}
+
+/// Why a chat ended badly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChatRunError {
+    /// A rendezvous request failed.
+    #[error(transparent)]
+    Client(#[from] RendezvousError),
+    /// The rendezvous connection ended or said something unusable.
+    #[error("rendezvous: {0}")]
+    Rendezvous(String),
+    /// The peer never showed up and answered.
+    #[error("{0} did not come online and join the chat in time (see --wait)")]
+    PeerAbsent(UserName),
+    /// The peer declined our invitation.
+    #[error("{0} declined the chat")]
+    Declined(UserName),
+    /// A bad argument.
+    #[error("{0}")]
+    Usage(String),
+    /// A local socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The system error.
+        source: std::io::Error,
+    },
+    /// Neither a direct path nor the relay can carry the chat.
+    #[error("no path to the peer: {0}")]
+    NoPath(String),
+    /// The end-to-end handshake did not complete.
+    #[error("the end-to-end handshake with the peer did not complete")]
+    Handshake,
+    /// Messages were not acknowledged in time.
+    #[error("{0} message(s) not acknowledged by the peer")]
+    Undelivered(usize),
+    /// The peer left with messages of ours unacknowledged.
+    #[error("{peer} left with {count} message(s) unacknowledged")]
+    PeerLeft {
+        /// Who.
+        peer: UserName,
+        /// How many of our messages it did not acknowledge.
+        count: usize,
+    },
+    /// The chat cryptography could not be set up.
+    #[error("cannot set up the chat: {0}")]
+    Setup(String),
+}
+
+impl ChatRunError {
+    fn closed(client: &RendezvousClient) -> ChatRunError {
+        ChatRunError::Rendezvous(
+            client
+                .close_reason()
+                .unwrap_or(CloseReason::ClosedByServer)
+                .to_string(),
+        )
+    }
+}
+
+/// One line of input, or its end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A line, without its line ending.
+    Line(String),
+    /// End of input.
+    Eof,
+}
+
+/// Reads stdin on a plain thread (it blocks in read(2), and a detached thread does not keep
+/// the process alive after `main` returns), line by line.
+pub fn stdin_lines() -> mpsc::UnboundedReceiver<Input> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let Ok(line) = line else { break };
+            let line = line.strip_suffix('\r').unwrap_or(&line).to_owned();
+            if tx.send(Input::Line(line)).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Input::Eof);
+    });
+    rx
+}
+
+/// Runs `chat` against the rendezvous server at `server` as `user`: see the
+/// [module docs](self). Logs out before returning. An error is also printed as a JSON `error`
+/// event in `--json` mode (the caller prints it for people).
+pub async fn run(
+    server: SocketAddr,
+    user: UserName,
+    password: &[u8],
+    args: ChatArgs,
+) -> Result<(), ChatRunError> {
+    let out = Output::new(args.json);
+    let result = run_inner(server, &user, password, &args, &out).await;
+    if let Err(e) = &result
+        && out.is_json()
+    {
+        out.show(&output::Shown::Error {
+            message: &e.to_string(),
+        });
+    }
+    result
+}
+
+async fn run_inner(
+    server: SocketAddr,
+    user: &UserName,
+    password: &[u8],
+    args: &ChatArgs,
+    out: &Output,
+) -> Result<(), ChatRunError> {
+    let peer = args
+        .peer
+        .as_deref()
+        .map(UserName::parse)
+        .transpose()
+        .map_err(|e| ChatRunError::Usage(format!("--peer: {e}")))?;
+    if peer.is_none() && !std::io::stdin().is_terminal() {
+        return Err(ChatRunError::Usage(
+            "--peer NAME is required when stdin is not a terminal".into(),
+        ));
+    }
+    if peer.as_ref() == Some(user) {
+        return Err(ChatRunError::Usage("you cannot chat with yourself".into()));
+    }
+    let mut input = stdin_lines();
+    let client = Arc::new(RendezvousClient::connect(server).await?);
+    let info = client.login(user, password).await?;
+    tracing::info!(stun = ?info.stun, switchboard = ?info.switchboard, "logged in");
+    // A fresh login is not yet visible; the peer can only invite us once we are online.
+    client.set_status(Presence::Online).await?;
+    let result = tokio::select! {
+        result = chat(&client, server, &info, peer, args, out, &mut input) => result,
+        _ = tokio::signal::ctrl_c() => {
+            out.note("interrupted; leaving");
+            Ok(())
+        }
+    };
+    client.logout().await;
+    result
+}
+
+async fn chat(
+    client: &Arc<RendezvousClient>,
+    server: SocketAddr,
+    info: &crate::rendezvous::LoginInfo,
+    peer: Option<UserName>,
+    args: &ChatArgs,
+    out: &Output,
+    input: &mut mpsc::UnboundedReceiver<Input>,
+) -> Result<(), ChatRunError> {
+    let bind = args.bind.unwrap_or(match server {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    });
+    let mut endpoint = Endpoint::bind(bind)
+        .await
+        .map_err(|source| ChatRunError::Io {
+            what: format!("cannot bind the UDP endpoint socket on {bind}"),
+            source,
+        })?;
+    let srflx = match info.stun {
+        Some(stun) => match endpoint.stun_binding(stun, STUN_BUDGET).await {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                tracing::warn!(error = %e, "no server-reflexive address; host candidates only");
+                None
+            }
+        },
+        None => {
+            tracing::warn!("the server advertises no STUN service; host candidates only");
+            None
+        }
+    };
+    let report = if args.classify {
+        classify_nat(info.stun, bind.ip()).await
+    } else {
+        None
+    };
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    let keys =
+        StaticKeypair::from_random_bytes(secret).map_err(|e| ChatRunError::Setup(e.to_string()))?;
+    let include_loopback = server.ip().is_loopback();
+    let hosts = endpoint::host_candidates(endpoint.local_addr(), include_loopback);
+    let offer = build_offer(keys.public.0, &hosts, srflx, report.as_ref());
+    tracing::info!(local = %endpoint.local_addr(), offer = ?offer.to_params(), "offer ready");
+
+    let (peer, ring) = match peer {
+        Some(peer) => (peer, None),
+        None => match intro::pick_peer(client, out, input).await? {
+            Some(choice) => choice,
+            None => return Ok(()),
+        },
+    };
+    if !out.is_json() {
+        out.note(&format!("waiting for {peer} (at most {} s)", args.wait));
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.wait);
+    let mut typed = Typed::default();
+    let introduced =
+        intro::await_introduction(client, &peer, &offer, deadline, ring, input, &mut typed).await?;
+    let Introduced::Yes { intro, received } = introduced else {
+        tracing::info!("input ended before the chat started: nothing to send");
+        return Ok(());
+    };
+    let setup = driver::Setup {
+        client: client.clone(),
+        peer,
+        intro: *intro,
+        received,
+        keys,
+        local_nat: report.as_ref().map(|r| (r.nat_type, r.port_allocation)),
+        punch: !args.no_direct,
+        typed,
+    };
+    driver::Driver::new(setup, endpoint, *out)?.run(input).await
+}
+
+/// Classifies the NAT with the STUN service (on a blocking thread); `None` on any failure.
+async fn classify_nat(stun: Option<SocketAddr>, bind_ip: IpAddr) -> Option<Report> {
+    let Some(stun) = stun else {
+        tracing::warn!("--classify needs a STUN service, and the server advertises none");
+        return None;
+    };
+    let options = ClassifyOptions {
+        local_ip: (!bind_ip.is_unspecified()).then_some(bind_ip),
+        ..ClassifyOptions::default()
+    };
+    match tokio::task::spawn_blocking(move || classify(stun, options)).await {
+        Ok(Ok(report)) => {
+            tracing::info!(nat = ?report.nat_type, alloc = ?report.port_allocation, "classified");
+            Some(report)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot classify the NAT");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the classification panicked");
+            None
+        }
+    }
+}
+
+/// The offer: our key, the srflx candidate first, then host candidates (duplicates of the
+/// srflx address dropped), at most [`MAX_CANDIDATES`] in all; `nat=` and `alloc=` when
+/// classified.
+pub fn build_offer(
+    key: [u8; 32],
+    hosts: &[SocketAddr],
+    srflx: Option<SocketAddr>,
+    report: Option<&Report>,
+) -> Offer {
+    let mut offer = Offer::new(key);
+    if let Some(addr) = srflx {
+        offer.candidates.push(Candidate {
+            kind: CandidateKind::Srflx,
+            addr,
+        });
+    }
+    for &addr in hosts {
+        if offer.candidates.len() >= MAX_CANDIDATES {
+            break;
+        }
+        if Some(addr) != srflx {
+            offer.candidates.push(Candidate {
+                kind: CandidateKind::Host,
+                addr,
+            });
+        }
+    }
+    if let Some(report) = report {
+        offer.nat = Some(NatKind::from(report.nat_type));
+        offer.alloc = report.port_allocation.map(Allocation::from);
+    }
+    offer
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_offer_leads_with_srflx_and_drops_duplicates() {
+        let hosts: Vec<SocketAddr> = (1..=9)
+            .map(|i| format!("10.0.0.{i}:4000").parse().unwrap())
+            .collect();
+        let srflx: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let offer = build_offer([1; 32], &hosts, Some(srflx), None);
+        assert_eq!(offer.candidates.len(), MAX_CANDIDATES);
+        assert_eq!(offer.candidates[0].kind, CandidateKind::Srflx);
+        assert!(offer.candidates[1..].iter().all(|c| c.addr != srflx));
+        offer.check().unwrap();
+        assert_eq!(offer.nat, None);
+    }
+
+    #[test]
+    fn bind_takes_an_ip_or_an_address() {
+        assert_eq!(
+            parse_bind("10.1.2.3").unwrap(),
+            "10.1.2.3:0".parse().unwrap()
+        );
+        assert_eq!(parse_bind("[::1]:5").unwrap(), "[::1]:5".parse().unwrap());
+        assert!(parse_bind("host").is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! What `chat` prints: lines for people, or one JSON object per line with `--json`.
+//!
+//! In JSON mode stdout carries only the objects below; everything else (progress, warnings)
+//! goes to stderr through `tracing` or [`Output::note`].
+//!
+//! | `event` | other keys | when |
+//! |---|---|---|
+//! | `connected` | `peer`, `sid`, `role` | the server introduced us to the peer |
+//! | `path` | `path` (`direct` or `relayed`), `remote` (`ip:port`) | the path in use changed |
+//! | `message` | `from`, `text` | a message arrived (each exactly once, in order) |
+//! | `peer_left` | `peer` | the peer went offline |
+//! | `error` | `message` | the chat ends with an error (printed before the exit status 1) |
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use serde_json::json;
+
+/// The path chat packets take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PathKind {
+    /// A hole-punched UDP path straight to the peer.
+    Direct,
+    /// Through the switchboard relay over TCP.
+    Relayed,
+}
+
+impl PathKind {
+    /// The word in the output (`direct`, `relayed`).
+    pub fn word(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Relayed => "relayed",
+        }
+    }
+}
+
+/// Something to show the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shown<'a> {
+    /// The server introduced us.
+    Connected {
+        /// The peer's name.
+        peer: &'a str,
+        /// The session id (hex).
+        sid: &'a str,
+        /// Our Noise role (`initiator` or `responder`).
+        role: &'a str,
+    },
+    /// The path in use changed.
+    Path {
+        /// Which kind.
+        path: PathKind,
+        /// The peer's address on a direct path, or the switchboard's on a relayed one.
+        remote: SocketAddr,
+    },
+    /// A message from the peer.
+    Message {
+        /// Its sender.
+        from: &'a str,
+        /// Its text (invalid UTF-8 replaced).
+        text: &'a str,
+    },
+    /// The peer went offline.
+    PeerLeft {
+        /// Who.
+        peer: &'a str,
+    },
+    /// The chat failed.
+    Error {
+        /// Why.
+        message: &'a str,
+    },
+}
+
+impl Shown<'_> {
+    /// The JSON line (without the newline).
+    pub fn json_line(&self) -> String {
+        let value = match self {
+            Shown::Connected { peer, sid, role } => {
+                json!({"event": "connected", "peer": peer, "sid": sid, "role": role})
+            }
+            Shown::Path { path, remote } => {
+                json!({"event": "path", "path": path.word(), "remote": remote.to_string()})
+            }
+            Shown::Message { from, text } => {
+                json!({"event": "message", "from": from, "text": text})
+            }
+            Shown::PeerLeft { peer } => json!({"event": "peer_left", "peer": peer}),
+            Shown::Error { message } => json!({"event": "error", "message": message}),
+        };
+        value.to_string()
+    }
+
+    /// The line for people (without the newline), and whether it belongs on stdout (messages)
+    /// rather than stderr (status).
+    pub fn human_line(&self) -> (String, bool) {
+        match self {
+            Shown::Connected { peer, .. } => (
+                format!("-- connected to {peer}; type a line and Enter to send, Ctrl-D to end"),
+                false,
+            ),
+            Shown::Path {
+                path: PathKind::Direct,
+                remote,
+            } => (format!("-- path: direct to {remote}"), false),
+            Shown::Path {
+                path: PathKind::Relayed,
+                remote,
+            } => (
+                format!("-- path: relayed via the switchboard {remote}"),
+                false,
+            ),
+            Shown::Message { from, text } => (format!("<{from}> {text}"), true),
+            Shown::PeerLeft { peer } => (format!("-- {peer} went offline"), false),
+            Shown::Error { message } => (format!("-- error: {message}"), false),
+        }
+    }
+}
+
+/// Prints [`Shown`] items in the chosen mode.
+#[derive(Clone, Copy, Debug)]
+pub struct Output {
+    json: bool,
+}
+
+impl Output {
+    /// JSON lines on stdout (`json`), or text for people.
+    pub fn new(json: bool) -> Output {
+        Output { json }
+    }
+
+    /// Whether stdout carries JSON.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// Shows one item. Write errors (a closed pipe) are ignored: the chat goes on.
+    pub fn show(&self, item: &Shown<'_>) {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", item.json_line());
+            let _ = out.flush();
+            return;
+        }
+        let (line, to_stdout) = item.human_line();
+        if to_stdout {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// A status note for people; on stderr in both modes (never on stdout in JSON mode).
+    pub fn note(&self, text: &str) {
+        eprintln!("-- {text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn parse(line: &str) -> serde_json::Value {
+        assert!(!line.contains('\n'), "one object per line: {line:?}");
+        serde_json::from_str(line).unwrap()
+    }
+
+    #[test]
+    fn path_events_name_the_path_and_the_remote() {
+        let remote: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
+        for (path, word) in [(PathKind::Direct, "direct"), (PathKind::Relayed, "relayed")] {
+            let v = parse(&Shown::Path { path, remote }.json_line());
+            assert_eq!(
+                v,
+                json!({"event": "path", "path": word, "remote": "[2001:db8::1]:4000"})
+            );
+        }
+    }
+
+    #[test]
+    fn messages_are_escaped_into_one_line() {
+        let text = "quote \" backslash \\ tab \t newline-free \u{7f} é 🙂";
+        let v = parse(&Shown::Message { from: "bob", text }.json_line());
+        assert_eq!(v, json!({"event": "message", "from": "bob", "text": text}));
+        let (line, to_stdout) = Shown::Message { from: "bob", text }.human_line();
+        assert_eq!(line, format!("<bob> {text}"));
+        assert!(to_stdout);
+    }
+
+    #[test]
+    fn other_events_have_their_documented_keys() {
+        let v = parse(
+            &Shown::Connected {
+                peer: "bob",
+                sid: "00ff",
+                role: "initiator",
+            }
+            .json_line(),
+        );
+        assert_eq!(
+            v,
+            json!({"event": "connected", "peer": "bob", "sid": "00ff", "role": "initiator"})
+        );
+        let v = parse(&Shown::PeerLeft { peer: "bob" }.json_line());
+        assert_eq!(v, json!({"event": "peer_left", "peer": "bob"}));
+        let v = parse(&Shown::Error { message: "no path" }.json_line());
+        assert_eq!(v, json!({"event": "error", "message": "no path"}));
+    }
+
+    #[test]
+    fn status_lines_go_to_stderr_for_people() {
+        let remote: SocketAddr = "127.0.0.1:1865".parse().unwrap();
+        let (line, to_stdout) = Shown::Path {
+            path: PathKind::Relayed,
+            remote,
+        }
+        .human_line();
+        assert!(line.contains("relayed") && line.contains("127.0.0.1:1865"));
+        assert!(!to_stdout);
+    }
+}

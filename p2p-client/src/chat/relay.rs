@@ -1,0 +1,284 @@
+//! The client side of the switchboard relay: a TCP connection that joins the introduction's
+//! session with our one-time ticket, then carries chat packets as `DATA` frames.
+//!
+//! The framing is [`shared::switchboard::wire`] (a 2-byte length, a type byte, the body);
+//! [`SbClientCodec`] wraps it for `tokio_util`. A client sends `JOIN` first and `DATA` after;
+//! it receives `JOINED`, `PEER_JOINED`, `DATA`, `PEER_LEFT` and `ERROR`. `DATA` sent before the
+//! other peer has joined is buffered by the switchboard (up to 64 KiB), so [`Relay::send`]
+//! may be used from the moment the relay is started: packets wait in a local queue until the
+//! connection is up and `JOIN` has gone out.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use shared::rendezvous::SessionId;
+use shared::switchboard::wire::{self, EncodeError, WireError};
+use shared::switchboard::{ErrorCode, Frame, MAX_DATA, VERSION};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::{Decoder, Encoder, Framed};
+
+/// Packets queued for the relay before [`Relay::send`] drops them (the chat retransmits).
+const SEND_QUEUE: usize = 512;
+/// How long the TCP connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a switchboard stream could not be framed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SbClientError {
+    /// The bytes are not switchboard frames.
+    #[error("bad switchboard frame: {0}")]
+    Wire(#[from] WireError),
+    /// A frame could not be encoded.
+    #[error("cannot encode a switchboard frame: {0}")]
+    Encode(#[from] EncodeError),
+    /// The connection failed.
+    #[error("switchboard connection: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The client's `tokio_util` codec over [`shared::switchboard::wire`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SbClientCodec;
+
+impl Decoder for SbClientCodec {
+    type Item = Frame;
+    type Error = SbClientError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, SbClientError> {
+        Ok(wire::decode(src, MAX_DATA)?)
+    }
+}
+
+impl Encoder<Frame> for SbClientCodec {
+    type Error = SbClientError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), SbClientError> {
+        Ok(wire::encode(&frame, dst)?)
+    }
+}
+
+/// What the relay connection reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// We are in the session; `peer_present` says whether the peer already is.
+    Joined {
+        /// Whether the other peer had joined before us.
+        peer_present: bool,
+    },
+    /// The peer joined after us: `DATA` flows both ways.
+    PeerJoined,
+    /// A chat packet from the peer.
+    Data(Bytes),
+    /// The peer left the session (`PEER_LEFT`); the switchboard closes. Final.
+    PeerLeft,
+    /// The connection is over (an `ERROR`, or a network failure). Final.
+    Closed(String),
+}
+
+/// A running relay connection; dropping it closes the connection.
+#[derive(Debug)]
+pub struct Relay {
+    addr: SocketAddr,
+    out: mpsc::Sender<Bytes>,
+    events: mpsc::UnboundedReceiver<RelayEvent>,
+    task: JoinHandle<()>,
+    closed: bool,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Relay {
+    /// Connects to the switchboard at `addr` in the background and joins `session` with
+    /// `ticket`.
+    pub fn start(addr: SocketAddr, session: SessionId, ticket: [u8; 16]) -> Relay {
+        let (out, out_rx) = mpsc::channel(SEND_QUEUE);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let last = match run(addr, session, ticket, out_rx, &events_tx).await {
+                Ok(()) => RelayEvent::Closed("closed".to_owned()),
+                Err(None) => RelayEvent::PeerLeft,
+                Err(Some(reason)) => RelayEvent::Closed(reason),
+            };
+            let _ = events_tx.send(last);
+        });
+        Relay {
+            addr,
+            out,
+            events,
+            task,
+            closed: false,
+        }
+    }
+
+    /// The switchboard's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queues a chat packet; drops it if the queue is full or the connection is gone (the
+    /// chat session retransmits what matters).
+    pub fn send(&self, packet: Vec<u8>) {
+        if self.out.try_send(Bytes::from(packet)).is_err() {
+            tracing::debug!("relay queue full or closed: packet dropped");
+        }
+    }
+
+    /// The next event; pends forever after [`RelayEvent::Closed`]. Cancel-safe.
+    pub async fn next_event(&mut self) -> RelayEvent {
+        if !self.closed
+            && let Some(event) = self.events.recv().await
+        {
+            if matches!(event, RelayEvent::Closed(_) | RelayEvent::PeerLeft) {
+                self.closed = true;
+            }
+            return event;
+        }
+        self.closed = true;
+        std::future::pending().await
+    }
+}
+
+/// The connection's life; `Err(None)` when the peer left, `Err(Some(reason))` when the
+/// connection failed.
+async fn run(
+    addr: SocketAddr,
+    session: SessionId,
+    ticket: [u8; 16],
+    mut out: mpsc::Receiver<Bytes>,
+    events: &mpsc::UnboundedSender<RelayEvent>,
+) -> Result<(), Option<String>> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("cannot connect to the switchboard {addr}: timed out"))?
+        .map_err(|e| format!("cannot connect to the switchboard {addr}: {e}"))?;
+    let fail = |e: SbClientError| Some(e.to_string());
+    // Chat packets are small and interactive.
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, SbClientCodec);
+    let join = Frame::Join {
+        version: VERSION,
+        session,
+        ticket,
+    };
+    framed.send(join).await.map_err(fail)?;
+    loop {
+        tokio::select! {
+            frame = framed.next() => {
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => return Err(fail(e)),
+                    None => return Err(Some("the switchboard closed the connection".into())),
+                };
+                let event = match frame {
+                    Frame::Joined { peer_present } => RelayEvent::Joined { peer_present },
+                    Frame::PeerJoined => RelayEvent::PeerJoined,
+                    Frame::Data(data) => RelayEvent::Data(data),
+                    Frame::PeerLeft => return Err(None),
+                    Frame::Error { code, text } => return Err(Some(describe_error(code, &text))),
+                    Frame::Join { .. } => return Err(Some("the switchboard sent a JOIN".into())),
+                };
+                if events.send(event).is_err() {
+                    return Ok(());
+                }
+            }
+            packet = out.recv() => {
+                let Some(packet) = packet else { return Ok(()) };
+                // Send what else is queued in the same write.
+                framed.feed(Frame::Data(packet)).await.map_err(fail)?;
+                while let Ok(packet) = out.try_recv() {
+                    framed.feed(Frame::Data(packet)).await.map_err(fail)?;
+                }
+                framed.flush().await.map_err(fail)?;
+            }
+        }
+    }
+}
+
+/// A switchboard `ERROR` for people.
+pub fn describe_error(code: ErrorCode, text: &str) -> String {
+    let meaning = match code {
+        ErrorCode::TICKET_REFUSED => "ticket refused",
+        ErrorCode::JOIN_TIMEOUT => "join timeout",
+        ErrorCode::IDLE => "session idle",
+        ErrorCode::PEER_TIMEOUT => "the peer did not join in time",
+        ErrorCode::BYTE_CAP => "session byte cap reached",
+        ErrorCode::SHUTDOWN => "switchboard shutting down",
+        _ => "error",
+    };
+    format!("switchboard {meaning} ({code}): {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_codec_frames_what_the_switchboard_sends() {
+        let mut buf = BytesMut::new();
+        let frames = [
+            Frame::Joined {
+                peer_present: false,
+            },
+            Frame::PeerJoined,
+            Frame::Data(Bytes::from_static(b"\xC1packet")),
+            Frame::error(ErrorCode::IDLE, "idle"),
+        ];
+        for frame in &frames {
+            wire::encode(frame, &mut buf).unwrap();
+        }
+        // Byte by byte: a frame comes out only when it is whole.
+        let mut codec = SbClientCodec;
+        let mut fed = BytesMut::new();
+        let mut got = Vec::new();
+        for byte in buf {
+            fed.extend_from_slice(&[byte]);
+            while let Some(frame) = codec.decode(&mut fed).unwrap() {
+                got.push(frame);
+            }
+        }
+        assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn join_goes_out_as_the_protocol_says() {
+        let mut out = BytesMut::new();
+        let join = Frame::Join {
+            version: VERSION,
+            session: SessionId([2; 16]),
+            ticket: [1; 16],
+        };
+        SbClientCodec.encode(join, &mut out).unwrap();
+        assert_eq!(&out[..4], &[0, 34, 0x01, VERSION]);
+        assert_eq!(&out[4..20], &[2; 16]);
+        assert_eq!(&out[20..], &[1; 16]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut codec = SbClientCodec;
+        let mut buf = BytesMut::from(&[0u8, 1, 0x7f][..]);
+        assert!(codec.decode(&mut buf).is_err());
+        let mut buf = BytesMut::from(&[0u8, 0][..]);
+        assert!(codec.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn errors_read_well() {
+        let text = describe_error(ErrorCode::TICKET_REFUSED, "no");
+        assert!(
+            text.contains("ticket refused") && text.contains("401"),
+            "{text}"
+        );
+    }
+}
