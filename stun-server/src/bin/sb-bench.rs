@@ -7,6 +7,16 @@
 //! own counter, after the warmup), round-trip latency percentiles, and the CPU time the
 //! switchboard thread used (so the result can be set against another relay pinned to one
 //! core). The clients run on their own runtime (`--client-threads`).
+//!
+//! For a one-core comparison (bench/relay-throughput.sh), `--sb-cpu` pins the switchboard
+//! thread to one CPU and `--client-cpu` pins every other thread of the process (the clients'
+//! runtime, the main thread) to another, so the relay and its load never share a core.
+//! `--json` prints one machine-readable line instead of the text report.
+//!
+//! The switchboard runs in this process rather than as a `stun-server` child because it only
+//! accepts sessions whose tickets the rendezvous granted it in an introduction; in-process the
+//! bench grants them directly. The relay is the same code the server runs, on its own thread
+//! with its own current-thread runtime, exactly as `stun-server` starts it.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,7 +41,7 @@ const MAX_SAMPLES: usize = 20_000_000;
 /// How long the end of a run waits for frames still in flight.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Switchboard relay benchmark over loopback (in-process switchboard).
+/// Switchboard relay benchmark over loopback (in-process switchboard, its own thread).
 #[derive(Parser, Debug)]
 #[command(name = "sb-bench", version)]
 struct Args {
@@ -59,6 +69,15 @@ struct Args {
     /// Per-direction rate limit in bytes/s for each session (0: unlimited, the default here).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Pin the switchboard thread to this CPU (Linux).
+    #[arg(long, value_name = "CPU")]
+    sb_cpu: Option<usize>,
+    /// Pin the clients (every thread but the switchboard's) to this CPU (Linux).
+    #[arg(long, value_name = "CPU")]
+    client_cpu: Option<usize>,
+    /// Print one JSON object on one line instead of the text report.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +110,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         byte_cap: u64::MAX,
         ..SwitchboardConfig::default()
     };
+    if let Some(cpu) = args.client_cpu {
+        // Threads inherit the creating thread's affinity: the switchboard thread (re-pinned
+        // below) and the clients' runtime threads all start on this CPU.
+        pin_thread(0, cpu).context("--client-cpu")?;
+    }
     let sb = SwitchboardHandle::start(SwitchboardOptions {
         listen: "127.0.0.1:0".parse()?,
         config,
@@ -98,14 +122,87 @@ fn run(args: Args) -> anyhow::Result<()> {
         ..SwitchboardOptions::default()
     })
     .context("starting the switchboard")?;
+    if let Some(cpu) = args.sb_cpu {
+        let tid = sb_thread_id().context("the switchboard thread did not show up in /proc")?;
+        pin_thread(tid, cpu).context("--sb-cpu")?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads)
         .enable_all()
         .build()?;
     let report = runtime.block_on(bench(&sb, &args))?;
     let stats = sb.shutdown();
-    report.print(&args, stats.core.relayed_frames);
+    if args.json {
+        report.print_json(&args, stats.core.relayed_frames);
+    } else {
+        report.print(&args, stats.core.relayed_frames);
+    }
     Ok(())
+}
+
+/// Pins thread `tid` (0: the calling thread) to `cpu` and checks that it took.
+fn pin_thread(tid: libc::pid_t, cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        bail!("CPU {cpu} is out of range");
+    }
+    // SAFETY: `cpu` is within the set (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context(format!("pinning to CPU {cpu}"));
+    }
+    // SAFETY: as above.
+    let mut got: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `got` is a valid, writable cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_getaffinity(tid, std::mem::size_of_val(&got), &mut got) };
+    // SAFETY: `cpu` is within the set; `got` was filled in by the kernel.
+    let only = unsafe { libc::CPU_ISSET(cpu, &got) && libc::CPU_COUNT(&got) == 1 };
+    if rc != 0 || !only {
+        bail!("pinning to CPU {cpu} did not take");
+    }
+    Ok(())
+}
+
+/// The switchboard thread's id: the task of this process named "switchboard". The new thread
+/// names itself, so this waits (up to 2 s) for the name to appear.
+fn sb_thread_id() -> Option<libc::pid_t> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Some(tid) = sb_task().and_then(|task| task.file_name().to_str()?.parse().ok()) {
+            return Some(tid);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The /proc/self/task entry of the switchboard thread.
+fn sb_task() -> Option<std::fs::DirEntry> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim() == "switchboard")
+        })
+}
+
+/// utime + stime of a /proc `stat` file, as a duration.
+fn stat_cpu(path: &std::path::Path) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
 }
 
 /// What the pairs measured.
@@ -115,6 +212,8 @@ struct Report {
     round_trips: u64,
     samples: Vec<u32>,
     sb_cpu: Option<Duration>,
+    /// CPU time of every other thread of the process (the clients).
+    client_cpu: Option<Duration>,
 }
 
 impl Report {
@@ -158,26 +257,58 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The same numbers as [`Report::print`], as one JSON line (shares of one core as
+    /// fractions; `null` where /proc could not be read).
+    fn print_json(mut self, args: &Args, relayed_total: u64) {
+        let secs = self.measured.as_secs_f64();
+        let share = |d: Option<Duration>| {
+            d.map_or_else(
+                || "null".to_owned(),
+                |d| format!("{:.3}", d.as_secs_f64() / secs),
+            )
+        };
+        let us_per_frame = self.sb_cpu.map_or_else(
+            || "null".to_owned(),
+            |d| format!("{:.3}", d.as_secs_f64() * 1e6 / self.relayed.max(1) as f64),
+        );
+        self.samples.sort_unstable();
+        let pct = |q: f64| {
+            let i = ((self.samples.len() as f64 - 1.0) * q).round() as usize;
+            self.samples
+                .get(i)
+                .map_or(0.0, |ns| f64::from(*ns) / 1000.0)
+        };
+        println!(
+            "{{\"pairs\":{},\"window\":{},\"size\":{},\"secs\":{:.3},\"relayed\":{},\
+             \"frames_per_s\":{:.0},\"round_trips_per_s\":{:.0},\"sb_cpu\":{},\
+             \"sb_us_per_frame\":{},\"client_cpu\":{},\"rtt_p50_us\":{:.0},\
+             \"rtt_p99_us\":{:.0},\"relayed_total\":{}}}",
+            args.pairs,
+            args.window,
+            args.size,
+            secs,
+            self.relayed,
+            self.relayed as f64 / secs,
+            self.round_trips as f64 / secs,
+            share(self.sb_cpu),
+            us_per_frame,
+            share(self.client_cpu),
+            pct(0.5),
+            pct(0.99),
+            relayed_total,
+        );
+    }
+}
+
 /// The switchboard thread's CPU time so far, from /proc (Linux only).
 fn sb_thread_cpu() -> Option<Duration> {
-    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-        if comm.trim() != "switchboard" {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-        // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
-        return Some(Duration::from_nanos(ticks * 1_000_000_000 / hz));
-    }
-    None
+    stat_cpu(&sb_task()?.path().join("stat"))
+}
+
+/// This whole process's CPU time so far (all threads, the switchboard's included).
+fn process_cpu() -> Option<Duration> {
+    stat_cpu(std::path::Path::new("/proc/self/stat"))
 }
 
 async fn bench(sb: &SwitchboardHandle, args: &Args) -> anyhow::Result<Report> {
@@ -207,7 +338,11 @@ async fn bench(sb: &SwitchboardHandle, args: &Args) -> anyhow::Result<Report> {
     }
     let warmup = Duration::from_secs_f64(args.warmup);
     tokio::time::sleep(warmup).await;
-    let (relayed_before, cpu_before) = (sb.stats().core.relayed_frames, sb_thread_cpu());
+    let (relayed_before, cpu_before, all_before) = (
+        sb.stats().core.relayed_frames,
+        sb_thread_cpu(),
+        process_cpu(),
+    );
     measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
@@ -215,6 +350,11 @@ async fn bench(sb: &SwitchboardHandle, args: &Args) -> anyhow::Result<Report> {
     let sb_cpu = sb_thread_cpu()
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
+    let client_cpu = process_cpu()
+        .zip(all_before)
+        .map(|(after, before)| after.saturating_sub(before))
+        .zip(sb_cpu)
+        .map(|(all, sb)| all.saturating_sub(sb));
     let measured = start.elapsed();
     stop.store(true, Ordering::Relaxed);
     let mut samples = Vec::new();
@@ -236,6 +376,7 @@ async fn bench(sb: &SwitchboardHandle, args: &Args) -> anyhow::Result<Report> {
         round_trips,
         samples,
         sb_cpu,
+        client_cpu,
     })
 }
 
