@@ -54,6 +54,7 @@
 //! Every LAN is a bridge named `lan` in the router namespace, so several hosts (or a home
 //! router) can share it.
 
+pub mod chat;
 mod harness;
 mod nft;
 pub mod probe;

@@ -1,0 +1,784 @@
+//! `stun-server` and `p2p-client chat` as real processes inside a lab: the server (STUN on both
+//! server addresses, rendezvous and switchboard) in the server namespace, one chat per client
+//! namespace, driven through stdin and read back from its `--json` lines.
+//!
+//! The binaries are found next to the running test's own directory (`target/<profile>/`) and
+//! brought up to date with `cargo build` first, as `classify-bench` does (a no-op when they
+//! are; if cargo cannot run, the existing binaries are used as they are). The environment
+//! variables `LAB_STUN_SERVER_BIN` and `LAB_P2P_CLIENT_BIN` name other binaries instead (no
+//! build then).
+//!
+//! Everything started here is killed by its own handle (pid) when its guard drops; the lab's
+//! drop kills whatever is still left in its namespaces.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{self, BufRead as _, BufReader, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use super::{Host, Lab, LabError, SERVER_IPS, server_addrs};
+
+/// STUN ports of the server in the lab.
+pub const STUN_PORT: u16 = 3478;
+/// The alternate STUN port.
+pub const STUN_ALT_PORT: u16 = 3479;
+/// The rendezvous server's TCP port.
+pub const RENDEZVOUS_PORT: u16 = 1863;
+/// The switchboard's TCP port.
+pub const SWITCHBOARD_PORT: u16 = 1865;
+/// The cheapest password KDF, for fast registration in tests.
+pub const TEST_KDF: &str = "argon2id:m=8:t=1:p=1";
+
+/// The two binaries a chat lab runs.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// `stun-server`.
+    pub server: PathBuf,
+    /// `p2p-client`.
+    pub client: PathBuf,
+}
+
+fn io_error(what: impl Into<String>, source: io::Error) -> LabError {
+    LabError::Io {
+        what: what.into(),
+        source,
+    }
+}
+
+/// The binaries (see the [module docs](self)); built once per test process.
+pub fn binaries() -> Result<&'static Binaries, LabError> {
+    static BINARIES: OnceLock<Result<Binaries, String>> = OnceLock::new();
+    BINARIES
+        .get_or_init(find_binaries)
+        .as_ref()
+        .map_err(|e| io_error("the lab chat binaries", io::Error::other(e.clone())))
+}
+
+fn find_binaries() -> Result<Binaries, String> {
+    let server_env = std::env::var_os("LAB_STUN_SERVER_BIN");
+    let client_env = std::env::var_os("LAB_P2P_CLIENT_BIN");
+    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = me
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("no profile directory above {}", me.display()))?
+        .to_path_buf();
+    if server_env.is_none() || client_env.is_none() {
+        build(&profile_dir);
+    }
+    let pick = |env: Option<OsString>, name: &str| -> Result<PathBuf, String> {
+        let path = env.map_or_else(|| profile_dir.join(name), PathBuf::from);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{} is missing (cargo build -p stun-server -p p2p-client)",
+                path.display()
+            ))
+        }
+    };
+    Ok(Binaries {
+        server: pick(server_env, "stun-server")?,
+        client: pick(client_env, "p2p-client")?,
+    })
+}
+
+/// `cargo build` of both binaries into the target directory this test was built in.
+fn build(profile_dir: &Path) {
+    let Some(target_dir) = profile_dir.parent() else {
+        return;
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "stun-server",
+        "-p",
+        "p2p-client",
+        "--bins",
+    ])
+    .arg("--target-dir")
+    .arg(target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let started = Instant::now();
+    match cmd.status() {
+        Ok(status) if status.success() => {}
+        other => eprintln!(
+            "natlab: cargo build of stun-server and p2p-client failed ({other:?}); \
+             using the binaries as they are"
+        ),
+    }
+    if super::trace() {
+        eprintln!(
+            "natlab: {:>5} ms  cargo build (chat binaries)",
+            started.elapsed().as_millis()
+        );
+    }
+}
+
+/// Reads `pipe` to its end on a thread, appending to the returned buffer.
+fn collect(mut pipe: impl io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let sink = Arc::new(Mutex::new(String::new()));
+    let out = sink.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&buf[..n]);
+            out.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_str(&text);
+        }
+    });
+    sink
+}
+
+fn text_of(buffer: &Mutex<String>) -> String {
+    buffer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Our server in the lab's server namespace: STUN on both addresses, the rendezvous server
+/// and the switchboard, with a fresh database. Killed (by its handle) and its database
+/// removed on drop.
+#[derive(Debug)]
+pub struct ChatServer {
+    child: Child,
+    db: PathBuf,
+    logs: Arc<Mutex<String>>,
+}
+
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+impl ChatServer {
+    /// Starts the server in `lab`'s server namespace and waits until STUN, the rendezvous
+    /// server and the switchboard all answer.
+    pub fn start(lab: &Lab) -> Result<ChatServer, LabError> {
+        let bins = binaries()?;
+        let n = NEXT_DB.fetch_add(1, Ordering::Relaxed);
+        let db = std::env::temp_dir().join(format!("p2p-lab-chat-{}-{n}.db", std::process::id()));
+        remove_db(&db);
+        let (primary, alternate) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
+        let args: Vec<OsString> = vec![
+            bins.server.clone().into(),
+            "--primary".into(),
+            primary.into(),
+            "--alternate".into(),
+            alternate.into(),
+            "--port".into(),
+            STUN_PORT.to_string().into(),
+            "--alt-port".into(),
+            STUN_ALT_PORT.to_string().into(),
+            "--workers".into(),
+            "1".into(),
+            "--no-tcp".into(),
+            "--rate-limit".into(),
+            "0".into(),
+            "--stats-interval".into(),
+            "0".into(),
+            "--rendezvous".into(),
+            Self::rendezvous().to_string().into(),
+            "--switchboard".into(),
+            Self::switchboard().to_string().into(),
+            "--db".into(),
+            db.clone().into(),
+            "--min-kdf".into(),
+            TEST_KDF.into(),
+        ];
+        let mut child = lab
+            .command(&lab.server().ns, &args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| io_error("spawn stun-server", e))?;
+        let logs = collect(
+            child
+                .stderr
+                .take()
+                .ok_or_else(|| io_error("stun-server stderr", io::Error::other("no pipe")))?,
+        );
+        let server = ChatServer { child, db, logs };
+        let within = Duration::from_secs(15);
+        lab.wait_for_stun(&server_addrs(STUN_PORT, STUN_ALT_PORT), within)
+            .map_err(|e| io_error(format!("stun-server: {}", server.logs()), e))?;
+        for addr in [Self::rendezvous(), Self::switchboard()] {
+            wait_for_tcp(lab, addr, within)
+                .map_err(|e| io_error(format!("stun-server: {}", server.logs()), e))?;
+        }
+        Ok(server)
+    }
+
+    /// The rendezvous server's address.
+    pub fn rendezvous() -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(SERVER_IPS[0]), RENDEZVOUS_PORT)
+    }
+
+    /// The switchboard's address (what a relayed path event names).
+    pub fn switchboard() -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(SERVER_IPS[0]), SWITCHBOARD_PORT)
+    }
+
+    /// The server's log so far (stderr).
+    pub fn logs(&self) -> String {
+        text_of(&self.logs)
+    }
+
+    /// Registers `a` and `b` (from the server host, with [`TEST_KDF`]) and makes them mutual
+    /// contacts.
+    pub fn register_pair(&self, lab: &Lab, a: &str, b: &str) -> Result<(), LabError> {
+        let host = lab.server();
+        for user in [a, b] {
+            client_command(lab, host, user, &["register", "--kdf", TEST_KDF])?;
+        }
+        client_command(lab, host, a, &["contacts", "add", b])?;
+        client_command(lab, host, b, &["contacts", "add", a])?;
+        Ok(())
+    }
+}
+
+impl Drop for ChatServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        remove_db(&self.db);
+    }
+}
+
+fn remove_db(db: &Path) {
+    let _ = std::fs::remove_file(db);
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+}
+
+/// Connects to `addr` from the server host until it accepts, at most `within`.
+fn wait_for_tcp(lab: &Lab, addr: SocketAddr, within: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let attempt = super::in_namespace(&lab.server().ns, || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).map(drop)
+        });
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{addr} does not accept within {within:?}: {e}"),
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// The password of a test user.
+pub fn password_of(user: &str) -> String {
+    format!("{user}-lab-password")
+}
+
+/// `p2p-client ARGS --server R --user USER` in `host`'s namespace; fails unless it exits 0
+/// within 30 s.
+fn client_command(lab: &Lab, host: &Host, user: &str, args: &[&str]) -> Result<Output, LabError> {
+    let bins = binaries()?;
+    let server = ChatServer::rendezvous().to_string();
+    let mut full: Vec<OsString> = vec![bins.client.clone().into()];
+    full.extend(args.iter().map(OsString::from));
+    full.extend(["--server", &server, "--user", user].map(OsString::from));
+    let described = format!("p2p-client {} as {user}", args.join(" "));
+    let mut cmd = lab.command(&host.ns, &full);
+    cmd.env("P2P_PASSWORD", password_of(user))
+        .env_remove("P2P_USER")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| io_error(&described, e))?;
+    let (stdout, stderr) = (
+        child.stdout.take().map(collect),
+        child.stderr.take().map(collect),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| io_error(&described, e))? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The pipes close with the process; give the readers a moment to finish.
+    std::thread::sleep(Duration::from_millis(20));
+    let text = |b: &Option<Arc<Mutex<String>>>| b.as_deref().map(text_of).unwrap_or_default();
+    let (out, err) = (text(&stdout), text(&stderr));
+    match status {
+        Some(status) if status.success() => Ok(Output {
+            status,
+            stdout: out.into_bytes(),
+            stderr: err.into_bytes(),
+        }),
+        other => Err(LabError::Command {
+            command: described,
+            status: other.map_or_else(|| "killed after 30 s".into(), |s| s.to_string()),
+            stderr: err,
+        }),
+    }
+}
+
+/// One `--json` line of a chat, with the moment our reader got it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatEvent {
+    /// When the line was read from the chat's stdout.
+    pub at: Instant,
+    /// Its keys and (string) values.
+    pub fields: BTreeMap<String, String>,
+    /// The line itself.
+    pub line: String,
+}
+
+impl ChatEvent {
+    /// The `event` key.
+    pub fn kind(&self) -> &str {
+        self.get("event")
+    }
+
+    /// A key's value, or "" if absent.
+    pub fn get(&self, key: &str) -> &str {
+        self.fields.get(key).map_or("", String::as_str)
+    }
+}
+
+/// Parses one flat JSON object whose values are strings (what `chat --json` prints); other
+/// scalar values are kept as their literal text. `None` if the line is not such an object.
+pub fn parse_json_object(line: &str) -> Option<BTreeMap<String, String>> {
+    let mut chars = line.trim().chars().peekable();
+    let mut fields = BTreeMap::new();
+    let skip_ws = |c: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while c.peek().is_some_and(|c| c.is_whitespace()) {
+            c.next();
+        }
+    };
+    fn string(c: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<String> {
+        if c.next()? != '"' {
+            return None;
+        }
+        let mut s = String::new();
+        let mut pending_high: Option<u32> = None;
+        loop {
+            match c.next()? {
+                '"' => return Some(s),
+                '\\' => {
+                    let e = c.next()?;
+                    if e == 'u' {
+                        let hex: String = (0..4).map_while(|_| c.next()).collect();
+                        let unit = u32::from_str_radix(&hex, 16).ok()?;
+                        if (0xD800..0xDC00).contains(&unit) {
+                            pending_high = Some(unit);
+                            continue;
+                        }
+                        let code = match pending_high.take() {
+                            Some(high) if (0xDC00..0xE000).contains(&unit) => {
+                                0x10000 + ((high - 0xD800) << 10) + (unit - 0xDC00)
+                            }
+                            _ => unit,
+                        };
+                        s.push(char::from_u32(code)?);
+                        continue;
+                    }
+                    s.push(match e {
+                        'n' => '\n',
+                        't' => '\t',
+                        'r' => '\r',
+                        'b' => '\u{8}',
+                        'f' => '\u{c}',
+                        other => other,
+                    });
+                }
+                other => s.push(other),
+            }
+        }
+    }
+    skip_ws(&mut chars);
+    if chars.next()? != '{' {
+        return None;
+    }
+    skip_ws(&mut chars);
+    if chars.peek() == Some(&'}') {
+        chars.next();
+        return chars.next().is_none().then_some(fields);
+    }
+    loop {
+        skip_ws(&mut chars);
+        let key = string(&mut chars)?;
+        skip_ws(&mut chars);
+        if chars.next()? != ':' {
+            return None;
+        }
+        skip_ws(&mut chars);
+        let value = if chars.peek() == Some(&'"') {
+            string(&mut chars)?
+        } else {
+            let mut raw = String::new();
+            while let Some(&c) = chars.peek() {
+                if c == ',' || c == '}' || c.is_whitespace() {
+                    break;
+                }
+                raw.push(c);
+                chars.next();
+            }
+            raw
+        };
+        fields.insert(key, value);
+        skip_ws(&mut chars);
+        match chars.next()? {
+            ',' => continue,
+            '}' => break,
+            _ => return None,
+        }
+    }
+    skip_ws(&mut chars);
+    chars.next().is_none().then_some(fields)
+}
+
+/// One `p2p-client chat --json` process inside a lab namespace.
+#[derive(Debug)]
+pub struct ChatPeer {
+    /// The user it runs as.
+    pub user: String,
+    /// When it was started.
+    pub started: Instant,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: mpsc::Receiver<ChatEvent>,
+    seen: Vec<ChatEvent>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// How a chat ended.
+#[derive(Clone, Debug)]
+pub struct ChatOutcome {
+    /// The user it ran as.
+    pub user: String,
+    /// When it was started.
+    pub started: Instant,
+    /// Its exit status (`None`: killed after the timeout).
+    pub status: Option<ExitStatus>,
+    /// Every `--json` line, in order.
+    pub events: Vec<ChatEvent>,
+    /// Lines on stdout that were not JSON objects.
+    pub stray: Vec<String>,
+    /// Its stderr (logs).
+    pub stderr: String,
+}
+
+impl ChatPeer {
+    /// Starts `p2p-client chat --json --peer PEER --server R --user USER EXTRA...` in `host`'s
+    /// namespace (stdin piped). `RUST_LOG` is `p2p_client=debug` unless set; `NO_COLOR` keeps
+    /// the logs plain text.
+    pub fn start(
+        lab: &Lab,
+        host: &Host,
+        user: &str,
+        peer: &str,
+        extra: &[&str],
+    ) -> Result<ChatPeer, LabError> {
+        let bins = binaries()?;
+        let server = ChatServer::rendezvous().to_string();
+        let mut args: Vec<OsString> = vec![bins.client.clone().into()];
+        args.extend(
+            [
+                "chat", "--json", "--peer", peer, "--server", &server, "--user", user,
+            ]
+            .map(OsString::from),
+        );
+        args.extend(extra.iter().map(OsString::from));
+        let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "p2p_client=debug".into());
+        let started = Instant::now();
+        let mut child = lab
+            .command(&host.ns, &args)
+            .env("P2P_PASSWORD", password_of(user))
+            .env_remove("P2P_USER")
+            .env("RUST_LOG", log)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| io_error(format!("spawn p2p-client chat as {user}"), e))?;
+        let no_pipe = || io_error("p2p-client pipes", io::Error::other("missing"));
+        let stdout = child.stdout.take().ok_or_else(no_pipe)?;
+        let stderr = collect(child.stderr.take().ok_or_else(no_pipe)?);
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let at = Instant::now();
+                let fields = parse_json_object(&line).unwrap_or_default();
+                if tx.send(ChatEvent { at, fields, line }).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(ChatPeer {
+            user: user.to_owned(),
+            started,
+            stdin: child.stdin.take(),
+            child,
+            events,
+            seen: Vec::new(),
+            stderr,
+        })
+    }
+
+    /// The chat's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its stderr so far.
+    pub fn logs(&self) -> String {
+        text_of(&self.stderr)
+    }
+
+    /// Waits until the chat's stderr contains `needle`, at most `timeout`; when it was seen.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if text_of(&self.stderr).contains(needle) {
+                return Some(Instant::now());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The events read so far.
+    pub fn seen(&mut self) -> &[ChatEvent] {
+        while let Ok(e) = self.events.try_recv() {
+            self.seen.push(e);
+        }
+        &self.seen
+    }
+
+    /// Writes `lines` to the chat's stdin.
+    pub fn send_lines(&mut self, lines: &[String]) -> io::Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| io::Error::other("stdin already closed"))?;
+        for line in lines {
+            writeln!(stdin, "{line}")?;
+        }
+        stdin.flush()
+    }
+
+    /// Ends the input, as Ctrl-D would.
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    /// Reads events until `done` holds for what was seen so far (`true`), the process exits or
+    /// `timeout` passes (`false`).
+    pub fn wait_for(&mut self, timeout: Duration, done: impl Fn(&[ChatEvent]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(self.seen()) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self
+                .events
+                .recv_timeout(left.min(Duration::from_millis(50)))
+            {
+                Ok(e) => self.seen.push(e),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                // The process closed its stdout (it exited).
+                Err(mpsc::RecvTimeoutError::Disconnected) => return done(&self.seen),
+            }
+        }
+    }
+
+    /// Waits for the exit (killing the process after `timeout`) and returns everything it
+    /// printed.
+    pub fn finish(mut self, timeout: Duration) -> ChatOutcome {
+        self.close_stdin();
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break None;
+                }
+            }
+        };
+        // The reader ends with the process's stdout.
+        while let Ok(e) = self.events.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(e);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let events = std::mem::take(&mut self.seen);
+        let (events, stray): (Vec<ChatEvent>, Vec<ChatEvent>) =
+            events.into_iter().partition(|e| !e.fields.is_empty());
+        ChatOutcome {
+            user: self.user.clone(),
+            started: self.started,
+            status,
+            events,
+            stray: stray.into_iter().map(|e| e.line).collect(),
+            stderr: self.logs(),
+        }
+    }
+}
+
+impl Drop for ChatPeer {
+    fn drop(&mut self) {
+        // Only when `finish` was not reached (a failing test): our own child, by its handle.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The path events (`path`, `remote`, when) of `events`.
+pub fn path_events(events: &[ChatEvent]) -> Vec<(&str, &str, Instant)> {
+    events
+        .iter()
+        .filter(|e| e.kind() == "path")
+        .map(|e| (e.get("path"), e.get("remote"), e.at))
+        .collect()
+}
+
+/// The received messages (`from`, `text`) of `events`, in order.
+pub fn messages(events: &[ChatEvent]) -> Vec<(&str, &str)> {
+    events
+        .iter()
+        .filter(|e| e.kind() == "message")
+        .map(|e| (e.get("from"), e.get("text")))
+        .collect()
+}
+
+impl ChatOutcome {
+    /// The path events.
+    pub fn paths(&self) -> Vec<(&str, &str, Instant)> {
+        path_events(&self.events)
+    }
+
+    /// The last path (`direct`, `relayed`) and its remote, if any.
+    pub fn last_path(&self) -> Option<(&str, &str)> {
+        self.paths().last().map(|&(p, r, _)| (p, r))
+    }
+
+    /// The messages received.
+    pub fn messages(&self) -> Vec<(&str, &str)> {
+        messages(&self.events)
+    }
+
+    /// When the `connected` event (the introduction) was read.
+    pub fn connected_at(&self) -> Option<Instant> {
+        self.events
+            .iter()
+            .find(|e| e.kind() == "connected")
+            .map(|e| e.at)
+    }
+
+    /// From the introduction (`connected`) to the first path event.
+    pub fn first_path_after_intro(&self) -> Option<Duration> {
+        let intro = self.connected_at()?;
+        let first = self.paths().first()?.2;
+        Some(first.saturating_duration_since(intro))
+    }
+
+    /// Whether it exited with status 0.
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// Every event line (with its time since the start), then the last `tail` lines of
+    /// stderr: for failure messages.
+    pub fn report(&self, tail: usize) -> String {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        let skip = lines.len().saturating_sub(tail);
+        format!(
+            "--- {} (exit {:?}) events:\n{}\n--- stray stdout: {:?}\n--- stderr (last {tail} lines):\n{}",
+            self.user,
+            self.status,
+            self.events
+                .iter()
+                .map(|e| format!(
+                    "+{:>5} ms {}",
+                    e.at.saturating_duration_since(self.started).as_millis(),
+                    e.line
+                ))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            self.stray,
+            lines[skip..].join("\n")
+        )
+    }
+}
+
+impl Lab {
+    /// Loads `rules` (an nftables script, `nft -f -`) in `ns`.
+    pub fn nft(&self, ns: &str, rules: &str) -> Result<(), LabError> {
+        let t = super::tools()?;
+        let mut cmd = self.command(ns, &[t.nft.as_os_str(), "-f".as_ref(), "-".as_ref()]);
+        super::run(&mut cmd, Some(rules)).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn flat_json_objects_parse_with_escapes() {
+        let line =
+            r#"{"event":"message","from":"bob","text":"q \" b \\ t\t \u00e9 \ud83d\ude42 ü"}"#;
+        let f = parse_json_object(line).unwrap();
+        assert_eq!(f["event"], "message");
+        assert_eq!(f["text"], "q \" b \\ t\t é 🙂 ü");
+        let f = parse_json_object(r#" { "a" : 1 , "b":"x" } "#).unwrap();
+        assert_eq!((f["a"].as_str(), f["b"].as_str()), ("1", "x"));
+        assert_eq!(parse_json_object("{}").unwrap().len(), 0);
+        for bad in [
+            "",
+            "not json",
+            "{\"a\":\"b\"",
+            "{\"a\" \"b\"}",
+            "{\"a\":\"b\"} x",
+        ] {
+            assert!(parse_json_object(bad).is_none(), "{bad:?}");
+        }
+    }
+}
