@@ -33,3 +33,26 @@ pub use rendezvous::{RendezvousError, RendezvousHandle, RendezvousOptions, Ticke
 pub use server::{ServerHandle, StartError};
 pub use sockets::BindError;
 pub use stats::Stats;
+
+/// Lifts the soft limit on open files to the hard limit (every rendezvous client and every
+/// switchboard peer is a socket). Used by the binary at start and by the benchmarks.
+/// Returns the new limit when it changed.
+pub fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct we pass, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return None;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads only the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return None;
+    }
+    Some(limit.rlim_cur)
+}

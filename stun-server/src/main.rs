@@ -44,7 +44,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     if !settings.stun_enabled() && settings.rendezvous_listen().is_none() {
         anyhow::bail!("--no-stun and --no-rendezvous together leave nothing to serve");
     }
-    let open_files = raise_open_file_limit();
+    let open_files = stun_server::raise_open_file_limit();
     // Signal handlers first: a Ctrl-C that arrives while the server starts must still shut it
     // down cleanly rather than kill the process.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -140,28 +140,6 @@ fn log_stun(server: &ServerHandle, settings: &cli::Settings) {
     if settings.server_options().rate_limit.per_second == 0 {
         tracing::warn!("rate limiting is off");
     }
-}
-
-/// Lifts the soft limit on open files to the hard limit (every rendezvous client is a socket).
-/// Returns the new limit when it changed.
-fn raise_open_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes only the struct we pass, which lives for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    if limit.rlim_cur >= limit.rlim_max {
-        return None;
-    }
-    limit.rlim_cur = limit.rlim_max;
-    // SAFETY: setrlimit reads only the struct we pass.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return None;
-    }
-    Some(limit.rlim_cur)
 }
 
 /// SIGINT and SIGTERM, registered before anything else happens.

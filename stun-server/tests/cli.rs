@@ -3,24 +3,15 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use shared::stun::{Class, Message, MessageWriter, Method, TransactionId};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stun-server");
+mod server_process;
 
-/// Kills the child on drop so a failing test leaves no server behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use server_process::{BIN, Running, interrupt_and_wait};
 
 /// Starts the binary and reads stderr until the "listening" line; returns it and the child.
 fn spawn(args: &[&str]) -> (Running, String) {
@@ -30,40 +21,14 @@ fn spawn(args: &[&str]) -> (Running, String) {
 /// Starts the binary and reads stderr until a line containing `marker`; returns the log so far
 /// and the child.
 fn spawn_until(args: &[&str], marker: &str) -> (Running, String) {
-    let mut running = Running(
-        Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            // The rendezvous server runs by default: keep its database out of $HOME.
-            .env(
-                "XDG_DATA_HOME",
-                std::env::temp_dir().join(format!("stun-cli-data-{}", std::process::id())),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut cmd = server_process::command(args);
+    // The rendezvous server runs by default: keep its database out of $HOME.
+    cmd.env(
+        "XDG_DATA_HOME",
+        std::env::temp_dir().join(format!("stun-cli-data-{}", std::process::id())),
     );
-    let stderr = running.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = String::new();
-    while Instant::now() < deadline {
-        match lines.next() {
-            Some(Ok(line)) => {
-                seen.push_str(&line);
-                seen.push('\n');
-                if line.contains(marker) {
-                    // Keep draining stderr in the background so the child never blocks on it.
-                    std::thread::spawn(move || for _ in lines {});
-                    return (running, seen);
-                }
-            }
-            _ => break,
-        }
-    }
-    panic!("server did not report listening; stderr so far:\n{seen}");
+    let (running, seen, _) = server_process::start_until(cmd, marker);
+    (running, seen)
 }
 
 fn binding_answered(to: &str) -> bool {
@@ -81,19 +46,6 @@ fn binding_answered(to: &str) -> bool {
         Ok((n, _)) => Message::parse(&reply[..n]).is_ok_and(|m| m.transaction_id() == tid),
         Err(_) => false,
     }
-}
-
-fn interrupt_and_wait(mut running: Running) -> std::process::ExitStatus {
-    // SAFETY: sending a signal to our own child by its pid.
-    unsafe { libc::kill(running.0.id() as libc::pid_t, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Some(status) = running.0.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("server did not stop on SIGINT");
 }
 
 #[test]

@@ -4,16 +4,16 @@
 #![allow(clippy::unwrap_used)]
 
 mod rendezvous_support;
+mod server_process;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rendezvous_support::{Client, WAIT};
+use server_process::{BIN, Running, interrupt_and_wait};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stun-server");
 const CHEAP: &str = "argon2id:m=8:t=1:p=1";
 
 /// A temporary directory named after the test and this process, removed on drop.
@@ -38,56 +38,14 @@ impl Drop for TempDir {
     }
 }
 
-/// Kills the child on drop so a failing test leaves no server behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the binary and reads stderr until `rendezvous listening on ADDR`; returns the
 /// child, the log so far and the address.
 fn spawn(args: &[&str]) -> (Running, String, SocketAddr) {
-    let mut running = Running(
-        Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = running.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = String::new();
-    while let Some(Ok(line)) = lines.next() {
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(rest) = line.split("rendezvous listening on ").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            // Keep draining stderr in the background so the child never blocks on it.
-            std::thread::spawn(move || for _ in lines {});
-            return (running, seen, addr);
-        }
-    }
-    panic!("server did not report listening; stderr:\n{seen}");
-}
-
-fn interrupt_and_wait(mut running: Running) -> std::process::ExitStatus {
-    // SAFETY: sending a signal to our own child by its pid.
-    unsafe { libc::kill(running.0.id() as libc::pid_t, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Some(status) = running.0.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("server did not stop on SIGINT");
+    let marker = "rendezvous listening on ";
+    let (running, seen, line) = server_process::start_until(server_process::command(args), marker);
+    let rest = line.split(marker).nth(1).unwrap();
+    let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+    (running, seen, addr)
 }
 
 /// Runs `stun-server user ...` with the password (if any) in `P2P_PASSWORD`.

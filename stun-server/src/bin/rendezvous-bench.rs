@@ -101,7 +101,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.source_ips == 0 || args.source_ips > 200 {
         bail!("--source-ips must be 1..=200");
     }
-    raise_fd_limit();
+    stun_server::raise_open_file_limit();
     let dir = std::env::temp_dir().join(format!("rendezvous-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("bench.db");
@@ -121,27 +121,6 @@ fn run(args: Args) -> anyhow::Result<()> {
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
     result
-}
-
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            let want = 1_048_576.max(lim.rlim_max);
-            let raised = libc::rlimit {
-                rlim_cur: want,
-                rlim_max: want,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
-        }
-    }
 }
 
 fn build_database(path: &std::path::Path, n: usize, contacts: usize) -> anyhow::Result<()> {
