@@ -42,8 +42,9 @@
 //!
 //! The other tests: UDP blocked on one side (relayed, everything delivered); a mapping that
 //! expires mid-chat (5 s router timeout; the mapping is flushed once, then starved for 9 s
-//! by dropping all UDP at the router before conntrack; every message must arrive, over
-//! whichever path, and we report whether the direct path comes back).
+//! by dropping all UDP at the router before conntrack; every message must arrive, and the
+//! chat must end direct again); a router that moves to a new public address mid-chat (the
+//! chat must punch again through a new introduction and end direct to the new address).
 //!
 //! Not here: the switchboard refusing a wrong or reused ticket (covered by the loopback tests
 //! of `stun-server`).
@@ -776,11 +777,12 @@ fn a_nat_mapping_that_expires_mid_chat_loses_no_message() {
         .collect();
     lab.nft(&router.ns, "delete table ip chatcut\n").unwrap();
 
-    // 3: UDP is back; the chat goes on. Then the direct path gets 10 s to come back (the
-    // chat keeps probing it); reported, not required (re-punching is not implemented).
+    // 3: UDP is back; the chat goes on. Then the direct path must come back within 20 s
+    // (the chat probes the old one and punches again; an attempt that began during the cut
+    // runs out first, then the next one is due after its back-off).
     type_lines(&mut peers, &mut sent, "after the cut");
     delivered(&mut peers, &sent, Duration::from_secs(20));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let came_back: Vec<bool> = peers
         .iter_mut()
         .map(|p| p.wait_for(deadline.saturating_duration_since(Instant::now()), direct))
@@ -796,7 +798,7 @@ fn a_nat_mapping_that_expires_mid_chat_loses_no_message() {
     eprintln!(
         "mapping expiry: conntrack entries of {client_ip} left 7 s into the cut: {left:?}\n\
          paths by the end of the cut: {during:?}\n\
-         direct again within 10 s of the cut's end: {came_back:?}\n\
+         direct again within 20 s of the delivery after the cut: {came_back:?}\n\
          final paths: {:?} / {:?}",
         outcomes[0].last_path(),
         outcomes[1].last_path()
@@ -807,11 +809,127 @@ fn a_nat_mapping_that_expires_mid_chat_loses_no_message() {
     );
     let problems = check_delivery(&outcomes, &sent);
     assert!(problems.is_empty(), "{problems:#?}\n{reports}");
+    assert_eq!(came_back, [true, true], "not direct again\n{reports}");
     for o in &outcomes {
         assert!(
-            o.last_path()
-                .is_some_and(|(p, _)| p == "direct" || p == "relayed"),
+            o.last_path().is_some_and(|(p, _)| p == "direct"),
             "{reports}"
+        );
+    }
+}
+
+/// A NAT that moves to a new public address in the middle of a chat (a new lease from the
+/// ISP, a router that comes back on another address). The old direct path is dead for good:
+/// the peer's port-restricted NAT admits nothing from the new address, and nothing reaches the
+/// old one. The chat must move to the relay, punch again through a new introduction (a fresh
+/// STUN Binding tells the moved side its new address), and end direct to the new address, with
+/// every message delivered exactly once and in order.
+#[test]
+fn a_nat_that_changes_its_public_address_mid_chat_is_punched_again() {
+    if !require_lab() {
+        return;
+    }
+    let _serial = serial();
+    let options = RouterOptions::new(NatType::PortRestrictedCone);
+    let pair = Pair::new(options, options);
+    let lab = &pair.lab;
+    let router = lab.router_of(0).unwrap().clone();
+    let old_ip = router.wan_ip.to_string();
+    lab.flush_all().unwrap();
+    let mut peers = [pair.start(0, &[]), pair.start(1, &[])];
+    let mut sent: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let mut phase = 0;
+    let mut type_lines = |peers: &mut [ChatPeer; 2], sent: &mut [Vec<String>; 2], what: &str| {
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let lines: Vec<String> = (0..5)
+                .map(|k| format!("{} phase {phase} ({what}) line {k}", USERS[i]))
+                .collect();
+            peer.send_lines(&lines).unwrap();
+            sent[i].extend(lines);
+        }
+        phase += 1;
+    };
+    let delivered = |peers: &mut [ChatPeer; 2], sent: &[Vec<String>; 2], within: Duration| {
+        let deadline = Instant::now() + within;
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let want = sent[1 - i].len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            peer.wait_for(left, |events| messages(events).len() >= want);
+        }
+    };
+    let direct_to = |ip: String| {
+        move |events: &[tests::lab::chat::ChatEvent]| {
+            path_events(events).last().is_some_and(|(p, remote, _)| {
+                *p == "direct" && remote.starts_with(&format!("{ip}:"))
+            })
+        }
+    };
+    type_lines(&mut peers, &mut sent, "start");
+    let publics = [old_ip.clone(), public_ip(lab, 1).to_string()];
+    for (i, peer) in peers.iter_mut().enumerate() {
+        assert!(
+            peer.wait_for(SETTLE, direct_to(publics[1 - i].clone())),
+            "{}: no direct path\n{}",
+            peer.user,
+            peer.logs()
+        );
+    }
+    delivered(&mut peers, &sent, Duration::from_secs(10));
+
+    let moved = Instant::now();
+    let new_ip = lab.renumber(&router).unwrap().to_string();
+    type_lines(&mut peers, &mut sent, "after the move");
+    delivered(&mut peers, &sent, Duration::from_secs(20));
+    // Bob must end direct to Alice's new address, Alice direct to Bob again (after a
+    // relayed stretch in between).
+    let back = [
+        peers[0].wait_for(Duration::from_secs(40), |events| {
+            let after: Vec<_> = path_events(events)
+                .into_iter()
+                .filter(|(_, _, at)| *at > moved)
+                .collect();
+            after.iter().any(|(p, _, _)| *p == "relayed")
+                && after.last().is_some_and(|(p, remote, _)| {
+                    *p == "direct" && remote.starts_with(&format!("{}:", publics[1]))
+                })
+        }),
+        peers[1].wait_for(Duration::from_secs(40), direct_to(new_ip.clone())),
+    ];
+    let timings: Vec<String> = peers
+        .iter_mut()
+        .map(|p| {
+            path_events(p.seen())
+                .iter()
+                .filter(|(_, _, at)| *at > moved)
+                .map(|(path, remote, at)| format!("+{} ms {path} {remote}", ms(*at - moved)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect();
+    type_lines(&mut peers, &mut sent, "after punching again");
+    delivered(&mut peers, &sent, Duration::from_secs(20));
+    for peer in &mut peers {
+        peer.close_stdin();
+    }
+    let [a, b] = peers;
+    let outcomes = [a.finish(EXIT), b.finish(EXIT)];
+    let reports = format!("{}\n{}", outcomes[0].report(80), outcomes[1].report(80));
+    eprintln!(
+        "renumbered {old_ip} -> {new_ip}; paths after the move: alice [{}], bob [{}]",
+        timings[0], timings[1]
+    );
+    let problems = check_delivery(&outcomes, &sent);
+    assert!(problems.is_empty(), "{problems:#?}\n{reports}");
+    assert_eq!(
+        back,
+        [true, true],
+        "not direct again after the move\n{reports}"
+    );
+    for o in &outcomes {
+        assert!(
+            o.stderr.contains("punching again"),
+            "{}: no re-punch in the log\n{reports}",
+            o.user
         );
     }
 }

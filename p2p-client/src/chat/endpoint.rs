@@ -206,27 +206,7 @@ impl Endpoint {
         server: SocketAddr,
         budget: Duration,
     ) -> Result<SocketAddr, String> {
-        let mut id = [0u8; 12];
-        OsRng.fill_bytes(&mut id);
-        let request = BindingRequest {
-            server,
-            transaction_id: TransactionId::Modern(id),
-            change: None,
-            expect_from: None,
-            fingerprint: true,
-        };
-        // Resend every 250 ms, without backoff, until the budget is spent.
-        let rto = Duration::from_millis(250);
-        let sends = u32::try_from(budget.as_millis() / rto.as_millis())
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let config = RetransmitConfig {
-            rto,
-            max_sends: sends,
-            last_wait_factor: 1,
-            backoff: false,
-        };
-        let mut transaction = BindingTransaction::new(request, config, Instant::now());
+        let mut transaction = binding_transaction(server, budget, Instant::now());
         let mut buf = [0u8; 512];
         loop {
             let now = Instant::now();
@@ -239,13 +219,8 @@ impl Endpoint {
                 }
             }
             transaction.handle_timeout(now);
-            if let Some(outcome) = transaction.outcome() {
-                return match outcome {
-                    Ok(response) => response
-                        .mapped
-                        .ok_or_else(|| format!("{server} sent no mapped address")),
-                    Err(e) => Err(format!("STUN Binding to {server}: {e}")),
-                };
+            if let Some(outcome) = binding_outcome(&transaction) {
+                return outcome;
             }
             let Some(deadline) = transaction.poll_timeout() else {
                 return Err("STUN transaction ended without outcome".into());
@@ -266,6 +241,48 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// A STUN Binding transaction to `server` (modern, with FINGERPRINT) that resends every
+/// 250 ms, without backoff, until about `budget` is spent: on a path that loses packets a
+/// steady resend finds a gap sooner than a doubling one, and the budget is short anyway.
+pub fn binding_transaction(
+    server: SocketAddr,
+    budget: Duration,
+    now: Instant,
+) -> BindingTransaction {
+    let mut id = [0u8; 12];
+    OsRng.fill_bytes(&mut id);
+    let request = BindingRequest {
+        server,
+        transaction_id: TransactionId::Modern(id),
+        change: None,
+        expect_from: None,
+        fingerprint: true,
+    };
+    let rto = Duration::from_millis(250);
+    let sends = u32::try_from(budget.as_millis() / rto.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let config = RetransmitConfig {
+        rto,
+        max_sends: sends,
+        last_wait_factor: 1,
+        backoff: false,
+    };
+    BindingTransaction::new(request, config, now)
+}
+
+/// The server-reflexive address a finished [`binding_transaction`] learnt, or why it learnt
+/// none; `None` while it runs.
+pub fn binding_outcome(transaction: &BindingTransaction) -> Option<Result<SocketAddr, String>> {
+    let server = transaction.request().server;
+    Some(match transaction.outcome()? {
+        Ok(response) => response
+            .mapped
+            .ok_or_else(|| format!("{server} sent no mapped address")),
+        Err(e) => Err(format!("STUN Binding to {server}: {e}")),
+    })
 }
 
 /// Reads `socket` until the queue closes; datagrams go to `tx` tagged with `index`.

@@ -27,8 +27,11 @@
 //! Datagrams on the endpoint socket are told apart by their first byte
 //! ([`endpoint::classify`]): STUN (0x00-0x03), hole punching (0xC4, 0xC5), chat (0xC0-0xC3).
 //!
-//! Not done yet: after the direct path is lost for good the chat stays on the relay; punching
-//! again would need a fresh start time agreed through the rendezvous server (TODO).
+//! 6. If a direct path that was up goes quiet (the NAT forgot or changed its mapping, the
+//!    network changed), the chat moves to the relay at once and punches again ([`repunch`]):
+//!    a fresh STUN Binding from the endpoint socket, a new introduction to the same peer
+//!    through the rendezvous server (new start time, new session id for the puncher), and a
+//!    new puncher, while the same chat session goes on.
 
 pub mod driver;
 pub mod endpoint;
@@ -36,6 +39,7 @@ pub mod intro;
 pub mod output;
 pub mod path;
 pub mod relay;
+pub mod repunch;
 
 use std::io::{BufRead, IsTerminal};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -319,6 +323,9 @@ async fn chat(
         keys,
         local_nat: report.as_ref().map(|r| (r.nat_type, r.port_allocation)),
         punch: !args.no_direct,
+        stun: info.stun,
+        offer,
+        include_loopback,
         typed,
     };
     driver::Driver::new(setup, endpoint, *out)?.run(input).await

@@ -141,6 +141,11 @@ impl PathSelector {
         self.direct = None;
     }
 
+    /// Whether a direct path exists and is not suspect (it carried a packet lately).
+    pub fn direct_in_use(&self) -> bool {
+        self.direct.is_some_and(|d| !d.suspect)
+    }
+
     /// Whether a direct path exists (in use or suspect).
     pub fn has_direct(&self) -> bool {
         self.direct.is_some()
@@ -290,7 +295,10 @@ mod tests {
         // Packets from elsewhere do not count for the path.
         p.direct_rx(t1, SocketIndex::ENDPOINT, sb());
         let t2 = t0 + config.direct_timeout;
+        assert!(p.direct_in_use());
         p.handle_timeout(t2);
+        assert!(!p.direct_in_use(), "suspect");
+        assert!(p.has_direct());
         assert_eq!(p.route(), Route::Relay);
         assert_eq!(p.poll_change(), change(PathKind::Relayed, sb()));
         // An answer on the direct path brings it back.

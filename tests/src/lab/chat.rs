@@ -14,14 +14,14 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, BufRead as _, BufReader, Write as _};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use super::{Host, Lab, LabError, SERVER_IPS, server_addrs};
+use super::{Host, Lab, LabError, Router, SERVER_IPS, server_addrs};
 
 /// STUN ports of the server in the lab.
 pub const STUN_PORT: u16 = 3478;
@@ -752,6 +752,38 @@ impl Lab {
         let t = super::tools()?;
         let mut cmd = self.command(ns, &[t.nft.as_os_str(), "-f".as_ref(), "-".as_ref()]);
         super::run(&mut cmd, Some(rules)).map(drop)
+    }
+
+    /// Moves `router`'s translated traffic to a new outside address, as a home router does
+    /// that gets a new lease from its ISP: the next address of its WAN subnet (a router on
+    /// the core has a /29 with room for it) is added as a /32, a NAT
+    /// chain that runs before the router's own rewrites every new outbound UDP flow to it
+    /// (ports preserved where free, so the mapping behaviour does not change), and the NAT
+    /// state is flushed so existing flows get the new address too. Returns the new address.
+    pub fn renumber(&self, router: &Router) -> Result<Ipv4Addr, LabError> {
+        let new_ip = Ipv4Addr::from(u32::from(router.wan_ip) + 1);
+        let t = super::tools()?;
+        let wan = super::nft::WAN;
+        let cidr = format!("{new_ip}/32");
+        let mut cmd = self.command(
+            &router.ns,
+            &[
+                t.ip.as_os_str(),
+                "addr".as_ref(),
+                "add".as_ref(),
+                cidr.as_ref(),
+                "dev".as_ref(),
+                wan.as_ref(),
+            ],
+        );
+        super::run(&mut cmd, None)?;
+        let rules = format!(
+            "table ip renumbered {{\n  chain post {{\n    type nat hook postrouting priority srcnat - 10; \
+             policy accept;\n    oifname \"{wan}\" meta l4proto udp snat ip to {new_ip}\n  }}\n}}\n"
+        );
+        self.nft(&router.ns, &rules)?;
+        self.flush_nat(router)?;
+        Ok(new_ip)
     }
 }
 

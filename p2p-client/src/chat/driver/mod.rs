@@ -4,9 +4,13 @@
 //!
 //! After every wake-up, `Driver::pump` drains the cores in the order their docs ask for:
 //! puncher events, then puncher transmits; chat transmits (sent on the path
-//! [`PathSelector::route`] names), then chat events; then path changes, which are announced.
+//! [`PathSelector::route`] names), then chat events; then re-punching (`punching.rs`); then
+//! path changes, which are announced.
+
+mod punching;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,20 +18,22 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 use shared::chat::{self, ChatConfig, ChatError, ChatEvent, ChatSession, PublicKey, StaticKeypair};
 use shared::nat_classifier::{NatType, PortAllocation};
-use shared::punch::{self, NatInfo, PeerInfo, PunchConfig, PunchEvent, Puncher};
+use shared::punch::{PunchEvent, Puncher, SocketIndex};
 use shared::rendezvous::{Presence, SessionId, UserName};
+use shared::stun_client::BindingTransaction;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
-use crate::rendezvous::{
-    Allocation, CandidateKind, Event, Introduction, NatKind, RendezvousClient, Role,
-};
+use crate::rendezvous::{Event, Introduction, Offer, RendezvousClient, Role};
 
 use super::endpoint::{Datagram, Endpoint, PacketClass, classify};
 use super::intro::Typed;
 use super::output::{Output, Shown};
 use super::path::{PathConfig, PathSelector, Route};
 use super::relay::{Relay, RelayEvent};
+use super::repunch::{Repunch, RepunchConfig};
 use super::{ChatRunError, DRAIN_TIMEOUT, Input};
+use punching::{RequestDone, start_puncher};
 
 /// After every message is acknowledged at the end of input, keep answering this long, so the
 /// peer gets the acknowledgements of its last messages.
@@ -54,6 +60,12 @@ pub struct Setup {
     pub local_nat: Option<(NatType, Option<PortAllocation>)>,
     /// Whether to punch (off: relay only).
     pub punch: bool,
+    /// The STUN service (for our current address when punching again).
+    pub stun: Option<SocketAddr>,
+    /// The offer we sent; punching again sends it with fresh addresses.
+    pub offer: Offer,
+    /// Whether host candidates include loopback addresses (a server on loopback).
+    pub include_loopback: bool,
     /// Lines typed before the introduction.
     pub typed: Typed,
 }
@@ -75,6 +87,7 @@ enum Wake {
     Relay(RelayEvent),
     Rendezvous(Option<Event>),
     Input(Option<Input>),
+    Request(Option<Result<RequestDone, tokio::task::JoinError>>),
 }
 
 /// The loop's state; see the [module docs](self).
@@ -99,6 +112,25 @@ pub struct Driver {
     drain_deadline: Option<Instant>,
     linger_until: Option<Instant>,
     next_relay_keepalive: Option<Instant>,
+    /// Whether to punch at all (off with `--no-direct`).
+    punch_enabled: bool,
+    /// The introduction the current puncher runs on: the first one or the latest
+    /// re-introduction (`PRM` names it).
+    punch_sid: SessionId,
+    /// The peer's Noise key from the first introduction; a re-introduction must carry it.
+    peer_key: [u8; 32],
+    local_nat: Option<(NatType, Option<PortAllocation>)>,
+    stun: Option<SocketAddr>,
+    /// The offer last sent (its srflx candidate is refreshed when punching again).
+    offer: Offer,
+    include_loopback: bool,
+    /// A direct path has been up at least once (only then is one worth punching again).
+    had_direct: bool,
+    repunch: Repunch,
+    /// The STUN Binding of a re-punch, while it runs.
+    gather: Option<BindingTransaction>,
+    /// `INV`/`ANS` of a re-punch, while they run.
+    requests: JoinSet<RequestDone>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -140,7 +172,7 @@ impl Driver {
         };
         let path = PathSelector::new(PathConfig::default(), relay.as_ref().map(Relay::addr));
         let puncher = if setup.punch {
-            start_puncher(&setup, setup.received + intro.start)
+            start_puncher(intro, setup.local_nat, setup.received + intro.start)
         } else {
             tracing::info!("punching disabled: relay only");
             None
@@ -169,6 +201,17 @@ impl Driver {
             drain_deadline: None,
             linger_until: None,
             next_relay_keepalive: None,
+            punch_enabled: setup.punch,
+            punch_sid: sid,
+            peer_key: setup.intro.offer.key,
+            local_nat: setup.local_nat,
+            stun: setup.stun,
+            offer: setup.offer,
+            include_loopback: setup.include_loopback,
+            had_direct: false,
+            repunch: Repunch::new(RepunchConfig::default()),
+            gather: None,
+            requests: JoinSet::new(),
         })
     }
 
@@ -191,6 +234,7 @@ impl Driver {
                 e = relay_event(&mut self.relay) => Wake::Relay(e),
                 e = self.client.next_event(), if self.rendezvous_open => Wake::Rendezvous(e),
                 i = input.recv(), if !self.eof => Wake::Input(i),
+                r = self.requests.join_next(), if !self.requests.is_empty() => Wake::Request(r),
             };
             let now = Instant::now();
             match wake {
@@ -208,6 +252,12 @@ impl Driver {
                     }
                 }
                 Wake::Input(Some(Input::Eof) | None) => self.eof = true,
+                Wake::Request(Some(Ok(done))) => self.on_request_done(done),
+                Wake::Request(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "a rendezvous request task failed");
+                    self.repunch.handle_request_failed();
+                }
+                Wake::Request(None) => {}
             }
         }
     }
@@ -237,6 +287,7 @@ impl Driver {
                 }
             }
             self.path.handle_timeout(now);
+            self.drive_repunch(now).await;
             self.send_probes(now).await;
             self.push_pending(now)?;
             while let Some(packet) = self.chat.poll_transmit(now) {
@@ -272,7 +323,7 @@ impl Driver {
                 }
             }
             PunchEvent::Primed => {
-                let (client, sid) = (self.client.clone(), self.sid);
+                let (client, sid) = (self.client.clone(), self.punch_sid);
                 tokio::spawn(async move {
                     if let Err(e) = client.primed(sid).await {
                         tracing::debug!(error = %e, "cannot relay the primed signal");
@@ -283,17 +334,20 @@ impl Driver {
                 tracing::info!(socket = socket.0, %remote, "direct path confirmed");
                 self.endpoint.close_extras_except(socket);
                 self.path.direct_confirmed(now, socket, remote);
+                self.had_direct = true;
+                self.repunch.handle_punch_ended(true);
             }
             PunchEvent::Failed => {
                 tracing::info!("punching found no direct path");
                 self.punch_over = true;
-                if !self.out.is_json() && self.path.relay_alive() {
+                let again = self.repunch.in_progress();
+                self.repunch.handle_punch_ended(false);
+                if !self.out.is_json() && self.path.relay_alive() && !again {
                     self.out.note("no direct path; staying on the relay");
                 }
             }
             PunchEvent::PathLost => {
-                // TODO: punch again with a new puncher and a start time agreed through the
-                // rendezvous server; for now the chat stays on the relay.
+                // The re-punch machine sees the path down at the next pump.
                 tracing::info!("the direct path was lost");
                 self.punch_over = true;
                 self.path.direct_lost();
@@ -400,7 +454,12 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, from = %d.from, "chat packet dropped"),
                 }
             }
-            PacketClass::Stun => tracing::debug!(from = %d.from, "late STUN datagram ignored"),
+            PacketClass::Stun => match &mut self.gather {
+                Some(transaction) if d.socket == SocketIndex::ENDPOINT => {
+                    transaction.handle_input(now, d.from, &d.data);
+                }
+                _ => tracing::debug!(from = %d.from, "late STUN datagram ignored"),
+            },
             PacketClass::Other => tracing::debug!(from = %d.from, "unknown datagram dropped"),
         }
     }
@@ -445,7 +504,7 @@ impl Driver {
             return;
         };
         match event {
-            Event::PeerPrimed { sid } if sid == self.sid => {
+            Event::PeerPrimed { sid } if sid == self.punch_sid => {
                 if let Some(p) = &mut self.puncher {
                     p.handle_peer_primed(now);
                 }
@@ -455,6 +514,9 @@ impl Driver {
             {
                 self.peer_gone = true;
             }
+            Event::Ring { sid, from } if from == self.peer => self.on_peer_ring(sid),
+            Event::Introduced(intro) => self.on_introduced(now, &intro),
+            Event::Cancelled { sid, .. } => self.repunch.handle_cancelled(sid),
             Event::Ring { sid, from } => {
                 tracing::info!(%from, "declining an invitation while chatting");
                 let client = self.client.clone();
@@ -528,6 +590,10 @@ impl Driver {
             self.linger_until,
             self.drain_deadline,
             self.next_relay_keepalive,
+            self.repunch.poll_timeout(),
+            self.gather
+                .as_ref()
+                .and_then(BindingTransaction::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -542,88 +608,5 @@ async fn relay_event(relay: &mut Option<Relay>) -> RelayEvent {
     match relay {
         Some(relay) => relay.next_event().await,
         None => std::future::pending().await,
-    }
-}
-
-/// The puncher for this introduction, starting at `start`; `None` (relay only) if the peer
-/// sent nothing to probe.
-fn start_puncher(setup: &Setup, start: Instant) -> Option<Puncher> {
-    let intro = &setup.intro;
-    let candidates: Vec<punch::Candidate> = intro
-        .offer
-        .candidates
-        .iter()
-        .map(|c| match c.kind {
-            CandidateKind::Host => punch::Candidate::host(c.addr),
-            CandidateKind::Srflx => punch::Candidate::srflx(c.addr),
-        })
-        .collect();
-    let local = match setup.local_nat {
-        Some((NatType::UnsupportedServer, _)) | None => NatInfo::default(),
-        Some((nat_type, alloc)) => NatInfo::new(nat_type, alloc),
-    };
-    let peer = PeerInfo {
-        candidates,
-        nat: peer_nat(intro.offer.nat, intro.offer.alloc),
-    };
-    let role = match intro.role {
-        Role::Initiator => punch::Role::Initiator,
-        Role::Responder => punch::Role::Responder,
-    };
-    let config = PunchConfig::new(intro.sid.0, role, local, peer);
-    match Puncher::new(config, start, OsRng.next_u64()) {
-        Ok(p) => {
-            tracing::info!(strategy = ?p.strategy(), "punching");
-            Some(p)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot punch; relay only");
-            None
-        }
-    }
-}
-
-/// The peer's `nat=` and `alloc=` as the puncher wants them.
-fn peer_nat(nat: Option<NatKind>, alloc: Option<Allocation>) -> NatInfo {
-    let nat_type = nat.and_then(|kind| match kind {
-        NatKind::Open => Some(NatType::OpenInternet),
-        NatKind::FullCone => Some(NatType::FullCone),
-        NatKind::Restricted => Some(NatType::RestrictedCone),
-        NatKind::PortRestricted => Some(NatType::PortRestrictedCone),
-        NatKind::Symmetric => Some(NatType::Symmetric),
-        NatKind::SymmetricFirewall => Some(NatType::SymmetricUdpFirewall),
-        NatKind::UdpBlocked => Some(NatType::UdpBlocked),
-        NatKind::Unknown => None,
-    });
-    let port_allocation = alloc.map(|a| match a {
-        Allocation::Preserving => PortAllocation::Preserving,
-        // The offer carries no step; the punch docs say to assume 1.
-        Allocation::Sequential => PortAllocation::Sequential { step: 1 },
-        Allocation::Random => PortAllocation::Random,
-    });
-    NatInfo {
-        nat_type,
-        port_allocation,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn the_peers_nat_words_map_to_the_classifier_types() {
-        assert_eq!(peer_nat(None, None), NatInfo::default());
-        let info = peer_nat(Some(NatKind::Symmetric), Some(Allocation::Sequential));
-        assert!(info.is_symmetric());
-        assert_eq!(
-            info.port_allocation,
-            Some(PortAllocation::Sequential { step: 1 })
-        );
-        assert!(peer_nat(Some(NatKind::PortRestricted), None).filters_by_port());
-        assert_eq!(peer_nat(Some(NatKind::Unknown), None).nat_type, None);
-        assert!(peer_nat(Some(NatKind::Open), None).is_open());
     }
 }
