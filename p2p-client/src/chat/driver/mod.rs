@@ -541,7 +541,8 @@ impl Driver {
             return Err(ChatRunError::Handshake);
         }
         let unacked = self.unacked();
-        let punching = self.puncher.is_some() && !self.punch_over;
+        // A re-punch under way may still bring a path back.
+        let punching = (self.puncher.is_some() && !self.punch_over) || self.repunch.in_progress();
         let no_path = self.path.route() == Route::Drop && !punching;
         if self.peer_gone || (no_path && self.relay_peer_left) {
             self.out.show(&Shown::PeerLeft {
