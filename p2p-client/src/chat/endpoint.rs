@@ -513,4 +513,92 @@ mod tests {
         a.close_extras_except(SocketIndex(2));
         assert!(a.slots[1].is_none() && a.slots[2].is_some());
     }
+
+    /// Receives one datagram on `socket` and returns the TTL (IPv4) or hop limit (IPv6) it
+    /// arrived with, read from the ancillary data the kernel attaches when asked to.
+    fn recv_hops(socket: &std::net::UdpSocket) -> u32 {
+        use std::os::fd::AsRawFd;
+        let v6 = socket.local_addr().unwrap().is_ipv6();
+        let (level, option, kind) = if v6 {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_RECVHOPLIMIT,
+                libc::IPV6_HOPLIMIT,
+            )
+        } else {
+            (libc::IPPROTO_IP, libc::IP_RECVTTL, libc::IP_TTL)
+        };
+        let on: libc::c_int = 1;
+        let fd = socket.as_raw_fd();
+        // SAFETY: `fd` is an open socket; `on` is a valid c_int of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                option,
+                (&raw const on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        let mut data = [0u8; 64];
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: `msg` points at valid buffers for the sizes it states.
+        let n = unsafe { libc::recvmsg(fd, &raw mut msg, 0) };
+        assert!(n > 0, "{}", io::Error::last_os_error());
+        // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+        // `msg_controllen`.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == level && (*cmsg).cmsg_type == kind {
+                    let value: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    return u32::try_from(value).unwrap();
+                }
+                cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+            }
+        }
+        panic!("no TTL / hop limit in the ancillary data");
+    }
+
+    /// The priming probe's short TTL really goes on the wire, for IPv4 and for IPv6 (whose
+    /// hop limit is set through its own socket option), and later sends go out with the
+    /// default again.
+    #[tokio::test]
+    async fn a_ttl_reaches_the_wire_on_both_families() {
+        for ip in ["127.0.0.1", "::1"] {
+            let receiver = std::net::UdpSocket::bind((ip, 0)).unwrap();
+            receiver
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let to = receiver.local_addr().unwrap();
+            let a = Endpoint::bind(SocketAddr::new(ip.parse().unwrap(), 0))
+                .await
+                .unwrap();
+            let slot = a.slots[0].as_ref().unwrap();
+            let default = match to {
+                SocketAddr::V4(_) => slot.socket.ttl().unwrap(),
+                SocketAddr::V6(_) => hop_limit(&slot.socket).unwrap(),
+            };
+            assert_ne!(default, 2, "{ip}");
+            a.send(SocketIndex::ENDPOINT, to, b"\xC4p", Some(2))
+                .await
+                .unwrap();
+            assert_eq!(recv_hops(&receiver), 2, "{ip}: the primed datagram");
+            a.send(SocketIndex::ENDPOINT, to, b"\xC4f", None)
+                .await
+                .unwrap();
+            assert_eq!(recv_hops(&receiver), default, "{ip}: the next datagram");
+        }
+    }
 }
