@@ -31,7 +31,9 @@ fn config(
     sid: &[u8],
     seed: u64,
 ) -> ChatConfig {
-    ChatConfig::new(role, me.secret.clone(), peer.public, sid.to_vec(), seed)
+    let mut seed32 = [0u8; 32];
+    seed32[..8].copy_from_slice(&seed.to_be_bytes());
+    ChatConfig::new(role, me.secret.clone(), peer.public, sid.to_vec(), seed32)
 }
 
 /// How a link mistreats packets.

@@ -21,9 +21,9 @@
 //! - Randomness: snow needs random bytes for the ephemeral key; they come from
 //!   [`ChatConfig::seed`] through a resolver that wraps snow's default one. **The driver must
 //!   take the seed from the operating system's CSPRNG** (tests pass fixed seeds). The stream is
-//!   also keyed with the local static secret and the session id, so a repeated seed still
-//!   gives distinct ephemeral keys per session, but forward secrecy rests on the seed's 64 bits
-//!   of entropy. [`StaticKeypair::from_random_bytes`] makes a static key pair from 32 random
+//!   also keyed with the local static secret and the session id, so a repeated or weak seed
+//!   still gives distinct ephemeral keys per session; forward secrecy rests on the seed's 256
+//!   bits. [`StaticKeypair::from_random_bytes`] makes a static key pair from 32 random
 //!   bytes the caller supplies.
 //!
 //! # Reliability
@@ -180,8 +180,9 @@ pub struct ChatConfig {
     pub remote_public: PublicKey,
     /// The session id from the introduction; must be unique per introduction.
     pub session_id: Vec<u8>,
-    /// Seed for the ephemeral key; the driver must draw it from the operating system's CSPRNG.
-    pub seed: u64,
+    /// Seed for the ephemeral key (32 bytes, the strength of the X25519 key it makes); the
+    /// driver must draw it from the operating system's CSPRNG.
+    pub seed: [u8; 32],
     /// Timers.
     pub timing: ChatTiming,
     /// The largest packet the session produces, header included (default 1200, which fits
@@ -201,7 +202,7 @@ impl ChatConfig {
         local_secret: SecretKey,
         remote_public: PublicKey,
         session_id: impl Into<Vec<u8>>,
-        seed: u64,
+        seed: [u8; 32],
     ) -> Self {
         Self {
             role,

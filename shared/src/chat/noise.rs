@@ -96,10 +96,10 @@ impl SeededResolver {
     /// The resolver for one session: `seed` must come from the operating system's CSPRNG in
     /// production; the secret and session id are mixed in so that a weak or repeated seed
     /// still gives distinct, secret ephemeral keys per session.
-    pub(crate) fn new(seed: u64, local_secret: &SecretKey, session_id: &[u8]) -> Self {
+    pub(crate) fn new(seed: &[u8; 32], local_secret: &SecretKey, session_id: &[u8]) -> Self {
         let mut h = Sha256::new();
         h.update(b"p2p-chat/v1 ephemeral rng");
-        h.update(seed.to_be_bytes());
+        h.update(seed);
         h.update(local_secret.0);
         h.update((session_id.len() as u64).to_be_bytes());
         h.update(session_id);
@@ -145,7 +145,7 @@ pub(crate) fn build_handshake(
     local_secret: &SecretKey,
     remote_public: &PublicKey,
     session_id: &[u8],
-    seed: u64,
+    seed: &[u8; 32],
 ) -> Result<HandshakeState, ChatError> {
     let params = NOISE_PARAMS
         .parse()
@@ -317,11 +317,17 @@ mod tests {
             rng.try_fill_bytes(&mut out).unwrap();
             out
         };
-        let x = draw(&SeededResolver::new(7, &a, b"s"));
-        assert_eq!(x, draw(&SeededResolver::new(7, &a, b"s")));
-        assert_ne!(x, draw(&SeededResolver::new(8, &a, b"s")));
-        assert_ne!(x, draw(&SeededResolver::new(7, &b, b"s")));
-        assert_ne!(x, draw(&SeededResolver::new(7, &a, b"t")));
+        let (seven, mut eight) = ([7; 32], [7; 32]);
+        eight[31] = 8;
+        let x = draw(&SeededResolver::new(&seven, &a, b"s"));
+        assert_eq!(x, draw(&SeededResolver::new(&seven, &a, b"s")));
+        assert_ne!(
+            x,
+            draw(&SeededResolver::new(&eight, &a, b"s")),
+            "every seed byte counts"
+        );
+        assert_ne!(x, draw(&SeededResolver::new(&seven, &b, b"s")));
+        assert_ne!(x, draw(&SeededResolver::new(&seven, &a, b"t")));
         assert_ne!(x[..32], x[8..40]);
     }
 
@@ -376,8 +382,8 @@ mod tests {
     fn kk_handshake_and_transport_round_trip() {
         let i = StaticKeypair::from_random_bytes([3; 32]).unwrap();
         let r = StaticKeypair::from_random_bytes([4; 32]).unwrap();
-        let mut hi = build_handshake(true, &i.secret, &r.public, b"sid", 1).unwrap();
-        let mut hr = build_handshake(false, &r.secret, &i.public, b"sid", 2).unwrap();
+        let mut hi = build_handshake(true, &i.secret, &r.public, b"sid", &[1; 32]).unwrap();
+        let mut hr = build_handshake(false, &r.secret, &i.public, b"sid", &[2; 32]).unwrap();
         let m1 = write_handshake(&mut hi).unwrap();
         assert_eq!(m1.len(), super::super::wire::HANDSHAKE_BODY_LEN);
         // A bit flip fails and leaves the responder able to read the real message.
@@ -405,14 +411,15 @@ mod tests {
         let i = StaticKeypair::from_random_bytes([3; 32]).unwrap();
         let r = StaticKeypair::from_random_bytes([4; 32]).unwrap();
         let m = StaticKeypair::from_random_bytes([5; 32]).unwrap();
-        let mut hi = build_handshake(true, &i.secret, &r.public, b"sid", 1).unwrap();
+        let mut hi = build_handshake(true, &i.secret, &r.public, b"sid", &[1; 32]).unwrap();
         let m1 = write_handshake(&mut hi).unwrap();
-        let mut other_session = build_handshake(false, &r.secret, &i.public, b"sie", 2).unwrap();
+        let mut other_session =
+            build_handshake(false, &r.secret, &i.public, b"sie", &[2; 32]).unwrap();
         assert_eq!(
             read_handshake(&mut other_session, &m1),
             Err(ChatError::Authentication)
         );
-        let mut other_key = build_handshake(false, &r.secret, &m.public, b"sid", 2).unwrap();
+        let mut other_key = build_handshake(false, &r.secret, &m.public, b"sid", &[2; 32]).unwrap();
         assert_eq!(
             read_handshake(&mut other_key, &m1),
             Err(ChatError::Authentication)

@@ -91,7 +91,7 @@ impl ChatSession {
             &config.local_secret,
             &config.remote_public,
             &config.session_id,
-            config.seed,
+            &config.seed,
         )?;
         let tag = SessionTag::from_session_id(&config.session_id);
         let mut our_handshake = Vec::new();

@@ -14,8 +14,20 @@ fn keys() -> (StaticKeypair, StaticKeypair) {
 
 fn pair(now: Instant) -> (ChatSession, ChatSession) {
     let (a, b) = keys();
-    let ca = ChatConfig::new(Role::Initiator, a.secret, b.public, b"unit".to_vec(), 1);
-    let cb = ChatConfig::new(Role::Responder, b.secret, a.public, b"unit".to_vec(), 2);
+    let ca = ChatConfig::new(
+        Role::Initiator,
+        a.secret,
+        b.public,
+        b"unit".to_vec(),
+        [1; 32],
+    );
+    let cb = ChatConfig::new(
+        Role::Responder,
+        b.secret,
+        a.public,
+        b"unit".to_vec(),
+        [2; 32],
+    );
     (
         ChatSession::new(ca, now).unwrap(),
         ChatSession::new(cb, now).unwrap(),
@@ -151,8 +163,8 @@ fn keepalive_when_idle_and_probe_on_demand() {
         keepalive_interval: None,
         ..ChatTiming::default()
     };
-    let cfg =
-        ChatConfig::new(Role::Responder, x.secret, y.public, b"k".to_vec(), 0).with_timing(timing);
+    let cfg = ChatConfig::new(Role::Responder, x.secret, y.public, b"k".to_vec(), [0; 32])
+        .with_timing(timing);
     let mut lone = ChatSession::new(cfg, t0).unwrap();
     assert_eq!(lone.probe_packet(t0), Err(ChatError::NotEstablished));
 }
@@ -213,7 +225,7 @@ fn duplicate_initiation_is_answered_again() {
 #[test]
 fn config_is_validated() {
     let (a, b) = keys();
-    let base = ChatConfig::new(Role::Initiator, a.secret, b.public, b"c".to_vec(), 0);
+    let base = ChatConfig::new(Role::Initiator, a.secret, b.public, b"c".to_vec(), [0; 32]);
     let now = Instant::now();
     let small = base.clone().with_max_packet_size(MIN_PACKET_SIZE - 1);
     assert!(matches!(

@@ -155,12 +155,14 @@ impl Driver {
             Role::Initiator => chat::Role::Initiator,
             Role::Responder => chat::Role::Responder,
         };
+        let mut seed = [0u8; 32];
+        OsRng.fill_bytes(&mut seed);
         let config = ChatConfig::new(
             chat_role,
             setup.keys.secret.clone(),
             PublicKey(intro.offer.key),
             sid.0.to_vec(),
-            OsRng.next_u64(),
+            seed,
         );
         let chat = ChatSession::new(config, now).map_err(|e| ChatRunError::Setup(e.to_string()))?;
         let relay = match (intro.switchboard, intro.ticket) {
