@@ -11,6 +11,7 @@ use serde_json::json;
 use shared::rendezvous::{Kdf, UserName};
 
 use crate::prompt::SecretSource;
+use zeroize::Zeroizing;
 
 /// How to reach the server and who you are (every account command takes these).
 #[derive(clap::Args, Debug)]
@@ -44,7 +45,7 @@ impl AccountArgs {
     }
 
     /// The password from the file, the environment or the terminal.
-    pub fn password(&self, confirm: bool) -> anyhow::Result<String> {
+    pub fn password(&self, confirm: bool) -> anyhow::Result<Zeroizing<String>> {
         SecretSource {
             file: self.password_file.as_deref(),
             flag: "--password-file",

@@ -7,6 +7,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use zeroize::Zeroizing;
 
 /// Where a secret comes from, in order: `--*-password-file`, then the environment variable,
 /// then a prompt when stdin is a terminal.
@@ -25,18 +26,20 @@ pub struct SecretSource<'a> {
 
 impl SecretSource<'_> {
     /// Reads the secret, or says how to provide one.
-    pub fn read(&self) -> anyhow::Result<String> {
+    pub fn read(&self) -> anyhow::Result<Zeroizing<String>> {
         if let Some(path) = self.file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let text = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            );
             let first = text.lines().next().unwrap_or("");
             if first.is_empty() {
                 bail!("{}: the first line is empty", path.display());
             }
-            return Ok(first.to_owned());
+            return Ok(Zeroizing::new(first.to_owned()));
         }
         match std::env::var(self.env) {
-            Ok(value) if !value.is_empty() => return Ok(value),
+            Ok(value) if !value.is_empty() => return Ok(Zeroizing::new(value)),
             Ok(_) | Err(std::env::VarError::NotPresent) => {}
             Err(std::env::VarError::NotUnicode(_)) => bail!("{} is not valid UTF-8", self.env),
         }
@@ -52,7 +55,7 @@ impl SecretSource<'_> {
         if first.is_empty() {
             bail!("empty password");
         }
-        if self.confirm && read_hidden_line(&format!("{} again: ", self.prompt))? != first {
+        if self.confirm && *read_hidden_line(&format!("{} again: ", self.prompt))? != *first {
             bail!("the passwords do not match");
         }
         Ok(first)
@@ -61,19 +64,21 @@ impl SecretSource<'_> {
 
 /// Prints `prompt` on stderr and reads one line from the terminal on stdin without echoing it.
 /// If echo cannot be turned off (not a terminal), the line is read anyway.
-pub fn read_hidden_line(prompt: &str) -> anyhow::Result<String> {
+pub fn read_hidden_line(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
     let mut stderr = std::io::stderr();
     write!(stderr, "{prompt}")?;
     stderr.flush()?;
     let echo = EchoOff::new();
-    let mut line = String::new();
+    let mut line = Zeroizing::new(String::new());
     let read = std::io::stdin().lock().read_line(&mut line);
     drop(echo);
     read.context("cannot read the password")?;
     if line.is_empty() {
         bail!("no password: end of input at the prompt");
     }
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
 }
 
 /// Turns terminal echo off on stdin while alive (the newline is still echoed).

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use rand::RngCore;
 use shared::rendezvous::scram::derive_credentials;
 use stun_server::rendezvous::Store;
+use zeroize::Zeroizing;
 
 use crate::cli::UserCommand;
 
@@ -59,21 +60,24 @@ pub fn run(command: &UserCommand, db: &Path) -> anyhow::Result<()> {
 }
 
 /// The password from the file, the environment or the terminal, in that order.
-fn password(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+/// Every copy is wiped when dropped.
+fn password(file: Option<&Path>) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let password = if let Some(path) = file {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read password file {}", path.display()))?;
+        let bytes = Zeroizing::new(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read password file {}", path.display()))?,
+        );
         let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-        first.strip_suffix(b"\r").unwrap_or(first).to_vec()
+        Zeroizing::new(first.strip_suffix(b"\r").unwrap_or(first).to_vec())
     } else if let Some(value) = std::env::var_os(PASSWORD_ENV) {
-        value.into_vec()
+        Zeroizing::new(value.into_vec())
     } else if std::io::stdin().is_terminal() {
         let first = prompt_hidden("Password: ")?;
         let again = prompt_hidden("Repeat password: ")?;
-        if first != again {
+        if *first != *again {
             bail!("the passwords differ");
         }
-        first.into_bytes()
+        Zeroizing::new(first.as_bytes().to_vec())
     } else {
         bail!("no password: give --password-file FILE, set {PASSWORD_ENV}, or run on a terminal");
     };
@@ -84,7 +88,7 @@ fn password(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Reads a line from the terminal on stdin with echo turned off.
-fn prompt_hidden(prompt: &str) -> anyhow::Result<String> {
+fn prompt_hidden(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
     let mut stderr = std::io::stderr();
     write!(stderr, "{prompt}")?;
     stderr.flush()?;
@@ -102,12 +106,14 @@ fn prompt_hidden(prompt: &str) -> anyhow::Result<String> {
     if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
         return Err(std::io::Error::last_os_error()).context("cannot turn terminal echo off");
     }
-    let mut line = String::new();
+    let mut line = Zeroizing::new(String::new());
     let read = std::io::stdin().lock().read_line(&mut line);
     // SAFETY: as above; restores what tcgetattr gave us.
     unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
     read.context("cannot read the password")?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the Unix epoch.

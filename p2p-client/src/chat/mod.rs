@@ -52,6 +52,7 @@ use shared::chat::StaticKeypair;
 use shared::nat_classifier::Report;
 use shared::rendezvous::{Presence, UserName};
 use tokio::sync::mpsc;
+use zeroize::Zeroize;
 
 use crate::classify::{ClassifyOptions, classify};
 use crate::rendezvous::{
@@ -290,8 +291,9 @@ async fn chat(
     };
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);
-    let keys =
-        StaticKeypair::from_random_bytes(secret).map_err(|e| ChatRunError::Setup(e.to_string()))?;
+    let keys = StaticKeypair::from_random_bytes(secret);
+    secret.zeroize();
+    let keys = keys.map_err(|e| ChatRunError::Setup(e.to_string()))?;
     let include_loopback = server.ip().is_loopback();
     let hosts = endpoint::host_candidates(endpoint.local_addr(), include_loopback);
     let offer = build_offer(keys.public.0, &hosts, srflx, report.as_ref());

@@ -54,6 +54,7 @@ use shared::rendezvous::{Credentials, Kdf, Line, Presence, SessionId, UserName};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
 
 use connection::{Shared, ToTask};
 pub use error::{CloseReason, RendezvousError, code, io_text};
@@ -203,7 +204,7 @@ impl RendezvousClient {
         let server_first = b64_text(&answer, 2)?;
 
         // Argon2id is slow by design: keep it off the runtime's threads.
-        let password = password.to_vec();
+        let password = Zeroizing::new(password.to_vec());
         let (scram, client_final) = tokio::task::spawn_blocking(move || {
             let client_final = scram.handle_server_first(&server_first, &password);
             (scram, client_final)
@@ -469,7 +470,7 @@ impl RendezvousClient {
 async fn derive(password: &[u8], kdf: Kdf) -> Result<Credentials, RendezvousError> {
     let mut salt = [0u8; 16];
     OsRng.fill_bytes(&mut salt);
-    let password = password.to_vec();
+    let password = Zeroizing::new(password.to_vec());
     tokio::task::spawn_blocking(move || derive_credentials(&password, &salt, kdf))
         .await
         .map_err(|e| RendezvousError::Kdf(e.to_string()))?

@@ -195,6 +195,13 @@ pub struct ChatConfig {
     pub send_buffer: usize,
 }
 
+/// The seed is wiped when the configuration goes (the secret key wipes itself).
+impl Drop for ChatConfig {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.seed);
+    }
+}
+
 impl ChatConfig {
     /// A configuration with default timers and limits.
     pub fn new(

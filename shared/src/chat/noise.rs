@@ -14,6 +14,7 @@ use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 use snow::{HandshakeState, StatelessTransportState};
+use zeroize::Zeroize;
 
 use super::ChatError;
 
@@ -24,11 +25,16 @@ pub const NOISE_PARAMS: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PublicKey(pub [u8; 32]);
 
-/// An X25519 private key. `Debug` does not print it.
-///
-/// Not zeroised on drop (the crate has no `zeroize` dependency); keep copies few.
+/// An X25519 private key. `Debug` does not print it, and it is zeroised when dropped (copies
+/// taken out of `.0` are the caller's to wipe).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretKey(pub [u8; 32]);
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,11 +54,13 @@ pub struct StaticKeypair {
 impl StaticKeypair {
     /// The key pair whose private key is `random` (32 bytes the caller drew from the operating
     /// system's CSPRNG; X25519 clamps them when they are used).
-    pub fn from_random_bytes(random: [u8; 32]) -> Result<Self, ChatError> {
+    pub fn from_random_bytes(mut random: [u8; 32]) -> Result<Self, ChatError> {
+        let secret = SecretKey(random);
+        random.zeroize();
         let mut dh = DefaultResolver
             .resolve_dh(&DHChoice::Curve25519)
             .ok_or(ChatError::Setup("snow lacks X25519"))?;
-        dh.set(&random);
+        dh.set(&secret.0);
         let mut public = [0u8; 32];
         public.copy_from_slice(
             dh.pubkey()
@@ -60,7 +68,7 @@ impl StaticKeypair {
                 .ok_or(ChatError::Setup("bad X25519"))?,
         );
         Ok(Self {
-            secret: SecretKey(random),
+            secret,
             public: PublicKey(public),
         })
     }
@@ -72,6 +80,12 @@ impl StaticKeypair {
 struct SeededRandom {
     key: [u8; 32],
     counter: u64,
+}
+
+impl Drop for SeededRandom {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
 }
 
 impl Random for SeededRandom {
@@ -90,6 +104,12 @@ impl Random for SeededRandom {
 /// A snow resolver that wraps [`DefaultResolver`] for the primitives and supplies a seeded rng.
 pub(crate) struct SeededResolver {
     rng_key: [u8; 32],
+}
+
+impl Drop for SeededResolver {
+    fn drop(&mut self) {
+        self.rng_key.zeroize();
+    }
 }
 
 impl SeededResolver {

@@ -23,6 +23,7 @@ use shared::rendezvous::{Presence, SessionId, UserName};
 use shared::stun_client::BindingTransaction;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use zeroize::Zeroize;
 
 use crate::rendezvous::{Event, Introduction, Offer, RendezvousClient, Role};
 
@@ -164,6 +165,7 @@ impl Driver {
             sid.0.to_vec(),
             seed,
         );
+        seed.zeroize();
         let chat = ChatSession::new(config, now).map_err(|e| ChatRunError::Setup(e.to_string()))?;
         let relay = match (intro.switchboard, intro.ticket) {
             (Some(addr), Some(ticket)) => Some(Relay::start(addr, sid, ticket.0)),
