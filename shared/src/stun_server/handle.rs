@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::template::Templates;
 use super::{
     ConfigError, MAX_SOFTWARE_LEN, RateLimiter, ServerConfig, ServerSocket, ServerStats, Transport,
 };
@@ -56,6 +57,8 @@ pub struct StunServer {
     config: ServerConfig,
     limiter: RateLimiter,
     stats: ServerStats,
+    /// Prebuilt responses to bare Binding requests, derived from `config` (which never changes).
+    templates: Templates,
 }
 
 /// What the attribute scan of a request found.
@@ -129,16 +132,24 @@ struct ErrorReply<'a> {
     refuses_change: bool,
 }
 
+/// The sender as the server sees it: an IPv4-mapped IPv6 address (a dual-stack socket's view of
+/// an IPv4 client) becomes the IPv4 address, which is what the client itself knows.
+fn canonical(from: SocketAddr) -> SocketAddr {
+    SocketAddr::new(from.ip().to_canonical(), from.port())
+}
+
 impl StunServer {
     /// A server with this configuration; `seed` keys the rate limiter's hash (pass a random
     /// value in production, a fixed one in tests) and `now` starts its clock.
     pub fn new(config: ServerConfig, seed: u64, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         let limiter = RateLimiter::new(config.rate_limit, seed, now);
+        let templates = Templates::new(&config);
         Ok(Self {
             config,
             limiter,
             stats: ServerStats::default(),
+            templates,
         })
     }
 
@@ -155,8 +166,42 @@ impl StunServer {
     /// Handles one datagram, writing the response (if any) into `out`.
     ///
     /// `out` should hold `received.data.len() + MAX_RESPONSE_OVERHEAD` bytes; a smaller buffer
-    /// can only make the server drop a response, never write a truncated one.
+    /// can only make the server drop a response, never write a truncated one. Nothing in `out`
+    /// needs to be zeroed: every byte of a response is written.
     pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        received: Received<'_>,
+        out: &mut [u8],
+    ) -> Option<Transmit> {
+        // The common case, a bare Binding request, is answered from a template (see
+        // `template.rs`). It passes the same rate limit and counts the same counters as the
+        // general path below would for that request: no attributes means no rule but the rate
+        // limit can apply, and the reply leaves from the socket it came in on.
+        if let Some((tail, id)) = self.templates.bare_binding(received.local, received.data) {
+            let from = canonical(received.from);
+            if out.len() >= tail.response_len(&from) {
+                self.stats.received += 1;
+                if !self.limiter.allow(from.ip(), now) {
+                    self.stats.rate_limited += 1;
+                    return None;
+                }
+                // Cannot be `None`: `out` was checked to be long enough above.
+                let len = tail.write(id, from, out)?;
+                self.stats.responses += 1;
+                return Some(Transmit {
+                    from: received.local,
+                    to: from,
+                    len,
+                });
+            }
+        }
+        self.handle_general(now, received, out)
+    }
+
+    /// [`StunServer::handle_datagram`] for every request, without the bare-request shortcut:
+    /// the rules in full, and the reference the shortcut is tested against.
+    pub(super) fn handle_general(
         &mut self,
         now: Instant,
         received: Received<'_>,
@@ -171,7 +216,7 @@ impl StunServer {
             self.stats.not_request += 1;
             return None;
         }
-        let from = SocketAddr::new(received.from.ip().to_canonical(), received.from.port());
+        let from = canonical(received.from);
         if !self.limiter.allow(from.ip(), now) {
             self.stats.rate_limited += 1;
             return None;

@@ -41,6 +41,7 @@ mod config;
 mod handle;
 mod rate_limit;
 mod socket;
+mod template;
 
 pub use config::{ConfigError, MAX_SOFTWARE_LEN, RateLimitConfig, ServerConfig};
 pub use handle::{MAX_RESPONSE_OVERHEAD, MAX_UNKNOWN_LISTED, Received, StunServer, Transmit};
