@@ -38,6 +38,9 @@
 #                   each wakeup then costs a hypervisor exit; see docs/BENCHMARKS.md
 #   SERVER_CPU=0 GEN_CPU=1
 #   NO_BUILD=1      skip the cargo build (use existing binaries)
+#   OURS_BASE=PATH  another stun-server binary (e.g. a build of an older commit), measured as
+#                   server "ours-base" with the same flags as "ours": an A/B of a change,
+#                   interleaved in the same rounds (add ours-base to SERVERS)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -96,6 +99,7 @@ have_server() {
     case $1 in
     echo | echo-gso) [[ -x $BIN/udp-echo ]] ;;
     ours) [[ -x $BIN/stun-server ]] && timeout 5 "$BIN/stun-server" --help 2>/dev/null | grep -q -- '--rate-limit' ;;
+    ours-base) [[ -n ${OURS_BASE:-} && -x $OURS_BASE ]] ;;
     coturn | coturn-default) command -v turnserver >/dev/null ;;
     stund) command -v stund >/dev/null ;;
     *) return 1 ;;
@@ -108,6 +112,7 @@ for s in $SERVERS; do
     else
         case $s in
         ours) log "SKIP ours: $BIN/stun-server missing or without --rate-limit (not written yet?)" ;;
+        ours-base) log "SKIP ours-base: set OURS_BASE to a stun-server binary" ;;
         *) log "SKIP $s: not installed" ;;
         esac
     fi
@@ -119,6 +124,7 @@ server_cmd() {
     echo) echo "$BIN/udp-echo --bind $PRIMARY:$PORT --max-secs 600" ;;
     echo-gso) echo "$BIN/udp-echo --bind $PRIMARY:$PORT --max-secs 600 --gso --batch 64" ;;
     ours) echo "$BIN/stun-server --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0" ;;
+    ours-base) echo "$OURS_BASE --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0" ;;
     coturn | coturn-default)
         local extra=$COTURN_ARGS
         [[ $1 == coturn-default ]] && extra=""
@@ -385,7 +391,7 @@ END {
         printf "ours / stund  = %.3f\n", med["ours"] / med["stund"]
     # The same ratios taken within each round (runs seconds apart, so slow drifts of the
     # machine cancel out), then the median over rounds.
-    k2 = split("echo coturn stund", refs, " ")
+    k2 = split("echo coturn stund ours-base", refs, " ")
     for (i = 1; i <= k2; i++) {
         r = refs[i]; m = 0; txt = ""
         for (rd in rounds)
