@@ -691,6 +691,46 @@ fn udp_blocked_on_one_side_chats_over_the_relay() {
     );
 }
 
+/// Each side types five lines naming `phase` and `what` (then the phase counts up); `sent`
+/// records them per side.
+fn type_phase(
+    peers: &mut [ChatPeer; 2],
+    sent: &mut [Vec<String>; 2],
+    phase: &mut usize,
+    what: &str,
+) {
+    for (i, peer) in peers.iter_mut().enumerate() {
+        let lines: Vec<String> = (0..5)
+            .map(|k| format!("{} phase {phase} ({what}) line {k}", USERS[i]))
+            .collect();
+        peer.send_lines(&lines).unwrap();
+        sent[i].extend(lines);
+    }
+    *phase += 1;
+}
+
+/// Waits, at most `within` in all, until each side has received as many messages as the other
+/// typed (what arrived is checked at the end, by [`check_delivery`]).
+fn wait_delivered(peers: &mut [ChatPeer; 2], sent: &[Vec<String>; 2], within: Duration) {
+    let deadline = Instant::now() + within;
+    for (i, peer) in peers.iter_mut().enumerate() {
+        let want = sent[1 - i].len();
+        let left = deadline.saturating_duration_since(Instant::now());
+        peer.wait_for(left, |events| messages(events).len() >= want);
+    }
+}
+
+/// Ends both sides' input, waits for both to exit, and returns their outcomes and reports.
+fn end_both(mut peers: [ChatPeer; 2]) -> ([ChatOutcome; 2], String) {
+    for peer in &mut peers {
+        peer.close_stdin();
+    }
+    let [a, b] = peers;
+    let outcomes = [a.finish(EXIT), b.finish(EXIT)];
+    let reports = format!("{}\n{}", outcomes[0].report(80), outcomes[1].report(80));
+    (outcomes, reports)
+}
+
 /// An nftables table in a router that drops every UDP packet before conntrack sees it (so
 /// no packet refreshes the router's mappings, which then expire).
 const CUT: &str = "table ip chatcut {\n  chain raw {\n    type filter hook prerouting priority raw - 10; \
@@ -717,28 +757,10 @@ fn a_nat_mapping_that_expires_mid_chat_loses_no_message() {
     let mut peers = [pair.start(0, &[]), pair.start(1, &[])];
     let mut sent: [Vec<String>; 2] = [Vec::new(), Vec::new()];
     let mut phase = 0;
-    let mut type_lines = |peers: &mut [ChatPeer; 2], sent: &mut [Vec<String>; 2], what: &str| {
-        for (i, peer) in peers.iter_mut().enumerate() {
-            let lines: Vec<String> = (0..5)
-                .map(|k| format!("{} phase {phase} ({what}) line {k}", USERS[i]))
-                .collect();
-            peer.send_lines(&lines).unwrap();
-            sent[i].extend(lines);
-        }
-        phase += 1;
-    };
-    let delivered = |peers: &mut [ChatPeer; 2], sent: &[Vec<String>; 2], within: Duration| {
-        let deadline = Instant::now() + within;
-        for (i, peer) in peers.iter_mut().enumerate() {
-            let want = sent[1 - i].len();
-            let left = deadline.saturating_duration_since(Instant::now());
-            peer.wait_for(left, |events| messages(events).len() >= want);
-        }
-    };
     let direct = |events: &[tests::lab::chat::ChatEvent]| {
         path_events(events).last().is_some_and(|p| p.0 == "direct")
     };
-    type_lines(&mut peers, &mut sent, "start");
+    type_phase(&mut peers, &mut sent, &mut phase, "start");
     for peer in &mut peers {
         assert!(
             peer.wait_for(SETTLE, direct),
@@ -747,24 +769,24 @@ fn a_nat_mapping_that_expires_mid_chat_loses_no_message() {
             peer.logs()
         );
     }
-    delivered(&mut peers, &sent, Duration::from_secs(10));
+    wait_delivered(&mut peers, &sent, Duration::from_secs(10));
 
     // 1: the mapping vanishes at once (what an expiry does), the chat goes on typing.
     lab.flush_nat(&router).unwrap();
-    type_lines(&mut peers, &mut sent, "after a flush");
-    delivered(&mut peers, &sent, Duration::from_secs(20));
+    type_phase(&mut peers, &mut sent, &mut phase, "after a flush");
+    wait_delivered(&mut peers, &sent, Duration::from_secs(20));
 
     // 2: no UDP crosses the router for 9 s: the mapping times out (5 s) while messages are
     // typed; the chat must carry them (over the relay, once the direct path is quiet).
     lab.nft(&router.ns, CUT).unwrap();
     let cut = Instant::now();
-    type_lines(&mut peers, &mut sent, "during the cut");
+    type_phase(&mut peers, &mut sent, &mut phase, "during the cut");
     std::thread::sleep(Duration::from_secs(7));
     let stale = lab.conntrack_udp(&router).unwrap();
     let client_ip = lab.client(0).ip().to_string();
     let left: Vec<&String> = stale.iter().filter(|l| l.contains(&client_ip)).collect();
-    type_lines(&mut peers, &mut sent, "late in the cut");
-    delivered(&mut peers, &sent, Duration::from_secs(2));
+    type_phase(&mut peers, &mut sent, &mut phase, "late in the cut");
+    wait_delivered(&mut peers, &sent, Duration::from_secs(2));
     std::thread::sleep(Duration::from_secs(9).saturating_sub(cut.elapsed()));
     let during: Vec<Vec<String>> = peers
         .iter_mut()
@@ -780,21 +802,16 @@ fn a_nat_mapping_that_expires_mid_chat_loses_no_message() {
     // 3: UDP is back; the chat goes on. Then the direct path must come back within 20 s
     // (the chat probes the old one and punches again; an attempt that began during the cut
     // runs out first, then the next one is due after its back-off).
-    type_lines(&mut peers, &mut sent, "after the cut");
-    delivered(&mut peers, &sent, Duration::from_secs(20));
+    type_phase(&mut peers, &mut sent, &mut phase, "after the cut");
+    wait_delivered(&mut peers, &sent, Duration::from_secs(20));
     let deadline = Instant::now() + Duration::from_secs(20);
     let came_back: Vec<bool> = peers
         .iter_mut()
         .map(|p| p.wait_for(deadline.saturating_duration_since(Instant::now()), direct))
         .collect();
-    type_lines(&mut peers, &mut sent, "at the end");
-    delivered(&mut peers, &sent, Duration::from_secs(20));
-    for peer in &mut peers {
-        peer.close_stdin();
-    }
-    let [a, b] = peers;
-    let outcomes = [a.finish(EXIT), b.finish(EXIT)];
-    let reports = format!("{}\n{}", outcomes[0].report(80), outcomes[1].report(80));
+    type_phase(&mut peers, &mut sent, &mut phase, "at the end");
+    wait_delivered(&mut peers, &sent, Duration::from_secs(20));
+    let (outcomes, reports) = end_both(peers);
     eprintln!(
         "mapping expiry: conntrack entries of {client_ip} left 7 s into the cut: {left:?}\n\
          paths by the end of the cut: {during:?}\n\
@@ -839,24 +856,6 @@ fn a_nat_that_changes_its_public_address_mid_chat_is_punched_again() {
     let mut peers = [pair.start(0, &[]), pair.start(1, &[])];
     let mut sent: [Vec<String>; 2] = [Vec::new(), Vec::new()];
     let mut phase = 0;
-    let mut type_lines = |peers: &mut [ChatPeer; 2], sent: &mut [Vec<String>; 2], what: &str| {
-        for (i, peer) in peers.iter_mut().enumerate() {
-            let lines: Vec<String> = (0..5)
-                .map(|k| format!("{} phase {phase} ({what}) line {k}", USERS[i]))
-                .collect();
-            peer.send_lines(&lines).unwrap();
-            sent[i].extend(lines);
-        }
-        phase += 1;
-    };
-    let delivered = |peers: &mut [ChatPeer; 2], sent: &[Vec<String>; 2], within: Duration| {
-        let deadline = Instant::now() + within;
-        for (i, peer) in peers.iter_mut().enumerate() {
-            let want = sent[1 - i].len();
-            let left = deadline.saturating_duration_since(Instant::now());
-            peer.wait_for(left, |events| messages(events).len() >= want);
-        }
-    };
     let direct_to = |ip: String| {
         move |events: &[tests::lab::chat::ChatEvent]| {
             path_events(events).last().is_some_and(|(p, remote, _)| {
@@ -864,7 +863,7 @@ fn a_nat_that_changes_its_public_address_mid_chat_is_punched_again() {
             })
         }
     };
-    type_lines(&mut peers, &mut sent, "start");
+    type_phase(&mut peers, &mut sent, &mut phase, "start");
     let publics = [old_ip.clone(), public_ip(lab, 1).to_string()];
     for (i, peer) in peers.iter_mut().enumerate() {
         assert!(
@@ -874,12 +873,12 @@ fn a_nat_that_changes_its_public_address_mid_chat_is_punched_again() {
             peer.logs()
         );
     }
-    delivered(&mut peers, &sent, Duration::from_secs(10));
+    wait_delivered(&mut peers, &sent, Duration::from_secs(10));
 
     let moved = Instant::now();
     let new_ip = lab.renumber(&router).unwrap().to_string();
-    type_lines(&mut peers, &mut sent, "after the move");
-    delivered(&mut peers, &sent, Duration::from_secs(20));
+    type_phase(&mut peers, &mut sent, &mut phase, "after the move");
+    wait_delivered(&mut peers, &sent, Duration::from_secs(20));
     // Bob must end direct to Alice's new address, Alice direct to Bob again (after a
     // relayed stretch in between).
     let back = [
@@ -906,14 +905,9 @@ fn a_nat_that_changes_its_public_address_mid_chat_is_punched_again() {
                 .join(", ")
         })
         .collect();
-    type_lines(&mut peers, &mut sent, "after punching again");
-    delivered(&mut peers, &sent, Duration::from_secs(20));
-    for peer in &mut peers {
-        peer.close_stdin();
-    }
-    let [a, b] = peers;
-    let outcomes = [a.finish(EXIT), b.finish(EXIT)];
-    let reports = format!("{}\n{}", outcomes[0].report(80), outcomes[1].report(80));
+    type_phase(&mut peers, &mut sent, &mut phase, "after punching again");
+    wait_delivered(&mut peers, &sent, Duration::from_secs(20));
+    let (outcomes, reports) = end_both(peers);
     eprintln!(
         "renumbered {old_ip} -> {new_ip}; paths after the move: alice [{}], bob [{}]",
         timings[0], timings[1]
