@@ -21,6 +21,7 @@
 //! A ring from the peer starts an attempt at once: the peer has already waited its own delay.
 //! A direct path that comes back by itself (or a new one confirmed) resets the count.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use shared::rendezvous::SessionId;
@@ -86,7 +87,7 @@ pub struct Repunch {
     state: State,
     /// Attempts since the direct path was last up.
     attempts: u32,
-    actions: Vec<RepunchAction>,
+    actions: VecDeque<RepunchAction>,
 }
 
 impl Repunch {
@@ -96,7 +97,7 @@ impl Repunch {
             config,
             state: State::Idle,
             attempts: 0,
-            actions: Vec::new(),
+            actions: VecDeque::new(),
         }
     }
 
@@ -156,7 +157,7 @@ impl Repunch {
     /// Our address is known (or could not be learnt; the driver then offers the last one).
     pub fn handle_gathered(&mut self, now: Instant) {
         if let State::Gathering { ring } = self.state {
-            self.actions.push(match ring {
+            self.actions.push_back(match ring {
                 Some(sid) => RepunchAction::Answer(sid),
                 None => RepunchAction::Invite,
             });
@@ -210,11 +211,7 @@ impl Repunch {
 
     /// The next thing to do, if any.
     pub fn poll_action(&mut self) -> Option<RepunchAction> {
-        if self.actions.is_empty() {
-            None
-        } else {
-            Some(self.actions.remove(0))
-        }
+        self.actions.pop_front()
     }
 
     /// When [`Self::handle_timeout`] next has something to do.
@@ -229,7 +226,7 @@ impl Repunch {
     fn start(&mut self, ring: Option<SessionId>) {
         self.attempts = self.attempts.saturating_add(1);
         self.state = State::Gathering { ring };
-        self.actions.push(RepunchAction::Gather);
+        self.actions.push_back(RepunchAction::Gather);
     }
 }
 

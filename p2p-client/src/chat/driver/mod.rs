@@ -518,7 +518,12 @@ impl Driver {
             {
                 self.peer_gone = true;
             }
-            Event::Ring { sid, from } if from == self.peer => self.on_peer_ring(sid),
+            // The peer wants to punch again (its direct path died). Without punching, its
+            // ring is declined like anyone else's below.
+            Event::Ring { sid, from } if from == self.peer && self.punch_enabled => {
+                tracing::info!(%sid, "the peer asks to punch again");
+                self.repunch.handle_ring(sid);
+            }
             Event::Introduced(intro) => self.on_introduced(now, &intro),
             Event::Cancelled { sid, .. } => self.repunch.handle_cancelled(sid),
             Event::Ring { sid, from } => {

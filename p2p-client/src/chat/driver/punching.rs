@@ -149,19 +149,6 @@ impl Driver {
         }
     }
 
-    /// The peer rang: it wants to punch again (its direct path died).
-    pub(super) fn on_peer_ring(&mut self, sid: SessionId) {
-        if self.punch_enabled {
-            tracing::info!(%sid, "the peer asks to punch again");
-            self.repunch.handle_ring(sid);
-        } else {
-            let client = self.client.clone();
-            tokio::spawn(async move {
-                let _ = client.decline(sid).await;
-            });
-        }
-    }
-
     /// A new introduction to the peer (ours or the peer's re-punch): a new puncher takes over
     /// while the chat session goes on. One with another key is another chat of the peer's,
     /// not ours, and is ignored.
