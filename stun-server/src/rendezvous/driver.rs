@@ -240,6 +240,10 @@ impl Driver {
     /// Carries out the core's outputs in order: a store operation is on disk before any later
     /// line is queued.
     fn drain(&mut self) {
+        // Counts first: the core has already taken the input, so a client that reads an answer
+        // sent below also sees the counts it implies (the call after `drain` adds what the
+        // disconnects found while sending changed).
+        self.publish_counts();
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Store(op) => self.persist(&op),
