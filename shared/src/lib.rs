@@ -5,6 +5,7 @@
 //! can be driven by a real driver (the `stun-server` and `p2p-client` crates) or by a
 //! deterministic simulator alike.
 //!
+//! - [`identity`]: key fingerprints and the safety numbers two users compare.
 //! - [`nat_classifier`]: classify the NAT between us and a two-address STUN server.
 //! - [`stun`]: a zero-allocation codec for classic (RFC 3489) and modern (RFC 8489/5780) STUN.
 //! - [`stun_client`]: one Binding transaction with RFC 8489 retransmission, checking where the
@@ -13,6 +14,7 @@
 //!   out, naming which of the four server sockets must send it.
 
 pub mod chat;
+pub mod identity;
 pub mod nat_classifier;
 pub mod punch;
 pub mod rendezvous;
