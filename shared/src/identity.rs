@@ -39,7 +39,9 @@ impl Fingerprint {
     pub fn of_certificate(der: &[u8]) -> Option<Fingerprint> {
         let der = rustls_pki_types::CertificateDer::from(der);
         let cert = webpki::EndEntityCert::try_from(&der).ok()?;
-        Some(Fingerprint::of_spki(cert.subject_public_key_info().as_ref()))
+        Some(Fingerprint::of_spki(
+            cert.subject_public_key_info().as_ref(),
+        ))
     }
 
     /// The fingerprint of a device's X25519 identity public key: SHA-256 over its 32 bytes.

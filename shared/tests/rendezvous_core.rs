@@ -1,6 +1,7 @@
 //! The worked session of docs/PROTOCOL.md section 10, through the public API only: two clients
-//! register, log in with SCRAM, add each other, change presence, list contacts, get introduced,
-//! keep alive and log out. Server output goes through the real framing (encode, then the
+//! register, log in with channel-bound SCRAM, register their device keys, add each other, change
+//! presence, list contacts, fetch each other's device keys, get introduced, keep alive and log
+//! out. Server output goes through the real framing (encode, then the
 //! client-side decode), payloads included.
 
 #![allow(clippy::unwrap_used)]
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::BytesMut;
-use shared::rendezvous::scram::{MECHANISM, ScramClient, derive_credentials};
+use shared::identity::Fingerprint;
+use shared::rendezvous::scram::{ChannelBinding, MECHANISM, ScramClient, derive_credentials};
 use shared::rendezvous::wire::Direction::ToClient;
 use shared::rendezvous::wire::{self, Line, TrId};
 use shared::rendezvous::{
@@ -67,8 +69,14 @@ impl World {
     }
 
     fn register_and_login(&mut self, conn: ConnId, user: &str, password: &[u8]) -> Vec<Line> {
-        self.server
-            .handle_connected(self.now, conn, "203.0.113.5:50000".parse().unwrap());
+        // Each TLS session exports its own channel binding; both ends agree on it.
+        let binding = ChannelBinding([conn.0 as u8; 32]);
+        self.server.handle_connected(
+            self.now,
+            conn,
+            "203.0.113.5:50000".parse().unwrap(),
+            binding,
+        );
         assert_eq!(self.say(conn, "VER", 1, &["P2P1"])[0].params, ["P2P1"]);
         let c = derive_credentials(password, b"p0sLsixteenbytes", KDF).unwrap();
         let (salt, sk, srv) = (
@@ -83,7 +91,7 @@ impl World {
             matches!(self.stored.last(), Some(StoreOp::CreateUser(r)) if r.name.as_str() == user)
         );
 
-        let mut scram = ScramClient::new(&UserName::parse(user).unwrap(), &[42; 24]);
+        let mut scram = ScramClient::new(&UserName::parse(user).unwrap(), &[42; 24], &binding);
         let first = B64.encode(scram.client_first());
         let answer = self.say(conn, "USR", 3, &[MECHANISM, "I", &first]);
         assert_eq!(answer[0].params[..2], [MECHANISM, "S"]);
@@ -114,10 +122,12 @@ fn texts(lines: &[Line]) -> Vec<String> {
 
 #[test]
 fn worked_session() {
+    let sbfp = Fingerprint([0x42; 32]);
     let config = RendezvousConfig {
         min_kdf: KDF,
         stun_addr: Some("127.0.0.1:3478".parse().unwrap()),
         switchboard_addr: Some("127.0.0.1:1865".parse().unwrap()),
+        switchboard_fingerprint: Some(sbfp),
         ..RendezvousConfig::default()
     };
     let mut w = World {
@@ -131,9 +141,25 @@ fn worked_session() {
     let pushes = w.register_and_login(alice, "alice", b"correct horse");
     assert_eq!(
         texts(&pushes),
-        ["CFG 0 stun=127.0.0.1:3478 sb=127.0.0.1:1865 ping=30"]
+        [format!(
+            "CFG 0 stun=127.0.0.1:3478 sb=127.0.0.1:1865 sbfp={sbfp} ping=30"
+        )]
     );
     w.register_and_login(bob, "bob", b"battery staple");
+    // Device identity keys.
+    let (ka, kb) = (B64.encode([1; 32]), B64.encode([2; 32]));
+    assert_eq!(
+        texts(&w.say(alice, "DEV", 4, &[&ka])),
+        [format!("DEV 4 {ka}")]
+    );
+    assert_eq!(
+        texts(&w.say(bob, "DEV", 4, &[&kb])),
+        [format!("DEV 4 {kb}")]
+    );
+    assert!(matches!(
+        w.stored.last(),
+        Some(StoreOp::AddDeviceKey { owner, key }) if owner.as_str() == "bob" && *key == [2; 32]
+    ));
     assert_eq!(texts(&w.say(alice, "ADC", 5, &["bob"])), ["ADC 5 bob"]);
     assert_eq!(texts(&w.say(alice, "CHG", 6, &["BSY"])), ["CHG 6 BSY"]);
     let lst = w.say(alice, "LST", 7, &[]);
@@ -149,9 +175,12 @@ fn worked_session() {
         ["ADC 6 alice", "ILN 0 BSY alice"]
     );
     assert_eq!(texts(&w.read(alice)), ["ILN 0 NLN bob"]);
+    assert_eq!(
+        texts(&w.say(alice, "KEY", 7, &["bob"])),
+        [format!("KEY 7 bob {kb}")]
+    );
 
     // Introduction.
-    let (ka, kb) = (B64.encode([1; 32]), B64.encode([2; 32]));
     let a_key = format!("key={ka}");
     let inv = w.say(
         alice,
@@ -178,6 +207,7 @@ fn worked_session() {
     assert_eq!(itr_a.keyed("key"), Some(kb.as_str()));
     assert_eq!(itr_a.keyed("start"), Some("250"));
     assert_eq!(itr_a.keyed("sb"), Some("127.0.0.1:1865"));
+    assert_eq!(itr_a.keyed("sbfp"), Some(sbfp.to_string().as_str()));
     assert_ne!(itr_a.keyed("ticket"), itr_b.keyed("ticket"));
 
     // Keepalive, then logout.

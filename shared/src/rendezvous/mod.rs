@@ -3,18 +3,21 @@
 //! in `docs/PROTOCOL.md`; this module is its sans-IO core.
 //!
 //! - [`wire`]: framing of `CMD TrID params\r\n` lines and their payloads.
-//! - [`scram`]: the SCRAM-SHA-256-ARGON2ID login exchange, both sides.
+//! - [`scram`]: the SCRAM-SHA-256-ARGON2ID login exchange, both sides, bound to the TLS session
+//!   (`tls-exporter` channel binding).
 //! - [`server`]: the sans-IO server core.
-//! - [`types`]: user names, presence states, the password KDF, credentials, store operations.
+//! - [`types`]: user names, presence states, the password KDF, credentials, store operations
+//!   (device identity keys included).
 
 pub mod scram;
 pub mod server;
 pub mod types;
 pub mod wire;
 
+pub use scram::ChannelBinding;
 pub use server::{ConnId, Output, RendezvousConfig, RendezvousServer, SessionId, Ticket};
 pub use types::{
-    Credentials, DirectorySnapshot, Kdf, KdfError, NameError, Presence, StoreOp, UserName,
-    UserRecord,
+    Credentials, DirectorySnapshot, Kdf, KdfError, MAX_DEVICE_KEYS, NameError, Presence, StoreOp,
+    UserName, UserRecord,
 };
 pub use wire::{Command, FrameError, Line, TrId};

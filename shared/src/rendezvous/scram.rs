@@ -3,7 +3,14 @@
 //!
 //! Messages are RFC 5802's, unchanged, with one extension attribute: the server-first-message
 //! carries `k=<kdf>` (for example `k=argon2id:m=19456:t=2:p=1`) after `i=` so the client can
-//! derive the same SaltedPassword. No channel binding: the GS2 header is always `n,,`.
+//! derive the same SaltedPassword.
+//!
+//! Channel binding is mandatory: the GS2 header is always `p=tls-exporter,,` ([RFC 9266]), and
+//! the client-final-message's `c=` is `base64("p=tls-exporter,," || cb-data)`, where cb-data is
+//! the 32 bytes each end exports from its own side of the TLS 1.3 session with the label
+//! [`TLS_EXPORTER_LABEL`] and no context ([`ChannelBinding`]). A login relayed by a man in the
+//! middle who terminates TLS has two different sessions on its two sides, so the two ends
+//! export different bytes and the proof fails.
 //!
 //! Both sides are here and both are sans-IO: [`ScramClient`] for the client, [`ServerExchange`]
 //! for the server core. The server never runs the KDF; it stores `(kdf, salt, StoredKey,
@@ -14,17 +21,22 @@
 //! let kdf = Kdf { memory_kib: 8, iterations: 1, lanes: 1 };
 //! let creds = derive_credentials(b"pencil", b"sixteen byte slt", kdf).unwrap();
 //! let user = UserName::parse("alice").unwrap();
-//! let mut client = ScramClient::new(&user, &[7; 18]);
+//! // Both ends export this from their side of the TLS session (RFC 9266).
+//! let binding = ChannelBinding([5; 32]);
+//! let mut client = ScramClient::new(&user, &[7; 18], &binding);
 //! let first = parse_client_first(&client.client_first()).unwrap();
 //! let server = ServerExchange::new(&first, &[9; 18], &creds.salt, kdf);
 //! let client_final = client.handle_server_first(server.server_first(), b"pencil").unwrap();
-//! let server_final = server.verify_client_final(&client_final, &creds).unwrap();
+//! let server_final = server.verify_client_final(&client_final, &creds, &binding).unwrap();
 //! client.handle_server_final(&server_final).unwrap();
+//! // The same messages over another TLS session (a man in the middle) fail.
+//! assert!(server.verify_client_final(&client_final, &creds, &ChannelBinding([6; 32])).is_err());
 //! ```
 //!
 //! [RFC 5802]: https://www.rfc-editor.org/rfc/rfc5802
 //! [RFC 7677]: https://www.rfc-editor.org/rfc/rfc7677
 //! [RFC 9106]: https://www.rfc-editor.org/rfc/rfc9106
+//! [RFC 9266]: https://www.rfc-editor.org/rfc/rfc9266
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -41,9 +53,50 @@ pub const MIN_NONCE_BYTES: usize = 18;
 pub const MIN_NONCE_CHARS: usize = 24;
 /// The most characters accepted in a nonce.
 pub const MAX_NONCE_CHARS: usize = 128;
-/// `base64("n,,")`: the `c=` of a client-final-message without channel binding.
-const GS2_HEADER_B64: &str = "biws";
-const GS2_HEADER: &str = "n,,";
+/// The GS2 header of every login: channel binding of type `tls-exporter`, no authzid.
+pub const GS2_HEADER: &str = "p=tls-exporter,,";
+/// The exporter label of RFC 9266's `tls-exporter` channel binding. Both ends call the TLS
+/// library's `export_keying_material` with this label, no context, for 32 bytes.
+pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+
+/// The `tls-exporter` channel binding data ([RFC 9266]): 32 bytes exported from the TLS 1.3
+/// session with [`TLS_EXPORTER_LABEL`] and no context. Each end computes it on its own side of
+/// the TLS session; they agree only if nobody terminates TLS in between.
+///
+/// [RFC 9266]: https://www.rfc-editor.org/rfc/rfc9266
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ChannelBinding(pub [u8; 32]);
+
+/// Which GS2 header an exchange uses. Only the RFC 7677 test vector runs without binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gs2 {
+    /// `n,,`: no channel binding (`c=biws`). Crate tests only.
+    #[cfg(test)]
+    Unbound,
+    /// `p=tls-exporter,,` with these 32 bytes.
+    TlsExporter(ChannelBinding),
+}
+
+impl Gs2 {
+    fn header(self) -> &'static str {
+        match self {
+            #[cfg(test)]
+            Gs2::Unbound => "n,,",
+            Gs2::TlsExporter(_) => GS2_HEADER,
+        }
+    }
+
+    /// The `c=` value: `base64(gs2-header || cb-data)`.
+    fn c_attribute(self) -> String {
+        let mut input = self.header().as_bytes().to_vec();
+        match self {
+            Gs2::TlsExporter(ChannelBinding(data)) => input.extend_from_slice(&data),
+            #[cfg(test)]
+            Gs2::Unbound => {}
+        }
+        B64.encode(input)
+    }
+}
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -52,9 +105,13 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum ScramError {
     /// A message does not follow RFC 5802's syntax (or uses a feature we do not support, such
-    /// as channel binding or an authzid).
+    /// as an authzid, or lacks the mandatory `p=tls-exporter` channel binding).
     #[error("malformed SCRAM message: {0}")]
     Malformed(&'static str),
+    /// The client-final-message's `c=` is not this end's channel binding: the two ends are not
+    /// on the same TLS session (a man in the middle), or the client did not bind.
+    #[error("SCRAM channel binding mismatch")]
+    ChannelBindingMismatch,
     /// The server's nonce does not extend ours, or the client-final nonce is not the combined one.
     #[error("SCRAM nonce mismatch")]
     NonceMismatch,
@@ -179,12 +236,16 @@ pub struct ClientFirst {
     pub bare: String,
 }
 
-/// Parses a client-first-message `n,,n=user,r=nonce`. Refuses channel binding, authzids and
-/// mandatory extensions.
+/// Parses a client-first-message `p=tls-exporter,,n=user,r=nonce`. Refuses any other GS2
+/// header (no binding `n,,`, `y,,`, other binding types, authzids) and mandatory extensions.
 pub fn parse_client_first(msg: &str) -> Result<ClientFirst, ScramError> {
-    let bare = msg
-        .strip_prefix(GS2_HEADER)
-        .ok_or(ScramError::Malformed("GS2 header must be \"n,,\""))?;
+    parse_client_first_gs2(msg, GS2_HEADER)
+}
+
+fn parse_client_first_gs2(msg: &str, header: &str) -> Result<ClientFirst, ScramError> {
+    let bare = msg.strip_prefix(header).ok_or(ScramError::Malformed(
+        "GS2 header must be \"p=tls-exporter,,\"",
+    ))?;
     let [user, nonce] = attributes(bare, ['n', 'r'], true)?;
     // Extensions after r= are allowed by RFC 5802 only if not mandatory (m= is first, refused
     // above by the attribute order); we take none.
@@ -208,6 +269,9 @@ pub struct ServerExchange {
     client_first_bare: String,
     server_first: String,
     nonce: String,
+    /// Only the crate's RFC 7677 test runs without channel binding.
+    #[cfg(test)]
+    unbound: bool,
 }
 
 impl ServerExchange {
@@ -225,6 +289,8 @@ impl ServerExchange {
             client_first_bare: cf.bare.clone(),
             server_first,
             nonce,
+            #[cfg(test)]
+            unbound: false,
         }
     }
 
@@ -233,16 +299,31 @@ impl ServerExchange {
         &self.server_first
     }
 
-    /// Checks the client-final-message against the stored verifier; on success returns the
-    /// server-final-message `v=...`. A wrong proof is [`ScramError::AuthenticationFailed`].
+    /// Checks the client-final-message against the stored verifier and this end's channel
+    /// binding (`binding`, exported from the server's side of the TLS session); on success
+    /// returns the server-final-message `v=...`. A wrong proof is
+    /// [`ScramError::AuthenticationFailed`], a `c=` that is not
+    /// `base64("p=tls-exporter,," || binding)` is [`ScramError::ChannelBindingMismatch`]: the
+    /// caller treats both alike (a failed login).
     pub fn verify_client_final(
         &self,
         client_final: &str,
         credentials: &Credentials,
+        binding: &ChannelBinding,
     ) -> Result<String, ScramError> {
+        let gs2 = Gs2::TlsExporter(*binding);
+        #[cfg(test)]
+        let gs2 = if self.unbound { Gs2::Unbound } else { gs2 };
         let [c, r, p] = attributes(client_final, ['c', 'r', 'p'], false)?;
-        if c != GS2_HEADER_B64 {
-            return Err(ScramError::Malformed("channel binding must be c=biws"));
+        // Not secret (both ends know it), but compared without early exit all the same.
+        let expected = gs2.c_attribute();
+        if c.len() != expected.len()
+            || c.bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                != 0
+        {
+            return Err(ScramError::ChannelBindingMismatch);
         }
         if r != self.nonce {
             return Err(ScramError::NonceMismatch);
@@ -325,29 +406,32 @@ enum ClientState {
 pub struct ScramClient {
     nonce: String,
     bare: String,
+    gs2: Gs2,
     state: ClientState,
 }
 
 impl ScramClient {
     /// `nonce`: at least 18 random bytes from the caller (the core has no rng); base64'd inside.
-    /// The server refuses shorter nonces.
-    pub fn new(user: &UserName, nonce: &[u8]) -> ScramClient {
-        Self::with_nonce_text(user.as_str(), B64.encode(nonce))
+    /// The server refuses shorter nonces. `binding`: exported from the client's side of the TLS
+    /// session to the server ([`TLS_EXPORTER_LABEL`], 32 bytes, no context).
+    pub fn new(user: &UserName, nonce: &[u8], binding: &ChannelBinding) -> ScramClient {
+        Self::with_nonce_text(user.as_str(), B64.encode(nonce), Gs2::TlsExporter(*binding))
     }
 
-    /// A client with a nonce already in text form (the RFC 7677 test vector uses one).
-    fn with_nonce_text(user: &str, nonce: String) -> ScramClient {
+    /// A client with a nonce already in text form (the test vectors use one).
+    fn with_nonce_text(user: &str, nonce: String, gs2: Gs2) -> ScramClient {
         ScramClient {
             bare: format!("n={user},r={nonce}"),
             nonce,
+            gs2,
             state: ClientState::Initial,
         }
     }
 
-    /// RFC 5802 client-first-message, e.g. "n,,n=alice,r=..." (NOT base64; the caller base64s it
-    /// for the USR line).
+    /// RFC 5802 client-first-message, e.g. "p=tls-exporter,,n=alice,r=..." (NOT base64; the
+    /// caller base64s it for the USR line).
     pub fn client_first(&self) -> String {
-        format!("{GS2_HEADER}{}", self.bare)
+        format!("{}{}", self.gs2.header(), self.bare)
     }
 
     /// Takes the server-first-message (decoded from base64), runs the KDF, returns
@@ -386,7 +470,7 @@ impl ScramClient {
         }
         let salted = hi(&sf)?;
         let (client_key, stored_key, server_key) = keys(&salted);
-        let without_proof = format!("c={GS2_HEADER_B64},r={}", sf.nonce);
+        let without_proof = format!("c={},r={}", self.gs2.c_attribute(), sf.nonce);
         let auth = auth_message(&self.bare, server_first, &without_proof);
         let proof = xor(&client_key, &hmac(&stored_key, auth.as_bytes()));
         self.state = ClientState::Final(hmac(&server_key, auth.as_bytes()));
@@ -412,209 +496,4 @@ impl ScramClient {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    const CHEAP: Kdf = Kdf {
-        memory_kib: 8,
-        iterations: 1,
-        lanes: 1,
-    };
-
-    fn pbkdf2_hi(
-        password: &'static [u8],
-    ) -> impl FnOnce(&ServerFirst<'_>) -> Result<[u8; 32], ScramError> {
-        move |sf| {
-            let mut out = [0u8; 32];
-            pbkdf2::pbkdf2_hmac::<Sha256>(password, &sf.salt, sf.iterations, &mut out);
-            Ok(out)
-        }
-    }
-
-    /// RFC 7677 section 3, with PBKDF2 plugged back in as `Hi()`.
-    #[test]
-    fn rfc7677_test_vector() {
-        const SERVER_FIRST: &str = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
-                                    s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-        const CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
-                                    p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
-        const SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
-        let mut client = ScramClient::with_nonce_text("user", "rOprNGfwEbeRWgbNEkqO".into());
-        assert_eq!(client.client_first(), "n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
-        let client_final = client
-            .handle_server_first_with(SERVER_FIRST, pbkdf2_hi(b"pencil"))
-            .unwrap();
-        assert_eq!(client_final, CLIENT_FINAL);
-        client.handle_server_final(SERVER_FINAL).unwrap();
-
-        // The server side, from the stored verifier only.
-        let first = parse_client_first(&client.client_first()).unwrap();
-        assert_eq!(first.user, "user");
-        let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
-        let mut salted = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<Sha256>(b"pencil", &salt, 4096, &mut salted);
-        let (_, stored_key, server_key) = keys(&salted);
-        let creds = Credentials {
-            kdf: CHEAP,
-            salt: salt.clone(),
-            stored_key,
-            server_key,
-        };
-        let nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".to_owned();
-        let server = ServerExchange::build(&first, nonce, &salt, 4096, "");
-        assert_eq!(server.server_first(), SERVER_FIRST);
-        assert_eq!(
-            server.verify_client_final(CLIENT_FINAL, &creds).unwrap(),
-            SERVER_FINAL
-        );
-
-        // One flipped bit of the proof fails.
-        let bad = CLIENT_FINAL.replace("p=dHzb", "p=dHzc");
-        assert_eq!(
-            server.verify_client_final(&bad, &creds),
-            Err(ScramError::AuthenticationFailed)
-        );
-    }
-
-    fn exchange(password: &[u8], login_password: &[u8]) -> Result<(), ScramError> {
-        let creds = derive_credentials(password, b"0123456789abcdef", CHEAP)?;
-        let user = UserName::parse("alice").unwrap();
-        let mut client = ScramClient::new(&user, &[1; 18]);
-        let first = parse_client_first(&client.client_first())?;
-        let server = ServerExchange::new(&first, &[2; 18], &creds.salt, creds.kdf);
-        assert!(
-            server
-                .server_first()
-                .ends_with(",i=1,k=argon2id:m=8:t=1:p=1")
-        );
-        let client_final = client.handle_server_first(server.server_first(), login_password)?;
-        let server_final = server.verify_client_final(&client_final, &creds)?;
-        client.handle_server_final(&server_final)
-    }
-
-    #[test]
-    fn argon2_round_trip_and_wrong_password() {
-        exchange(b"correct horse", b"correct horse").unwrap();
-        assert_eq!(
-            exchange(b"correct horse", b"battery staple"),
-            Err(ScramError::AuthenticationFailed)
-        );
-    }
-
-    #[test]
-    fn derive_credentials_is_deterministic_and_salted() {
-        let a = derive_credentials(b"pw", b"saltsalt", CHEAP).unwrap();
-        assert_eq!(a, derive_credentials(b"pw", b"saltsalt", CHEAP).unwrap());
-        assert_ne!(
-            a.stored_key,
-            derive_credentials(b"pw", b"saltsal2", CHEAP)
-                .unwrap()
-                .stored_key
-        );
-        assert_ne!(a.stored_key, a.server_key);
-        assert!(matches!(
-            derive_credentials(b"pw", b"short", CHEAP),
-            Err(ScramError::Kdf(_))
-        ));
-    }
-
-    #[test]
-    fn tampered_server_final_and_bad_server_first_fail() {
-        let creds = derive_credentials(b"pw", b"0123456789abcdef", CHEAP).unwrap();
-        let user = UserName::parse("bob").unwrap();
-        let mut client = ScramClient::new(&user, &[3; 18]);
-        assert_eq!(
-            client.handle_server_final("v=AAAA"),
-            Err(ScramError::OutOfOrder)
-        );
-        let first = parse_client_first(&client.client_first()).unwrap();
-        let server = ServerExchange::new(&first, &[4; 18], &creds.salt, creds.kdf);
-        let client_final = client
-            .handle_server_first(server.server_first(), b"pw")
-            .unwrap();
-        let good = server.verify_client_final(&client_final, &creds).unwrap();
-        // A server that does not know the verifier signs with the wrong key.
-        let other = derive_credentials(b"other", b"0123456789abcdef", CHEAP).unwrap();
-        let forged = server.verify_client_final(
-            &client_final,
-            &Credentials {
-                stored_key: creds.stored_key,
-                ..other
-            },
-        );
-        let forged = forged.unwrap();
-        assert_ne!(forged, good);
-        assert_eq!(
-            client.handle_server_final(&forged),
-            Err(ScramError::ServerSignatureMismatch)
-        );
-        assert!(client.handle_server_final("v=notbase64!").is_err());
-        assert_eq!(
-            client.handle_server_final("e=other-error"),
-            Err(ScramError::AuthenticationFailed)
-        );
-        client.handle_server_final(&good).unwrap();
-        // The nonce must extend ours; k= must agree with i=.
-        let mut c2 = ScramClient::new(&user, &[3; 18]);
-        let sf = server.server_first().replacen("r=A", "r=B", 1);
-        assert_eq!(
-            c2.handle_server_first(&sf, b"pw"),
-            Err(ScramError::NonceMismatch)
-        );
-        let mut c3 = ScramClient::new(&user, &[3; 18]);
-        let sf = server.server_first().replace(",i=1,", ",i=2,");
-        assert!(matches!(
-            c3.handle_server_first(&sf, b"pw"),
-            Err(ScramError::Malformed(_))
-        ));
-        let mut c4 = ScramClient::new(&user, &[3; 18]);
-        let sf = server.server_first().replace(",k=argon2id:m=8:t=1:p=1", "");
-        assert!(matches!(
-            c4.handle_server_first(&sf, b"pw"),
-            Err(ScramError::Malformed(_))
-        ));
-    }
-
-    #[test]
-    fn client_first_refuses_what_we_do_not_support() {
-        for bad in [
-            "p=tls-unique,,n=a,r=abc",
-            "y,,n=a,r=abc",
-            "n,a=admin,n=a,r=abc",
-            "n,,m=ext,n=a,r=abc",
-            "n,,n=,r=abc",
-            "n,,n=a,r=",
-            "n,,n=a",
-            "n,,r=abc,n=a",
-        ] {
-            assert!(parse_client_first(bad).is_err(), "{bad}");
-        }
-        let ok = parse_client_first("n,,n=a,r=abc,x=ext").unwrap();
-        assert_eq!((ok.user.as_str(), ok.nonce.as_str()), ("a", "abc"));
-    }
-
-    proptest! {
-        #[test]
-        fn malformed_messages_never_panic(text in "[ -~]{0,120}", cut in 0usize..200) {
-            let _ = parse_client_first(&text);
-            let user = UserName::parse("alice").unwrap();
-            let mut client = ScramClient::new(&user, &[5; 18]);
-            let _ = client.handle_server_first_with(&text, |_| Ok([0; 32]));
-            let _ = client.handle_server_final(&text);
-            let first = parse_client_first(&client.client_first()).unwrap();
-            let creds = derive_credentials(b"pw", b"0123456789abcdef", CHEAP).unwrap();
-            let server = ServerExchange::new(&first, &[6; 18], &creds.salt, creds.kdf);
-            let _ = server.verify_client_final(&text, &creds);
-            // Truncations and splices of valid messages.
-            let valid = format!("c=biws,r={}{},p={}", "x", text, B64.encode([0u8; 32]));
-            let cut = cut.min(valid.len());
-            let _ = server.verify_client_final(&valid[..cut], &creds);
-            let sf = server.server_first();
-            let mut fresh = ScramClient::new(&user, &[5; 18]);
-            let _ = fresh.handle_server_first_with(&sf[..cut.min(sf.len())], |_| Ok([0; 32]));
-            let _ = fresh.handle_server_first_with(&format!("{sf}{text}"), |_| Ok([0; 32]));
-        }
-    }
-}
+mod tests;

@@ -300,7 +300,21 @@ pub enum StoreOp {
         /// Who is unblocked.
         blocked: UserName,
     },
+    /// `owner` registered `key` as a device identity key (`DEV`, or the key of its first offer
+    /// on a connection without `DEV`). The store makes it `owner`'s most recently registered
+    /// key (moving it to the front if it was already known) and then keeps only the
+    /// [`MAX_DEVICE_KEYS`] most recently registered keys of `owner`, forgetting the rest.
+    AddDeviceKey {
+        /// Whose device.
+        owner: UserName,
+        /// The device's long-term X25519 identity public key.
+        key: [u8; 32],
+    },
 }
+
+/// The most device identity keys kept per user; registering one more forgets the least
+/// recently registered one (docs/PROTOCOL.md section 5, `DEV`).
+pub const MAX_DEVICE_KEYS: usize = 16;
 
 /// Everything persisted, as loaded at start-up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -311,6 +325,10 @@ pub struct DirectorySnapshot {
     pub contacts: Vec<(UserName, UserName)>,
     /// `(owner, blocked)` pairs of block lists.
     pub blocks: Vec<(UserName, UserName)>,
+    /// `(owner, key)` device identity keys, in the order they were registered (least
+    /// recently registered first), as [`StoreOp::AddDeviceKey`] left them. Keys of unknown
+    /// users are skipped, and only the [`MAX_DEVICE_KEYS`] most recent of a user are kept.
+    pub device_keys: Vec<(UserName, [u8; 32])>,
 }
 
 #[cfg(test)]

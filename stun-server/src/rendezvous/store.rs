@@ -1,25 +1,31 @@
-//! The rendezvous server's SQLite database: accounts, contact and block lists, and the server
-//! secret that makes the fake logins of unknown users stable across restarts.
+//! The rendezvous server's SQLite database: accounts, contact and block lists, device identity
+//! keys, and the server secret that makes the fake logins of unknown users stable across
+//! restarts.
 //!
 //! One file, opened in WAL mode so the operator's `stun-server user add` can write while the
 //! server runs (the server picks new users up with [`Store::users_since`]). The schema version
 //! lives in `PRAGMA user_version`; a database written by a newer server is refused rather than
-//! misread.
+//! misread, and an older one is migrated in place when opened.
+//!
+//! Schema versions: 1 had `users`, `contacts`, `blocks` and `meta`; 2 adds `devices`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
-use shared::rendezvous::{Credentials, DirectorySnapshot, Kdf, StoreOp, UserName, UserRecord};
+use shared::rendezvous::{
+    Credentials, DirectorySnapshot, Kdf, MAX_DEVICE_KEYS, StoreOp, UserName, UserRecord,
+};
 
 /// The schema this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a write waits for another process (the operator's CLI) holding the lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SCHEMA: &str = "
+/// Version 1: accounts, lists and the secret.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS users (
     name       TEXT PRIMARY KEY NOT NULL,
     kdf        TEXT NOT NULL,
@@ -42,6 +48,18 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value BLOB NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// Version 2: device identity keys. `seq` orders one owner's keys by registration (higher is
+/// more recent): each registration takes the owner's highest `seq` plus one, no clock needed.
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS devices (
+    owner TEXT NOT NULL,
+    key   BLOB NOT NULL CHECK (length(key) = 32),
+    seq   INTEGER NOT NULL,
+    PRIMARY KEY (owner, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS devices_by_seq ON devices (owner, seq);
 ";
 
 /// Why the database could not be opened, read or written.
@@ -150,13 +168,19 @@ impl Store {
         Ok(store)
     }
 
-    /// Creates the tables of a new database (version 0 is SQLite's "never set").
+    /// Creates the tables of a new database (version 0 is SQLite's "never set"), or brings an
+    /// older one up to [`SCHEMA_VERSION`], in one transaction.
     fn migrate(&mut self, found: i64) -> Result<(), StoreError> {
         if found == SCHEMA_VERSION {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
-        tx.execute_batch(SCHEMA)?;
+        if found < 1 {
+            tx.execute_batch(SCHEMA_V1)?;
+        }
+        if found < 2 {
+            tx.execute_batch(SCHEMA_V2)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
         Ok(())
@@ -211,7 +235,27 @@ impl Store {
             users,
             contacts: pairs("SELECT owner, contact FROM contacts ORDER BY owner, contact")?,
             blocks: pairs("SELECT owner, blocked FROM blocks ORDER BY owner, blocked")?,
+            device_keys: self.device_keys()?,
         })
+    }
+
+    /// Every device key, by owner, each owner's least recently registered first.
+    pub fn device_keys(&self) -> Result<Vec<(UserName, [u8; 32])>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT owner, key FROM devices ORDER BY owner, seq")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (owner, key) = row?;
+            let key: [u8; 32] = key.try_into().map_err(|_| {
+                StoreError::Corrupt(format!("a device key of user {owner:?} is not 32 bytes"))
+            })?;
+            out.push((name(&owner)?, key));
+        }
+        Ok(out)
     }
 
     /// Persists one change the server core asked for.
@@ -376,7 +420,41 @@ fn apply_op(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
             owner,
             blocked,
         ),
+        StoreOp::AddDeviceKey { owner, key } => add_device_key(conn, owner, key),
         other => Err(StoreError::Unsupported(format!("{other:?}"))),
+    }
+}
+
+/// Makes `key` `owner`'s most recently registered device key and keeps only the
+/// [`MAX_DEVICE_KEYS`] most recent, atomically (a savepoint: inside `apply_batch`'s
+/// transaction or on its own).
+fn add_device_key(conn: &Connection, owner: &UserName, key: &[u8; 32]) -> Result<(), StoreError> {
+    let run = || -> Result<(), StoreError> {
+        conn.prepare_cached(
+            "INSERT INTO devices (owner, key, seq) \
+             VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM devices WHERE owner = ?1)) \
+             ON CONFLICT (owner, key) DO UPDATE SET seq = excluded.seq",
+        )?
+        .execute(params![owner.as_str(), &key[..]])?;
+        let keep = i64::try_from(MAX_DEVICE_KEYS).unwrap_or(i64::MAX);
+        conn.prepare_cached(
+            "DELETE FROM devices WHERE owner = ?1 AND seq NOT IN \
+             (SELECT seq FROM devices WHERE owner = ?1 ORDER BY seq DESC LIMIT ?2)",
+        )?
+        .execute(params![owner.as_str(), keep])?;
+        Ok(())
+    };
+    conn.execute_batch("SAVEPOINT add_device_key")?;
+    match run() {
+        Ok(()) => {
+            conn.execute_batch("RELEASE add_device_key")?;
+            Ok(())
+        }
+        Err(e) => {
+            // Undo the half-done change; the original error is the one worth reporting.
+            let _ = conn.execute_batch("ROLLBACK TO add_device_key; RELEASE add_device_key");
+            Err(e)
+        }
     }
 }
 
@@ -527,7 +605,7 @@ mod tests {
         drop(conn);
         let err = Store::open(&path).unwrap_err();
         assert!(
-            matches!(err, StoreError::NewerSchema { found: 2, .. }),
+            matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
             "{err}"
         );
         assert!(err.to_string().contains("newer"), "{err}");
@@ -543,5 +621,110 @@ mod tests {
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Open { .. }), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn key_op(owner: &str, byte: u8) -> StoreOp {
+        StoreOp::AddDeviceKey {
+            owner: user(owner),
+            key: [byte; 32],
+        }
+    }
+
+    #[test]
+    fn device_keys_round_trip_most_recent_last_and_bounded() {
+        let path = temp_db("devices");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+        let mut store = Store::open(&path).unwrap();
+        store.add_user(&user("alice"), &creds(1)).unwrap();
+        store.add_user(&user("bob"), &creds(2)).unwrap();
+        for op in [
+            key_op("alice", 1),
+            key_op("bob", 9),
+            key_op("alice", 2),
+            key_op("alice", 3),
+            // Registered again: becomes alice's most recent.
+            key_op("alice", 1),
+        ] {
+            store.apply(&op).unwrap();
+        }
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.load().unwrap().device_keys,
+            vec![
+                (user("alice"), [2; 32]),
+                (user("alice"), [3; 32]),
+                (user("alice"), [1; 32]),
+                (user("bob"), [9; 32]),
+            ]
+        );
+        // Beyond the limit, the least recently registered keys go (in a batch too).
+        let ops: Vec<StoreOp> = (10..10 + MAX_DEVICE_KEYS as u8)
+            .map(|b| key_op("alice", b))
+            .collect();
+        store.apply_batch(&ops).unwrap();
+        store.apply(&key_op("alice", 3)).unwrap();
+        let alice: Vec<[u8; 32]> = store
+            .device_keys()
+            .unwrap()
+            .into_iter()
+            .filter(|(o, _)| *o == user("alice"))
+            .map(|(_, k)| k)
+            .collect();
+        assert_eq!(alice.len(), MAX_DEVICE_KEYS);
+        assert_eq!(alice[0], [11; 32]);
+        assert_eq!(alice[MAX_DEVICE_KEYS - 2], [25; 32]);
+        assert_eq!(alice[MAX_DEVICE_KEYS - 1], [3; 32]);
+        assert!(!alice.contains(&[1; 32]) && !alice.contains(&[2; 32]));
+        // The server core rebuilds the same directory from it (bob is untouched).
+        let snap = store.load().unwrap();
+        assert_eq!(snap.device_keys.last(), Some(&(user("bob"), [9; 32])));
+        drop(store);
+        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_database_migrates_and_keeps_its_data() {
+        let path = temp_db("v1");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // A database exactly as the version 1 server left it.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('secret', ?1)",
+            params![&[7u8; 32][..]],
+        )
+        .unwrap();
+        insert_user(&conn, &user("alice"), &creds(1)).unwrap();
+        insert_user(&conn, &user("bob"), &creds(2)).unwrap();
+        conn.execute(
+            "INSERT INTO contacts (owner, contact) VALUES ('alice', 'bob')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+
+        let mut store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(store.secret(), [7; 32]);
+        let snap = store.load().unwrap();
+        assert_eq!(snap.users.len(), 2);
+        assert_eq!(snap.contacts, vec![(user("alice"), user("bob"))]);
+        assert!(snap.device_keys.is_empty());
+        store.apply(&key_op("alice", 5)).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.load().unwrap().device_keys,
+            vec![(user("alice"), [5; 32])]
+        );
+        drop(store);
+        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
     }
 }

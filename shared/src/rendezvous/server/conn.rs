@@ -8,7 +8,7 @@ use super::{
     ConnId, Handled, INVALID_PARAMETER, Line, NOT_EXPECTED, NOT_LOGGED_IN, Output, Refusal,
     RendezvousServer, UNKNOWN_COMMAND, out_line,
 };
-use crate::rendezvous::scram::ServerExchange;
+use crate::rendezvous::scram::{ChannelBinding, ServerExchange};
 use crate::rendezvous::types::Presence;
 
 /// One TCP connection. Kept small: the benchmark holds 50,000 of them.
@@ -23,6 +23,10 @@ pub(super) struct Conn {
     pub(super) errors: u32,
     /// Failed logins so far.
     pub(super) login_failures: u32,
+    /// The `tls-exporter` channel binding of the connection's TLS session (server side).
+    pub(super) binding: ChannelBinding,
+    /// The device identity key this connection is bound to (`DEV`, or its first offer's key).
+    pub(super) device: Option<[u8; 32]>,
 }
 
 /// Where a connection is in docs/PROTOCOL.md section 2's state diagram.
@@ -51,13 +55,15 @@ pub(super) struct PendingLogin {
 }
 
 impl Conn {
-    pub(super) fn new(now: Instant) -> Conn {
+    pub(super) fn new(now: Instant, binding: ChannelBinding) -> Conn {
         Conn {
             state: ConnState::AwaitVersion,
             last_rx: now,
             pinged: false,
             errors: 0,
             login_failures: 0,
+            binding,
+            device: None,
         }
     }
 
@@ -111,7 +117,7 @@ impl RendezvousServer {
             b"REG" => self.on_reg(conn, line),
             b"USR" => self.on_usr(now, conn, line),
             b"CHG" | b"LST" | b"ADC" | b"REM" | b"BLK" | b"ALW" | b"PWD" | b"INV" | b"ANS"
-            | b"DEC" | b"PRM" => {
+            | b"DEC" | b"PRM" | b"DEV" | b"KEY" => {
                 let Some(me) = user else {
                     return Err(NOT_LOGGED_IN);
                 };
@@ -126,6 +132,8 @@ impl RendezvousServer {
                     b"INV" => self.on_inv(now, me, conn, line),
                     b"ANS" => self.on_ans(now, me, conn, line),
                     b"PRM" => self.on_prm(now, me, conn, line),
+                    b"DEV" => self.on_dev(me, conn, line),
+                    b"KEY" => self.on_key(me, conn, line),
                     _ => self.on_dec(me, conn, line),
                 }
             }

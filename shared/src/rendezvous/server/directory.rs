@@ -9,7 +9,7 @@ use super::{
     NOT_A_CONTACT, NOT_BLOCKED, Output, RendezvousServer,
 };
 use crate::rendezvous::types::{
-    Credentials, DirectorySnapshot, Presence, StoreOp, UserName, UserRecord,
+    Credentials, DirectorySnapshot, MAX_DEVICE_KEYS, Presence, StoreOp, UserName, UserRecord,
 };
 use crate::rendezvous::wire::{Line, MAX_PAYLOAD, TrId};
 
@@ -30,6 +30,8 @@ pub(super) struct User {
     pub(super) conn: Option<ConnId>,
     /// `Offline` when not logged in, and after login until the first `CHG`.
     pub(super) presence: Presence,
+    /// Device identity keys, least recently registered first; at most [`MAX_DEVICE_KEYS`].
+    pub(super) devices: Vec<[u8; 32]>,
 }
 
 /// Every account, by id and by name.
@@ -71,7 +73,27 @@ impl Directory {
                 insert_sorted(&mut dir.user_mut(o).blocks, b);
             }
         }
+        for (owner, key) in &snapshot.device_keys {
+            if let Some(o) = dir.id(owner) {
+                dir.register_device(o, *key);
+            }
+        }
         dir
+    }
+
+    /// Makes `key` the most recently registered device key of `user`, forgetting the least
+    /// recently registered one beyond [`MAX_DEVICE_KEYS`]. `false` if it already was the most
+    /// recent (nothing changed, nothing to persist).
+    pub(super) fn register_device(&mut self, user: UserId, key: [u8; 32]) -> bool {
+        let devices = &mut self.user_mut(user).devices;
+        if devices.last() == Some(&key) {
+            return false;
+        }
+        devices.retain(|k| *k != key);
+        devices.push(key);
+        let excess = devices.len().saturating_sub(MAX_DEVICE_KEYS);
+        devices.drain(..excess);
+        true
     }
 
     pub(super) fn id(&self, name: &UserName) -> Option<UserId> {
@@ -106,6 +128,7 @@ impl Directory {
             blocks: Vec::new(),
             conn: None,
             presence: Presence::Offline,
+            devices: Vec::new(),
         });
         id
     }

@@ -35,7 +35,8 @@ pub const ALLOC_KINDS: [&str; 3] = ["preserving", "sequential", "random"];
 /// The kinds of `cand=kind/ip:port`.
 pub const CANDIDATE_KINDS: [&str; 3] = ["host", "srflx", "relay"];
 
-/// What a peer says about itself in `INV` or `ANS`, checked.
+/// What a peer says about itself in `INV` or `ANS`, checked. Its `key` is the device identity
+/// key of the connection (see `devices`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Offer {
     key: [u8; 32],
@@ -208,11 +209,15 @@ impl RendezvousServer {
     ) -> Handled {
         let (name, rest) = line.params.split_first().ok_or(INVALID_PARAMETER)?;
         let offer = Offer::parse(rest)?;
+        self.check_offer_key(conn, &offer.key)?;
         let target = self
             .dir
             .lookup(name)
             .filter(|&t| self.can_introduce(me, t))
             .ok_or(USER_OFFLINE)?;
+        // From here on the INV is answered: bind the connection to the offer's key if it
+        // sent no DEV.
+        self.bind_device(me, conn, offer.key);
         let target_name = self.dir.user(target).name.to_string();
         // Both opened a chat at once: introduce now; the earlier inviter is the initiator.
         if let Some(&sid) = self.intros.by_pair.get(&(target, me))
@@ -280,12 +285,14 @@ impl RendezvousServer {
     ) -> Handled {
         let (sid, rest) = line.params.split_first().ok_or(INVALID_PARAMETER)?;
         let offer = Offer::parse(rest)?;
+        self.check_offer_key(conn, &offer.key)?;
         let (sid, invite) = self.take_invite_to(me, sid)?;
         let inviter_online = self.conn_of(invite.from).is_some();
         if !inviter_online || !self.dir.mutual_unblocked(invite.from, me) {
             self.cancel_to(invite.from, sid, "offline");
             return Err(USER_OFFLINE);
         }
+        self.bind_device(me, conn, offer.key);
         self.send(conn, Line::new("ANS", line.trid, [sid.to_string()]));
         self.introduce(now, sid, (invite.from, &invite.offer), (me, &offer));
         Ok(())
@@ -310,7 +317,13 @@ impl RendezvousServer {
     ) {
         let expires = now + self.config.ticket_lifetime;
         let start = format!("start={}", self.config.punch_delay.as_millis());
-        let sb = self.config.switchboard_addr.map(|sb| format!("sb={sb}"));
+        let mut sb = Vec::new();
+        if let Some(addr) = self.config.switchboard_addr {
+            sb.push(format!("sb={addr}"));
+            if let Some(fp) = self.config.switchboard_fingerprint {
+                sb.push(format!("sbfp={fp}"));
+            }
+        }
         let sides = [
             (initiator, responder, "role=initiator"),
             (responder, initiator, "role=responder"),
@@ -329,7 +342,7 @@ impl RendezvousServer {
             let mut params = vec![sid.to_string(), peer_name.to_string(), role.to_owned()];
             params.push(start.clone());
             params.push(format!("ticket={}", hex(&value)));
-            params.extend(sb.clone());
+            params.extend(sb.iter().cloned());
             peer_offer.write(&mut params);
             lines.push((me, Line::new("ITR", TrId::PUSH, params)));
         }

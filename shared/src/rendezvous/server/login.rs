@@ -16,7 +16,8 @@ use super::{
     WEAK_KDF,
 };
 use crate::rendezvous::scram::{
-    self, MAX_NONCE_CHARS, MECHANISM, MIN_NONCE_BYTES, MIN_NONCE_CHARS, ServerExchange,
+    self, ChannelBinding, MAX_NONCE_CHARS, MECHANISM, MIN_NONCE_BYTES, MIN_NONCE_CHARS,
+    ServerExchange,
 };
 use crate::rendezvous::types::{Credentials, Kdf, Presence, StoreOp, UserName, UserRecord};
 use crate::rendezvous::wire::{Line, TrId};
@@ -159,7 +160,8 @@ impl RendezvousServer {
                 if now >= pending.deadline {
                     return Err(NOT_EXPECTED);
                 }
-                self.login_final(conn, line.trid, message, &pending)
+                let binding = c.binding;
+                self.login_final(conn, line.trid, message, &pending, &binding)
             }
             ("S", _) => Err(NOT_EXPECTED),
             _ => Err(INVALID_PARAMETER),
@@ -204,20 +206,23 @@ impl RendezvousServer {
         Ok(())
     }
 
-    /// The second step: check the proof; log in or count a failure.
+    /// The second step: check the channel binding and the proof; log in or count a failure.
     fn login_final(
         &mut self,
         conn: ConnId,
         trid: TrId,
         message: &str,
         pending: &PendingLogin,
+        binding: &ChannelBinding,
     ) -> Handled {
         let creds = match pending.user {
             Some(id) => self.dir.user(id).creds.clone(),
             None => self.fake_credentials(&pending.name),
         };
-        let verified = decode_b64_text(message)
-            .and_then(|text| pending.exchange.verify_client_final(&text, &creds).ok());
+        let verified = decode_b64_text(message).and_then(|text| {
+            let exchange = &pending.exchange;
+            exchange.verify_client_final(&text, &creds, binding).ok()
+        });
         match (verified, pending.user) {
             (Some(server_final), Some(user)) => {
                 self.login_ok(conn, trid, user, &server_final);
@@ -260,6 +265,9 @@ impl RendezvousServer {
         }
         if let Some(sb) = self.config.switchboard_addr {
             cfg.push(format!("sb={sb}"));
+            if let Some(fp) = self.config.switchboard_fingerprint {
+                cfg.push(format!("sbfp={fp}"));
+            }
         }
         cfg.push(format!(
             "ping={}",

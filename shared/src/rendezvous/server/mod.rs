@@ -20,11 +20,13 @@
 //! ```
 //! # use std::time::Instant;
 //! # use shared::rendezvous::server::*;
-//! # use shared::rendezvous::{DirectorySnapshot, TrId, Line};
+//! # use shared::rendezvous::{ChannelBinding, DirectorySnapshot, TrId, Line};
 //! let mut server = RendezvousServer::new(
 //!     RendezvousConfig::default(), DirectorySnapshot::default(), [1; 32], [2; 32]);
 //! let now = Instant::now();
-//! server.handle_connected(now, ConnId(1), "192.0.2.1:5000".parse().unwrap());
+//! // The driver exports the binding from the server's side of the connection's TLS session.
+//! let binding = ChannelBinding([3; 32]);
+//! server.handle_connected(now, ConnId(1), "192.0.2.1:5000".parse().unwrap(), binding);
 //! server.handle_line(now, ConnId(1), Line::new("VER", TrId(1), ["P2P1".to_owned()]));
 //! while let Some(output) = server.poll_output() {
 //!     match output {
@@ -41,6 +43,7 @@
 //! `poll_timeout` is O(1).
 
 mod conn;
+mod devices;
 mod directory;
 mod intro;
 mod login;
@@ -49,6 +52,8 @@ mod timers;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_devices;
 #[cfg(test)]
 mod tests_intro;
 #[cfg(test)]
@@ -62,8 +67,10 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use super::scram::ChannelBinding;
 use super::types::{DirectorySnapshot, Kdf, StoreOp, UserName, UserRecord};
 use super::wire::{FrameError, Line, TrId};
+use crate::identity::Fingerprint;
 use conn::Conn;
 use directory::Directory;
 use intro::Introductions;
@@ -139,6 +146,10 @@ pub struct RendezvousConfig {
     pub stun_addr: Option<SocketAddr>,
     /// The switchboard's address, for `CFG` and the `sb=` of `ITR`.
     pub switchboard_addr: Option<SocketAddr>,
+    /// The SHA-256 fingerprint of the switchboard's TLS key, sent as `sbfp=` right after
+    /// `sb=` in `CFG` and `ITR` (only when `switchboard_addr` is set too). The client accepts
+    /// exactly that key from the switchboard.
+    pub switchboard_fingerprint: Option<Fingerprint>,
 }
 
 impl Default for RendezvousConfig {
@@ -159,6 +170,7 @@ impl Default for RendezvousConfig {
             max_contacts: 1000,
             stun_addr: None,
             switchboard_addr: None,
+            switchboard_fingerprint: None,
         }
     }
 }
@@ -289,14 +301,24 @@ impl RendezvousServer {
         &self.config
     }
 
-    /// A new TCP connection from `remote`. It must send `VER` first. (A reused id replaces the
-    /// old connection silently.)
-    pub fn handle_connected(&mut self, now: Instant, conn: ConnId, remote: SocketAddr) {
+    /// A new connection from `remote`, its TLS handshake done. It must send `VER` first. (A
+    /// reused id replaces the old connection silently.)
+    ///
+    /// `binding`: the `tls-exporter` channel binding of the connection's TLS session, exported
+    /// on the server's side ([`scram::TLS_EXPORTER_LABEL`](super::scram::TLS_EXPORTER_LABEL),
+    /// 32 bytes, no context). The login's last step checks the client's `c=` against it.
+    pub fn handle_connected(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        remote: SocketAddr,
+        binding: ChannelBinding,
+    ) {
         let _ = remote;
         if self.conns.contains_key(&conn) {
             self.forget(conn);
         }
-        self.conns.insert(conn, Conn::new(now));
+        self.conns.insert(conn, Conn::new(now, binding));
         self.schedule_sweep(now);
     }
 

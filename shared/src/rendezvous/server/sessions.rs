@@ -1,8 +1,10 @@
 //! Introduced sessions and the `PRM` relay between their two peers (docs/PROTOCOL.md section 8).
 //!
 //! After `ITR` the server remembers which two users a session id belongs to, so that each peer
-//! can tell the other through the server that it has primed its NAT (the hole-punching core
-//! waits for that before it sends full probes; see the conntrack race in NOTES section 5).
+//! can tell the other through the server that it has primed its NAT. The hole-punching core
+//! waits for that before it sends full probes: a peer's probe that reaches a NAT before that
+//! NAT's own host has sent to the peer creates a conntrack entry that takes the port, and the
+//! host's later packets then leave from another port (the conntrack race).
 //! Memory is bounded three ways: a session is forgotten after `session_lifetime` (10 minutes), a
 //! user keeps at most `max_sessions_per_user` (16; the oldest goes first), and logging out
 //! forgets every session of the user.

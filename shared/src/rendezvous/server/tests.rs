@@ -11,9 +11,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::BytesMut;
 
 use super::*;
-use crate::rendezvous::scram::{MECHANISM, ScramClient, derive_credentials};
+use crate::rendezvous::scram::{ChannelBinding, MECHANISM, ScramClient, derive_credentials};
 use crate::rendezvous::types::Credentials;
 use crate::rendezvous::wire;
+
+/// The channel binding the harness's connections export (both ends of a clean TLS session).
+pub(super) const CB: ChannelBinding = ChannelBinding([0x5a; 32]);
 
 pub(super) const CHEAP: Kdf = Kdf {
     memory_kib: 8,
@@ -86,7 +89,13 @@ impl Harness {
             users: users.iter().map(|u| record(u)).collect(),
             contacts: pairs(contacts),
             blocks: pairs(blocks),
+            device_keys: Vec::new(),
         };
+        Self::with_snapshot(config, snapshot)
+    }
+
+    /// A server started from `snapshot` (as loaded from the store).
+    pub(super) fn with_snapshot(config: RendezvousConfig, snapshot: DirectorySnapshot) -> Self {
         Harness {
             server: RendezvousServer::new(config, snapshot, [7; 32], [9; 32]),
             now: Instant::now(),
@@ -106,10 +115,16 @@ impl Harness {
     }
 
     pub(super) fn connect(&mut self) -> ConnId {
+        self.connect_bound(CB)
+    }
+
+    /// A connection whose server side exports `binding`.
+    pub(super) fn connect_bound(&mut self, binding: ChannelBinding) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let remote: SocketAddr = "198.51.100.1:40000".parse().unwrap();
-        self.server.handle_connected(self.now, conn, remote);
+        self.server
+            .handle_connected(self.now, conn, remote, binding);
         conn
     }
 
@@ -140,7 +155,18 @@ impl Harness {
 
     /// Runs both SCRAM steps on `conn`; returns the answers to the second.
     pub(super) fn try_login(&mut self, conn: ConnId, user: &str, password: &str) -> Vec<String> {
-        let mut client = ScramClient::new(&name(user), &[user.len() as u8; 18]);
+        self.try_login_bound(conn, user, password, &CB)
+    }
+
+    /// [`try_login`](Self::try_login) with the client's side exporting `binding`.
+    pub(super) fn try_login_bound(
+        &mut self,
+        conn: ConnId,
+        user: &str,
+        password: &str,
+        binding: &ChannelBinding,
+    ) -> Vec<String> {
+        let mut client = ScramClient::new(&name(user), &[user.len() as u8; 18], binding);
         let first = B64.encode(client.client_first());
         let answer = self.ask(conn, &format!("USR 3 {MECHANISM} I {first}"));
         let server_first = answer[0].rsplit(' ').next().unwrap();
@@ -275,10 +301,92 @@ fn login_succeeds_and_pushes_cfg() {
 }
 
 #[test]
+fn login_is_bound_to_the_tls_session() {
+    let mut h = Harness::new(&["alice"], &[], &[]);
+    // The client's side of its TLS session exports CB; the server's side of another session
+    // (a man in the middle terminating TLS) exports something else: the right password fails
+    // like a wrong one, and counts as a failed login.
+    let other = ChannelBinding([0xa5; 32]);
+    let c = h.connect_bound(other);
+    assert_eq!(h.ask(c, "VER 1 P2P1"), ["VER 1 P2P1"]);
+    for _ in 0..2 {
+        assert_eq!(
+            h.try_login(c, "alice", "alice-pw"),
+            ["911 4 authentication failed"]
+        );
+    }
+    assert_eq!(
+        h.try_login(c, "alice", "alice-pw"),
+        ["911 4 authentication failed", "OUT 0 ERR", "CLOSE"]
+    );
+    assert_eq!(h.server.online_count(), 0);
+    // Same bytes on both ends: logged in.
+    let c = h.connect_bound(other);
+    assert_eq!(h.ask(c, "VER 1 P2P1"), ["VER 1 P2P1"]);
+    assert!(h.try_login_bound(c, "alice", "alice-pw", &other)[0].starts_with("USR 4 OK alice "));
+}
+
+#[test]
+fn client_first_without_tls_exporter_binding_is_refused() {
+    let mut h = Harness::new(&["alice"], &[], &[]);
+    let c = h.hello();
+    let nonce = B64.encode([1u8; 18]);
+    for header in ["n,,", "y,,", "p=tls-unique,,", "p=tls-exporter,a=bob,"] {
+        let first = B64.encode(format!("{header}n=alice,r={nonce}"));
+        assert_eq!(
+            h.ask(c, &format!("USR 3 {MECHANISM} I {first}")),
+            ["201 3 invalid parameter"],
+            "{header}"
+        );
+    }
+    // An unbound client-final (c=biws) after a bound client-first is a failed login.
+    let mut client = ScramClient::new(&name("alice"), &[1; 18], &CB);
+    let first = B64.encode(client.client_first());
+    let answer = h.ask(c, &format!("USR 3 {MECHANISM} I {first}"));
+    let sf = String::from_utf8(B64.decode(answer[0].rsplit(' ').next().unwrap()).unwrap()).unwrap();
+    let cf = client.handle_server_first(&sf, b"alice-pw").unwrap();
+    let (_, rest) = cf.split_once(',').unwrap();
+    let unbound = B64.encode(format!("c=biws,{rest}"));
+    assert_eq!(
+        h.ask(c, &format!("USR 4 {MECHANISM} S {unbound}")),
+        ["911 4 authentication failed"]
+    );
+    assert!(h.try_login(c, "alice", "alice-pw")[0].starts_with("USR 4 OK alice "));
+}
+
+#[test]
+fn cfg_carries_the_switchboard_fingerprint_after_sb() {
+    let fp = crate::identity::Fingerprint([0x11; 32]);
+    let with_fp = RendezvousConfig {
+        switchboard_fingerprint: Some(fp),
+        ..config()
+    };
+    let mut h = Harness::with_config(with_fp.clone(), &["alice"], &[], &[]);
+    let c = h.hello();
+    let answers = h.try_login(c, "alice", "alice-pw");
+    assert_eq!(
+        answers[1],
+        format!("CFG 0 stun=192.0.2.1:3478 sb=192.0.2.1:1865 sbfp={fp} ping=30")
+    );
+    assert!(answers[1].contains(" sbfp=SHA256:"));
+    // No switchboard address: no fingerprint either.
+    let no_sb = RendezvousConfig {
+        switchboard_addr: None,
+        ..with_fp
+    };
+    let mut h = Harness::with_config(no_sb, &["alice"], &[], &[]);
+    let c = h.hello();
+    assert_eq!(
+        h.try_login(c, "alice", "alice-pw")[1],
+        "CFG 0 stun=192.0.2.1:3478 ping=30"
+    );
+}
+
+#[test]
 fn server_first_carries_salt_and_kdf() {
     let mut h = Harness::new(&["alice"], &[], &[]);
     let c = h.hello();
-    let client = ScramClient::new(&name("alice"), &[1; 18]);
+    let client = ScramClient::new(&name("alice"), &[1; 18], &CB);
     let first = B64.encode(client.client_first());
     let answer = h.ask(c, &format!("USR 3 {MECHANISM} I {first}"));
     let sf = answer[0]
@@ -296,7 +404,7 @@ fn server_first_carries_salt_and_kdf() {
 /// The server-first-message an unknown or known user gets.
 fn server_first_for(h: &mut Harness, user: &str) -> String {
     let c = h.hello();
-    let client = ScramClient::new(&name(user), &[1; 18]);
+    let client = ScramClient::new(&name(user), &[1; 18], &CB);
     let first = B64.encode(client.client_first());
     let answer = h.ask(c, &format!("USR 3 {MECHANISM} I {first}"));
     let sf = answer[0].rsplit(' ').next().unwrap();
@@ -355,7 +463,7 @@ fn out_of_order_and_malformed_login_steps() {
         ["201 7 invalid parameter"]
     );
     // A nonce shorter than 18 bytes of base64.
-    let short = B64.encode("n,,n=alice,r=abc");
+    let short = B64.encode("p=tls-exporter,,n=alice,r=abc");
     assert_eq!(
         h.ask(c, &format!("USR 8 {MECHANISM} I {short}")),
         ["201 8 invalid parameter"]
@@ -369,7 +477,7 @@ fn out_of_order_and_malformed_login_steps() {
 fn login_step_times_out() {
     let mut h = Harness::new(&["alice"], &[], &[]);
     let c = h.hello();
-    let mut client = ScramClient::new(&name("alice"), &[1; 18]);
+    let mut client = ScramClient::new(&name("alice"), &[1; 18], &CB);
     let first = B64.encode(client.client_first());
     let answer = h.ask(c, &format!("USR 3 {MECHANISM} I {first}"));
     let sf = String::from_utf8(B64.decode(answer[0].rsplit(' ').next().unwrap()).unwrap()).unwrap();

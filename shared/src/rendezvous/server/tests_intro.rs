@@ -107,12 +107,20 @@ fn introduction_hands_each_peer_the_others_offer() {
     // Tickets reach the driver before the ITR lines that name them.
     let first_itr = out
         .iter()
-        .position(|o| matches!(o, Output::Send { .. }))
+        .position(|o| matches!(o, Output::Send { line, .. } if line.command.as_str() == "ITR"))
         .unwrap();
-    assert!(
-        out[..first_itr]
-            .iter()
-            .all(|o| matches!(o, Output::Ticket(_)))
+    let last_ticket = out
+        .iter()
+        .rposition(|o| matches!(o, Output::Ticket(_)))
+        .unwrap();
+    assert!(last_ticket < first_itr);
+    // Bob's connection sent no DEV: his offer's key became his device key, persisted first.
+    assert_eq!(
+        out[0],
+        Output::Store(StoreOp::AddDeviceKey {
+            owner: name("bob"),
+            key: [2; 32]
+        })
     );
     assert_eq!(
         to(&out, alice),
@@ -181,6 +189,9 @@ fn decline_and_wrong_answerers() {
     // Only the invitee may answer or decline.
     let ans = format!("ANS 8 {sid} {}", key(3));
     assert_eq!(h.ask(carol, &ans), ["217 8 user offline"]);
+    // (alice's connection is bound to key 1 by her INV: another key is 201 before anything.)
+    assert_eq!(h.ask(alice, &ans), ["201 8 invalid parameter"]);
+    let ans = format!("ANS 8 {sid} {}", key(1));
     assert_eq!(h.ask(alice, &ans), ["217 8 user offline"]);
     assert_eq!(
         h.ask(alice, &format!("DEC 8 {sid}")),
@@ -548,6 +559,8 @@ const WORDS: &[&str] = &[
     "I",
     "S",
     "key=AAAA",
+    "key=AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+    "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
     "nat=open",
     "cand=host/1.2.3.4:5",
     "SCRAM-SHA-256-ARGON2ID",
@@ -558,7 +571,7 @@ const WORDS: &[&str] = &[
 ];
 const COMMANDS: &[&str] = &[
     "VER", "USR", "REG", "CHG", "LST", "ADC", "REM", "BLK", "ALW", "PWD", "INV", "ANS", "DEC",
-    "PNG", "QNG", "OUT", "XYZ", "200", "ITR", "RNG", "PRM",
+    "PNG", "QNG", "OUT", "XYZ", "200", "ITR", "RNG", "PRM", "DEV", "KEY",
 ];
 
 fn arb_param() -> impl Strategy<Value = String> {
@@ -616,5 +629,33 @@ fn session_ids_round_trip_through_hex() {
         &"ab".repeat(17),
     ] {
         assert!(bad.parse::<SessionId>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn itr_carries_the_switchboard_fingerprint_after_sb() {
+    let fp = crate::identity::Fingerprint([0x22; 32]);
+    let config = RendezvousConfig {
+        switchboard_fingerprint: Some(fp),
+        ..super::tests::config()
+    };
+    let mut h = Harness::with_config(
+        config,
+        &["alice", "bob"],
+        &[("alice", "bob"), ("bob", "alice")],
+        &[],
+    );
+    let alice = h.online("alice", "NLN");
+    let bob = h.online("bob", "NLN");
+    let sid = sid_of(&h.ask(alice, &format!("INV 6 bob {}", alice_offer()))[0]);
+    h.log.clear();
+    h.send_raw(bob, &format!("ANS 7 {sid} {}", bob_offer()));
+    h.drain();
+    for (conn, offer) in [(alice, bob_offer()), (bob, alice_offer())] {
+        let itr = to(&h.log, conn).pop().unwrap();
+        assert!(
+            itr.ends_with(&format!("sb=192.0.2.1:1865 sbfp={fp} {offer}")),
+            "{itr}"
+        );
     }
 }

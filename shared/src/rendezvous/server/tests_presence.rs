@@ -429,9 +429,10 @@ fn scale_50k_users_20_contacts() {
     };
     for (i, n) in names.iter().enumerate() {
         let c = ConnId(i as u64);
-        server.handle_connected(now, c, "127.0.0.1:1".parse().unwrap());
+        server.handle_connected(now, c, "127.0.0.1:1".parse().unwrap(), super::tests::CB);
         say(&mut server, c, "VER", vec!["P2P1".into()]);
-        let mut client = ScramClient::new(&name(n), &(i as u128).to_le_bytes()[..].repeat(2));
+        let nonce = (i as u128).to_le_bytes()[..].repeat(2);
+        let mut client = ScramClient::new(&name(n), &nonce, &super::tests::CB);
         let first = B64.encode(client.client_first());
         server.handle_line(
             now,
