@@ -1,7 +1,7 @@
 //! Batched UDP I/O: `recvmmsg(2)` and `sendmmsg(2)` behind a safe interface.
 //!
 //! One system call per batch instead of per datagram is what lets a single core answer at the
-//! rate of a plain echo server (NOTES section 3: ~255-290k/s batched vs ~210-260k/s one at a
+//! rate of a plain echo server (docs/DESIGN.md section 3: ~255-290k/s batched vs ~210-260k/s one at a
 //! time). Buffers are allocated once per batch object; the hot path allocates nothing.
 
 use std::io;

@@ -146,7 +146,7 @@ pub struct RouterOptions {
     /// Random loss in percent (0..=100) of UDP crossing the router, both directions.
     pub loss_percent: u8,
     /// Whether the router drops unsolicited inbound traffic to itself (real home routers do;
-    /// without it the conntrack race of NOTES section 5 appears).
+    /// without it the conntrack race of docs/DESIGN.md section 5 appears).
     pub drop_unsolicited: bool,
     /// Port allocation instead of the type's own (simulator only: the kernel's NAT preserves
     /// ports or randomises them, it cannot allocate sequentially).

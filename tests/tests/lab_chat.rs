@@ -3,8 +3,8 @@
 
 //! `p2p-client chat` between two real processes behind real kernel NATs: every pair of {none,
 //! full cone, restricted cone, port-restricted cone, symmetric (random ports)}, with the
-//! routers' inbound drop rule (home routers) and without it (the conntrack race of NOTES
-//! section 5); UDP blocked on one side; a NAT mapping that expires in the middle of a chat.
+//! routers' inbound drop rule (home routers) and without it (the conntrack race of
+//! docs/DESIGN.md section 5); UDP blocked on one side; a NAT mapping that expires in the middle of a chat.
 //!
 //! Each pair gets one lab (`Lab::two_peers`: each peer behind its own router, the core between
 //! them, the server host with two addresses), one `stun-server` in the server namespace (STUN

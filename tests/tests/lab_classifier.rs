@@ -7,7 +7,7 @@
 //! servers; otherwise each test prints a loud `SKIPPED:` line, or fails when `CI=true`.
 //!
 //! Every run is preceded by `Lab::flush_nat` on the client's router, so no pinhole or learnt
-//! mapping of one run makes the next one see a friendlier NAT (NOTES section 1). One lab is
+//! mapping of one run makes the next one see a friendlier NAT (docs/DESIGN.md section 2). One lab is
 //! built per NAT type and reused for all runs and servers.
 //!
 //! Run with `cargo test -p tests --test lab_classifier -- --nocapture` to see the per-type and

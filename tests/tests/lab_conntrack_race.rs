@@ -1,4 +1,4 @@
-//! The conntrack race of NOTES section 5, on real kernel NATs.
+//! The conntrack race of docs/DESIGN.md section 5, on real kernel NATs.
 //!
 //! Two port-restricted-cone peers, each behind its own router, learn their mappings from the
 //! probe responder; then B sends to A's mapping *before* A has sent anything to B. Without

@@ -4,8 +4,8 @@
 //! client's namespace with a bounded wait, after the client's NAT state was flushed.
 //!
 //! Where a client cannot get the right answer from ANY server (a limitation of the client),
-//! the same client is run against coturn (two listening IPs, the reference server of NOTES
-//! section 2) in the same lab, and the test asserts that ours and coturn give it the same
+//! the same client is run against coturn (two listening IPs, the reference server of
+//! docs/DESIGN.md section 2) in the same lab, and the test asserts that ours and coturn give it the same
 //! answer; the limitation and its evidence are documented in [`known_limitation`]. A wrong
 //! answer that only our server produces is reported as a server bug.
 //!

@@ -156,7 +156,7 @@ pub struct PunchConfig {
     /// Spacing of the priming repetitions (default 10 ms).
     pub prime_spacing: Duration,
     /// Whether full probes wait for the peer's primed signal (default true). Turning it off
-    /// brings back the race of NOTES section 5 when one side starts late.
+    /// brings back the race of docs/DESIGN.md section 5 when one side starts late.
     pub wait_for_peer_primed: bool,
     /// How long after our own priming we wait for the peer's primed signal before probing
     /// anyway (default 1 s). Also how long we wait for the driver to confirm extra sockets.

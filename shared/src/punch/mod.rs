@@ -44,7 +44,7 @@
 //! # The conntrack race, and priming
 //! A NAT router without an inbound drop rule keeps a conntrack entry for a peer's probe that
 //! arrives before our first packet to that peer; our packet then clashes with it and leaves
-//! from another outside port, so both sides send to ports that drop them (NOTES section 5,
+//! from another outside port, so both sides send to ports that drop them (docs/DESIGN.md section 5,
 //! "poisoning"). So each side first *primes* its own NAT: it sends every target a probe whose
 //! TTL ([`PunchConfig::prime_ttl`], default 2) expires after our NAT and before the peer's,
 //! which creates our mapping and its permission without touching the peer's NAT. Priming is

@@ -1,6 +1,6 @@
 //! CRC-32 (IEEE 802.3, the one FINGERPRINT uses) with a table built at compile time.
 //!
-//! stun-rs rebuilds its table on every FINGERPRINT (NOTES section 4: ~270 ns of its ~440 ns
+//! stun-rs rebuilds its table on every FINGERPRINT (docs/DESIGN.md section 4: ~270 ns of its ~440 ns
 //! encode); a `const` table costs nothing at run time.
 
 const TABLE: [u32; 256] = build_table();

@@ -24,7 +24,7 @@
 //! # What it answers, and why
 //! - A classic (cookie-less) request gets a classic answer: MAPPED-ADDRESS, SOURCE-ADDRESS and
 //!   CHANGED-ADDRESS, and nothing else from the comprehension-required range, since classic
-//!   clients reject what they do not know (NOTES: stund's 0x0020 breaks jstun).
+//!   clients reject what they do not know (docs/DESIGN.md section 2: stund's 0x0020 breaks jstun).
 //! - A modern request gets XOR-MAPPED-ADDRESS, MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS
 //!   (the other IP *and* the other port of the socket the request came in on), SOFTWARE, and
 //!   FINGERPRINT when the request carried one.

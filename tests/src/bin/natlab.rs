@@ -63,7 +63,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
         loss: u8,
         /// Leave out the router input rule that drops unsolicited traffic to the router itself
-        /// (exposes the conntrack race of NOTES section 5).
+        /// (exposes the conntrack race of docs/DESIGN.md section 5).
         #[arg(long)]
         no_drop_unsolicited: bool,
     },

@@ -17,7 +17,7 @@
 //! - its full-cone map has a hard-coded 300 s timeout that ignores the configured one, and is
 //!   keyed on the pre-translation port, so two hosts behind one NAT using the same port break;
 //! - its loss uses `tc netem`, which this kernel lacks, and silently does nothing;
-//! - it has no option for a router input chain, which the conntrack race (NOTES section 5)
+//! - it has no option for a router input chain, which the conntrack race (docs/DESIGN.md section 5)
 //!   needs to switch on and off;
 //! - it pulls in ~145 crates and takes 2-3 minutes to build.
 //!

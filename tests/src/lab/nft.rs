@@ -31,7 +31,7 @@ pub(crate) fn timeout_secs(options: &RouterOptions) -> u64 {
 /// - `hairpin`: a DNAT of inside traffic to the outside address through `ext`, and a SNAT of
 ///   such traffic to the outside address (so the other inside host answers through the NAT).
 /// - `drop_unsolicited`: unsolicited traffic from outside to the router itself is dropped
-///   before conntrack confirms it (without this, the conntrack race of NOTES section 5).
+///   before conntrack confirms it (without this, the conntrack race of docs/DESIGN.md section 5).
 /// - `loss_percent`: random drop of that share of forwarded packets, first thing in forward.
 pub(crate) fn ruleset(options: &RouterOptions, wan_ip: Ipv4Addr, lan_net: &str) -> String {
     let to = timeout_secs(options);

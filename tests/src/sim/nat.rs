@@ -1,6 +1,6 @@
 //! The NAT model: mapping, filtering, hairpinning, timeouts and port allocation.
 //!
-//! Modelled on what the Linux kernel does with the lab's nftables rules (NOTES section 5):
+//! Modelled on what the Linux kernel does with the lab's nftables rules (docs/DESIGN.md section 5):
 //! mappings are refreshed by traffic in either direction (conntrack does), and a mapping that
 //! idles past the timeout is gone, port and permissions with it.
 
@@ -38,7 +38,7 @@ pub struct Nat {
     next_sequential: u16,
     /// Conntrack entries left by unsolicited inbound packets on a router without an inbound
     /// drop rule: (remote, outside port, expiry). An outbound flow whose reply tuple would
-    /// equal one of them must take another port (NOTES section 5, "poisoning").
+    /// equal one of them must take another port (docs/DESIGN.md section 5, "poisoning").
     poisoned: Vec<(SocketAddr, u16, Instant)>,
 }
 

@@ -32,7 +32,7 @@ pub struct PairSetup {
     /// Peer B's NAT (the responder, starts [`PairSetup::late`] after A).
     pub b: PunchNat,
     /// Whether the routers drop unsolicited inbound traffic; `false` is the conntrack race
-    /// model of NOTES section 5.
+    /// model of docs/DESIGN.md section 5.
     pub drop_unsolicited: bool,
     /// Random loss in percent on every link (both NATs and the internet).
     pub loss_percent: u8,
