@@ -13,6 +13,7 @@ use shared::stun_server::RateLimitConfig;
 use stun_server::rendezvous::{DEFAULT_MAX_QUEUED_LINES, default_db_path};
 use stun_server::services::ServicesOptions;
 use stun_server::switchboard::SwitchboardOptions;
+use stun_server::tls::ServerTls;
 use stun_server::{DEFAULT_ALT_PORT, DEFAULT_PORT, RendezvousOptions, ServerOptions};
 
 /// STUN server with the classic two-address setup: RFC 3489 (classic), RFC 8489 and RFC 5780
@@ -22,7 +23,8 @@ use stun_server::{DEFAULT_ALT_PORT, DEFAULT_PORT, RendezvousOptions, ServerOptio
 /// With no arguments it binds 127.0.0.1 and 127.0.0.2 (both exist on Linux loopback) on UDP
 /// ports 3478 and 3479, and TCP 127.0.0.1:3478, runs the rendezvous server on 127.0.0.1:1863
 /// with its database in the default place (see --db), and the switchboard relay on
-/// 127.0.0.1:1865. For a public deployment
+/// 127.0.0.1:1865, both over TLS 1.3 with one certificate (see --tls-cert). For a public
+/// deployment
 /// give the host's two addresses with --primary and --alternate. Flags override the config
 /// file; the file overrides the defaults. RESPONSE-ADDRESS is never honoured (it would make the
 /// server a reflector); responses are at most 172 bytes larger than their request.
@@ -131,6 +133,19 @@ pub struct Cli {
     /// 1:1 NAT (cloud VMs); port 0 keeps the bound port.
     #[arg(long, value_name = "ADDR", conflicts_with = "no_switchboard")]
     pub advertise_switchboard: Option<SocketAddr>,
+    /// PEM certificate chain (end entity first) for the rendezvous server and the switchboard,
+    /// which speak TLS 1.3 only; needs --tls-key. Without both, a self-signed certificate is
+    /// generated on first start and kept next to the database (tls-cert.pem, tls-key.pem),
+    /// and clients pin its key on first use.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Print the fingerprint of the TLS certificate's key (SHA256:..., what clients pin) and
+    /// exit; generates the self-signed certificate first if there is none yet.
+    #[arg(long)]
+    pub print_fingerprint: bool,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -225,6 +240,8 @@ pub struct Settings {
     idle_timeout: Option<u64>,
     switchboard: Option<ServiceKey>,
     advertise_switchboard: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(skip_serializing)]
     stats_interval_opt: Option<u64>,
     /// Seconds between counter logs (resolved).
@@ -263,6 +280,7 @@ impl Cli {
             idle_timeout,
             advertise_switchboard
         );
+        over!(tls_cert, tls_key);
         if let Some(kdf) = self.min_kdf {
             s.min_kdf = Some(kdf.to_string());
         }
@@ -381,6 +399,12 @@ impl Settings {
         if self.advertise_switchboard.is_some() && !switchboard {
             anyhow::bail!("--advertise-switchboard needs the switchboard");
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            anyhow::bail!(
+                "--tls-cert and --tls-key (tls_cert, tls_key) go together: give a certificate \
+                 and its key, or neither for a self-signed certificate kept next to the database"
+            );
+        }
         let ping = self.ping_interval.unwrap_or(30);
         let idle = self.idle_timeout.unwrap_or(75);
         if ping == 0 {
@@ -429,15 +453,41 @@ impl Settings {
         }
     }
 
-    /// The rendezvous server and the switchboard, wired (`None` when the rendezvous is off);
-    /// `stun_addr` is what `CFG` advertises.
+    /// The certificate both services present: `--tls-cert`/`--tls-key`, else the self-signed
+    /// one next to the database (generated on first use for "localhost", the listen addresses
+    /// and the advertised ones).
+    pub fn server_tls(&self) -> anyhow::Result<ServerTls> {
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            return Ok(ServerTls::from_pem_files(cert, key)?);
+        }
+        let db = self.db_path();
+        let dir = match db.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let ips: Vec<IpAddr> = [
+            self.rendezvous_listen().map(|a| a.ip()),
+            self.switchboard_listen().map(|a| a.ip()),
+            self.advertise_switchboard.map(|a| a.ip()),
+            self.advertise_primary,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        Ok(ServerTls::self_signed_in(&dir, &ips)?)
+    }
+
+    /// The rendezvous server and the switchboard, wired (`None` when the rendezvous is off),
+    /// presenting `tls`; `stun_addr` is what `CFG` advertises.
     pub fn services_options(
         &self,
         stun_addr: Option<SocketAddr>,
+        tls: ServerTls,
     ) -> anyhow::Result<Option<ServicesOptions>> {
-        let Some(rendezvous) = self.rendezvous_options(stun_addr)? else {
+        let Some(mut rendezvous) = self.rendezvous_options(stun_addr)? else {
             return Ok(None);
         };
+        rendezvous.tls = tls;
         let switchboard = self.switchboard_listen().map(|listen| SwitchboardOptions {
             listen,
             ..SwitchboardOptions::default()
@@ -483,6 +533,7 @@ impl Settings {
             db_path: self.db_path(),
             config,
             max_queued_lines: DEFAULT_MAX_QUEUED_LINES,
+            ..RendezvousOptions::default()
         }))
     }
 
@@ -632,7 +683,11 @@ mod tests {
 
     #[test]
     fn switchboard_keys_resolve_round_trip_and_are_checked() {
-        let sb = |s: &Settings| s.services_options(None).unwrap().unwrap();
+        let sb = |s: &Settings| {
+            s.services_options(None, ServerTls::ephemeral().unwrap())
+                .unwrap()
+                .unwrap()
+        };
         // On by default, next to the rendezvous.
         let s = settings(&[]);
         assert_eq!(
@@ -716,6 +771,36 @@ mod tests {
         ]));
         assert!(file("rendezvous = false\nswitchboard = true\n").is_err());
         assert!(file("switchboard = false\nadvertise_switchboard = \"192.0.2.1:1\"\n").is_err());
+    }
+
+    #[test]
+    fn tls_files_go_together_and_round_trip() {
+        let bad = |args: &[&str]| {
+            let mut argv = vec!["stun-server"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.settings().map_err(|e| e.to_string()))
+                .unwrap_err()
+        };
+        let err = bad(&["--tls-cert", "/etc/c.pem"]);
+        assert!(err.contains("--tls-key"), "{err}");
+        let err = bad(&["--tls-key", "/etc/k.pem"]);
+        assert!(err.contains("--tls-cert"), "{err}");
+        let mut half = parse_file("tls_cert = \"/etc/c.pem\"\n").unwrap();
+        half.resolve();
+        let err = half.validate().unwrap_err().to_string();
+        assert!(err.contains("go together"), "{err}");
+        let s = settings(&["--tls-cert", "/etc/c.pem", "--tls-key", "/etc/k.pem"]);
+        let text = s.to_toml().unwrap();
+        assert!(text.contains("tls_cert = \"/etc/c.pem\""), "{text}");
+        assert!(text.contains("tls_key = \"/etc/k.pem\""), "{text}");
+        let mut again = parse_file(&text).unwrap();
+        again.resolve();
+        assert_eq!(again.to_toml().unwrap(), text);
+        // A missing file is a clear error naming it.
+        let err = s.server_tls().unwrap_err().to_string();
+        assert!(err.contains("/etc/c.pem"), "{err}");
     }
 
     #[test]

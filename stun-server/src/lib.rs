@@ -14,8 +14,9 @@
 //! workers share nothing and scale with cores. TCP runs on one more thread.
 //!
 //! The same package runs the rendezvous server ([`rendezvous`]): accounts, presence and
-//! introductions over TCP, with its SQLite store, and the switchboard relay ([`switchboard`]);
-//! [`services`] starts the two wired together, as the binary does.
+//! introductions over TLS, with its SQLite store, and the switchboard relay ([`switchboard`]);
+//! [`services`] starts the two wired together, as the binary does, with one certificate
+//! ([`tls`]).
 
 mod options;
 pub mod rendezvous;
@@ -25,6 +26,7 @@ mod sockets;
 mod stats;
 pub mod switchboard;
 mod tcp;
+pub mod tls;
 pub mod udp_batch;
 mod udp_worker;
 

@@ -41,6 +41,10 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     if let Some(cli::Command::User(command)) = &cli.command {
         return user_cmd::run(command, &settings.db_path());
     }
+    if cli.print_fingerprint {
+        println!("{}", settings.server_tls()?.fingerprint());
+        return Ok(());
+    }
     if !settings.stun_enabled() && settings.rendezvous_listen().is_none() {
         anyhow::bail!("--no-stun and --no-rendezvous together leave nothing to serve");
     }
@@ -60,8 +64,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let stun_addr = stun
         .as_ref()
         .map(|s| SocketAddr::new(s.config().primary_ip, s.config().primary_port));
-    let services = match settings.services_options(stun_addr)? {
-        Some(options) => Some(services::start(options)?),
+    // The certificate only when the rendezvous runs (a missing or mismatched file is a
+    // one-line error); generated next to the database on first start.
+    let services = match settings.rendezvous_listen() {
+        Some(_) => match settings.services_options(stun_addr, settings.server_tls()?)? {
+            Some(options) => Some(services::start(options)?),
+            None => None,
+        },
         None => None,
     };
     if let Some(limit) = open_files {
@@ -99,6 +108,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
 
 /// The switchboard first: the rendezvous line is the one scripts wait for, and it comes last.
 fn log_services(services: &Services, settings: &cli::Settings, stun_addr: Option<SocketAddr>) {
+    let tls = services.tls();
+    tracing::info!(
+        cert = %tls.cert_path().map_or("(in memory)".into(), |p| p.display().to_string()),
+        generated = tls.generated(),
+        "TLS certificate fingerprint {}",
+        tls.fingerprint()
+    );
     if let (Some(sb), Some(advertised)) = (services.switchboard(), services.switchboard_addr()) {
         tracing::info!(
             advertised = %advertised,

@@ -1,15 +1,19 @@
 //! The rendezvous server and the switchboard relay, started together and wired the way the
-//! `stun-server` binary runs them: the switchboard binds first, so the rendezvous can advertise
-//! its real address (`sb=` of `CFG` and `ITR`), and every ticket an introduction issues is
-//! granted to the switchboard before the `ITR` lines that carry it are sent.
+//! `stun-server` binary runs them: one TLS certificate for both, the switchboard binds first,
+//! so the rendezvous can advertise its real address and key (`sb=` and `sbfp=` of `CFG` and
+//! `ITR`), and every ticket an introduction issues is granted to the switchboard before the
+//! `ITR` lines that carry it are sent.
 //!
 //! ```no_run
 //! use stun_server::rendezvous::RendezvousOptions;
 //! use stun_server::services::{self, ServicesOptions};
 //! use stun_server::switchboard::SwitchboardOptions;
+//! use stun_server::tls::ServerTls;
 //! let running = services::start(ServicesOptions {
 //!     rendezvous: RendezvousOptions {
 //!         listen: "127.0.0.1:0".parse()?,
+//!         // The one certificate both services present.
+//!         tls: ServerTls::self_signed_in(&std::env::temp_dir().join("services-example"), &[])?,
 //!         ..RendezvousOptions::default()
 //!     },
 //!     switchboard: Some(SwitchboardOptions {
@@ -31,14 +35,17 @@ use std::net::SocketAddr;
 
 use crate::rendezvous::{RendezvousError, RendezvousHandle, RendezvousOptions};
 use crate::switchboard::{RelayStats, SwitchboardError, SwitchboardHandle, SwitchboardOptions};
+use crate::tls::ServerTls;
 
 /// What [`start`] needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicesOptions {
-    /// The rendezvous server. Its `config.switchboard_addr` is replaced by the switchboard's
-    /// advertised address (or `None` without a switchboard).
+    /// The rendezvous server. Its `tls` is the one certificate both services present. Its
+    /// `config.switchboard_addr` and `config.switchboard_fingerprint` are replaced by the
+    /// switchboard's advertised address and key (or `None` without a switchboard).
     pub rendezvous: RendezvousOptions,
     /// The switchboard relay; `None` runs without one (`CFG` and `ITR` then carry no `sb=`).
+    /// Its `tls` is replaced by the rendezvous's.
     pub switchboard: Option<SwitchboardOptions>,
     /// The switchboard address to advertise instead of the bound one, for hosts behind 1:1 NAT.
     /// Port 0 stands for the bound port.
@@ -68,6 +75,7 @@ pub struct Services {
     rendezvous: RendezvousHandle,
     switchboard: Option<SwitchboardHandle>,
     advertised: Option<SocketAddr>,
+    tls: ServerTls,
 }
 
 /// Starts the switchboard (if asked for), then the rendezvous server advertising it and handing
@@ -75,13 +83,17 @@ pub struct Services {
 pub fn start(options: ServicesOptions) -> Result<Services, ServicesError> {
     let ServicesOptions {
         mut rendezvous,
-        switchboard,
+        mut switchboard,
         advertise_switchboard,
     } = options;
+    let tls = rendezvous.tls.clone();
     if switchboard.is_none() && advertise_switchboard.is_some() {
         return Err(ServicesError::Invalid(
             "a switchboard address to advertise needs a switchboard",
         ));
+    }
+    if let Some(sb) = &mut switchboard {
+        sb.tls = tls.clone();
     }
     let switchboard = switchboard
         .map(SwitchboardHandle::start)
@@ -96,12 +108,15 @@ pub fn start(options: ServicesOptions) -> Result<Services, ServicesError> {
         }
     });
     rendezvous.config.switchboard_addr = advertised;
+    rendezvous.config.switchboard_fingerprint =
+        switchboard.as_ref().map(SwitchboardHandle::fingerprint);
     let granter = switchboard.as_ref().map(SwitchboardHandle::granter);
     let rendezvous = RendezvousHandle::start_with_switchboard(rendezvous, granter)?;
     Ok(Services {
         rendezvous,
         switchboard,
         advertised,
+        tls,
     })
 }
 
@@ -114,6 +129,16 @@ impl Services {
     /// The switchboard, if it runs.
     pub fn switchboard(&self) -> Option<&SwitchboardHandle> {
         self.switchboard.as_ref()
+    }
+
+    /// The fingerprint of the TLS key both services present.
+    pub fn fingerprint(&self) -> shared::identity::Fingerprint {
+        self.tls.fingerprint()
+    }
+
+    /// The certificate both services present.
+    pub fn tls(&self) -> &ServerTls {
+        &self.tls
     }
 
     /// The switchboard address clients are told (`sb=`), if it runs.

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rendezvous_support::{Client, WAIT};
+use rendezvous_support::{Client, WAIT, tls_handshake};
 use server_process::{BIN, Running, interrupt_and_wait};
+use shared::identity::Fingerprint;
 
 const CHEAP: &str = "argon2id:m=8:t=1:p=1";
 
@@ -39,13 +40,14 @@ impl Drop for TempDir {
 }
 
 /// Starts the binary and reads stderr until `rendezvous listening on ADDR`; returns the
-/// child, the log so far and the address.
-fn spawn(args: &[&str]) -> (Running, String, SocketAddr) {
+/// child, the log so far, the address and the TLS fingerprint the log announced.
+fn spawn(args: &[&str]) -> (Running, String, SocketAddr, Fingerprint) {
     let marker = "rendezvous listening on ";
     let (running, seen, line) = server_process::start_until(server_process::command(args), marker);
     let rest = line.split(marker).nth(1).unwrap();
     let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-    (running, seen, addr)
+    let fingerprint = server_process::logged_fingerprint(&seen);
+    (running, seen, addr, fingerprint)
 }
 
 /// Runs `stun-server user ...` with the password (if any) in `P2P_PASSWORD`.
@@ -74,7 +76,7 @@ fn stderr(out: &Output) -> String {
 fn rendezvous_only_on_a_free_port_serves_and_says_goodbye_on_ctrl_c() {
     let dir = TempDir::new("serve");
     let db = dir.db();
-    let (running, log, addr) = spawn(&[
+    let (running, log, addr, fp) = spawn(&[
         "--no-stun",
         "--rendezvous",
         "127.0.0.1:0",
@@ -90,7 +92,7 @@ fn rendezvous_only_on_a_free_port_serves_and_says_goodbye_on_ctrl_c() {
         "the log does not name the database:\n{log}"
     );
     assert_ne!(addr.port(), 0);
-    let mut client = Client::connect(addr);
+    let mut client = Client::connect(addr, fp);
     assert_eq!(client.request("PNG", &[]).command.as_str(), "QNG");
     assert!(interrupt_and_wait(running).success());
     assert_eq!(client.until_closed(WAIT), ["OUT 0 SSD"]);
@@ -125,7 +127,7 @@ fn user_add_and_list_and_a_user_added_while_running_can_log_in() {
     let bad_name = user(&db, &["add", "bob smith"], Some("x"));
     assert!(!bad_name.status.success());
 
-    let (running, _, addr) = spawn(&[
+    let (running, _, addr, fp) = spawn(&[
         "--no-stun",
         "--rendezvous",
         "127.0.0.1:0",
@@ -138,7 +140,7 @@ fn user_add_and_list_and_a_user_added_while_running_can_log_in() {
         "--min-kdf",
         CHEAP,
     ]);
-    let mut alice = Client::connect(addr);
+    let mut alice = Client::connect(addr, fp);
     alice.login("alice", "alice pw").unwrap();
     // Added while the server runs, from a password file.
     let file = dir.0.join("password");
@@ -166,7 +168,7 @@ fn user_add_and_list_and_a_user_added_while_running_can_log_in() {
         // Not faster: every 205 counts towards the 16 errors that close a connection.
         std::thread::sleep(Duration::from_millis(400));
     }
-    Client::connect(addr).login("bob", "bob pw").unwrap();
+    Client::connect(addr, fp).login("bob", "bob pw").unwrap();
     assert!(interrupt_and_wait(running).success());
 
     let list = user(&db, &["list"], None);
@@ -299,7 +301,7 @@ fn print_config_shows_the_rendezvous_keys_and_help_explains_them() {
 fn switchboard_on_a_free_port_is_logged_advertised_and_stopped_on_ctrl_c() {
     let dir = TempDir::new("sb");
     let db = dir.db();
-    let (running, log, addr) = spawn(&[
+    let (running, log, addr, fp) = spawn(&[
         "--no-stun",
         "--rendezvous",
         "127.0.0.1:0",
@@ -324,25 +326,29 @@ fn switchboard_on_a_free_port_is_logged_advertised_and_stopped_on_ctrl_c() {
     assert_eq!(sb.ip(), addr.ip());
     assert_ne!(sb.port(), 0);
     assert!(log.contains(&format!("sb={sb}")), "{log}");
-    // CFG tells a client the bound address, and something listens there.
-    let mut alice = Client::connect(addr);
+    // CFG tells a client the bound address and the key (the same certificate as the
+    // rendezvous), and the switchboard answers there with that key.
+    let mut alice = Client::connect(addr, fp);
     alice.register("alice", "alice pw");
     alice.login("alice", "alice pw").unwrap();
     let cfg = alice.wait_for("CFG", |l| l.command.as_str() == "CFG");
     assert_eq!(cfg.keyed("sb"), Some(sb.to_string().as_str()), "{cfg:?}");
-    let relay = std::net::TcpStream::connect(sb).unwrap();
+    assert_eq!(cfg.keyed("sbfp"), Some(fp.to_string().as_str()), "{cfg:?}");
+    let sbfp: Fingerprint = cfg.keyed("sbfp").unwrap().parse().unwrap();
+    let (mut relay, _) = tls_handshake(std::net::TcpStream::connect(sb).unwrap(), sbfp).unwrap();
     assert!(interrupt_and_wait(running).success());
     assert_eq!(alice.until_closed(WAIT), ["OUT 0 SSD"]);
-    // The switchboard closed its connection too (after its ERROR frame).
-    relay.set_read_timeout(Some(WAIT)).unwrap();
+    // The switchboard closed its connection too, after its ERROR frame.
     let mut rest = Vec::new();
-    if let Err(e) = std::io::Read::read_to_end(&mut &relay, &mut rest) {
-        assert!(
+    match std::io::Read::read_to_end(&mut relay, &mut rest) {
+        Ok(_) => {}
+        Err(e) => assert!(
             !matches!(
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
             ),
             "the switchboard connection is still open"
-        );
+        ),
     }
+    assert!(!rest.is_empty(), "no ERROR frame before the close");
 }

@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used)]
 
 //! The rendezvous server and the switchboard wired together by `stun_server::services` (the
-//! code the binary runs), over real TCP on 127.0.0.1: an introduction's tickets work at the
-//! switchboard, once each.
+//! code the binary runs), over TLS on 127.0.0.1: an introduction's tickets work at the
+//! switchboard, once each, and the switchboard is the one whose key `sbfp=` names.
 
 mod rendezvous_support;
 
@@ -19,7 +19,10 @@ use shared::switchboard::{ErrorCode, Frame, VERSION};
 use stun_server::rendezvous::RendezvousOptions;
 use stun_server::services::{self, Services, ServicesOptions};
 use stun_server::switchboard::{SbCodec, SwitchboardOptions};
+use stun_server::tls::{ServerTls, any_server_name, pinned_client_config};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 
 /// Every wait on the switchboard is bounded by this.
@@ -56,6 +59,7 @@ fn options(db: &TempDb, switchboard: bool) -> ServicesOptions {
                 min_kdf: CHEAP,
                 ..RendezvousConfig::default()
             },
+            tls: ServerTls::ephemeral().unwrap(),
             ..RendezvousOptions::default()
         },
         switchboard: switchboard.then(|| SwitchboardOptions {
@@ -72,7 +76,7 @@ fn start(db: &TempDb, switchboard: bool) -> Services {
 
 /// Registers and logs in `name`; returns the client and its `CFG` push.
 fn online(services: &Services, name: &str) -> (Client, Line) {
-    let mut client = Client::connect(services.rendezvous().local_addr());
+    let mut client = Client::connect(services.rendezvous().local_addr(), services.fingerprint());
     client.register(name, &format!("{name} pw"));
     client.login(name, &format!("{name} pw")).unwrap();
     let cfg = client.wait_for("CFG", |l| l.command.as_str() == "CFG");
@@ -108,7 +112,7 @@ fn unhex(text: &str) -> [u8; 16] {
     out
 }
 
-type SbClient = Framed<TcpStream, SbCodec>;
+type SbClient = Framed<TlsStream<TcpStream>, SbCodec>;
 
 async fn next(client: &mut SbClient) -> Frame {
     tokio::time::timeout(PATIENCE, client.next())
@@ -118,13 +122,21 @@ async fn next(client: &mut SbClient) -> Frame {
         .unwrap()
 }
 
-/// Connects to the `sb=` of `itr` and joins with its ticket; returns the client and the answer.
+/// Connects to the `sb=` of `itr` over TLS, trusting only the key `sbfp=` names, and joins
+/// with its ticket; returns the client and the answer.
 async fn join(itr: &Line, sid: &str) -> (SbClient, Frame) {
     let sb = itr
         .keyed("sb")
         .unwrap_or_else(|| panic!("no sb= in {}", text(itr)));
+    let sbfp = itr
+        .keyed("sbfp")
+        .unwrap_or_else(|| panic!("no sbfp= in {}", text(itr)))
+        .parse()
+        .unwrap();
     let ticket = unhex(itr.keyed("ticket").unwrap());
-    let stream = TcpStream::connect(sb).await.unwrap();
+    let tcp = TcpStream::connect(sb).await.unwrap();
+    let connector = TlsConnector::from(pinned_client_config(sbfp));
+    let stream = connector.connect(any_server_name(), tcp).await.unwrap();
     let mut client = Framed::new(stream, SbCodec::default());
     let join = Frame::Join {
         version: VERSION,
@@ -145,11 +157,24 @@ async fn introduced_peers_meet_at_the_switchboard_with_their_tickets() {
     assert_ne!(sb.port(), 0);
     let (_, cfg) = online(&services, "carol");
     assert_eq!(cfg.keyed("sb"), Some(sb.to_string().as_str()), "{cfg:?}");
+    // The switchboard's key: the one certificate both services present.
+    let sbfp = services.switchboard().unwrap().fingerprint();
+    assert_eq!(sbfp, services.fingerprint());
+    assert_eq!(
+        cfg.keyed("sbfp"),
+        Some(sbfp.to_string().as_str()),
+        "{cfg:?}"
+    );
 
     let (mut alice, mut bob, sid, to_alice, to_bob) = introduce(&services);
     for itr in [&to_alice, &to_bob] {
         assert_eq!(itr.param(0), Some(sid.as_str()));
         assert_eq!(itr.keyed("sb"), Some(sb.to_string().as_str()), "{itr:?}");
+        assert_eq!(
+            itr.keyed("sbfp"),
+            Some(sbfp.to_string().as_str()),
+            "{itr:?}"
+        );
         assert!(itr.keyed("ticket").is_some(), "{itr:?}");
     }
     assert_ne!(to_alice.keyed("ticket"), to_bob.keyed("ticket"));
@@ -218,6 +243,7 @@ async fn without_a_switchboard_nothing_advertises_one() {
     for itr in [&to_alice, &to_bob] {
         assert_eq!(itr.param(0), Some(sid.as_str()));
         assert_eq!(itr.keyed("sb"), None, "{itr:?}");
+        assert_eq!(itr.keyed("sbfp"), None, "{itr:?}");
         // The ticket is still issued (and harmlessly kept until it expires).
         assert!(itr.keyed("ticket").is_some(), "{itr:?}");
     }

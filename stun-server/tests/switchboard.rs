@@ -1,8 +1,8 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
-//! The switchboard relay over real TCP on 127.0.0.1, each test with its own switchboard on a
-//! free port.
+//! The switchboard relay over TLS on 127.0.0.1, each test with its own switchboard on a free
+//! port and its own in-memory certificate.
 
 use std::time::{Duration, Instant};
 
@@ -11,11 +11,14 @@ use futures_util::{SinkExt, StreamExt};
 use shared::rendezvous::{SessionId, Ticket, UserName};
 use shared::switchboard::{ErrorCode, Frame, SwitchboardConfig, VERSION};
 use stun_server::switchboard::{SbCodec, SwitchboardHandle, SwitchboardOptions};
+use stun_server::tls::{any_server_name, pinned_client_config};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 
-type Client = Framed<TcpStream, SbCodec>;
+type Client = Framed<TlsStream<TcpStream>, SbCodec>;
 
 /// Every wait in these tests is bounded by this.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -55,10 +58,16 @@ fn grant_pair(sb: &SwitchboardHandle, n: u8) -> (SessionId, [u8; 16], [u8; 16]) 
     (session, ta, tb)
 }
 
-async fn connect(sb: &SwitchboardHandle) -> Client {
+/// A TLS connection to `sb` that trusts only its key.
+async fn tls(sb: &SwitchboardHandle) -> TlsStream<TcpStream> {
     let stream = TcpStream::connect(sb.local_addr()).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    Framed::new(stream, SbCodec::default())
+    let connector = TlsConnector::from(pinned_client_config(sb.fingerprint()));
+    connector.connect(any_server_name(), stream).await.unwrap()
+}
+
+async fn connect(sb: &SwitchboardHandle) -> Client {
+    Framed::new(tls(sb).await, SbCodec::default())
 }
 
 async fn next(client: &mut Client) -> Option<Frame> {
@@ -185,8 +194,9 @@ async fn no_join_in_time_and_garbage_are_refused() {
     let first = next(&mut idle).await.unwrap();
     assert_refused(&mut idle, first, ErrorCode::JOIN_TIMEOUT).await;
 
-    let mut garbage = TcpStream::connect(sb.local_addr()).await.unwrap();
+    let mut garbage = tls(&sb).await;
     garbage.write_all(&[0, 3, 0x42, 1, 2]).await.unwrap();
+    garbage.flush().await.unwrap();
     let mut garbage = Framed::new(garbage, SbCodec::default());
     let first = next(&mut garbage).await.unwrap();
     assert_refused(&mut garbage, first, ErrorCode::BAD_FRAME).await;

@@ -6,8 +6,11 @@
 //!    All users share one cheap verifier (Argon2id m=8 KiB, t=1): the server never runs the KDF
 //!    at login, so this changes nothing on its side, and it keeps 50,000 client-side logins cheap.
 //! 2. Starts `stun-server --no-stun` on that database as a child process.
-//! 3. Logs every client in over its own TCP connection (spread over several loopback source
+//! 3. Logs every client in over its own TLS 1.3 connection (spread over several loopback source
 //!    addresses, since one source address has only ~28,000 ephemeral ports) and sets it online.
+//!    Each client trusts exactly the key the server announces in its log (`TLS certificate
+//!    fingerprint SHA256:...`) and binds its SCRAM login to the TLS session, as the real client
+//!    does; the login rate reported includes the TCP connect and the TLS handshake.
 //! 4. Reads the server's RSS, then makes `--changes` presence changes at `--rate` per second,
 //!    each on a different client, and times each until *all* of that client's contacts have
 //!    received the push. Every client answers the server's keepalive pings throughout.
@@ -27,15 +30,22 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::BytesMut;
 use clap::Parser;
+use shared::identity::Fingerprint;
 use shared::rendezvous::scram::{MECHANISM, ScramClient, derive_credentials};
 use shared::rendezvous::wire::{self, Line, TrId};
 use shared::rendezvous::{Kdf, StoreOp, UserName, UserRecord};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 /// Benchmark the rendezvous server with many logged-in clients.
+///
+/// Starts `stun-server --no-stun --no-switchboard` on a fresh database as a child process and
+/// logs the clients in over TLS 1.3. The clients trust exactly the certificate key the server
+/// announces in its log (`TLS certificate fingerprint SHA256:...`); the login rate includes
+/// the TCP connect and the TLS handshake.
 #[derive(Parser, Debug)]
 struct Args {
     /// Concurrent logged-in clients.
@@ -117,7 +127,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(drive(&args, server.pid()));
+        .block_on(drive(&args, server.pid(), server.fingerprint));
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -152,6 +162,8 @@ fn build_database(path: &std::path::Path, n: usize, contacts: usize) -> anyhow::
 /// The server under test, stopped by its pid on drop.
 struct ServerProcess {
     child: Child,
+    /// The key the server announced.
+    fingerprint: Fingerprint,
 }
 
 impl ServerProcess {
@@ -183,10 +195,18 @@ impl ServerProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut ready = Some(tx);
+            let mut fingerprint = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let marker = "TLS certificate fingerprint ";
+                if let Some(rest) = line.split(marker).nth(1) {
+                    fingerprint = rest
+                        .split_whitespace()
+                        .next()
+                        .and_then(|f| f.parse::<Fingerprint>().ok());
+                }
                 if line.contains("rendezvous listening") {
                     if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
+                        let _ = tx.send(fingerprint);
                     }
                 }
                 if line.contains("ERROR") || line.contains("WARN") {
@@ -194,10 +214,20 @@ impl ServerProcess {
                 }
             }
         });
-        let mut server = ServerProcess { child };
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            server.stop();
-            bail!("the server did not say it was listening within 30 s");
+        let mut server = ServerProcess {
+            child,
+            fingerprint: Fingerprint([0; 32]),
+        };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(fingerprint)) => server.fingerprint = fingerprint,
+            Ok(None) => {
+                server.stop();
+                bail!("the server did not log its TLS certificate fingerprint");
+            }
+            Err(_) => {
+                server.stop();
+                bail!("the server did not say it was listening within 30 s");
+            }
         }
         Ok(server)
     }
@@ -243,8 +273,9 @@ enum Report {
     },
 }
 
-async fn drive(args: &Args, server_pid: u32) -> anyhow::Result<()> {
+async fn drive(args: &Args, server_pid: u32, fingerprint: Fingerprint) -> anyhow::Result<()> {
     let server: SocketAddr = (Ipv4Addr::LOCALHOST, args.port).into();
+    let tls = TlsConnector::from(stun_server::tls::pinned_client_config(fingerprint));
     let (report_tx, mut reports) = mpsc::unbounded_channel();
     let gate = Arc::new(tokio::sync::Semaphore::new(args.login_window));
     let in_login = Arc::new(AtomicUsize::new(0));
@@ -262,6 +293,7 @@ async fn drive(args: &Args, server_pid: u32) -> anyhow::Result<()> {
         let client = BenchClient {
             index: i,
             server,
+            tls: tls.clone(),
             source,
             reports: report_tx.clone(),
         };
@@ -299,7 +331,7 @@ async fn drive(args: &Args, server_pid: u32) -> anyhow::Result<()> {
         );
     }
     println!(
-        "logged in: {logged_in} clients in {login_secs:.1} s ({:.0} logins/s)",
+        "logged in: {logged_in} clients in {login_secs:.1} s ({:.0} TLS handshakes + logins/s)",
         logged_in as f64 / login_secs
     );
     // Let the log-in presence storm drain before measuring.
@@ -431,6 +463,7 @@ fn server_cpu_secs(pid: u32) -> anyhow::Result<f64> {
 struct BenchClient {
     index: usize,
     server: SocketAddr,
+    tls: TlsConnector,
     source: IpAddr,
     reports: mpsc::UnboundedSender<Report>,
 }
@@ -483,15 +516,24 @@ impl BenchClient {
         let socket = tokio::net::TcpSocket::new_v4()?;
         set_bind_no_port(&socket);
         socket.bind((self.source, 0).into())?;
-        let stream = tokio::time::timeout(Duration::from_secs(30), socket.connect(self.server))
-            .await
-            .context("connect timed out")??;
+        let stream = tokio::time::timeout(Duration::from_secs(30), async {
+            let tcp = socket.connect(self.server).await?;
+            tcp.set_nodelay(true)?;
+            let tls = self
+                .tls
+                .connect(stun_server::tls::any_server_name(), tcp)
+                .await?;
+            anyhow::Ok(tls)
+        })
+        .await
+        .context("connect and TLS handshake timed out")??;
+        let binding = stun_server::tls::channel_binding(stream.get_ref().1)?;
         let mut conn = Connection::new(stream);
         let name = UserName::parse(&name_of(self.index))?;
         conn.request(Line::new("VER", TrId(1), ["P2P1".to_owned()]))
             .await?;
         let nonce: [u8; 18] = rand::random();
-        let mut scram = ScramClient::new(&name, &nonce);
+        let mut scram = ScramClient::new(&name, &nonce, &binding);
         let b64 = |s: &str| base64_encode(s.as_bytes());
         let first = conn
             .request(Line::new(
@@ -553,15 +595,15 @@ fn base64_decode(text: &str) -> anyhow::Result<String> {
 
 /// A minimal framed connection: the bench's own, so its per-client cost stays small.
 struct Connection {
-    read: tokio::net::tcp::OwnedReadHalf,
-    write: OwnedWriteHalf,
+    read: ReadHalf<TlsStream<TcpStream>>,
+    write: WriteHalf<TlsStream<TcpStream>>,
     buf: BytesMut,
     out: BytesMut,
 }
 
 impl Connection {
-    fn new(stream: TcpStream) -> Connection {
-        let (read, write) = stream.into_split();
+    fn new(stream: TlsStream<TcpStream>) -> Connection {
+        let (read, write) = tokio::io::split(stream);
         Connection {
             read,
             write,
@@ -574,6 +616,7 @@ impl Connection {
         self.out.clear();
         wire::encode(line, &mut self.out, wire::Direction::ToServer)?;
         self.write.write_all(&self.out).await?;
+        self.write.flush().await?;
         Ok(())
     }
 

@@ -1,7 +1,9 @@
 //! `sb-bench`: relay throughput and latency of the switchboard, over loopback.
 //!
 //! Starts a switchboard in this process (its own thread, as in the server), grants tickets for
-//! `--pairs` sessions, and joins both peers of each over TCP. In every pair one peer keeps
+//! `--pairs` sessions, and joins both peers of each over TLS 1.3 (the clients trust exactly the
+//! in-process switchboard's key, which they are handed directly; the time to connect and join
+//! every pair, TLS handshakes included, is reported as the setup time). In every pair one peer keeps
 //! `--window` DATA frames of `--size` bytes in flight and the other echoes each one back, so
 //! every round trip is two relayed frames. Reports relayed frames per second (the switchboard's
 //! own counter, after the warmup), round-trip latency percentiles, and the CPU time the
@@ -32,6 +34,8 @@ use shared::switchboard::{Frame, MAX_DATA, SwitchboardConfig, VERSION};
 use stun_server::switchboard::{SbCodec, SwitchboardHandle, SwitchboardOptions};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 
 /// Hard ceiling on `--warmup` + `--duration`.
@@ -42,10 +46,13 @@ const MAX_SAMPLES: usize = 20_000_000;
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Switchboard relay benchmark over loopback (in-process switchboard, its own thread).
+///
+/// Every peer connects over TLS 1.3 and trusts exactly the key of the switchboard this process
+/// started (an in-memory certificate); the setup time reported includes the TLS handshakes.
 #[derive(Parser, Debug)]
 #[command(name = "sb-bench", version)]
 struct Args {
-    /// Session pairs (two TCP connections each).
+    /// Session pairs (two TLS connections each).
     #[arg(long, default_value_t = 1)]
     pairs: u32,
     /// DATA frames in flight per pair.
@@ -207,6 +214,8 @@ fn stat_cpu(path: &std::path::Path) -> Option<Duration> {
 
 /// What the pairs measured.
 struct Report {
+    /// Connecting (TCP and TLS) and joining every pair.
+    setup: Duration,
     relayed: u64,
     measured: Duration,
     round_trips: u64,
@@ -253,6 +262,11 @@ impl Report {
             pct(1.0),
             self.samples.len()
         );
+        println!(
+            "setup: {} pairs connected over TLS and joined in {:.1} ms",
+            args.pairs,
+            self.setup.as_secs_f64() * 1e3
+        );
         println!("relayed in total (warmup included): {relayed_total} frames");
     }
 }
@@ -283,7 +297,7 @@ impl Report {
             "{{\"pairs\":{},\"window\":{},\"size\":{},\"secs\":{:.3},\"relayed\":{},\
              \"frames_per_s\":{:.0},\"round_trips_per_s\":{:.0},\"sb_cpu\":{},\
              \"sb_us_per_frame\":{},\"client_cpu\":{},\"rtt_p50_us\":{:.0},\
-             \"rtt_p99_us\":{:.0},\"relayed_total\":{}}}",
+             \"rtt_p99_us\":{:.0},\"relayed_total\":{},\"setup_ms\":{:.1}}}",
             args.pairs,
             args.window,
             args.size,
@@ -297,6 +311,7 @@ impl Report {
             pct(0.5),
             pct(0.99),
             relayed_total,
+            self.setup.as_secs_f64() * 1e3,
         );
     }
 }
@@ -323,8 +338,14 @@ async fn bench(sb: &SwitchboardHandle, args: &Args) -> anyhow::Result<Report> {
             .min(Semaphore::MAX_PERMITS)
     }));
     let mut pairs = Vec::new();
+    let connector = TlsConnector::from(stun_server::tls::pinned_client_config(sb.fingerprint()));
+    let setup_started = Instant::now();
+    let mut joined = Vec::new();
     for n in 0..args.pairs {
-        let (a, b) = join_pair(sb, n).await?;
+        joined.push(join_pair(sb, &connector, n).await?);
+    }
+    let setup = setup_started.elapsed();
+    for (a, b) in joined {
         let pair = Pair {
             window: args.window,
             size: args.size,
@@ -371,6 +392,7 @@ async fn bench(sb: &SwitchboardHandle, args: &Args) -> anyhow::Result<Report> {
         }
     }
     Ok(Report {
+        setup,
         relayed,
         measured,
         round_trips,
@@ -380,9 +402,13 @@ async fn bench(sb: &SwitchboardHandle, args: &Args) -> anyhow::Result<Report> {
     })
 }
 
-type Client = Framed<TcpStream, SbCodec>;
+type Client = Framed<TlsStream<TcpStream>, SbCodec>;
 
-async fn join_pair(sb: &SwitchboardHandle, n: u32) -> anyhow::Result<(Client, Client)> {
+async fn join_pair(
+    sb: &SwitchboardHandle,
+    connector: &TlsConnector,
+    n: u32,
+) -> anyhow::Result<(Client, Client)> {
     let session = SessionId(u128::from(n).to_be_bytes());
     let (ta, tb) = ([0xa0 ^ n as u8; 16], [0xb0 ^ n as u8; 16]);
     let mut ta = ta;
@@ -405,6 +431,9 @@ async fn join_pair(sb: &SwitchboardHandle, n: u32) -> anyhow::Result<(Client, Cl
     for ticket in [ta, tb] {
         let stream = TcpStream::connect(sb.local_addr()).await?;
         stream.set_nodelay(true)?;
+        let stream = connector
+            .connect(stun_server::tls::any_server_name(), stream)
+            .await?;
         let mut client = Framed::new(stream, SbCodec::default());
         client
             .send(Frame::Join {

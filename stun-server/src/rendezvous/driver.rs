@@ -4,19 +4,21 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use shared::rendezvous::scram::ChannelBinding;
 use shared::rendezvous::wire::Line;
 use shared::rendezvous::{ConnId, Output, RendezvousServer, StoreOp, UserName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Encoder;
 
 use super::codec::{LineCodec, Side};
-use super::connection::{self, Event, Outbox, SendError};
+use super::connection::{self, Event, Outbox, SendError, Stream};
 use super::store::Store;
 use super::tickets::TicketBook;
 use crate::switchboard::TicketGranter;
@@ -40,6 +42,8 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 pub(crate) struct Counts {
     pub(crate) connections: AtomicUsize,
     pub(crate) online: AtomicUsize,
+    /// TLS handshakes that failed or timed out.
+    pub(crate) failed_handshakes: AtomicU64,
 }
 
 /// Where the tickets the core issues go.
@@ -62,6 +66,7 @@ struct Conn {
 pub(crate) struct Driver {
     core: RendezvousServer,
     store: Store,
+    acceptor: TlsAcceptor,
     tickets: TicketSinks,
     counts: Arc<Counts>,
     max_queued_lines: usize,
@@ -88,9 +93,11 @@ pub(crate) struct Channels {
 
 impl Driver {
     /// A driver around a core built from `store`'s contents.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         core: RendezvousServer,
         store: Store,
+        acceptor: TlsAcceptor,
         tickets: TicketSinks,
         counts: Arc<Counts>,
         max_queued_lines: usize,
@@ -102,6 +109,7 @@ impl Driver {
         let driver = Driver {
             core,
             store,
+            acceptor,
             tickets,
             counts,
             max_queued_lines,
@@ -175,7 +183,7 @@ impl Driver {
         drop(listener);
         self.core.handle_shutdown(Instant::now());
         self.drain();
-        // Dropping the queues makes every writer flush what it has (`OUT 0 SSD`) and close.
+        // Dropping the outboxes makes every writer flush what it has (`OUT 0 SSD`) and close.
         self.conns.clear();
         self.publish_counts();
         let Driver {
@@ -190,11 +198,24 @@ impl Driver {
         }
     }
 
+    /// Starts the TLS handshake in a task of its own; the core hears of the connection only
+    /// when it has finished ([`Event::Connected`]).
     fn accept(&mut self, stream: TcpStream, remote: std::net::SocketAddr) {
         let _ = stream.set_nodelay(true);
         // A fixed send buffer (no autotuning to megabytes) bounds what a client that stops
         // reading costs the kernel, and finds it sooner; answers and pushes are small.
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
+        tokio::spawn(connection::handshake(
+            self.acceptor.clone(),
+            stream,
+            remote,
+            self.events.clone(),
+            self.counts.clone(),
+        ));
+    }
+
+    /// Registers a connection whose handshake has finished, with its channel binding.
+    fn connected(&mut self, stream: Stream, remote: std::net::SocketAddr, binding: ChannelBinding) {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let (outbox, writer_parts, read) = connection::split(stream, self.max_queued_lines);
@@ -213,12 +234,18 @@ impl Driver {
             },
         );
         tracing::debug!(conn = conn.0, %remote, "rendezvous connection");
-        self.core.handle_connected(Instant::now(), conn, remote);
+        self.core
+            .handle_connected(Instant::now(), conn, remote, binding);
     }
 
     fn handle_event(&mut self, event: Event) {
         let now = Instant::now();
         match event {
+            Event::Connected {
+                stream,
+                remote,
+                binding,
+            } => self.connected(*stream, remote, binding),
             // Input from a connection the core has closed is dropped.
             Event::Line(conn, line) if self.conns.contains_key(&conn) => {
                 self.core.handle_line(now, conn, line);
@@ -249,7 +276,7 @@ impl Driver {
                 Output::Store(op) => self.persist(&op),
                 Output::Send { conn, line } => self.send(conn, &line),
                 Output::Close(conn) => {
-                    // Dropping the queue's sender: the writer sends what is queued, then closes.
+                    // Dropping the outbox: the writer sends what is pending, then closes.
                     if self.conns.remove(&conn).is_some() {
                         tracing::debug!(conn = conn.0, "rendezvous connection closed by us");
                     }
@@ -302,7 +329,7 @@ impl Driver {
                 self.core.handle_overflow(Instant::now(), conn);
             }
             Err(SendError::Gone) => {
-                // The socket failed or the writer gave up: the connection is gone.
+                // The connection failed or the writer gave up: it is gone.
                 self.conns.remove(&conn);
                 self.core.handle_disconnected(Instant::now(), conn);
             }

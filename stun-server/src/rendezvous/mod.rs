@@ -14,12 +14,14 @@
 //! ```
 //!
 //! Architecture: one tokio runtime on its own threads. One task owns the protocol core and the
-//! database; every connection has a reader task (frames lines, forwards them to the core task
-//! over one shared bounded channel) and a writer task. The core task writes each line straight
-//! into the socket when it can; what the kernel will not take yet waits in the writer's
-//! bounded queue ([`RendezvousOptions::max_queued_lines`]). The core task never waits for a
-//! client: a full queue (a full socket buffer, then that many lines) disconnects that client. Store operations are written to SQLite before any later line
-//! is queued, so an answer never promises what a crash could forget.
+//! database. Every accepted connection first runs its TLS 1.3 handshake in a task of its own
+//! (with a deadline), then is registered with the core together with its `tls-exporter`
+//! channel binding (the login's SCRAM exchange is bound to it); from then on it has a reader
+//! task (frames lines, forwards them to the core task over one shared bounded channel) and a
+//! writer task fed by bounded pending output (64 KiB, then
+//! [`RendezvousOptions::max_queued_lines`] more lines). The core task never waits for a
+//! client: full pending output (behind full socket and TLS buffers) disconnects that client. Store operations are written to SQLite before any later line is
+//! queued, so an answer never promises what a crash could forget.
 
 mod codec;
 mod connection;
@@ -43,11 +45,13 @@ pub use store::{SCHEMA_VERSION, Store, StoreError, UserSummary};
 pub use tickets::TicketBook;
 
 use crate::switchboard::TicketGranter;
+use crate::tls::ServerTls;
 use driver::{Counts, Driver, TicketSinks};
 
 /// The rendezvous port (MSN's notification server port).
 pub const DEFAULT_RENDEZVOUS_PORT: u16 = 1863;
-/// Outgoing lines queued per connection before a client counts as too slow.
+/// Outgoing lines queued per connection, beyond 64 KiB of pending output, before a client
+/// counts as too slow.
 pub const DEFAULT_MAX_QUEUED_LINES: usize = 256;
 
 /// Where the database lives by default: `$XDG_DATA_HOME/p2p-toolkit/rendezvous.db`, else
@@ -80,12 +84,17 @@ pub struct RendezvousOptions {
     pub db_path: PathBuf,
     /// The protocol core's settings.
     pub config: RendezvousConfig,
-    /// Outgoing lines queued per connection; a client whose queue is full is disconnected.
+    /// Outgoing lines queued per connection beyond 64 KiB of pending output; a client whose
+    /// queue is full is disconnected.
     pub max_queued_lines: usize,
+    /// The certificate and TLS settings (the default: [`ServerTls::ephemeral`], a new key on
+    /// every start). [`crate::services::start`] gives the switchboard the same one.
+    pub tls: ServerTls,
 }
 
 impl Default for RendezvousOptions {
-    /// 127.0.0.1:1863, [`default_db_path`], the core's defaults, 256 queued lines.
+    /// 127.0.0.1:1863, [`default_db_path`], the core's defaults, 256 queued lines, an
+    /// ephemeral self-signed certificate.
     fn default() -> Self {
         RendezvousOptions {
             listen: SocketAddr::V4(SocketAddrV4::new(
@@ -95,6 +104,7 @@ impl Default for RendezvousOptions {
             db_path: default_db_path(),
             config: RendezvousConfig::default(),
             max_queued_lines: DEFAULT_MAX_QUEUED_LINES,
+            tls: ServerTls::ephemeral().expect("an in-memory certificate can be generated"),
         }
     }
 }
@@ -129,6 +139,7 @@ pub enum RendezvousError {
 pub struct RendezvousHandle {
     local_addr: SocketAddr,
     db_path: PathBuf,
+    fingerprint: shared::identity::Fingerprint,
     tickets: TicketBook,
     counts: Arc<Counts>,
     stop: Option<oneshot::Sender<()>>,
@@ -176,9 +187,11 @@ impl RendezvousHandle {
         let tickets = TicketBook::new();
         let counts = Arc::new(Counts::default());
         let (stop_tx, stop_rx) = oneshot::channel();
+        let acceptor = tokio_rustls::TlsAcceptor::from(options.tls.config().clone());
         let (driver, channels) = Driver::new(
             core,
             store,
+            acceptor,
             TicketSinks {
                 book: tickets.clone(),
                 switchboard: granter,
@@ -199,6 +212,7 @@ impl RendezvousHandle {
         Ok(RendezvousHandle {
             local_addr,
             db_path: options.db_path,
+            fingerprint: options.tls.fingerprint(),
             tickets,
             counts,
             stop: Some(stop_tx),
@@ -214,6 +228,16 @@ impl RendezvousHandle {
     /// The database file.
     pub fn db_path(&self) -> &Path {
         &self.db_path
+    }
+
+    /// The fingerprint of the server's TLS key, what clients pin.
+    pub fn fingerprint(&self) -> shared::identity::Fingerprint {
+        self.fingerprint
+    }
+
+    /// TLS handshakes that failed or timed out so far (never answered, logged at debug level).
+    pub fn failed_handshakes(&self) -> u64 {
+        self.counts.failed_handshakes.load(Ordering::Relaxed)
     }
 
     /// The switchboard tickets issued so far (shared with the running server).

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use shared::switchboard::{Frame, Output, SbConnId, Switchboard};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -38,6 +39,11 @@ const LINGER: Duration = Duration::from_secs(1);
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// How long accept backs off after an error (out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// A TLS handshake that takes longer than this is abandoned.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection after its TLS handshake.
+type Stream = TlsStream<TcpStream>;
 
 /// Connection ids are numbered by us; skip SipHash on the per-frame lookup.
 #[derive(Default)]
@@ -72,6 +78,7 @@ pub(crate) struct DriverLimits {
 pub(crate) struct DriverCounts {
     pub(crate) slow_readers: AtomicU64,
     pub(crate) over_limit: AtomicU64,
+    pub(crate) failed_handshakes: AtomicU64,
 }
 
 /// The core and the queues of the connections it knows.
@@ -86,13 +93,14 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     timer: Notify,
+    acceptor: TlsAcceptor,
     limits: DriverLimits,
     max_data: usize,
     pub(crate) counts: DriverCounts,
 }
 
 impl Shared {
-    pub(crate) fn new(core: Switchboard, limits: DriverLimits) -> Shared {
+    pub(crate) fn new(core: Switchboard, limits: DriverLimits, acceptor: TlsAcceptor) -> Shared {
         Shared {
             max_data: core.config().max_data,
             state: Mutex::new(State {
@@ -101,6 +109,7 @@ impl Shared {
                 armed: None,
             }),
             timer: Notify::new(),
+            acceptor,
             limits,
             counts: DriverCounts::default(),
         }
@@ -236,7 +245,8 @@ impl Shared {
                     next_id += 1;
                     let conn = SbConnId(next_id);
                     let span = tracing::debug_span!("sb", %conn, %peer);
-                    self.clone().start_conn(stream, conn, span, permit, alive.clone());
+                    let handshake = self.clone().handshake(stream, conn, permit, alive.clone(), stop.clone());
+                    tokio::spawn(handshake.instrument(span));
                 }
             }
         }
@@ -246,22 +256,54 @@ impl Shared {
         let _ = tokio::time::timeout(SHUTDOWN_FLUSH, all_done.recv()).await;
     }
 
+    /// Runs the TLS handshake of an accepted connection (bounded by [`HANDSHAKE_TIMEOUT`],
+    /// given up at shutdown), then starts the connection. A failure is counted and logged at
+    /// debug level, and the connection is dropped without a word.
+    async fn handshake(
+        self: Arc<Self>,
+        stream: TcpStream,
+        conn: SbConnId,
+        slot: OwnedSemaphorePermit,
+        alive: mpsc::Sender<()>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream));
+        let result = tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            result = handshake => result,
+        };
+        let reason = match result {
+            Ok(Ok(stream)) => {
+                if !*stop.borrow() {
+                    self.start_conn(stream, conn, tracing::Span::current(), slot, alive);
+                }
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        self.counts
+            .failed_handshakes
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%reason, "switchboard TLS handshake failed");
+    }
+
     /// Registers a connection with the core and spawns its reader and writer. The reader holds
     /// the connection slot, the writer the shutdown flush's `alive` sender.
     fn start_conn(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: Stream,
         conn: SbConnId,
         span: tracing::Span,
         slot: OwnedSemaphorePermit,
         alive: mpsc::Sender<()>,
     ) {
-        let _ = stream.set_nodelay(true);
         let outbox = Arc::new(Outbox::default());
         self.lock().outboxes.insert(conn, outbox.clone());
         self.step(|core, now| core.handle_connected(now, conn));
         tracing::debug!(parent: &span, "connected");
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = tokio::io::split(stream);
         let codec = SbCodec::new(self.max_data);
         let reader = read_loop(self.clone(), outbox.clone(), conn, rd, codec);
         tokio::spawn(
@@ -345,7 +387,7 @@ async fn read_loop(
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     conn: SbConnId,
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf<Stream>,
     mut codec: SbCodec,
 ) {
     let mut buf = BytesMut::new();
@@ -417,7 +459,7 @@ async fn write_loop(
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     conn: SbConnId,
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf<Stream>,
 ) {
     let mut taken = VecDeque::new();
     let mut batch = OutBatch::default();
@@ -444,10 +486,15 @@ async fn write_loop(
         }
         batch.seal();
         let timeout = shared.limits.write_timeout;
+        let write = async {
+            wr.write_all_buf(&mut batch).await?;
+            // rustls may hold the last records until flushed.
+            wr.flush().await
+        };
         let written = tokio::select! {
             biased;
             () = outbox.stop.cancelled() => return,
-            written = tokio::time::timeout(timeout, wr.write_all_buf(&mut batch)) => written,
+            written = tokio::time::timeout(timeout, write) => written,
         };
         if !matches!(written, Ok(Ok(()))) {
             if written.is_err() {
@@ -460,6 +507,7 @@ async fn write_loop(
         let mut queue = outbox.lock();
         queue.bytes = queue.bytes.saturating_sub(cost);
     }
+    // close_notify, then FIN.
     let _ = tokio::time::timeout(LINGER, wr.shutdown()).await;
     // The reader now lingers until the peer closes.
     outbox.stop.cancel();

@@ -12,7 +12,9 @@
 //! ```
 //!
 //! One thread runs a current-thread tokio runtime with an accept task, a timer task, and a
-//! reader and a writer task per connection. Readers decode everything one read returned and
+//! reader and a writer task per connection. Connections speak TLS 1.3 from the first byte:
+//! each runs its handshake in a task of its own (with a deadline) before the core hears of
+//! it; a failed handshake is counted ([`RelayStats::failed_handshakes`]) and never answered. Readers decode everything one read returned and
 //! hand it to the core in one step; the core's outputs go straight into the connections'
 //! outgoing queues. Each queue is bounded in bytes ([`SwitchboardOptions::max_queued_bytes`]):
 //! a connection whose queue is full, or whose writes stall for
@@ -35,6 +37,8 @@ use shared::switchboard::{ConfigError, Switchboard, SwitchboardConfig, Switchboa
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
+use crate::tls::ServerTls;
+
 pub use codec::{CodecError, SbCodec};
 use driver::{DriverLimits, Shared};
 
@@ -54,10 +58,14 @@ pub struct SwitchboardOptions {
     pub max_queued_bytes: usize,
     /// A write that makes no complete progress for this long disconnects the reader (10 s).
     pub write_timeout: Duration,
+    /// The certificate and TLS settings (the default: [`ServerTls::ephemeral`], a new key on
+    /// every start); [`crate::services::start`] replaces it with the rendezvous's.
+    pub tls: ServerTls,
 }
 
 impl Default for SwitchboardOptions {
-    /// 127.0.0.1:1865 with the core's default limits.
+    /// 127.0.0.1:1865 with the core's default limits and an ephemeral self-signed
+    /// certificate.
     fn default() -> Self {
         SwitchboardOptions {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_SWITCHBOARD_PORT)),
@@ -65,6 +73,7 @@ impl Default for SwitchboardOptions {
             max_connections: 10_000,
             max_queued_bytes: 1 << 20,
             write_timeout: Duration::from_secs(10),
+            tls: ServerTls::ephemeral().expect("an in-memory certificate can be generated"),
         }
     }
 }
@@ -102,6 +111,8 @@ pub struct RelayStats {
     pub slow_readers: u64,
     /// Connections closed on accept because [`SwitchboardOptions::max_connections`] were open.
     pub over_limit: u64,
+    /// TLS handshakes that failed or timed out.
+    pub failed_handshakes: u64,
     /// Connections open now.
     pub open_connections: usize,
     /// Sessions that have a ticket or a connection now.
@@ -131,6 +142,7 @@ impl TicketGranter {
 /// A running switchboard. Dropping it shuts it down, as does [`SwitchboardHandle::shutdown`].
 pub struct SwitchboardHandle {
     local_addr: SocketAddr,
+    fingerprint: shared::identity::Fingerprint,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
@@ -140,6 +152,7 @@ impl std::fmt::Debug for SwitchboardHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SwitchboardHandle")
             .field("local_addr", &self.local_addr)
+            .field("fingerprint", &self.fingerprint)
             .finish_non_exhaustive()
     }
 }
@@ -169,7 +182,8 @@ impl SwitchboardHandle {
             max_queued_bytes: options.max_queued_bytes,
             write_timeout: options.write_timeout,
         };
-        let shared = Arc::new(Shared::new(core, limits));
+        let acceptor = tokio_rustls::TlsAcceptor::from(options.tls.config().clone());
+        let shared = Arc::new(Shared::new(core, limits, acceptor));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -194,6 +208,7 @@ impl SwitchboardHandle {
         tracing::debug!(%local_addr, "switchboard listening");
         Ok(SwitchboardHandle {
             local_addr,
+            fingerprint: options.tls.fingerprint(),
             shared,
             stop,
             thread: Some(thread),
@@ -203,6 +218,11 @@ impl SwitchboardHandle {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The fingerprint of the switchboard's TLS key, what clients are told (`sbfp=`).
+    pub fn fingerprint(&self) -> shared::identity::Fingerprint {
+        self.fingerprint
     }
 
     /// Makes `ticket` redeemable. See [`TicketGranter`] for a cloneable handle to the same.
@@ -224,6 +244,7 @@ impl SwitchboardHandle {
             core: *state.core.stats(),
             slow_readers: self.shared.counts.slow_readers.load(Ordering::Relaxed),
             over_limit: self.shared.counts.over_limit.load(Ordering::Relaxed),
+            failed_handshakes: self.shared.counts.failed_handshakes.load(Ordering::Relaxed),
             open_connections: state.core.connection_count(),
             sessions: state.core.session_count(),
         }

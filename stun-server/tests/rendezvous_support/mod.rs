@@ -1,5 +1,6 @@
-//! A raw rendezvous protocol client for the tests: blocking sockets, the real framing, and a
-//! SCRAM login with the real client half.
+//! A raw rendezvous protocol client for the tests: blocking sockets with TLS 1.3 that trusts
+//! exactly the server's key (`stun_server::tls::pinned_client_config`), the real framing, and a
+//! SCRAM login with the real client half, bound to the TLS session.
 
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used, dead_code)]
@@ -10,7 +11,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use shared::rendezvous::scram::{MECHANISM, ScramClient, derive_credentials};
+use rustls::{ClientConnection, StreamOwned};
+use shared::identity::Fingerprint;
+use shared::rendezvous::scram::{ChannelBinding, MECHANISM, ScramClient, derive_credentials};
 use shared::rendezvous::wire::{self, Line, TrId};
 use shared::rendezvous::{Kdf, UserName};
 
@@ -31,9 +34,38 @@ pub enum End {
     Reset,
 }
 
+/// A TLS client stream on a blocking socket.
+pub type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+/// Runs the TLS handshake on `tcp`, trusting only the key with `fingerprint`; returns the
+/// stream and the session's channel binding.
+pub fn tls_handshake(
+    tcp: TcpStream,
+    fingerprint: Fingerprint,
+) -> Result<(Tls, ChannelBinding), rustls::Error> {
+    let config = stun_server::tls::pinned_client_config(fingerprint);
+    let conn = ClientConnection::new(config, stun_server::tls::any_server_name())?;
+    let mut tls = StreamOwned::new(conn, tcp);
+    tls.sock.set_read_timeout(Some(WAIT)).unwrap();
+    while tls.conn.is_handshaking() {
+        if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
+            // The verifier's or the server's verdict, when there is one.
+            return Err(e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .cloned()
+                .unwrap_or(rustls::Error::General(e.to_string())));
+        }
+    }
+    let binding = stun_server::tls::channel_binding(&tls.conn)?;
+    Ok((tls, binding))
+}
+
 /// A raw protocol client on a blocking socket.
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: Tls,
+    /// The TLS session's channel binding, which [`Client::login`] binds SCRAM to.
+    pub binding: ChannelBinding,
     buf: BytesMut,
     next_trid: u32,
     /// Lines read while looking for something else (pushes, mostly).
@@ -41,16 +73,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects and negotiates the version.
-    pub fn connect(addr: SocketAddr) -> Client {
-        Client::over(TcpStream::connect(addr).unwrap())
+    /// Connects over TLS to the server with key `fingerprint` and negotiates the version.
+    pub fn connect(addr: SocketAddr, fingerprint: Fingerprint) -> Client {
+        Client::over(TcpStream::connect(addr).unwrap(), fingerprint)
     }
 
-    /// Negotiates the version on a connected stream.
-    pub fn over(stream: TcpStream) -> Client {
+    /// Runs the TLS handshake and negotiates the version on a connected stream.
+    pub fn over(stream: TcpStream, fingerprint: Fingerprint) -> Client {
         stream.set_nodelay(true).unwrap();
+        let (stream, binding) = tls_handshake(stream, fingerprint).unwrap();
         let mut c = Client {
             stream,
+            binding,
             buf: BytesMut::new(),
             next_trid: 1,
             backlog: VecDeque::new(),
@@ -62,6 +96,13 @@ impl Client {
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    /// Like [`Client::send_raw`], but a failure (the server closed) is returned, not a panic.
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// Sends a request with a fresh TrID and returns the TrID.
@@ -86,11 +127,13 @@ impl Client {
             if left.is_zero() {
                 return Err(End::Timeout);
             }
-            self.stream.set_read_timeout(Some(left)).unwrap();
+            self.stream.sock.set_read_timeout(Some(left)).unwrap();
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(End::Eof),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                // A close without close_notify.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(End::Eof),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -168,11 +211,23 @@ impl Client {
         self.request("REG", &[name, &kdf, &salt, &stored, &server])
     }
 
-    /// SCRAM login; `Err` carries the error line. On success, checks the server's signature.
+    /// SCRAM login bound to this TLS session; `Err` carries the error line. On success,
+    /// checks the server's signature.
     pub fn login(&mut self, name: &str, password: &str) -> Result<(), Line> {
+        let binding = self.binding;
+        self.login_bound(name, password, &binding)
+    }
+
+    /// SCRAM login with the channel binding `binding` (a test of a wrong one: 911).
+    pub fn login_bound(
+        &mut self,
+        name: &str,
+        password: &str,
+        binding: &ChannelBinding,
+    ) -> Result<(), Line> {
         let user = UserName::parse(name).unwrap();
         let nonce: [u8; 18] = rand::random();
-        let mut scram = ScramClient::new(&user, &nonce);
+        let mut scram = ScramClient::new(&user, &nonce, binding);
         let first = self.request(
             "USR",
             &[MECHANISM, "I", &b64(scram.client_first().as_bytes())],

@@ -55,6 +55,18 @@ pub fn start_until(mut cmd: Command, marker: &str) -> (Running, String, String) 
     panic!("server did not report {marker:?}; stderr so far:\n{seen}");
 }
 
+/// The fingerprint in the `TLS certificate fingerprint SHA256:...` line of `log`.
+#[allow(dead_code)]
+pub fn logged_fingerprint(log: &str) -> shared::identity::Fingerprint {
+    let marker = "TLS certificate fingerprint ";
+    log.split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {marker:?} line in:\n{log}"))
+        .parse()
+        .unwrap()
+}
+
 /// Sends SIGINT (what Ctrl-C sends) and waits up to 10 s for the exit.
 pub fn interrupt_and_wait(mut running: Running) -> ExitStatus {
     // SAFETY: sending a signal to our own child by its pid.
