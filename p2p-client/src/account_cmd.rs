@@ -1,12 +1,15 @@
 //! `p2p-client register | contacts | passwd`: account commands against a rendezvous server.
-//! `status` is in `status_cmd.rs`; both share [`AccountArgs`] and the helpers here.
+//! `status` is in `status_cmd.rs`; both share [`AccountArgs`] and the helpers here. The
+//! identity commands (`contacts fingerprint`, `contacts verify`) are in `identity_cmd.rs`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use p2p_client::rendezvous::{ContactEntry, DEFAULT_PORT, RendezvousClient};
+use p2p_client::chat::pinned_notice;
+use p2p_client::home::Home;
+use p2p_client::rendezvous::{ContactEntry, RendezvousClient};
+use p2p_client::tls::ServerTrust;
 use serde_json::json;
 use shared::rendezvous::{Kdf, UserName};
 
@@ -32,6 +35,13 @@ pub struct AccountArgs {
     /// P2P_PASSWORD environment variable, else asked for when stdin is a terminal.
     #[arg(long, value_name = "FILE", global = true)]
     pub password_file: Option<PathBuf>,
+    /// Trust only the CA certificates in this PEM file for the server (its name checked).
+    /// Without it, a certificate the system's roots verify is accepted, and any other is
+    /// pinned on first use in <home>/known_servers: later connections to the same HOST:PORT
+    /// must present the same key, or the command stops before sending anything (exit status
+    /// 1).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
 }
 
 impl AccountArgs {
@@ -42,6 +52,14 @@ impl AccountArgs {
             .as_deref()
             .context("no user: use --user NAME or set P2P_USER")?;
         Ok(UserName::parse(name)?)
+    }
+
+    /// How to trust the server's key: `--ca`, else system roots and pinning in `home`.
+    pub fn trust(&self, home: &Home) -> anyhow::Result<ServerTrust> {
+        match &self.ca {
+            Some(file) => Ok(ServerTrust::from_ca_file(file)?),
+            None => Ok(ServerTrust::tofu(home.clone())),
+        }
     }
 
     /// The password from the file, the environment or the terminal.
@@ -125,6 +143,31 @@ pub enum ContactsAction {
         /// Who.
         name: String,
     },
+    /// Print the safety number you and NAME share, and both identity keys.
+    ///
+    /// The first line is the safety number: 60 digits that NAME computes identically (`p2p-client
+    /// contacts fingerprint YOU`). Compare them in person or over a channel you trust; if they
+    /// match, run `contacts verify NAME`. The next lines are your key's and NAME's key's
+    /// fingerprints and whether NAME is verified. NAME's key is the one pinned when you first
+    /// saw it; if none is pinned yet, it is asked from the server (which needs the password)
+    /// and pinned. With --json: one object {"peer", "safety_number", "my_fingerprint",
+    /// "peer_fingerprint", "verified"}.
+    Fingerprint {
+        /// Who.
+        name: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark NAME's pinned identity key as verified, after comparing safety numbers.
+    ///
+    /// A verified contact whose key later changes loses the mark (see `chat
+    /// --accept-new-key`). Fails when no key is pinned for NAME (see `contacts fingerprint`).
+    /// Works offline: nothing is sent to the server.
+    Verify {
+        /// Who.
+        name: String,
+    },
 }
 
 /// Runs an async command on a fresh single-threaded runtime (with logging to stderr when
@@ -144,39 +187,42 @@ where
     runtime.block_on(command)
 }
 
-/// Resolves HOST:PORT (HOST alone means port 1863).
-pub async fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
-    let target = if server.contains(':') {
-        server.to_owned()
-    } else {
-        format!("{server}:{DEFAULT_PORT}")
-    };
-    tokio::net::lookup_host(&target)
-        .await
-        .with_context(|| format!("cannot resolve {server:?} (expected HOST:PORT)"))?
-        .next()
-        .with_context(|| format!("{server:?} resolves to no address"))
+/// Connects to the server over TLS (trusted as `--ca` says, else pinned in `home`), saying
+/// on stderr when its key was pinned just now.
+pub async fn connect(account: &AccountArgs, home: &Home) -> anyhow::Result<RendezvousClient> {
+    let trust = account.trust(home)?;
+    let client = RendezvousClient::connect(&account.server, &trust).await?;
+    if let Some(notice) = pinned_notice(client.server_key()) {
+        eprintln!("{notice}");
+    }
+    Ok(client)
 }
 
-/// Connects and logs in.
+/// Connects, logs in and registers this device's identity key (`DEV`).
 pub async fn login(
-    server: &str,
+    account: &AccountArgs,
+    home: &Home,
     user: &UserName,
     password: &str,
 ) -> anyhow::Result<RendezvousClient> {
-    let client = RendezvousClient::connect(resolve(server).await?).await?;
+    let identity = home.user(user)?.identity()?;
+    let client = connect(account, home).await?;
     client
         .login(user, password.as_bytes())
         .await
         .with_context(|| format!("cannot log in as {user}"))?;
+    client
+        .register_device(&identity.public())
+        .await
+        .context("cannot register this device's identity key")?;
     Ok(client)
 }
 
 /// `register`.
-pub async fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
+pub async fn register(args: RegisterArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
     let password = args.account.password(true)?;
-    let client = RendezvousClient::connect(resolve(&args.account.server).await?).await?;
+    let client = connect(&args.account, home).await?;
     client
         .register(&user, password.as_bytes(), args.kdf)
         .await
@@ -187,7 +233,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `passwd`.
-pub async fn passwd(args: PasswdArgs) -> anyhow::Result<ExitCode> {
+pub async fn passwd(args: PasswdArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
     let password = args.account.password(false)?;
     let new_password = SecretSource {
@@ -198,7 +244,7 @@ pub async fn passwd(args: PasswdArgs) -> anyhow::Result<ExitCode> {
         confirm: true,
     }
     .read()?;
-    let client = login(&args.account.server, &user, &password).await?;
+    let client = login(&args.account, home, &user, &password).await?;
     client
         .change_password(new_password.as_bytes(), args.kdf)
         .await
@@ -239,10 +285,18 @@ impl Edit {
 }
 
 /// `contacts`.
-pub async fn contacts(args: ContactsArgs) -> anyhow::Result<ExitCode> {
+pub async fn contacts(args: ContactsArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
     // Names are checked before anything goes over the network.
     let (edit, json) = match &args.action {
+        ContactsAction::Fingerprint { name, json } => {
+            let name = UserName::parse(name)?;
+            return crate::identity_cmd::fingerprint(&args.account, home, &user, &name, *json)
+                .await;
+        }
+        ContactsAction::Verify { name } => {
+            return crate::identity_cmd::verify(home, &user, &UserName::parse(name)?);
+        }
         ContactsAction::List { json } => (None, *json),
         ContactsAction::Add { name } => (Some((Edit::Add, UserName::parse(name)?)), false),
         ContactsAction::Remove { name } => (Some((Edit::Remove, UserName::parse(name)?)), false),
@@ -250,7 +304,7 @@ pub async fn contacts(args: ContactsArgs) -> anyhow::Result<ExitCode> {
         ContactsAction::Allow { name } => (Some((Edit::Allow, UserName::parse(name)?)), false),
     };
     let password = args.account.password(false)?;
-    let client = login(&args.account.server, &user, &password).await?;
+    let client = login(&args.account, home, &user, &password).await?;
     let result = match edit {
         None => client
             .contacts()

@@ -3,9 +3,15 @@
 //! - [`chat`]: the `chat` command's driver: hole punching, the switchboard relay and the
 //!   end-to-end encrypted chat session over whichever path is up.
 //! - [`classify`]: classify the NAT between this host and a STUN server with two addresses.
+//! - [`home`]: the client's home directory: device identity keys, contacts' pinned keys,
+//!   servers' pinned keys.
 //! - [`rendezvous`]: the rendezvous client (accounts, login, presence, contacts,
 //!   introductions).
+//! - [`tls`]: TLS 1.3 to the servers and how their keys are trusted (CA, system roots,
+//!   pinning on first use, an exact key).
 
 pub mod chat;
 pub mod classify;
+pub mod home;
 pub mod rendezvous;
+pub mod tls;

@@ -7,8 +7,13 @@
 //!   rendezvous server (docs/PROTOCOL.md).
 //! - `chat`: an end-to-end encrypted chat with a contact, direct when a hole can be punched
 //!   and through the switchboard relay otherwise.
+//!
+//! Every connection to the rendezvous server and the switchboard is TLS 1.3; the client's home
+//! (`--home`, `P2P_HOME`, ...) keeps the servers' pinned keys, each user's device identity key
+//! and the contacts' pinned keys.
 
 mod account_cmd;
+mod identity_cmd;
 mod nat_type_cmd;
 mod prompt;
 mod status_cmd;
@@ -16,11 +21,14 @@ mod status_cmd;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use p2p_client::chat::{Account, ChatRunError};
+use p2p_client::home::Home;
 use shared::stun::{ChangeRequest, TransactionId};
 use shared::stun_client::{BindingRequest, BindingTransaction, RetransmitConfig};
 
@@ -28,6 +36,11 @@ use shared::stun_client::{BindingRequest, BindingTransaction, RetransmitConfig};
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
+    /// The client's home directory: device identity keys, contacts' pinned keys, servers'
+    /// pinned keys [default: $P2P_HOME, else $XDG_DATA_HOME/p2p-toolkit, else
+    /// ~/.local/share/p2p-toolkit].
+    #[arg(long, value_name = "DIR", global = true)]
+    home: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,10 +68,12 @@ enum Command {
     /// sent; register over a network you trust. Prints `registered NAME`. Exit status: 0 on
     /// success, 1 on any error (for example a taken name).
     Register(account_cmd::RegisterArgs),
-    /// Show or change your contact and block lists.
+    /// Show or change your contact and block lists; compare and verify identity keys.
     ///
     /// Two users see each other's presence once each has the other as a contact and neither
-    /// blocks the other. Exit status: 0 on success, 1 on any error.
+    /// blocks the other. `contacts fingerprint NAME` shows the safety number to compare with
+    /// NAME, `contacts verify NAME` records that it matched. Exit status: 0 on success, 1 on
+    /// any error.
     Contacts(account_cmd::ContactsArgs),
     /// Go online in STATE and print your contacts' presence as it changes.
     ///
@@ -83,8 +98,15 @@ enum Command {
     /// the path (direct or relayed) is announced. At the end of stdin it waits up to 10 s
     /// until the peer has acknowledged every message, logs out and exits; it also ends when
     /// the peer goes offline, and at once on Ctrl-C. Without --peer, on a terminal, it shows
-    /// your contacts and you type a name. Exit status: 0 when every message was delivered (or
-    /// on Ctrl-C), 1 on any error (the peer never came, no path, messages not acknowledged).
+    /// your contacts and you type a name.
+    ///
+    /// The chat's keys are this device's identity key (made on first use in the home) and the
+    /// peer's, pinned the first time it is seen. If the server introduces a peer whose key is
+    /// not the pinned one, the chat does not start: it says so, sends nothing and exits 3;
+    /// compare safety numbers (`contacts fingerprint PEER`) and use --accept-new-key if the
+    /// peer really has a new key. Exit status: 0 when every message was delivered (or on
+    /// Ctrl-C), 3 when the peer's key changed, 1 on any other error (the peer never came, no
+    /// path, messages not acknowledged, a server key that is not the pinned one).
     Chat(ChatCmdArgs),
 }
 
@@ -127,16 +149,26 @@ struct BindingArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Only the commands that talk to the rendezvous server need the home.
+    let home = || Home::resolve(cli.home.as_deref()).map_err(anyhow::Error::from);
     let result = match cli.command {
         Command::Binding(args) => binding(args).map(|()| ExitCode::SUCCESS),
         Command::NatType(args) => {
             resolve(&args.server).and_then(|server| nat_type_cmd::run(args, server))
         }
-        Command::Register(args) => account_cmd::block_on(account_cmd::register(args)),
-        Command::Contacts(args) => account_cmd::block_on(account_cmd::contacts(args)),
-        Command::Status(args) => account_cmd::block_on(status_cmd::run(args)),
-        Command::Passwd(args) => account_cmd::block_on(account_cmd::passwd(args)),
-        Command::Chat(args) => account_cmd::block_on(chat(args)),
+        Command::Register(args) => {
+            home().and_then(|home| account_cmd::block_on(account_cmd::register(args, &home)))
+        }
+        Command::Contacts(args) => {
+            home().and_then(|home| account_cmd::block_on(account_cmd::contacts(args, &home)))
+        }
+        Command::Status(args) => {
+            home().and_then(|home| account_cmd::block_on(status_cmd::run(args, &home)))
+        }
+        Command::Passwd(args) => {
+            home().and_then(|home| account_cmd::block_on(account_cmd::passwd(args, &home)))
+        }
+        Command::Chat(args) => home().and_then(|home| account_cmd::block_on(chat(args, &home))),
     };
     match result {
         Ok(code) => code,
@@ -147,13 +179,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// `chat`: resolves the server, reads the password and runs the chat.
-async fn chat(args: ChatCmdArgs) -> anyhow::Result<ExitCode> {
+/// Exit status of `chat` when the peer's identity key is not the pinned one.
+const EXIT_KEY_CHANGED: u8 = 3;
+
+/// `chat`: reads the password and runs the chat.
+async fn chat(args: ChatCmdArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
     let password = args.account.password(false)?;
-    let server = account_cmd::resolve(&args.account.server).await?;
-    p2p_client::chat::run(server, user, password.as_bytes(), args.chat).await?;
-    Ok(ExitCode::SUCCESS)
+    let trust = args.account.trust(home)?;
+    let account = Account {
+        server: &args.account.server,
+        trust: &trust,
+        home,
+        user,
+    };
+    match p2p_client::chat::run(account, password.as_bytes(), args.chat).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ ChatRunError::KeyChanged { .. }) => {
+            eprintln!("p2p-client: {e}");
+            Ok(ExitCode::from(EXIT_KEY_CHANGED))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Random bytes for transaction ids from the standard library's randomly keyed hasher.

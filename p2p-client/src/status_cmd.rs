@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use p2p_client::home::Home;
 use p2p_client::rendezvous::{CloseReason, Event, RendezvousClient};
 use serde_json::json;
 use shared::rendezvous::{Presence, UserName};
@@ -41,7 +42,7 @@ fn parse_state(word: &str) -> Result<Presence, String> {
 }
 
 /// Runs the command.
-pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: StatusArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
     let password = args.account.password(false)?;
     // End of input is watched on a plain thread: it blocks in read(2), and a detached thread
@@ -60,7 +61,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let client = login(&args.account.server, &user, &password).await?;
+    let client = login(&args.account, home, &user, &password).await?;
     let result = watch(&client, &args, &user, stop).await;
     client.logout().await;
     result.map(|()| ExitCode::SUCCESS)

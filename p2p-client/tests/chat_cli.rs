@@ -1,6 +1,7 @@
 //! `p2p-client chat` between two processes on loopback, against the real rendezvous server,
 //! switchboard and STUN server started in-process: a direct path, and the relay when punching
-//! is switched off.
+//! is switched off. Both users share one fresh client home per test (`P2P_HOME`): identity
+//! keys and pins are per user name in it, the pinned server key is shared.
 
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
@@ -19,6 +20,7 @@ use shared::stun_server::ServerSocket;
 use stun_server::rendezvous::RendezvousOptions;
 use stun_server::services::{self, Services, ServicesOptions};
 use stun_server::switchboard::SwitchboardOptions;
+use stun_server::tls::ServerTls;
 use stun_server::{ServerHandle, ServerOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
@@ -34,6 +36,7 @@ struct Servers {
     rendezvous: String,
     switchboard: SocketAddr,
     db: PathBuf,
+    home: PathBuf,
 }
 
 impl Servers {
@@ -63,6 +66,7 @@ impl Servers {
                 db_path: db.clone(),
                 config,
                 max_queued_lines: 256,
+                tls: ServerTls::ephemeral().unwrap(),
             },
             switchboard: Some(SwitchboardOptions {
                 listen: "127.0.0.1:0".parse().unwrap(),
@@ -79,6 +83,7 @@ impl Servers {
             rendezvous,
             switchboard,
             db,
+            home: std::env::temp_dir().join(format!("p2p-chat-home-{}-{n}", std::process::id())),
         }
     }
 
@@ -87,6 +92,7 @@ impl Servers {
         cmd.args(args)
             .args(["--server", &self.rendezvous, "--user", user])
             .env("P2P_PASSWORD", format!("{user}-password"))
+            .env("P2P_HOME", &self.home)
             .env_remove("P2P_USER")
             .env("RUST_LOG", "p2p_client=debug");
         cmd
@@ -122,6 +128,7 @@ impl Drop for Servers {
             services.shutdown();
         }
         let _ = std::fs::remove_file(&self.db);
+        let _ = std::fs::remove_dir_all(&self.home);
     }
 }
 

@@ -1,5 +1,7 @@
 //! The account commands of `p2p-client` (`register`, `contacts`, `status`, `passwd`) against
-//! the real rendezvous server, started in-process on loopback with a temporary database.
+//! the real rendezvous server, started in-process on loopback (TLS, with a certificate made for
+//! the test) with a temporary database. Every command runs with a fresh home per server
+//! (`P2P_HOME`), where the first one pins the server's key.
 
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
@@ -12,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use shared::rendezvous::{Kdf, RendezvousConfig};
+use stun_server::tls::ServerTls;
 use stun_server::{RendezvousHandle, RendezvousOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
@@ -46,11 +49,12 @@ impl Drop for TempFile {
     }
 }
 
-/// The server with a cheap minimum KDF and a database removed on drop.
+/// The server with a cheap minimum KDF, and a database and a client home removed on drop.
 struct Server {
     handle: Option<RendezvousHandle>,
     addr: String,
     db: PathBuf,
+    home: PathBuf,
 }
 
 impl Server {
@@ -69,6 +73,7 @@ impl Server {
             db_path: db.clone(),
             config,
             max_queued_lines: 256,
+            tls: ServerTls::ephemeral().unwrap(),
         })
         .unwrap();
         let addr = handle.local_addr().to_string();
@@ -76,6 +81,7 @@ impl Server {
             handle: Some(handle),
             addr,
             db,
+            home: temp_path("home"),
         }
     }
 
@@ -84,6 +90,7 @@ impl Server {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .args(["--server", &self.addr])
+            .env("P2P_HOME", &self.home)
             .env_remove("P2P_USER")
             .env_remove("P2P_PASSWORD")
             .env_remove("P2P_NEW_PASSWORD")
@@ -127,6 +134,7 @@ impl Drop for Server {
             path.push(suffix);
             let _ = std::fs::remove_file(path);
         }
+        let _ = std::fs::remove_dir_all(&self.home);
     }
 }
 
@@ -540,6 +548,7 @@ fn passwd_then_the_new_password_works_and_the_old_one_fails() {
 
 #[test]
 fn an_unreachable_server_is_a_one_line_error() {
+    let home = temp_path("home-unreachable");
     // A port nobody listens on: bind one, note it, close it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -549,6 +558,7 @@ fn an_unreachable_server_is_a_one_line_error() {
     let out = Command::new(BIN)
         .args(["contacts", "list", "--user", "alice"])
         .args(["--server", &format!("127.0.0.1:{port}")])
+        .env("P2P_HOME", &home)
         .env("P2P_PASSWORD", "x")
         .stdin(Stdio::null())
         .output()
@@ -566,11 +576,13 @@ fn an_unreachable_server_is_a_one_line_error() {
             "--server",
             "no-such-host.invalid:1863",
         ])
+        .env("P2P_HOME", &home)
         .env("P2P_PASSWORD", "x")
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_error(&out, "cannot resolve \"no-such-host.invalid:1863\"");
+    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]

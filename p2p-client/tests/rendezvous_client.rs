@@ -1,5 +1,6 @@
 //! `p2p_client::rendezvous::RendezvousClient` against the real rendezvous server on loopback:
-//! presence events, introductions with offers, declines, keepalives and logins elsewhere.
+//! presence events, introductions with offers, declines, keepalives, logins elsewhere and
+//! device keys. The server's TLS key is given to the client exactly (`ServerTrust::Exact`).
 
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
@@ -11,7 +12,10 @@ use std::time::Duration;
 use p2p_client::rendezvous::{
     CancelReason, Event, NatKind, Offer, OutReason, RendezvousClient, Role,
 };
+use p2p_client::tls::ServerTrust;
+use shared::identity::Fingerprint;
 use shared::rendezvous::{Kdf, Presence, RendezvousConfig, UserName};
+use stun_server::tls::ServerTls;
 use stun_server::{RendezvousHandle, RendezvousOptions};
 
 const CHEAP: Kdf = Kdf {
@@ -34,6 +38,7 @@ impl Server {
         let config = RendezvousConfig {
             min_kdf: CHEAP,
             switchboard_addr: Some("127.0.0.1:1865".parse().unwrap()),
+            switchboard_fingerprint: Some(Fingerprint([7; 32])),
             ..config
         };
         let handle = RendezvousHandle::start(RendezvousOptions {
@@ -41,6 +46,7 @@ impl Server {
             db_path: db.clone(),
             config,
             max_queued_lines: 256,
+            tls: ServerTls::ephemeral().unwrap(),
         })
         .unwrap();
         Server {
@@ -49,14 +55,22 @@ impl Server {
         }
     }
 
-    fn addr(&self) -> std::net::SocketAddr {
-        self.handle.as_ref().unwrap().local_addr()
+    fn addr(&self) -> String {
+        self.handle.as_ref().unwrap().local_addr().to_string()
+    }
+
+    /// A connection that trusts exactly the server's key.
+    async fn connect(&self) -> RendezvousClient {
+        let trust = ServerTrust::Exact(self.handle.as_ref().unwrap().fingerprint());
+        RendezvousClient::connect(&self.addr(), &trust)
+            .await
+            .unwrap()
     }
 
     /// A registered, logged-in client that shows `Online`.
     async fn user(&self, name: &str) -> (RendezvousClient, UserName) {
         let user = UserName::parse(name).unwrap();
-        let client = RendezvousClient::connect(self.addr()).await.unwrap();
+        let client = self.connect().await;
         client
             .register(&user, name.as_bytes(), CHEAP)
             .await
@@ -147,6 +161,7 @@ async fn an_answered_invitation_introduces_both_peers_with_each_others_offer() {
         to_alice.switchboard,
         Some("127.0.0.1:1865".parse().unwrap())
     );
+    assert_eq!(to_alice.switchboard_fingerprint, Some(Fingerprint([7; 32])));
     let (a, b) = (to_alice.ticket.unwrap(), to_bob.ticket.unwrap());
     assert_ne!(a, b, "one ticket per peer");
 }
@@ -237,7 +252,7 @@ async fn the_client_answers_keepalives_by_itself() {
 async fn logging_in_elsewhere_logs_the_first_connection_out() {
     let server = Server::start(RendezvousConfig::default());
     let (first, alice) = server.user("alice").await;
-    let second = RendezvousClient::connect(server.addr()).await.unwrap();
+    let second = server.connect().await;
     second.login(&alice, b"alice").await.unwrap();
     assert_eq!(
         next_non_presence(&first).await,
@@ -253,7 +268,7 @@ async fn logging_in_elsewhere_logs_the_first_connection_out() {
 async fn wrong_password_is_auth_failed_and_the_third_closes_the_connection() {
     let server = Server::start(RendezvousConfig::default());
     let (_, alice) = server.user("alice").await;
-    let client = RendezvousClient::connect(server.addr()).await.unwrap();
+    let client = server.connect().await;
     for attempt in 1..=3 {
         let e = client.login(&alice, b"wrong").await.unwrap_err();
         assert!(e.is_auth_failed(), "attempt {attempt}: {e:?}");
@@ -269,4 +284,38 @@ async fn wrong_password_is_auth_failed_and_the_third_closes_the_connection() {
             .unwrap_err()
             .is_closed()
     );
+}
+
+#[tokio::test]
+async fn device_keys_are_registered_and_handed_to_contacts_only() {
+    let server = Server::start(RendezvousConfig::default());
+    let [(alice, alice_name), (bob, bob_name)] = friends(&server).await;
+    let (carol, _) = server.user("carol").await;
+    assert!(alice.device_keys(&bob_name).await.unwrap().is_empty());
+    bob.register_device(&[2; 32]).await.unwrap();
+    assert_eq!(alice.device_keys(&bob_name).await.unwrap(), vec![[2; 32]]);
+    // A second device of bob's comes first.
+    let second = server.connect().await;
+    second.login(&bob_name, b"bob").await.unwrap();
+    second.register_device(&[3; 32]).await.unwrap();
+    assert_eq!(
+        alice.device_keys(&bob_name).await.unwrap(),
+        vec![[3; 32], [2; 32]]
+    );
+    // Carol is nobody's contact: no keys for her.
+    let e = carol.device_keys(&bob_name).await.unwrap_err();
+    assert!(e.is_user_offline(), "{e:?}");
+    let _ = alice_name;
+}
+
+#[tokio::test]
+async fn a_server_with_another_key_is_refused() {
+    let server = Server::start(RendezvousConfig::default());
+    let trust = ServerTrust::Exact(Fingerprint([1; 32]));
+    let e = RendezvousClient::connect(&server.addr(), &trust)
+        .await
+        .err()
+        .unwrap();
+    assert!(e.is_closed(), "{e:?}");
+    assert!(e.to_string().contains("not the expected"), "{e}");
 }

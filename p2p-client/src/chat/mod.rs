@@ -7,11 +7,17 @@
 //! ([`shared::switchboard::wire`]). The steps, in [`run`]:
 //!
 //! 1. Log in to the rendezvous server; its `CFG` says where STUN and the switchboard are.
+//!    Register the device's identity key (`DEV`): the long-term X25519 key pair in the home
+//!    ([`crate::home`]), which is the chat's Noise static key.
 //! 2. Bind one UDP *endpoint* socket ([`endpoint`]), learn its server-reflexive address with a
-//!    STUN Binding from that same socket, optionally classify the NAT (`--classify`), make a
-//!    fresh Noise static key pair, and build the offer: key, host candidates, srflx candidate.
+//!    STUN Binding from that same socket, optionally classify the NAT (`--classify`), and build
+//!    the offer: identity key, host candidates, srflx candidate.
 //! 3. Invite the peer and answer its ring ([`intro`]); both sides do this and the server pairs
-//!    them. Wait for the introduction (`ITR`), at most `--wait` seconds.
+//!    them. Wait for the introduction (`ITR`), at most `--wait` seconds. The introduction
+//!    carries the peer's identity key; it is checked against the key pinned for the peer
+//!    ([`check_peer_key`]): pinned on first sight, and a different one stops the chat (exit
+//!    status 3, nothing sent) unless `--accept-new-key`. Noise KK then means only the holder
+//!    of the pinned private key can complete the handshake, whatever the servers do.
 //! 4. Then, at once and in parallel ([`driver`]): connect to the switchboard with the ticket
 //!    ([`relay`]) so that the chat can start within a moment even if punching fails; start the
 //!    puncher at the shared start time on the endpoint socket; and start the chat session,
@@ -46,19 +52,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
-use rand::rngs::OsRng;
-use shared::chat::StaticKeypair;
+use shared::identity::Fingerprint;
 use shared::nat_classifier::Report;
 use shared::rendezvous::{Presence, UserName};
 use tokio::sync::mpsc;
-use zeroize::Zeroize;
 
 use crate::classify::{ClassifyOptions, classify};
+use crate::home::{Home, HomeError, Identity, KeyCheck, UserHome};
 use crate::rendezvous::{
-    Allocation, Candidate, CandidateKind, CloseReason, MAX_CANDIDATES, NatKind, Offer,
+    Allocation, Candidate, CandidateKind, CloseReason, LoginInfo, MAX_CANDIDATES, NatKind, Offer,
     RendezvousClient, RendezvousError,
 };
+use crate::tls::{KeyTrust, ServerKey, ServerTrust};
 
 use endpoint::Endpoint;
 use intro::{Introduced, Typed};
@@ -89,9 +94,17 @@ pub struct ChatArgs {
     pub classify: bool,
     /// Print one JSON object per line on stdout: {"event":"path","path":"direct"|"relayed",
     /// "remote"}, {"event":"message","from","text"}, {"event":"connected","peer","sid","role"},
-    /// {"event":"peer_left","peer"}, {"event":"error","message"}. Logs go to stderr.
+    /// {"event":"peer_left","peer"}, {"event":"error","message"},
+    /// {"event":"server_pinned","server","fingerprint"} (first connection to a server),
+    /// {"event":"key_changed","peer","old","new"} (the chat stops, exit status 3). Logs go to
+    /// stderr.
     #[arg(long)]
     pub json: bool,
+    /// Chat even though the peer's identity key differs from the one pinned for it: pin the
+    /// new key (unverified). Only after comparing safety numbers (`p2p-client contacts
+    /// fingerprint PEER`) with the peer by another channel.
+    #[arg(long)]
+    pub accept_new_key: bool,
     /// For testing: do not punch; the chat uses the switchboard relay only.
     #[arg(long, hide = true)]
     pub no_direct: bool,
@@ -153,6 +166,24 @@ pub enum ChatRunError {
     /// The chat cryptography could not be set up.
     #[error("cannot set up the chat: {0}")]
     Setup(String),
+    /// The peer's identity key is not the one pinned for it, and `--accept-new-key` was not
+    /// given: nothing was sent to the peer (exit status 3).
+    #[error(
+        "{peer}'s identity key changed from {old} to {new}; not chatting. Compare safety \
+         numbers (p2p-client contacts fingerprint {peer}) and run again with \
+         --accept-new-key if {peer} really has a new key"
+    )]
+    KeyChanged {
+        /// The peer.
+        peer: UserName,
+        /// The pinned key's fingerprint.
+        old: Fingerprint,
+        /// The key the introduction brought.
+        new: Fingerprint,
+    },
+    /// The home (identity key, pins) cannot be used.
+    #[error(transparent)]
+    Home(#[from] HomeError),
 }
 
 impl ChatRunError {
@@ -193,34 +224,74 @@ pub fn stdin_lines() -> mpsc::UnboundedReceiver<Input> {
     rx
 }
 
-/// Runs `chat` against the rendezvous server at `server` as `user`: see the
+/// The line a command prints on stderr when it has just pinned a server's key; `None` when
+/// the key was verified or pinned before.
+pub fn pinned_notice(key: &ServerKey) -> Option<String> {
+    (key.trust == KeyTrust::PinnedNow).then(|| {
+        format!(
+            "p2p-client: pinned the server {} with key {}",
+            key.server, key.fingerprint
+        )
+    })
+}
+
+/// Where and as whom a chat runs.
+#[derive(Clone, Debug)]
+pub struct Account<'a> {
+    /// The rendezvous server as the user wrote it (`HOST[:PORT]`).
+    pub server: &'a str,
+    /// How to trust its key.
+    pub trust: &'a ServerTrust,
+    /// The client's home (identity key, pins).
+    pub home: &'a Home,
+    /// Who we are.
+    pub user: UserName,
+}
+
+/// Runs `chat` against the rendezvous server as the account's user: see the
 /// [module docs](self). Logs out before returning. An error is also printed as a JSON `error`
-/// event in `--json` mode (the caller prints it for people).
+/// event in `--json` mode (a changed key as a `key_changed` event); the caller prints it for
+/// people.
 pub async fn run(
-    server: SocketAddr,
-    user: UserName,
+    account: Account<'_>,
     password: &[u8],
     args: ChatArgs,
 ) -> Result<(), ChatRunError> {
     let out = Output::new(args.json);
-    let result = run_inner(server, &user, password, &args, &out).await;
-    if let Err(e) = &result
-        && out.is_json()
-    {
-        out.show(&output::Shown::Error {
+    let result = run_inner(&account, password, &args, &out).await;
+    match &result {
+        Err(ChatRunError::KeyChanged { peer, old, new }) if out.is_json() => {
+            out.show(&output::Shown::KeyChanged {
+                peer: peer.as_str(),
+                old: &old.to_string(),
+                new: &new.to_string(),
+            });
+        }
+        Err(e) if out.is_json() => out.show(&output::Shown::Error {
             message: &e.to_string(),
-        });
+        }),
+        _ => {}
     }
     result
 }
 
+/// What the chat works with once logged in.
+struct Session<'a> {
+    client: &'a Arc<RendezvousClient>,
+    info: &'a LoginInfo,
+    home: &'a UserHome,
+    identity: &'a Identity,
+    args: &'a ChatArgs,
+    out: &'a Output,
+}
+
 async fn run_inner(
-    server: SocketAddr,
-    user: &UserName,
+    account: &Account<'_>,
     password: &[u8],
     args: &ChatArgs,
     out: &Output,
 ) -> Result<(), ChatRunError> {
+    let user = &account.user;
     let peer = args
         .peer
         .as_deref()
@@ -235,14 +306,34 @@ async fn run_inner(
     if peer.as_ref() == Some(user) {
         return Err(ChatRunError::Usage("you cannot chat with yourself".into()));
     }
+    let home = account.home.user(user)?;
+    let identity = home.identity()?;
     let mut input = stdin_lines();
-    let client = Arc::new(RendezvousClient::connect(server).await?);
+    let client = Arc::new(RendezvousClient::connect(account.server, account.trust).await?);
+    if let Some(notice) = pinned_notice(client.server_key()) {
+        eprintln!("{notice}");
+        if out.is_json() {
+            out.show(&output::Shown::ServerPinned {
+                server: &client.server_key().server,
+                fingerprint: &client.server_key().fingerprint.to_string(),
+            });
+        }
+    }
     let info = client.login(user, password).await?;
     tracing::info!(stun = ?info.stun, switchboard = ?info.switchboard, "logged in");
+    client.register_device(&identity.public()).await?;
     // A fresh login is not yet visible; the peer can only invite us once we are online.
     client.set_status(Presence::Online).await?;
+    let session = Session {
+        client: &client,
+        info: &info,
+        home: &home,
+        identity: &identity,
+        args,
+        out,
+    };
     let result = tokio::select! {
-        result = chat(&client, server, &info, peer, args, out, &mut input) => result,
+        result = chat(&session, peer, &mut input) => result,
         _ = tokio::signal::ctrl_c() => {
             out.note("interrupted; leaving");
             Ok(())
@@ -253,14 +344,18 @@ async fn run_inner(
 }
 
 async fn chat(
-    client: &Arc<RendezvousClient>,
-    server: SocketAddr,
-    info: &crate::rendezvous::LoginInfo,
+    session: &Session<'_>,
     peer: Option<UserName>,
-    args: &ChatArgs,
-    out: &Output,
     input: &mut mpsc::UnboundedReceiver<Input>,
 ) -> Result<(), ChatRunError> {
+    let Session {
+        client,
+        info,
+        args,
+        out,
+        ..
+    } = *session;
+    let server = client.server();
     let bind = args.bind.unwrap_or(match server {
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
@@ -289,11 +384,7 @@ async fn chat(
     } else {
         None
     };
-    let mut secret = [0u8; 32];
-    OsRng.fill_bytes(&mut secret);
-    let keys = StaticKeypair::from_random_bytes(secret);
-    secret.zeroize();
-    let keys = keys.map_err(|e| ChatRunError::Setup(e.to_string()))?;
+    let keys = session.identity.keypair();
     let include_loopback = server.ip().is_loopback();
     let hosts = endpoint::host_candidates(endpoint.local_addr(), include_loopback);
     let offer = build_offer(keys.public.0, &hosts, srflx, report.as_ref());
@@ -317,6 +408,13 @@ async fn chat(
         tracing::info!("input ended before the chat started: nothing to send");
         return Ok(());
     };
+    check_peer_key(
+        session.home,
+        &peer,
+        &intro.offer.key,
+        args.accept_new_key,
+        out,
+    )?;
     let setup = driver::Setup {
         client: client.clone(),
         peer,
@@ -331,6 +429,53 @@ async fn chat(
         typed,
     };
     driver::Driver::new(setup, endpoint, *out)?.run(input).await
+}
+
+/// The key rule of an introduction: a peer with no pinned key gets `key` pinned (unverified);
+/// the pinned key goes on; another key is [`ChatRunError::KeyChanged`] unless `accept_new`,
+/// which re-pins it unverified. The check and the pin happen under the pins' lock.
+pub fn check_peer_key(
+    home: &UserHome,
+    peer: &UserName,
+    key: &[u8; 32],
+    accept_new: bool,
+    out: &Output,
+) -> Result<(), ChatRunError> {
+    let check = home.update_pins(|pins| {
+        let check = pins.check(peer, key);
+        if check == KeyCheck::New || accept_new {
+            pins.pin(peer, *key);
+        }
+        check
+    })?;
+    let new = Fingerprint::of_identity_key(key);
+    match check {
+        KeyCheck::Same => Ok(()),
+        KeyCheck::New => {
+            out.note(&format!(
+                "pinned {peer}'s identity key {new} (first contact; compare safety numbers \
+                 with `p2p-client contacts fingerprint {peer}`)"
+            ));
+            Ok(())
+        }
+        KeyCheck::Changed { old, .. } if !accept_new => Err(ChatRunError::KeyChanged {
+            peer: peer.clone(),
+            old: Fingerprint::of_identity_key(&old),
+            new,
+        }),
+        KeyCheck::Changed { old, was_verified } => {
+            let mark = if was_verified {
+                "; it is no longer verified"
+            } else {
+                ""
+            };
+            out.note(&format!(
+                "accepted {peer}'s new identity key {new} (was {}){mark}",
+                Fingerprint::of_identity_key(&old)
+            ));
+            Ok(())
+        }
+    }
 }
 
 /// Classifies the NAT with the STUN service (on a blocking thread); `None` on any failure.

@@ -10,6 +10,8 @@
 //! | `message` | `from`, `text` | a message arrived (each exactly once, in order) |
 //! | `peer_left` | `peer` | the peer went offline |
 //! | `error` | `message` | the chat ends with an error (printed before the exit status 1) |
+//! | `server_pinned` | `server`, `fingerprint` | first connection to the server: its key is pinned |
+//! | `key_changed` | `peer`, `old`, `new` | the peer's key is not the pinned one: no chat (exit status 3) |
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -71,6 +73,22 @@ pub enum Shown<'a> {
         /// Why.
         message: &'a str,
     },
+    /// The rendezvous server's key was pinned (first connection).
+    ServerPinned {
+        /// The server (`HOST:PORT`).
+        server: &'a str,
+        /// Its key's fingerprint.
+        fingerprint: &'a str,
+    },
+    /// The peer's identity key is not the pinned one: the chat does not start.
+    KeyChanged {
+        /// The peer.
+        peer: &'a str,
+        /// The pinned key's fingerprint.
+        old: &'a str,
+        /// The new key's fingerprint.
+        new: &'a str,
+    },
 }
 
 impl Shown<'_> {
@@ -88,6 +106,13 @@ impl Shown<'_> {
             }
             Shown::PeerLeft { peer } => json!({"event": "peer_left", "peer": peer}),
             Shown::Error { message } => json!({"event": "error", "message": message}),
+            Shown::ServerPinned {
+                server,
+                fingerprint,
+            } => json!({"event": "server_pinned", "server": server, "fingerprint": fingerprint}),
+            Shown::KeyChanged { peer, old, new } => {
+                json!({"event": "key_changed", "peer": peer, "old": old, "new": new})
+            }
         };
         value.to_string()
     }
@@ -114,6 +139,17 @@ impl Shown<'_> {
             Shown::Message { from, text } => (format!("<{from}> {text}"), true),
             Shown::PeerLeft { peer } => (format!("-- {peer} went offline"), false),
             Shown::Error { message } => (format!("-- error: {message}"), false),
+            Shown::ServerPinned {
+                server,
+                fingerprint,
+            } => (
+                format!("-- pinned the server {server} with key {fingerprint}"),
+                false,
+            ),
+            Shown::KeyChanged { peer, old, new } => (
+                format!("-- {peer}'s identity key changed from {old} to {new}"),
+                false,
+            ),
         }
     }
 }
@@ -210,6 +246,29 @@ mod tests {
         assert_eq!(v, json!({"event": "peer_left", "peer": "bob"}));
         let v = parse(&Shown::Error { message: "no path" }.json_line());
         assert_eq!(v, json!({"event": "error", "message": "no path"}));
+        let v = parse(
+            &Shown::ServerPinned {
+                server: "127.0.0.1:1863",
+                fingerprint: "SHA256:x",
+            }
+            .json_line(),
+        );
+        assert_eq!(
+            v,
+            json!({"event": "server_pinned", "server": "127.0.0.1:1863", "fingerprint": "SHA256:x"})
+        );
+        let v = parse(
+            &Shown::KeyChanged {
+                peer: "bob",
+                old: "SHA256:a",
+                new: "SHA256:b",
+            }
+            .json_line(),
+        );
+        assert_eq!(
+            v,
+            json!({"event": "key_changed", "peer": "bob", "old": "SHA256:a", "new": "SHA256:b"})
+        );
     }
 
     #[test]

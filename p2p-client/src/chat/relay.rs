@@ -1,5 +1,7 @@
-//! The client side of the switchboard relay: a TCP connection that joins the introduction's
-//! session with our one-time ticket, then carries chat packets as `DATA` frames.
+//! The client side of the switchboard relay: a TLS connection that joins the introduction's
+//! session with our one-time ticket, then carries chat packets as `DATA` frames. The
+//! switchboard must present exactly the certificate key the rendezvous server named in the
+//! introduction (`sbfp=`); no CA and no pinning are involved.
 //!
 //! The framing is [`shared::switchboard::wire`] (a 2-byte length, a type byte, the body);
 //! [`SbClientCodec`] wraps it for `tokio_util`. A client sends `JOIN` first and `DATA` after;
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+use shared::identity::Fingerprint;
 use shared::rendezvous::SessionId;
 use shared::switchboard::wire::{self, EncodeError, WireError};
 use shared::switchboard::{ErrorCode, Frame, MAX_DATA, VERSION};
@@ -21,9 +24,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{Decoder, Encoder, Framed};
 
+use crate::tls::{self, ServerLabel, ServerTrust};
+
 /// Packets queued for the relay before [`Relay::send`] drops them (the chat retransmits).
 const SEND_QUEUE: usize = 512;
-/// How long the TCP connection may take.
+/// How long the TCP connection and the TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a switchboard stream could not be framed.
@@ -97,13 +102,24 @@ impl Drop for Relay {
 }
 
 impl Relay {
-    /// Connects to the switchboard at `addr` in the background and joins `session` with
-    /// `ticket`.
-    pub fn start(addr: SocketAddr, session: SessionId, ticket: [u8; 16]) -> Relay {
+    /// Connects to the switchboard at `addr` in the background (over TLS, accepting exactly
+    /// the key `fingerprint`) and joins `session` with `ticket`.
+    pub fn start(
+        addr: SocketAddr,
+        fingerprint: Fingerprint,
+        session: SessionId,
+        ticket: [u8; 16],
+    ) -> Relay {
         let (out, out_rx) = mpsc::channel(SEND_QUEUE);
         let (events_tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
-            let last = match run(addr, session, ticket, out_rx, &events_tx).await {
+            let joined = Join {
+                addr,
+                fingerprint,
+                session,
+                ticket,
+            };
+            let last = match run(joined, out_rx, &events_tx).await {
                 Ok(()) => RelayEvent::Closed("closed".to_owned()),
                 Err(None) => RelayEvent::PeerLeft,
                 Err(Some(reason)) => RelayEvent::Closed(reason),
@@ -147,23 +163,46 @@ impl Relay {
     }
 }
 
+/// Where and how to join.
+struct Join {
+    addr: SocketAddr,
+    fingerprint: Fingerprint,
+    session: SessionId,
+    ticket: [u8; 16],
+}
+
 /// The connection's life; `Err(None)` when the peer left, `Err(Some(reason))` when the
 /// connection failed.
 async fn run(
-    addr: SocketAddr,
-    session: SessionId,
-    ticket: [u8; 16],
+    join: Join,
     mut out: mpsc::Receiver<Bytes>,
     events: &mpsc::UnboundedSender<RelayEvent>,
 ) -> Result<(), Option<String>> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let Join {
+        addr,
+        fingerprint,
+        session,
+        ticket,
+    } = join;
+    let connect = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to the switchboard {addr}: {e}"))?;
+        // Chat packets are small and interactive.
+        let _ = stream.set_nodelay(true);
+        let label = ServerLabel {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        };
+        tls::handshake(stream, &label, &ServerTrust::Exact(fingerprint))
+            .await
+            .map_err(|e| format!("switchboard: {e}"))
+    };
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
-        .map_err(|_| format!("cannot connect to the switchboard {addr}: timed out"))?
-        .map_err(|e| format!("cannot connect to the switchboard {addr}: {e}"))?;
+        .map_err(|_| format!("cannot connect to the switchboard {addr}: timed out"))??;
     let fail = |e: SbClientError| Some(e.to_string());
-    // Chat packets are small and interactive.
-    let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, SbClientCodec);
+    let mut framed = Framed::new(connected.stream, SbClientCodec);
     let join = Frame::Join {
         version: VERSION,
         session,
@@ -175,6 +214,11 @@ async fn run(
             frame = framed.next() => {
                 let frame = match frame {
                     Some(Ok(frame)) => frame,
+                    Some(Err(SbClientError::Io(e)))
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        return Err(Some("the switchboard closed the connection".into()));
+                    }
                     Some(Err(e)) => return Err(fail(e)),
                     None => return Err(Some("the switchboard closed the connection".into())),
                 };

@@ -10,11 +10,15 @@ use shared::rendezvous::{Line, TrId, UserName};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 
 use super::codec::{CodecError, LineCodec};
 use super::error::{CloseReason, RendezvousError};
 use super::event::{Event, LoginInfo, OutReason, parse_push};
+
+/// How long closing the connection (TLS `close_notify`) may take.
+pub(crate) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Where the answer to a request goes.
 pub(crate) type Reply = oneshot::Sender<Result<Line, RendezvousError>>;
@@ -63,7 +67,7 @@ pub(crate) struct Spawned {
 }
 
 /// Starts the task for a connected socket.
-pub(crate) fn spawn(stream: TcpStream) -> Spawned {
+pub(crate) fn spawn(stream: TlsStream<TcpStream>) -> Spawned {
     let (commands, commands_rx) = mpsc::channel(64);
     // Unbounded so that a caller who does not drain events never stalls answers; pushes are
     // bounded by what the server sends (presence of at most 1000 contacts, introductions).
@@ -96,7 +100,7 @@ struct Pending {
 }
 
 struct Task {
-    framed: Framed<TcpStream, LineCodec>,
+    framed: Framed<TlsStream<TcpStream>, LineCodec>,
     commands: mpsc::Receiver<ToTask>,
     events: mpsc::UnboundedSender<Event>,
     pending: HashMap<TrId, Pending>,
@@ -109,6 +113,12 @@ struct Task {
     /// Set by a logout; dropped (which tells the client) when the task ends.
     logging_out: Option<oneshot::Sender<()>>,
     shared: Arc<Shared>,
+}
+
+/// A TLS peer that closed the TCP connection without `close_notify`: nothing was cut short
+/// that the line framing would not notice, so it counts as an ordinary end of stream.
+fn is_unclean_eof(line: &Result<Line, CodecError>) -> bool {
+    matches!(line, Err(CodecError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof)
 }
 
 impl Task {
@@ -130,7 +140,7 @@ impl Task {
                         }
                     }
                 },
-                line = self.framed.next() => match line {
+                line = self.framed.next() => match line.filter(|l| !is_unclean_eof(l)) {
                     None if self.logging_out.is_some() => break CloseReason::ClosedByClient,
                     None => break match self.out.take() {
                         Some(out) => CloseReason::LoggedOut(out),
@@ -146,10 +156,16 @@ impl Task {
             }
         };
         tracing::debug!(%reason, "rendezvous connection closed");
+        let ours = reason == CloseReason::ClosedByClient;
         // The reason is in place before the waiters learn (by their senders being dropped)
         // that no answer will come.
         self.shared.set_close_reason(reason);
         self.pending.clear();
+        if ours {
+            // TLS close_notify, then the TCP FIN; a server that does not read cannot hold
+            // us up.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.framed.close()).await;
+        }
     }
 
     fn trid(&mut self) -> TrId {

@@ -2,9 +2,14 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use shared::identity::Fingerprint;
 use shared::rendezvous::scram::ScramError;
+
+use crate::home::HomeError;
+use crate::tls::TlsError;
 
 use super::event::OutReason;
 
@@ -99,6 +104,34 @@ impl fmt::Display for CloseReason {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RendezvousError {
+    /// The server's name does not resolve (or is not `HOST:PORT`).
+    #[error("cannot resolve {server:?} (expected HOST:PORT): {}", io_text(error))]
+    Resolve {
+        /// The name as given.
+        server: String,
+        /// What the resolver said.
+        error: std::io::Error,
+    },
+    /// The server presented another certificate key than the one pinned for it in
+    /// `known_servers`: the TLS handshake was refused before anything was sent.
+    #[error(
+        "the server {server} presented the key {presented}, not the key {pinned} pinned for it \
+         in {}; nothing was sent (if the server's key really changed, delete its line there)",
+        file.display()
+    )]
+    ServerKeyChanged {
+        /// The server (`HOST:PORT`, the key of `known_servers`).
+        server: String,
+        /// The pinned key.
+        pinned: Fingerprint,
+        /// The key it presented.
+        presented: Fingerprint,
+        /// The `known_servers` file.
+        file: PathBuf,
+    },
+    /// The TLS connection could not be made (or the server's key not trusted).
+    #[error(transparent)]
+    Tls(TlsError),
     /// The TCP connection could not be opened.
     #[error("cannot connect to {addr}: {}", io_text(error))]
     Connect {
@@ -141,7 +174,37 @@ pub enum RendezvousError {
     InvalidArgument(String),
 }
 
+impl From<TlsError> for RendezvousError {
+    fn from(e: TlsError) -> RendezvousError {
+        match e {
+            TlsError::KeyChanged {
+                server,
+                pinned,
+                presented,
+                file,
+            } => RendezvousError::ServerKeyChanged {
+                server,
+                pinned,
+                presented,
+                file,
+            },
+            other => RendezvousError::Tls(other),
+        }
+    }
+}
+
+impl From<HomeError> for RendezvousError {
+    fn from(e: HomeError) -> RendezvousError {
+        RendezvousError::Tls(TlsError::Home(e))
+    }
+}
+
 impl RendezvousError {
+    /// Whether the server presented another key than the pinned one.
+    pub fn is_server_key_changed(&self) -> bool {
+        matches!(self, RendezvousError::ServerKeyChanged { .. })
+    }
+
     /// The server's error number, if this is an error answer.
     pub fn server_code(&self) -> Option<u16> {
         match self {
@@ -174,7 +237,11 @@ impl RendezvousError {
     pub fn is_closed(&self) -> bool {
         matches!(
             self,
-            RendezvousError::Closed(_) | RendezvousError::Connect { .. }
+            RendezvousError::Closed(_)
+                | RendezvousError::Connect { .. }
+                | RendezvousError::Resolve { .. }
+                | RendezvousError::ServerKeyChanged { .. }
+                | RendezvousError::Tls(_)
         )
     }
 

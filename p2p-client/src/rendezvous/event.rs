@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shared::identity::Fingerprint;
 use shared::rendezvous::{Line, Presence, SessionId, UserName};
 
 use super::offer::{Introduction, parse_session_id};
@@ -159,6 +160,8 @@ pub struct LoginInfo {
     pub stun: Option<SocketAddr>,
     /// The switchboard relay (`sb=`), if the server has one.
     pub switchboard: Option<SocketAddr>,
+    /// The fingerprint of the switchboard's certificate key (`sbfp=`).
+    pub switchboard_fingerprint: Option<Fingerprint>,
     /// The keepalive period (`ping=`): the server pings after this much silence.
     pub ping: Duration,
 }
@@ -180,10 +183,15 @@ impl LoginInfo {
                 .ok_or_else(|| format!("bad ping= in CFG: {v:?}"))?,
             None => Duration::from_secs(30),
         };
+        let switchboard_fingerprint = line
+            .keyed("sbfp")
+            .map(|v| v.parse().map_err(|_| format!("bad sbfp= in CFG: {v:?}")))
+            .transpose()?;
         Ok(LoginInfo {
             user,
             stun: addr("stun")?,
             switchboard: addr("sb")?,
+            switchboard_fingerprint,
             ping,
         })
     }
@@ -394,15 +402,24 @@ mod tests {
         let cfg = Line::new(
             "CFG",
             TrId::PUSH,
-            ["stun=127.0.0.1:3478", "sb=[::1]:1865", "ping=5"].map(String::from),
+            [
+                "stun=127.0.0.1:3478",
+                "sb=[::1]:1865",
+                "sbfp=SHA256:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE",
+                "ping=5",
+            ]
+            .map(String::from),
         );
         let info = LoginInfo::from_cfg(name("alice"), &cfg).unwrap();
         assert_eq!(info.stun, Some("127.0.0.1:3478".parse().unwrap()));
         assert_eq!(info.switchboard, Some("[::1]:1865".parse().unwrap()));
+        assert_eq!(info.switchboard_fingerprint, Some(Fingerprint([1; 32])));
         assert_eq!(info.ping, Duration::from_secs(5));
         let bare = LoginInfo::from_cfg(name("alice"), &Line::new("CFG", TrId::PUSH, [])).unwrap();
         assert_eq!((bare.stun, bare.ping), (None, Duration::from_secs(30)));
         let bad = Line::new("CFG", TrId::PUSH, ["ping=x".to_owned()]);
+        assert!(LoginInfo::from_cfg(name("alice"), &bad).is_err());
+        let bad = Line::new("CFG", TrId::PUSH, ["sbfp=SHA256:x".to_owned()]);
         assert!(LoginInfo::from_cfg(name("alice"), &bad).is_err());
     }
 }

@@ -1,22 +1,31 @@
 //! The rendezvous client: accounts, login, presence, contacts and introductions over the
 //! line protocol of `docs/PROTOCOL.md`, driven with tokio.
 //!
-//! [`RendezvousClient::connect`] opens the TCP connection, spawns a task that owns it, and
-//! negotiates the version. Every request method sends one command and waits (at most
-//! [`ClientConfig::request_timeout`]) for the answer with the same TrID; what the server pushes
-//! meanwhile is queued for [`next_event`](RendezvousClient::next_event). The task answers the
-//! server's keepalive `PNG 0` itself, so a connection stays up without the caller's help.
-//! Methods take `&self`, so a caller can wait for events and send requests from one
-//! `tokio::select!` loop (all of them are cancel-safe in the sense that dropping one only drops
-//! its answer).
+//! [`RendezvousClient::connect`] resolves the server, opens the TCP connection, runs the TLS 1.3
+//! handshake (the server's key decided by a [`ServerTrust`], see [`crate::tls`]), spawns a task
+//! that owns the connection, and negotiates the version. Every request method sends one
+//! command and waits (at most [`ClientConfig::request_timeout`]) for the answer with the same
+//! TrID; what the server pushes meanwhile is queued for
+//! [`next_event`](RendezvousClient::next_event). The task answers the server's keepalive
+//! `PNG 0` itself, so a connection stays up without the caller's help. Methods take `&self`,
+//! so a caller can wait for events and send requests from one `tokio::select!` loop (all of
+//! them are cancel-safe in the sense that dropping one only drops its answer).
+//!
+//! The login (SCRAM) is bound to the TLS session (RFC 9266 `tls-exporter`), so a login relayed
+//! through someone who terminates TLS fails. After the login each command registers the
+//! device's identity key ([`register_device`](RendezvousClient::register_device), `DEV`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), p2p_client::rendezvous::RendezvousError> {
+//! use p2p_client::home::Home;
 //! use p2p_client::rendezvous::{Event, RendezvousClient};
+//! use p2p_client::tls::ServerTrust;
 //! use shared::rendezvous::{Presence, UserName};
 //!
 //! let alice = UserName::parse("alice").expect("valid name");
-//! let client = RendezvousClient::connect("127.0.0.1:1863".parse().expect("address")).await?;
+//! let trust = ServerTrust::tofu(Home::at("/home/alice/.local/share/p2p-toolkit"));
+//! let client = RendezvousClient::connect("127.0.0.1:1863", &trust).await?;
+//! println!("server key {}", client.server_key().fingerprint);
 //! let info = client.login(&alice, b"correct horse").await?;
 //! println!("STUN service at {:?}", info.stun);
 //! client.set_status(Presence::Busy).await?;
@@ -48,7 +57,9 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use rand::rngs::OsRng;
-use shared::rendezvous::scram::{MECHANISM, ScramClient, ScramError, derive_credentials};
+use shared::rendezvous::scram::{
+    ChannelBinding, MECHANISM, ScramClient, ScramError, derive_credentials,
+};
 use shared::rendezvous::server::PROTOCOL_VERSION;
 use shared::rendezvous::{Credentials, Kdf, Line, Presence, SessionId, UserName};
 use tokio::net::TcpStream;
@@ -56,6 +67,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
+use crate::tls::{self, ServerKey, ServerLabel, ServerTrust};
 use connection::{Shared, ToTask};
 pub use error::{CloseReason, RendezvousError, code, io_text};
 pub use event::{CancelReason, ContactEntry, Event, LoginInfo, OutReason, parse_contact_list};
@@ -99,6 +111,8 @@ pub struct RendezvousClient {
     task: JoinHandle<()>,
     config: ClientConfig,
     server: SocketAddr,
+    key: ServerKey,
+    binding: ChannelBinding,
 }
 
 impl Drop for RendezvousClient {
@@ -108,40 +122,72 @@ impl Drop for RendezvousClient {
 }
 
 impl RendezvousClient {
-    /// Connects to `server` and negotiates the protocol version (`VER`), with the default
-    /// [`ClientConfig`].
-    pub async fn connect(server: SocketAddr) -> Result<RendezvousClient, RendezvousError> {
-        RendezvousClient::connect_with(server, ClientConfig::default()).await
+    /// Connects to `server` (`HOST`, `HOST:PORT`, `IP:PORT`; the port defaults to 1863) over
+    /// TLS, trusting its key as `trust` says, and negotiates the protocol version (`VER`),
+    /// with the default [`ClientConfig`].
+    pub async fn connect(
+        server: &str,
+        trust: &ServerTrust,
+    ) -> Result<RendezvousClient, RendezvousError> {
+        RendezvousClient::connect_with(server, trust, ClientConfig::default()).await
     }
 
-    /// Connects to `server` and negotiates the protocol version (`VER`).
+    /// Connects to `server` over TLS and negotiates the protocol version (`VER`).
+    ///
+    /// A server whose key differs from the one pinned for it is
+    /// [`RendezvousError::ServerKeyChanged`]: the handshake was refused and nothing sent.
     pub async fn connect_with(
-        server: SocketAddr,
+        server: &str,
+        trust: &ServerTrust,
         config: ClientConfig,
     ) -> Result<RendezvousClient, RendezvousError> {
-        let connect_error = |error| RendezvousError::Connect {
-            addr: server,
+        let label =
+            ServerLabel::parse(server, DEFAULT_PORT).ok_or_else(|| RendezvousError::Resolve {
+                server: server.to_owned(),
+                error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not HOST:PORT"),
+            })?;
+        let resolve_error = |error| RendezvousError::Resolve {
+            server: server.to_owned(),
             error,
         };
-        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(server))
+        let addr = tokio::net::lookup_host((label.host.as_str(), label.port))
             .await
-            .map_err(|_| {
-                connect_error(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("timed out after {} s", config.connect_timeout.as_secs_f32()),
+            .map_err(resolve_error)?
+            .next()
+            .ok_or_else(|| {
+                resolve_error(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no address",
                 ))
-            })?
-            .map_err(connect_error)?;
-        // Lines are small and each one waits for an answer: do not batch them.
-        let _ = stream.set_nodelay(true);
-        let spawned = connection::spawn(stream);
+            })?;
+        let connect_error = |error| RendezvousError::Connect { addr, error };
+        let timed_out = || {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("timed out after {} s", config.connect_timeout.as_secs_f32()),
+            )
+        };
+        let connect = async {
+            let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
+            // Lines are small and each one waits for an answer: do not batch them.
+            let _ = stream.set_nodelay(true);
+            tls::handshake(stream, &label, trust)
+                .await
+                .map_err(RendezvousError::from)
+        };
+        let connected = tokio::time::timeout(config.connect_timeout, connect)
+            .await
+            .map_err(|_| connect_error(timed_out()))??;
+        let spawned = connection::spawn(connected.stream);
         let client = RendezvousClient {
             commands: spawned.commands,
             events: Mutex::new(spawned.events),
             shared: spawned.shared,
             task: spawned.task,
             config,
-            server,
+            server: addr,
+            key: connected.key,
+            binding: connected.binding,
         };
         let answer = client
             .request("VER", vec![PROTOCOL_VERSION.to_owned()], "VER")
@@ -158,6 +204,12 @@ impl RendezvousClient {
     /// The server's address.
     pub fn server(&self) -> SocketAddr {
         self.server
+    }
+
+    /// The server's key, and why it was trusted ([`tls::KeyTrust::PinnedNow`] on the first
+    /// connection to a server that is pinned rather than verified by a CA).
+    pub fn server_key(&self) -> &ServerKey {
+        &self.key
     }
 
     /// Creates an account (`REG`, allowed before login). Stretches the password with `kdf` and
@@ -192,7 +244,7 @@ impl RendezvousClient {
     ) -> Result<LoginInfo, RendezvousError> {
         let mut nonce = [0u8; 24];
         OsRng.fill_bytes(&mut nonce);
-        let mut scram = ScramClient::new(user, &nonce);
+        let mut scram = ScramClient::new(user, &nonce, &self.binding);
         let first = vec![
             MECHANISM.to_owned(),
             "I".to_owned(),
@@ -246,6 +298,40 @@ impl RendezvousClient {
             })?
             .map_err(|_| self.closed_error())?;
         LoginInfo::from_cfg(user.clone(), &cfg).map_err(RendezvousError::Unexpected)
+    }
+
+    /// Registers this device's identity public key for the logged-in user (`DEV`). Every
+    /// command calls it after login; the server binds the connection to the key (offers must
+    /// then carry it) and hands it out in introductions and to [`device_keys`](Self::device_keys).
+    pub async fn register_device(&self, key: &[u8; 32]) -> Result<(), RendezvousError> {
+        let encoded = b64::encode(key);
+        let answer = self.request("DEV", vec![encoded.clone()], "DEV").await?;
+        match answer.param(0) {
+            Some(echo) if echo == encoded => Ok(()),
+            other => Err(RendezvousError::unexpected(format!(
+                "DEV answer {other:?} is not our key"
+            ))),
+        }
+    }
+
+    /// The device keys of `name` (`KEY`), most recently registered first; empty when `name`
+    /// has not registered one yet. Only for a user we could be introduced to (a mutual
+    /// contact, neither blocking the other); otherwise [`code::USER_OFFLINE`].
+    pub async fn device_keys(&self, name: &UserName) -> Result<Vec<[u8; 32]>, RendezvousError> {
+        let answer = self.request("KEY", vec![name.to_string()], "KEY").await?;
+        expect_param(&answer, 0, name.as_str())?;
+        answer
+            .params
+            .iter()
+            .skip(1)
+            .map(|k| {
+                b64::decode(k)
+                    .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| {
+                        RendezvousError::unexpected(format!("KEY answer: bad key {k:?}"))
+                    })
+            })
+            .collect()
     }
 
     /// Changes the password of the logged-in user (`PWD`). Other connections of the user stay
@@ -381,10 +467,22 @@ impl RendezvousClient {
         self.close();
     }
 
-    /// Closes the connection at once (no `OUT`).
+    /// Closes the connection at once (no `OUT`): the connection task sends TLS's
+    /// `close_notify` and ends (it is stopped if that takes longer than half a second).
     pub fn close(&self) {
-        let _ = self.commands.try_send(ToTask::Close);
-        self.task.abort();
+        let abort = self.task.abort_handle();
+        match (
+            self.commands.try_send(ToTask::Close),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            (Ok(()), Ok(runtime)) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(connection::CLOSE_TIMEOUT).await;
+                    abort.abort();
+                });
+            }
+            _ => abort.abort(),
+        }
     }
 
     async fn name_request(

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use shared::identity::Fingerprint;
 use shared::nat_classifier::{NatType, PortAllocation};
 use shared::rendezvous::{SessionId, UserName};
 
@@ -305,12 +306,16 @@ pub struct Introduction {
     pub ticket: Option<SwitchboardTicket>,
     /// The switchboard's address (`sb=`), if the server runs one.
     pub switchboard: Option<SocketAddr>,
+    /// The fingerprint of the switchboard's certificate key (`sbfp=`): the relay connection
+    /// accepts exactly this key, and is not used without it.
+    pub switchboard_fingerprint: Option<Fingerprint>,
     /// The peer's offer.
     pub offer: Offer,
 }
 
 impl Introduction {
-    /// Parses the parameters of an `ITR` line: `sid peer role= start= [ticket=] [sb=] offer...`.
+    /// Parses the parameters of an `ITR` line:
+    /// `sid peer role= start= [ticket=] [sb=] [sbfp=] offer...`.
     pub fn from_params<S: AsRef<str>>(params: &[S]) -> Result<Introduction, String> {
         let get = |i: usize| params.get(i).map(AsRef::as_ref);
         let keyed = |key: &str| {
@@ -343,6 +348,9 @@ impl Introduction {
         let switchboard = keyed("sb")
             .map(|a| a.parse().map_err(|_| bad("sb=")))
             .transpose()?;
+        let switchboard_fingerprint = keyed("sbfp")
+            .map(|f| f.parse().map_err(|_| bad("sbfp=")))
+            .transpose()?;
         let offer =
             Offer::from_params(&params[2.min(params.len())..]).map_err(|e| e.to_string())?;
         Ok(Introduction {
@@ -352,6 +360,7 @@ impl Introduction {
             start,
             ticket,
             switchboard,
+            switchboard_fingerprint,
             offer,
         })
     }
@@ -366,6 +375,7 @@ impl Introduction {
         ];
         params.extend(self.ticket.map(|t| format!("ticket={t}")));
         params.extend(self.switchboard.map(|a| format!("sb={a}")));
+        params.extend(self.switchboard_fingerprint.map(|f| format!("sbfp={f}")));
         params.extend(self.offer.to_params());
         params
     }
@@ -467,6 +477,7 @@ mod tests {
     fn introduction_round_trips() {
         let itr = "5f0c2b00112233445566778899aabbcc bob role=initiator start=250 \
                    ticket=9d1e00112233445566778899aabbccdd sb=127.0.0.1:1865 \
+                   sbfp=SHA256:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE \
                    key=BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc= nat=port-restricted \
                    alloc=sequential cand=host/10.0.1.2:40000 cand=srflx/[2001:db8::7]:61000";
         let params: Vec<&str> = itr.split(' ').collect();
@@ -480,6 +491,7 @@ mod tests {
             "9d1e00112233445566778899aabbccdd"
         );
         assert_eq!(intro.switchboard, Some("127.0.0.1:1865".parse().unwrap()));
+        assert_eq!(intro.switchboard_fingerprint, Some(Fingerprint([1; 32])));
         assert_eq!(intro.offer, offer());
         assert_eq!(intro.to_params(), params);
         assert!(
@@ -500,6 +512,7 @@ mod tests {
             ("start=0", "start=-1"),
             ("start=0", "start=0 ticket=xyz"),
             ("start=0", "start=0 sb=nowhere"),
+            ("start=0", "start=0 sbfp=SHA256:short"),
             (" key=", " kex="),
         ] {
             let bad = good.replacen(from, to, 1);

@@ -10,6 +10,11 @@
 //!
 //! Everything started here is killed by its own handle (pid) when its guard drops; the lab's
 //! drop kills whatever is still left in its namespaces.
+//!
+//! Every `p2p-client` of a lab runs with one fresh client home (`P2P_HOME`, see
+//! [`client_home`]): the server's key is pinned there by the first command, and each user's
+//! identity key and pins live in it under the user's name. The server keeps its database and
+//! its self-signed TLS certificate in a directory of its own.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -150,13 +155,19 @@ fn text_of(buffer: &Mutex<String>) -> String {
 }
 
 /// Our server in the lab's server namespace: STUN on both addresses, the rendezvous server
-/// and the switchboard, with a fresh database. Killed (by its handle) and its database
-/// removed on drop.
+/// and the switchboard, with a fresh database. Killed (by its handle) and its directory
+/// (database, certificate) and the lab's client home removed on drop.
 #[derive(Debug)]
 pub struct ChatServer {
     child: Child,
-    db: PathBuf,
+    dir: PathBuf,
+    home: PathBuf,
     logs: Arc<Mutex<String>>,
+}
+
+/// The client home every `p2p-client` of `lab` runs with: one per lab.
+pub fn client_home(lab: &Lab) -> PathBuf {
+    std::env::temp_dir().join(format!("p2p-lab-home-{}", lab.core_ns()))
 }
 
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
@@ -167,8 +178,12 @@ impl ChatServer {
     pub fn start(lab: &Lab) -> Result<ChatServer, LabError> {
         let bins = binaries()?;
         let n = NEXT_DB.fetch_add(1, Ordering::Relaxed);
-        let db = std::env::temp_dir().join(format!("p2p-lab-chat-{}-{n}.db", std::process::id()));
-        remove_db(&db);
+        let dir = std::env::temp_dir().join(format!("p2p-lab-chat-{}-{n}", std::process::id()));
+        let home = client_home(lab);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(format!("create {dir:?}"), e))?;
+        let db = dir.join("rendezvous.db");
         let (primary, alternate) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
         let args: Vec<OsString> = vec![
             bins.server.clone().into(),
@@ -211,7 +226,12 @@ impl ChatServer {
                 .take()
                 .ok_or_else(|| io_error("stun-server stderr", io::Error::other("no pipe")))?,
         );
-        let server = ChatServer { child, db, logs };
+        let server = ChatServer {
+            child,
+            dir,
+            home,
+            logs,
+        };
         let within = Duration::from_secs(15);
         lab.wait_for_stun(&server_addrs(STUN_PORT, STUN_ALT_PORT), within)
             .map_err(|e| io_error(format!("stun-server: {}", server.logs()), e))?;
@@ -254,16 +274,8 @@ impl Drop for ChatServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        remove_db(&self.db);
-    }
-}
-
-fn remove_db(db: &Path) {
-    let _ = std::fs::remove_file(db);
-    for suffix in ["-wal", "-shm", "-journal"] {
-        let mut name = db.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(name));
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.home);
     }
 }
 
@@ -303,6 +315,7 @@ fn client_command(lab: &Lab, host: &Host, user: &str, args: &[&str]) -> Result<O
     let described = format!("p2p-client {} as {user}", args.join(" "));
     let mut cmd = lab.command(&host.ns, &full);
     cmd.env("P2P_PASSWORD", password_of(user))
+        .env("P2P_HOME", client_home(lab))
         .env_remove("P2P_USER")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -515,6 +528,7 @@ impl ChatPeer {
         let mut child = lab
             .command(&host.ns, &args)
             .env("P2P_PASSWORD", password_of(user))
+            .env("P2P_HOME", client_home(lab))
             .env_remove("P2P_USER")
             .env("RUST_LOG", log)
             .env("NO_COLOR", "1")

@@ -55,7 +55,8 @@ pub struct Setup {
     pub intro: Introduction,
     /// When the introduction arrived.
     pub received: Instant,
-    /// Our Noise static key pair (its public half went out in the offer).
+    /// Our Noise static key pair: the device identity (its public half went out in the
+    /// offer and with `DEV`).
     pub keys: StaticKeypair,
     /// Our NAT, if classified.
     pub local_nat: Option<(NatType, Option<PortAllocation>)>,
@@ -167,8 +168,21 @@ impl Driver {
         );
         seed.zeroize();
         let chat = ChatSession::new(config, now).map_err(|e| ChatRunError::Setup(e.to_string()))?;
-        let relay = match (intro.switchboard, intro.ticket) {
-            (Some(addr), Some(ticket)) => Some(Relay::start(addr, sid, ticket.0)),
+        let relay = match (
+            intro.switchboard,
+            intro.switchboard_fingerprint,
+            intro.ticket,
+        ) {
+            (Some(addr), Some(fingerprint), Some(ticket)) => {
+                Some(Relay::start(addr, fingerprint, sid, ticket.0))
+            }
+            (Some(_), None, Some(_)) => {
+                out.note(
+                    "the server did not say which key its switchboard has (no sbfp=): \
+                     no relay, direct path only",
+                );
+                None
+            }
             _ => {
                 tracing::warn!("the introduction names no switchboard: direct path only");
                 None

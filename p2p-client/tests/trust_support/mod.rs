@@ -1,0 +1,187 @@
+//! What the trust tests share: the real services on loopback, a client command runner with
+//! its own home, a man-in-the-middle proxy ([`proxy`]) and a malicious rendezvous server
+//! ([`evil`]).
+
+#![allow(dead_code)]
+
+pub mod evil;
+pub mod proxy;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use shared::rendezvous::{Kdf, RendezvousConfig};
+use shared::stun_server::ServerSocket;
+use stun_server::rendezvous::RendezvousOptions;
+use stun_server::services::{self, Services, ServicesOptions};
+use stun_server::switchboard::SwitchboardOptions;
+use stun_server::tls::ServerTls;
+use stun_server::{ServerHandle, ServerOptions};
+
+/// The client binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
+/// A cheap KDF, accepted by the servers the tests start.
+pub const KDF: &str = "argon2id:m=8:t=1:p=1";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Makes it.
+    pub fn new(what: &str) -> TempDir {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("p2p-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// STUN, rendezvous and switchboard on loopback (free ports), with their own database.
+pub struct Servers {
+    /// The running rendezvous server and switchboard.
+    pub services: Option<Services>,
+    _stun: ServerHandle,
+    /// The rendezvous server's address.
+    pub rendezvous: SocketAddr,
+    /// The switchboard's address.
+    pub switchboard: SocketAddr,
+    /// The servers' TLS identity.
+    pub tls: ServerTls,
+    _state: TempDir,
+}
+
+impl Servers {
+    /// Starts them.
+    pub fn start() -> Servers {
+        let stun = ServerHandle::start(ServerOptions {
+            port: 0,
+            alt_port: 0,
+            workers: 1,
+            tcp: false,
+            ..ServerOptions::default()
+        })
+        .expect("STUN server");
+        let state = TempDir::new("trust-server");
+        let tls = ServerTls::ephemeral().expect("TLS");
+        let config = RendezvousConfig {
+            min_kdf: Kdf {
+                memory_kib: 8,
+                iterations: 1,
+                lanes: 1,
+            },
+            stun_addr: stun.udp_addr(ServerSocket::PRIMARY),
+            ..RendezvousConfig::default()
+        };
+        let services = services::start(ServicesOptions {
+            rendezvous: RendezvousOptions {
+                listen: "127.0.0.1:0".parse().expect("addr"),
+                db_path: state.path().join("rendezvous.db"),
+                config,
+                max_queued_lines: 256,
+                tls: tls.clone(),
+            },
+            switchboard: Some(SwitchboardOptions {
+                listen: "127.0.0.1:0".parse().expect("addr"),
+                tls: tls.clone(),
+                ..SwitchboardOptions::default()
+            }),
+            advertise_switchboard: None,
+        })
+        .expect("services");
+        let rendezvous = services.rendezvous().local_addr();
+        let switchboard = services.switchboard_addr().expect("switchboard");
+        Servers {
+            services: Some(services),
+            _stun: stun,
+            rendezvous,
+            switchboard,
+            tls,
+            _state: state,
+        }
+    }
+
+    /// Logged-in users right now.
+    pub fn online(&self) -> usize {
+        self.services
+            .as_ref()
+            .map_or(0, |s| s.rendezvous().online_count())
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        if let Some(services) = self.services.take() {
+            services.shutdown();
+        }
+    }
+}
+
+/// `p2p-client ARGS --server SERVER --user USER --home HOME` with the user's password in the
+/// environment (`USER-password`), stdin closed.
+pub fn client(server: SocketAddr, home: &Path, user: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .args(["--server", &server.to_string(), "--user", user])
+        .arg("--home")
+        .arg(home)
+        .env("P2P_PASSWORD", format!("{user}-password"))
+        .env_remove("P2P_USER")
+        .env_remove("P2P_HOME")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs a client command to its end.
+pub fn run(server: SocketAddr, home: &Path, user: &str, args: &[&str]) -> Output {
+    client(server, home, user, args)
+        .output()
+        .expect("run p2p-client")
+}
+
+/// Runs a client command that must succeed.
+pub fn ok(server: SocketAddr, home: &Path, user: &str, args: &[&str]) -> Output {
+    let out = run(server, home, user, args);
+    assert!(
+        out.status.success(),
+        "{args:?} as {user}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Registers both users and makes them mutual contacts.
+pub fn pair(server: SocketAddr, home: &Path, a: &str, b: &str) {
+    for user in [a, b] {
+        ok(server, home, user, &["register", "--kdf", KDF]);
+    }
+    ok(server, home, a, &["contacts", "add", b]);
+    ok(server, home, b, &["contacts", "add", a]);
+}
+
+/// Text of a byte string, lossy.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
