@@ -79,8 +79,9 @@ enum Command {
     Register(account_cmd::RegisterArgs),
     /// Show or change your contact and block lists; compare and verify identity keys.
     ///
-    /// Two users see each other's presence once each has the other as a contact and neither
-    /// blocks the other. `contacts fingerprint NAME` shows the safety number to compare with
+    /// You see a contact's presence once each of you has the other as a contact and that
+    /// contact has not blocked you (blocking is one-way: whom you block sees you offline, you
+    /// still see them). `contacts fingerprint NAME` shows the safety number to compare with
     /// NAME, `contacts verify NAME` records that it matched. Exit status: 0 on success, 1 on
     /// any error.
     Contacts(account_cmd::ContactsArgs),
