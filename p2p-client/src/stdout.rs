@@ -62,7 +62,7 @@ pub fn line(text: impl fmt::Display) -> Result<(), WriteError> {
     Ok(())
 }
 
-/// Writes several lines with one flush, with the same rules as [`line`].
+/// Writes several lines with one flush, with the same rules as [`line()`].
 pub fn lines<I, T>(lines: I) -> Result<(), WriteError>
 where
     I: IntoIterator<Item = T>,
