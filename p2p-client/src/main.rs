@@ -204,6 +204,8 @@ const EXIT_KEY_CHANGED: u8 = 3;
 /// `chat`: reads the password and runs the chat.
 async fn chat(args: ChatCmdArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
+    // The same `--server` parser and message as every other command, before any prompt.
+    args.account.server()?;
     let password = args.account.password(false)?;
     let trust = args.account.trust(home)?;
     let account = Account {
