@@ -57,8 +57,18 @@ fn outputs(child: &mut Child) -> (String, String) {
 fn a_line_injected_after_login_is_never_executed() {
     let servers = Servers::start();
     let home = TempDir::new("trust-inject");
-    ok(servers.rendezvous, home.path(), "carol", &["register", "--kdf", KDF]);
-    ok(servers.rendezvous, home.path(), "alice", &["register", "--kdf", KDF]);
+    ok(
+        servers.rendezvous,
+        home.path(),
+        "carol",
+        &["register", "--kdf", KDF],
+    );
+    ok(
+        servers.rendezvous,
+        home.path(),
+        "alice",
+        &["register", "--kdf", KDF],
+    );
     let proxy = Proxy::start(servers.rendezvous, Mode::Forward);
 
     // alice stays logged in through the proxy.
@@ -88,7 +98,12 @@ fn a_line_injected_after_login_is_never_executed() {
         exited.is_some_and(|s| !s.success()),
         "status should end with an error once its connection is broken ({exited:?}): {stderr}"
     );
-    let list = ok(servers.rendezvous, home.path(), "alice", &["contacts", "list", "--json"]);
+    let list = ok(
+        servers.rendezvous,
+        home.path(),
+        "alice",
+        &["contacts", "list", "--json"],
+    );
     let contacts: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(contacts, serde_json::json!([]), "the injected ADC ran");
 }
@@ -99,7 +114,12 @@ fn a_tls_terminating_proxy_is_refused_by_a_client_that_pinned_the_server() {
     let home = TempDir::new("trust-pinned");
     let proxy = Proxy::start(servers.rendezvous, Mode::Forward);
     // First use, through an honest path: the client pins the real server's key.
-    let first = ok(proxy.addr, home.path(), "alice", &["register", "--kdf", KDF]);
+    let first = ok(
+        proxy.addr,
+        home.path(),
+        "alice",
+        &["register", "--kdf", KDF],
+    );
     let real = servers.tls.fingerprint().to_string();
     assert!(
         text(&first.stderr).contains(&real),
@@ -117,7 +137,10 @@ fn a_tls_terminating_proxy_is_refused_by_a_client_that_pinned_the_server() {
     assert!(lines[0].contains(&real), "and the pinned one: {stderr}");
     assert!(lines[0].contains("known_servers"), "and the file: {stderr}");
     proxy.seen(|s| {
-        assert!(s.failed_handshakes >= 1, "the client should refuse the handshake");
+        assert!(
+            s.failed_handshakes >= 1,
+            "the client should refuse the handshake"
+        );
         assert!(
             s.from_client.is_empty(),
             "the client sent plaintext to the proxy: {:?}",
@@ -131,14 +154,22 @@ fn a_tls_terminating_proxy_is_refused_by_a_client_that_pinned_the_server() {
 fn a_proxy_the_client_trusts_cannot_relay_its_login() {
     let servers = Servers::start();
     let home = TempDir::new("trust-binding");
-    ok(servers.rendezvous, home.path(), "alice", &["register", "--kdf", KDF]);
+    ok(
+        servers.rendezvous,
+        home.path(),
+        "alice",
+        &["register", "--kdf", KDF],
+    );
     // A fresh home has never seen the real server: it pins whatever answers first, here the
     // proxy's own certificate (the client was "told to trust it").
     let fooled = TempDir::new("trust-binding-fooled");
     let proxy = Proxy::start(servers.rendezvous, Mode::Terminate);
     let out = run(proxy.addr, fooled.path(), "alice", &["contacts", "list"]);
     let stderr = text(&out.stderr);
-    assert!(!out.status.success(), "the relayed login must fail: {stderr}");
+    assert!(
+        !out.status.success(),
+        "the relayed login must fail: {stderr}"
+    );
     assert!(
         stderr.contains("authentication failed"),
         "SCRAM should refuse the proof made for another TLS session: {stderr}"
@@ -150,7 +181,12 @@ fn a_proxy_the_client_trusts_cannot_relay_its_login() {
     });
     assert_eq!(servers.online(), 0);
     // The same password straight to the server works: only the relay was refused.
-    ok(servers.rendezvous, home.path(), "alice", &["contacts", "list"]);
+    ok(
+        servers.rendezvous,
+        home.path(),
+        "alice",
+        &["contacts", "list"],
+    );
 }
 
 /// `chat --json` that will be refused: `lines` are typed at once.
@@ -159,7 +195,16 @@ fn refused_chat(server: std::net::SocketAddr, home: &TempDir, user: &str, peer: 
         server,
         home.path(),
         user,
-        &["chat", "--json", "--peer", peer, "--bind", "127.0.0.1", "--wait", "20"],
+        &[
+            "chat",
+            "--json",
+            "--peer",
+            peer,
+            "--bind",
+            "127.0.0.1",
+            "--wait",
+            "20",
+        ],
     )
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
@@ -180,7 +225,12 @@ fn a_server_that_swaps_keys_is_caught_and_reads_nothing() {
     pair(evil.addr, home.path(), "alice", "bob");
     // Each pins the other's real key (first sight, while the server is still honest).
     for (me, them) in [("alice", "bob"), ("bob", "alice")] {
-        ok(evil.addr, home.path(), me, &["contacts", "fingerprint", them]);
+        ok(
+            evil.addr,
+            home.path(),
+            me,
+            &["contacts", "fingerprint", them],
+        );
     }
     evil.turn_evil();
     let mut alice = refused_chat(evil.addr, &home, "alice", "bob");
@@ -196,7 +246,10 @@ fn a_server_that_swaps_keys_is_caught_and_reads_nothing() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let changed: Vec<&Value> = events.iter().filter(|e| e["event"] == "key_changed").collect();
+    let changed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "key_changed")
+        .collect();
     assert_eq!(changed.len(), 1, "{events:#?}");
     assert_eq!(changed[0]["peer"], "bob");
     assert_eq!(

@@ -124,7 +124,15 @@ fn chat(servers: &Servers, home: &TempDir, user: &str, peer: &str, lines: &[Stri
         servers.rendezvous,
         home.path(),
         user,
-        &["chat", "--json", "--no-direct", "--peer", peer, "--bind", "127.0.0.1"],
+        &[
+            "chat",
+            "--json",
+            "--no-direct",
+            "--peer",
+            peer,
+            "--bind",
+            "127.0.0.1",
+        ],
     )
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
@@ -155,10 +163,22 @@ fn finish(mut child: Child, who: &str) -> Vec<Value> {
     };
     let mut out = String::new();
     let mut err = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(status.success(), "{who}: {status}\n{err}");
-    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -186,12 +206,20 @@ fn a_capture_of_a_whole_session_shows_no_names_passwords_addresses_or_messages()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let list = ok(servers.rendezvous, home.path(), bob, &["contacts", "list", "--json"]);
+        let list = ok(
+            servers.rendezvous,
+            home.path(),
+            bob,
+            &["contacts", "list", "--json"],
+        );
         let list: Value = serde_json::from_slice(&list.stdout).unwrap();
         if list[0]["presence"] == "busy" {
             break;
         }
-        assert!(Instant::now() < deadline, "bob never saw alice busy: {list}");
+        assert!(
+            Instant::now() < deadline,
+            "bob never saw alice busy: {list}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(status.stdin.take());
@@ -199,18 +227,15 @@ fn a_capture_of_a_whole_session_shows_no_names_passwords_addresses_or_messages()
 
     // A relayed chat.
     let texts = |who: &str| -> Vec<String> {
-        (0..3).map(|i| format!("{who}-whispers-marmalade-{i}")).collect()
+        (0..3)
+            .map(|i| format!("{who}-whispers-marmalade-{i}"))
+            .collect()
     };
     let a = chat(&servers, &home, alice, bob, &texts(alice));
     let b = chat(&servers, &home, bob, alice, &texts(bob));
     let a_events = finish(a, alice);
     let b_events = finish(b, bob);
-    let received = |events: &[Value]| {
-        events
-            .iter()
-            .filter(|e| e["event"] == "message")
-            .count()
-    };
+    let received = |events: &[Value]| events.iter().filter(|e| e["event"] == "message").count();
     assert_eq!(received(&a_events), 3, "{a_events:#?}");
     assert_eq!(received(&b_events), 3, "{b_events:#?}");
     stop_capture(capture);
@@ -223,7 +248,10 @@ fn a_capture_of_a_whole_session_shows_no_names_passwords_addresses_or_messages()
         let n = payload.get(&port).copied().unwrap_or(0);
         assert!(n > 1_000, "only {n} payload bytes to port {port} captured");
     }
-    assert!(contains(&bytes, &[0x17, 0x03, 0x03]), "no TLS records captured");
+    assert!(
+        contains(&bytes, &[0x17, 0x03, 0x03]),
+        "no TLS records captured"
+    );
     let mut needles: Vec<String> = vec![
         alice.into(),
         bob.into(),

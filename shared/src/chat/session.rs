@@ -568,7 +568,10 @@ impl ChatSession {
                 let idle = if self.silence_reported {
                     None
                 } else {
-                    self.timing.idle_timeout.zip(self.last_rx).map(|(i, t)| t + i)
+                    self.timing
+                        .idle_timeout
+                        .zip(self.last_rx)
+                        .map(|(i, t)| t + i)
                 };
                 [
                     self.handshake_due,
