@@ -516,6 +516,15 @@ impl ChatSession {
         self.seal(now, &plaintext).ok_or(ChatError::Failed)
     }
 
+    /// A path came (back) up after an outage: every chunk not yet acknowledged is resent with
+    /// the next [`Self::poll_transmit`] calls, instead of when its backed-off timer (up to
+    /// [`ChatTiming::max_rto`]) would fire.
+    pub fn handle_path_up(&mut self, _now: Instant) {
+        if self.is_established() {
+            self.sender.retransmit_all();
+        }
+    }
+
     /// A goodbye packet (a CLOSE frame, plus an ACK if one is owed) to send now on every path
     /// that may be up, once or a few times (each call seals a fresh packet; the peer reports
     /// [`ChatEvent::PeerClosed`] once). Afterwards [`Self::is_closed`] holds; the session

@@ -305,3 +305,28 @@ fn a_silent_peer_is_reported_after_the_idle_timeout() {
     a.handle_timeout(later + timeout);
     assert_eq!(events(&mut a), [ChatEvent::PeerUnresponsive]);
 }
+
+#[test]
+fn a_path_that_comes_up_gets_every_unacknowledged_chunk_at_once() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    pump(&mut a, &mut b, t0);
+    events(&mut b);
+    for i in 0..3 {
+        a.send_text(t0, &format!("m{i}")).unwrap();
+    }
+    // Everything is lost on the dead path, twice.
+    while a.poll_transmit(t0).is_some() {}
+    let t1 = a.poll_timeout().unwrap();
+    while a.poll_transmit(t1).is_some() {}
+    let next = a.poll_timeout().unwrap();
+    assert!(next >= t1 + Duration::from_millis(500), "backed off: {:?}", next - t1);
+    // A new path: the chunks go now.
+    let t2 = t1 + Duration::from_millis(1);
+    a.handle_path_up(t2);
+    let resent = a.poll_transmit(t2).unwrap();
+    b.handle_packet(t2, &resent).unwrap();
+    assert_eq!(events(&mut b).len(), 3, "all three messages in the one resent packet");
+    pump(&mut a, &mut b, t2 + Duration::from_millis(20));
+    assert_eq!(a.unacked_count(), 0);
+}
