@@ -320,13 +320,21 @@ fn a_path_that_comes_up_gets_every_unacknowledged_chunk_at_once() {
     let t1 = a.poll_timeout().unwrap();
     while a.poll_transmit(t1).is_some() {}
     let next = a.poll_timeout().unwrap();
-    assert!(next >= t1 + Duration::from_millis(500), "backed off: {:?}", next - t1);
+    assert!(
+        next >= t1 + Duration::from_millis(500),
+        "backed off: {:?}",
+        next - t1
+    );
     // A new path: the chunks go now.
     let t2 = t1 + Duration::from_millis(1);
     a.handle_path_up(t2);
     let resent = a.poll_transmit(t2).unwrap();
     b.handle_packet(t2, &resent).unwrap();
-    assert_eq!(events(&mut b).len(), 3, "all three messages in the one resent packet");
+    assert_eq!(
+        events(&mut b).len(),
+        3,
+        "all three messages in the one resent packet"
+    );
     pump(&mut a, &mut b, t2 + Duration::from_millis(20));
     assert_eq!(a.unacked_count(), 0);
 }
