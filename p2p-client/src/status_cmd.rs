@@ -138,10 +138,10 @@ async fn watch(
                     *client = fresh;
                     eprintln!("p2p-client: server: connected");
                     let list = client.contacts().await.context("cannot list contacts")?;
+                    // A new login: the whole list again, as initial presence.
                     for entry in list.into_iter().filter(|e| e.contact) {
-                        if shown.insert(entry.name.clone(), entry.presence) != Some(entry.presence) {
-                            print_presence(&entry.name, entry.presence, false, args.json);
-                        }
+                        print_presence(&entry.name, entry.presence, true, args.json);
+                        shown.insert(entry.name, entry.presence);
                     }
                 }
             },
