@@ -207,7 +207,7 @@ fn a_one_shot_command_disturbs_neither_a_chat_nor_status() {
     a.wait_for("a path", Duration::from_secs(20), connected);
     b.wait_for("a path", Duration::from_secs(20), connected);
     let mut mia_status = status(&servers, "mia", "busy");
-    watcher.wait_for("mia busy", Duration::from_secs(10), |e| {
+    watcher.wait_for("mia online (chat and busy status)", Duration::from_secs(10), |e| {
         e.iter().any(|v| v["name"] == "mia" && v["presence"] == "online")
     });
     std::thread::sleep(Duration::from_millis(300));
