@@ -8,22 +8,23 @@ use std::process::ExitCode;
 use anyhow::Context;
 use p2p_client::chat::pinned_notice;
 use p2p_client::home::Home;
-use p2p_client::rendezvous::{ContactEntry, RendezvousClient};
-use p2p_client::tls::ServerTrust;
+use p2p_client::rendezvous::{ContactEntry, DEFAULT_PORT, RendezvousClient};
+use p2p_client::stdout::{self, WriteError};
+use p2p_client::tls::{ServerLabel, ServerTrust};
 use serde_json::json;
 use shared::rendezvous::{Kdf, UserName};
 
-use crate::prompt::SecretSource;
+use crate::prompt::{SecretSource, check_new_password};
 use zeroize::Zeroizing;
 
 /// How to reach the server and who you are (every account command takes these).
 #[derive(clap::Args, Debug)]
 pub struct AccountArgs {
-    /// Rendezvous server as HOST:PORT (a name is resolved; the first address is used; the port
-    /// defaults to 1863).
+    /// Rendezvous server as HOST, HOST:PORT, IPv6 or [IPv6]:PORT (a name is resolved; the
+    /// first address is used; the port defaults to 1863).
     #[arg(
         long,
-        value_name = "HOST:PORT",
+        value_name = "HOST[:PORT]",
         default_value = "127.0.0.1:1863",
         global = true
     )]
@@ -60,6 +61,18 @@ impl AccountArgs {
             Some(file) => Ok(ServerTrust::from_ca_file(file)?),
             None => Ok(ServerTrust::tofu(home.clone())),
         }
+    }
+
+    /// The server, checked with the one `--server` parser of every command (and its port
+    /// defaulted to 1863).
+    pub fn server(&self) -> anyhow::Result<ServerLabel> {
+        ServerLabel::parse(&self.server, DEFAULT_PORT).with_context(|| {
+            format!(
+                "cannot resolve {:?}: expected {}",
+                self.server,
+                ServerLabel::FORMS
+            )
+        })
     }
 
     /// The password from the file, the environment or the terminal.
@@ -176,9 +189,12 @@ pub fn block_on<F>(command: F) -> anyhow::Result<ExitCode>
 where
     F: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
+    use std::io::IsTerminal;
+    // Colours only for a person: a redirected log gets plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -190,10 +206,11 @@ where
 /// Connects to the server over TLS (trusted as `--ca` says, else pinned in `home`), saying
 /// on stderr when its key was pinned just now.
 pub async fn connect(account: &AccountArgs, home: &Home) -> anyhow::Result<RendezvousClient> {
+    let server = account.server()?.to_string();
     let trust = account.trust(home)?;
-    let client = RendezvousClient::connect(&account.server, &trust).await?;
+    let client = RendezvousClient::connect(&server, &trust).await?;
     if let Some(notice) = pinned_notice(client.server_key()) {
-        eprintln!("{notice}");
+        stdout::note(notice);
     }
     Ok(client)
 }
@@ -221,20 +238,23 @@ pub async fn login(
 /// `register`.
 pub async fn register(args: RegisterArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
+    args.account.server()?;
     let password = args.account.password(true)?;
+    check_new_password(&password)?;
     let client = connect(&args.account, home).await?;
     client
         .register(&user, password.as_bytes(), args.kdf)
         .await
         .with_context(|| format!("cannot register {user}"))?;
     client.logout().await;
-    println!("registered {user}");
+    stdout::line(format_args!("registered {user}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `passwd`.
 pub async fn passwd(args: PasswdArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
+    args.account.server()?;
     let password = args.account.password(false)?;
     let new_password = SecretSource {
         file: args.new_password_file.as_deref(),
@@ -244,13 +264,14 @@ pub async fn passwd(args: PasswdArgs, home: &Home) -> anyhow::Result<ExitCode> {
         confirm: true,
     }
     .read()?;
+    check_new_password(&new_password)?;
     let client = login(&args.account, home, &user, &password).await?;
     client
         .change_password(new_password.as_bytes(), args.kdf)
         .await
         .with_context(|| format!("cannot change the password of {user}"))?;
     client.logout().await;
-    println!("changed the password of {user}");
+    stdout::line(format_args!("changed the password of {user}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -303,24 +324,24 @@ pub async fn contacts(args: ContactsArgs, home: &Home) -> anyhow::Result<ExitCod
         ContactsAction::Block { name } => (Some((Edit::Block, UserName::parse(name)?)), false),
         ContactsAction::Allow { name } => (Some((Edit::Allow, UserName::parse(name)?)), false),
     };
+    args.account.server()?;
     let password = args.account.password(false)?;
     let client = login(&args.account, home, &user, &password).await?;
     let result = match edit {
-        None => client
-            .contacts()
-            .await
-            .context("cannot list contacts")
-            .map(|list| print_list(&list, json)),
-        Some((edit, name)) => edit
-            .apply(&client, &name)
-            .await
-            .map(|done| println!("{done}")),
+        None => match client.contacts().await.context("cannot list contacts") {
+            Ok(list) => print_list(&list, json).map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        },
+        Some((edit, name)) => match edit.apply(&client, &name).await {
+            Ok(done) => stdout::line(done).map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        },
     };
     client.logout().await;
     result.map(|()| ExitCode::SUCCESS)
 }
 
-fn print_list(list: &[ContactEntry], json: bool) {
+fn print_list(list: &[ContactEntry], json: bool) -> Result<(), WriteError> {
     if json {
         let entries: Vec<_> = list
             .iter()
@@ -333,24 +354,23 @@ fn print_list(list: &[ContactEntry], json: bool) {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(entries));
-        return;
+        return stdout::line(serde_json::Value::Array(entries));
     }
     let width = list
         .iter()
         .map(|e| e.name.as_str().len())
         .max()
         .unwrap_or(0);
-    for e in list {
+    stdout::lines(list.iter().map(|e| {
         let flags: Vec<&str> = [(e.contact, "contact"), (e.blocked, "blocked")]
             .into_iter()
             .filter_map(|(set, word)| set.then_some(word))
             .collect();
-        println!(
+        format!(
             "{:width$}  {:9}  {}",
             e.name.as_str(),
             e.presence.word(),
             flags.join(",")
-        );
-    }
+        )
+    }))
 }

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use shared::nat_classifier::{Classifier, ClassifierConfig, Report, socket};
 
+/// The port of a STUN server named without one
+/// ([RFC 8489 section 18.6](https://www.rfc-editor.org/rfc/rfc8489#section-18.6)).
+pub const STUN_PORT: u16 = 3478;
+
 /// Why a classification could not run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

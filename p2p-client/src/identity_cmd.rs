@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use p2p_client::home::{Home, Pin};
+use p2p_client::stdout;
 use serde_json::json;
 use shared::identity::{Fingerprint, safety_number};
 use shared::rendezvous::UserName;
@@ -41,25 +42,28 @@ pub async fn fingerprint(
             "peer_fingerprint": theirs.to_string(),
             "verified": pin.verified,
         });
-        println!("{value}");
+        stdout::line(value)?;
         return Ok(ExitCode::SUCCESS);
     }
     let width = user.as_str().len().max(name.as_str().len()) + 1;
-    println!("{number}");
-    println!(
-        "{:width$} {} (you)",
-        format!("{user}:"),
-        identity.fingerprint()
-    );
-    println!("{:width$} {theirs}", format!("{name}:"));
-    if pin.verified {
-        println!("{name} is verified");
+    let mark = if pin.verified {
+        format!("{name} is verified")
     } else {
-        println!(
+        format!(
             "{name} is not verified: compare the number above with the one {name} sees \
              (p2p-client contacts fingerprint {user}), then run p2p-client contacts verify {name}"
-        );
-    }
+        )
+    };
+    stdout::lines([
+        number,
+        format!(
+            "{:width$} {} (you)",
+            format!("{user}:"),
+            identity.fingerprint()
+        ),
+        format!("{:width$} {theirs}", format!("{name}:")),
+        mark,
+    ])?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -91,10 +95,10 @@ async fn first_sight(
     })?;
     let pin = pin.context("the pin was not stored")?;
     if pin.key == key {
-        eprintln!(
+        stdout::note(format_args!(
             "p2p-client: pinned {name}'s identity key {} (first sight)",
             Fingerprint::of_identity_key(&key)
-        );
+        ));
     }
     Ok(pin)
 }
@@ -109,9 +113,9 @@ pub fn verify(home: &Home, user: &UserName, name: &UserName) -> anyhow::Result<E
              first"
         );
     };
-    println!(
+    stdout::line(format_args!(
         "marked {name}'s identity key {} as verified",
         Fingerprint::of_identity_key(&pin.key)
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

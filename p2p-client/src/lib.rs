@@ -7,6 +7,7 @@
 //!   servers' pinned keys.
 //! - [`rendezvous`]: the rendezvous client (accounts, login, presence, contacts,
 //!   introductions).
+//! - [`stdout`]: printing that ends quietly when the reader closes the pipe.
 //! - [`tls`]: TLS 1.3 to the servers and how their keys are trusted (CA, system roots,
 //!   pinning on first use, an exact key).
 
@@ -14,4 +15,5 @@ pub mod chat;
 pub mod classify;
 pub mod home;
 pub mod rendezvous;
+pub mod stdout;
 pub mod tls;

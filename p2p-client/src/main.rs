@@ -20,7 +20,7 @@ mod status_cmd;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -28,9 +28,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use p2p_client::chat::{Account, ChatRunError};
+use p2p_client::classify::STUN_PORT;
 use p2p_client::home::Home;
+use p2p_client::stdout;
+use p2p_client::tls::resolve_server;
 use shared::stun::{ChangeRequest, TransactionId};
-use shared::stun_client::{BindingRequest, BindingTransaction, RetransmitConfig};
+use shared::stun_client::{BindingError, BindingRequest, BindingTransaction, RetransmitConfig};
 
 /// Client for the p2p toolkit: find out what the network does to your traffic.
 #[derive(Parser, Debug)]
@@ -54,13 +57,19 @@ enum Command {
     /// unsupported-server when the server cannot really change its source address) with the
     /// mapping, filtering, hairpinning and port allocation behind it, and what it means for
     /// hole punching. Every test uses its own socket and every reply must come from the
-    /// address its test requires. Exit status: 0 on a classification, 2 when nothing came
-    /// back (UDP blocked or server unreachable), 1 on bad arguments or a name that does not
-    /// resolve.
+    /// address its test requires. With no answer at all it gives up after about 1.3 s and
+    /// says so: the server is down or UDP is blocked, and the client cannot tell which. Exit
+    /// status: 0 on a classification, 2 when nothing came back, 1 on bad arguments or a name
+    /// that does not resolve.
     NatType(nat_type_cmd::NatTypeArgs),
     /// Send one STUN Binding request and print the address the server saw.
     ///
-    /// Exit status: 0 on a success response, 1 on no answer, an error response or bad input.
+    /// The request is retransmitted as RFC 8489 section 6.2.1 says (RTO doubling from
+    /// --rto-ms, --attempts requests in all, then --last-wait RTOs), with defaults that give
+    /// up after 4.5 s of silence: requests at 0, 0.5, 1.5 and 3.5 s, then a 1 s wait. No
+    /// answer means the server is down or UDP is blocked on the path; the client cannot tell
+    /// which, and says so. Exit status: 0 on a success response, 1 on no answer, an error
+    /// response or bad input.
     Binding(BindingArgs),
     /// Create an account on a rendezvous server.
     ///
@@ -70,8 +79,9 @@ enum Command {
     Register(account_cmd::RegisterArgs),
     /// Show or change your contact and block lists; compare and verify identity keys.
     ///
-    /// Two users see each other's presence once each has the other as a contact and neither
-    /// blocks the other. `contacts fingerprint NAME` shows the safety number to compare with
+    /// You see a contact's presence once each of you has the other as a contact and that
+    /// contact has not blocked you (blocking is one-way: whom you block sees you offline, you
+    /// still see them). `contacts fingerprint NAME` shows the safety number to compare with
     /// NAME, `contacts verify NAME` records that it matched. Exit status: 0 on success, 1 on
     /// any error.
     Contacts(account_cmd::ContactsArgs),
@@ -132,8 +142,9 @@ struct ChatCmdArgs {
 
 #[derive(clap::Args, Debug)]
 struct BindingArgs {
-    /// STUN server as HOST:PORT (a name is resolved; the first address is used).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// STUN server as HOST, HOST:PORT, IPv6 or [IPv6]:PORT (a name is resolved; the first
+    /// address is used; the port defaults to 3478).
+    #[arg(long, value_name = "HOST[:PORT]")]
     server: String,
     /// Local address to send from [default: any address, any port].
     #[arg(long, value_name = "IP:PORT")]
@@ -147,12 +158,18 @@ struct BindingArgs {
     /// Ask the server to reply from its other port (CHANGE-REQUEST).
     #[arg(long)]
     change_port: bool,
-    /// First retransmission timeout in milliseconds (doubles on every retry).
+    /// First retransmission timeout in milliseconds (doubles on every retry; RFC 8489 asks
+    /// for at least 500).
     #[arg(long, value_name = "MS", default_value_t = 500)]
     rto_ms: u64,
-    /// Requests to send before giving up (RFC 8489's Rc).
-    #[arg(long, value_name = "N", default_value_t = 7)]
+    /// Requests to send before giving up (RFC 8489's Rc; the RFC's 7 with the other defaults
+    /// waits 39.5 s).
+    #[arg(long, value_name = "N", default_value_t = 4)]
     attempts: u32,
+    /// After the last request, wait this many first RTOs for an answer (RFC 8489's Rm; the
+    /// RFC's default is 16).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    last_wait: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -165,7 +182,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Binding(args) => binding(args).map(|()| ExitCode::SUCCESS),
         Command::NatType(args) => {
-            resolve(&args.server).and_then(|server| nat_type_cmd::run(args, server))
+            resolve(&args.server, STUN_PORT).and_then(|server| nat_type_cmd::run(args, server))
         }
         Command::Register(args) => {
             home().and_then(|home| account_cmd::block_on(account_cmd::register(args, &home)))
@@ -183,8 +200,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader closed standard output: it had all it wanted.
+        Err(e) if stdout::is_closed(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("p2p-client: error: {e:#}");
+            stdout::note(format_args!("p2p-client: error: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -196,6 +215,8 @@ const EXIT_KEY_CHANGED: u8 = 3;
 /// `chat`: reads the password and runs the chat.
 async fn chat(args: ChatCmdArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
+    // The same `--server` parser and message as every other command, before any prompt.
+    args.account.server()?;
     let password = args.account.password(false)?;
     let trust = args.account.trust(home)?;
     let account = Account {
@@ -207,7 +228,7 @@ async fn chat(args: ChatCmdArgs, home: &Home) -> anyhow::Result<ExitCode> {
     match p2p_client::chat::run(account, password.as_bytes(), args.chat).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ ChatRunError::KeyChanged { .. }) => {
-            eprintln!("p2p-client: {e}");
+            stdout::note(format_args!("p2p-client: {e}"));
             Ok(ExitCode::from(EXIT_KEY_CHANGED))
         }
         Err(e) => Err(e.into()),
@@ -225,19 +246,16 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
-fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
-    let mut addrs = server
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {server:?} (expected HOST:PORT)"))?;
-    addrs
-        .next()
-        .with_context(|| format!("{server:?} resolves to no address"))
+/// `--server` of the UDP commands, parsed like every other `--server` (see
+/// [`p2p_client::tls::ServerLabel::parse`]) and resolved.
+fn resolve(server: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
+    Ok(resolve_server(server, default_port)?)
 }
 
 fn binding(args: BindingArgs) -> anyhow::Result<()> {
-    let server = resolve(&args.server)?;
-    if args.attempts == 0 || args.rto_ms == 0 {
-        bail!("--attempts and --rto-ms must be at least 1");
+    let server = resolve(&args.server, STUN_PORT)?;
+    if args.attempts == 0 || args.rto_ms == 0 || args.last_wait == 0 {
+        bail!("--attempts, --rto-ms and --last-wait must be at least 1");
     }
     let bind = args.bind.unwrap_or_else(|| match server {
         SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
@@ -264,9 +282,11 @@ fn binding(args: BindingArgs) -> anyhow::Result<()> {
     let config = RetransmitConfig {
         rto: Duration::from_millis(args.rto_ms),
         max_sends: args.attempts,
+        last_wait_factor: args.last_wait,
         ..RetransmitConfig::default()
     };
-    let mut transaction = BindingTransaction::new(request, config, Instant::now());
+    let started = Instant::now();
+    let mut transaction = BindingTransaction::new(request, config, started);
     if change.is_some() {
         // The reply comes from elsewhere by design, and where is only known from OTHER-ADDRESS
         // after a first exchange: accept any source, and report it as `reply from`.
@@ -307,7 +327,15 @@ fn binding(args: BindingArgs) -> anyhow::Result<()> {
         .outcome()
         .cloned()
         .context("transaction ended without outcome")?;
-    let response = outcome.with_context(|| format!("no success response from {server}"))?;
+    let response = match outcome {
+        Ok(response) => response,
+        Err(BindingError::Timeout { sends }) => bail!(
+            "no answer from {server} after {sends} attempts in {:.1} s: either the server is \
+             down or UDP is blocked on the path; we cannot tell which",
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("no success response from {server}")),
+    };
     let show = |a: Option<SocketAddr>| a.map_or("-".to_owned(), |a| a.to_string());
     if args.json {
         let value = serde_json::json!({
@@ -320,18 +348,20 @@ fn binding(args: BindingArgs) -> anyhow::Result<()> {
             "rtt_ms": response.rtt.as_secs_f64() * 1000.0,
             "attempts": response.sends,
         });
-        println!("{value}");
+        stdout::line(value)?;
     } else {
-        println!("mapped address:  {}", show(response.mapped));
-        println!("local address:   {local}");
-        println!("reply from:      {}", response.from);
-        println!("response origin: {}", show(response.origin));
-        println!("other address:   {}", show(response.other));
-        println!(
-            "round trip:      {:.1} ms ({} attempt(s))",
-            response.rtt.as_secs_f64() * 1e3,
-            response.sends
-        );
+        stdout::lines([
+            format!("mapped address:  {}", show(response.mapped)),
+            format!("local address:   {local}"),
+            format!("reply from:      {}", response.from),
+            format!("response origin: {}", show(response.origin)),
+            format!("other address:   {}", show(response.other)),
+            format!(
+                "round trip:      {:.1} ms ({} attempt(s))",
+                response.rtt.as_secs_f64() * 1e3,
+                response.sends
+            ),
+        ])?;
     }
     Ok(())
 }

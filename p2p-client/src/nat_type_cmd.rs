@@ -4,14 +4,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use p2p_client::classify::{ClassifyOptions, classify};
+use p2p_client::stdout::{self, WriteError};
 use serde_json::json;
 use shared::nat_classifier::{BindingLifetime, NatType, PortAllocation, Report};
 
 /// Arguments of `nat-type`.
 #[derive(clap::Args, Debug)]
 pub struct NatTypeArgs {
-    /// STUN server with two addresses, as HOST:PORT (its primary address and port).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// STUN server with two addresses (its primary address and port), as HOST, HOST:PORT,
+    /// IPv6 or [IPv6]:PORT; the port defaults to 3478.
+    #[arg(long, value_name = "HOST[:PORT]")]
     pub server: String,
     /// Local IP to send from [default: the one the system routes to the server from].
     #[arg(long, value_name = "IP")]
@@ -28,16 +30,43 @@ pub struct NatTypeArgs {
     pub json: bool,
 }
 
-fn name(report: &Report) -> &'static str {
-    match report.nat_type {
-        NatType::OpenInternet => "open internet (no NAT)",
-        NatType::FullCone => "full cone",
-        NatType::RestrictedCone => "restricted cone",
-        NatType::PortRestrictedCone => "port-restricted cone",
-        NatType::Symmetric => "symmetric",
-        NatType::SymmetricUdpFirewall => "symmetric UDP firewall (no NAT)",
-        NatType::UdpBlocked => "UDP blocked (or the server is unreachable)",
-        NatType::UnsupportedServer => "unknown: the server cannot classify NATs",
+/// The type as JSON and the README name it, with a gloss.
+fn name(report: &Report) -> String {
+    let gloss = match report.nat_type {
+        NatType::OpenInternet => " (no NAT)",
+        NatType::SymmetricUdpFirewall => " (no NAT, a stateful firewall)",
+        NatType::UdpBlocked => " (no answer from the server)",
+        NatType::UnsupportedServer => " (this server cannot classify NATs)",
+        _ => "",
+    };
+    format!("{}{gloss}", report.nat_type.as_str())
+}
+
+/// What no answer at all means: the same sentence on stdout, in JSON and on stderr.
+fn no_answer(server: SocketAddr) -> String {
+    format!(
+        "No answer from {server}: either the server is down or UDP is blocked on the path; we \
+         cannot tell which. If UDP is blocked, only a relay over TCP will work."
+    )
+}
+
+/// What the result means for hole punching.
+fn meaning(server: SocketAddr, r: &Report) -> String {
+    match r.nat_type {
+        NatType::UdpBlocked => no_answer(server),
+        _ => r.punching_advice().to_owned(),
+    }
+}
+
+/// Why there is no binding lifetime after `--lifetime`.
+fn no_lifetime(r: &Report) -> &'static str {
+    match r.nat_type {
+        NatType::OpenInternet | NatType::SymmetricUdpFirewall => {
+            "none to measure: no NAT, so no binding that could expire"
+        }
+        NatType::UdpBlocked => "not measured: no answer from the server",
+        NatType::UnsupportedServer => "not measured: this server cannot classify NATs",
+        _ => "not measured",
     }
 }
 
@@ -98,41 +127,43 @@ pub fn to_json(server: SocketAddr, r: &Report) -> serde_json::Value {
         },
         "unsupported_reason": r.unsupported_reason,
         "binding_lifetime": lifetime,
-        "meaning": r.punching_advice(),
+        "meaning": meaning(server, r),
     })
 }
 
-fn print_text(server: SocketAddr, r: &Report) {
+fn print_text(server: SocketAddr, r: &Report, lifetime_asked: bool) -> Result<(), WriteError> {
     let or_dash = |s: Option<&str>| s.unwrap_or("-").to_owned();
-    println!("NAT type:         {}", name(r));
+    let mut out = vec![format!("NAT type:         {}", name(r))];
     if let Some(reason) = &r.unsupported_reason {
-        println!("  reason:         {reason}");
+        out.push(format!("  reason:         {reason}"));
     }
-    println!(
+    out.push(format!(
         "  mapping:        {}",
         or_dash(r.mapping.map(|b| b.as_str()))
-    );
-    println!(
+    ));
+    out.push(format!(
         "  filtering:      {}",
         or_dash(r.filtering.map(|b| b.as_str()))
-    );
+    ));
     let hairpin = r.hairpinning.map(|h| if h { "yes" } else { "no" });
-    println!("  hairpinning:    {}", or_dash(hairpin));
+    out.push(format!("  hairpinning:    {}", or_dash(hairpin)));
     let allocation = match r.port_allocation {
         Some(PortAllocation::Sequential { step }) => format!("sequential (step {step})"),
         other => or_dash(other.map(|p| p.as_str())),
     };
-    println!("  port allocation: {allocation}");
-    if let Some(l) = &r.binding_lifetime {
-        println!("  binding lifetime: {}", lifetime_text(l));
+    out.push(format!("  port allocation: {allocation}"));
+    match &r.binding_lifetime {
+        Some(l) => out.push(format!("  binding lifetime: {}", lifetime_text(l))),
+        None if lifetime_asked => out.push(format!("  binding lifetime: {}", no_lifetime(r))),
+        None => {}
     }
-    println!("local address:    {}", r.local_address);
-    println!(
+    out.push(format!("local address:    {}", r.local_address));
+    out.push(format!(
         "mapped address:   {}",
         or_dash(r.mapped_address.map(|a| a.to_string()).as_deref())
-    );
+    ));
     if let Some(rtt) = r.rtt {
-        println!("round trip:       {} ms", ms(rtt));
+        out.push(format!("round trip:       {} ms", ms(rtt)));
     }
     let other = r
         .server
@@ -143,14 +174,20 @@ fn print_text(server: SocketAddr, r: &Report) {
     } else {
         "classic RFC 3489"
     };
-    println!("server:           {server} (alternate {other}, {dialect})");
-    println!("took:             {} ms", ms(r.elapsed));
-    println!();
-    println!("{}", r.punching_advice());
+    out.push(if r.nat_type == NatType::UdpBlocked {
+        format!("server:           {server} (no answer)")
+    } else {
+        format!("server:           {server} (alternate {other}, {dialect})")
+    });
+    out.push(format!("took:             {} ms", ms(r.elapsed)));
+    out.push(String::new());
+    out.push(meaning(server, r));
+    stdout::lines(out)
 }
 
 /// Runs the command. Exit status: 0 when a classification was made (including
-/// `unsupported-server`), 2 when no reply came back at all.
+/// `unsupported-server`), 2 when no reply came back at all (said on stderr too), also when
+/// the reader closed standard output early.
 pub fn run(args: NatTypeArgs, server: SocketAddr) -> anyhow::Result<std::process::ExitCode> {
     let options = ClassifyOptions {
         local_ip: args.bind,
@@ -158,17 +195,20 @@ pub fn run(args: NatTypeArgs, server: SocketAddr) -> anyhow::Result<std::process
         lifetime_max: args.lifetime.map(Duration::from_secs),
     };
     let report = classify(server, options)?;
-    if args.json {
-        println!("{}", to_json(server, &report));
+    let code = if report.nat_type == NatType::UdpBlocked {
+        stdout::note(format_args!("p2p-client: {}", no_answer(server)));
+        std::process::ExitCode::from(2)
     } else {
-        print_text(server, &report);
+        std::process::ExitCode::SUCCESS
+    };
+    let printed = if args.json {
+        stdout::line(to_json(server, &report))
+    } else {
+        print_text(server, &report, args.lifetime.is_some())
+    };
+    match printed {
+        // The reader closed the pipe: the status stays what the classification says.
+        Ok(()) | Err(WriteError::Closed) => Ok(code),
+        Err(e) => Err(e.into()),
     }
-    if report.nat_type == NatType::UdpBlocked {
-        eprintln!(
-            "p2p-client: no reply from {server}: UDP is blocked on this path, or the server is \
-             down or unreachable"
-        );
-        return Ok(std::process::ExitCode::from(2));
-    }
-    Ok(std::process::ExitCode::SUCCESS)
 }

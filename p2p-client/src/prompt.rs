@@ -62,6 +62,20 @@ impl SecretSource<'_> {
     }
 }
 
+/// The fewest characters a new password may have (checked by `register` and `passwd` before
+/// anything is sent; the server only ever sees a verifier, so it cannot check).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Refuses a new password shorter than [`MIN_PASSWORD_CHARS`] characters.
+pub fn check_new_password(password: &str) -> anyhow::Result<()> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        bail!(
+            "the password is too short: a new password needs at least {MIN_PASSWORD_CHARS} characters"
+        );
+    }
+    Ok(())
+}
+
 /// Prints `prompt` on stderr and reads one line from the terminal on stdin without echoing it.
 /// If echo cannot be turned off (not a terminal), the line is read anyway.
 pub fn read_hidden_line(prompt: &str) -> anyhow::Result<Zeroizing<String>> {

@@ -371,8 +371,14 @@ pub struct ServerLabel {
 }
 
 impl ServerLabel {
+    /// The forms [`ServerLabel::parse`] accepts, for messages.
+    pub const FORMS: &'static str = "HOST, HOST:PORT, IPv6 or [IPv6]:PORT";
+
     /// Parses `text`; a missing port is `default_port`. `None` for an empty host or a bad
     /// port.
+    ///
+    /// This is the one parser for every `--server` of the client: `HOST`, `HOST:PORT`,
+    /// `IP:PORT`, a bare IPv6 address (`::1`) and `[IPv6]:PORT`; names are resolved later.
     pub fn parse(text: &str, default_port: u16) -> Option<ServerLabel> {
         let text = text.trim();
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
@@ -398,6 +404,52 @@ impl ServerLabel {
             port,
         })
     }
+}
+
+/// Why `--server` does not name a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerAddrError {
+    /// Not one of [`ServerLabel::FORMS`].
+    #[error("cannot resolve {text:?}: expected {}", ServerLabel::FORMS)]
+    Syntax {
+        /// What was given.
+        text: String,
+    },
+    /// The name lookup failed or gave no address.
+    #[error("cannot resolve {text:?}: {error}")]
+    Lookup {
+        /// What was given.
+        text: String,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+/// Parses `text` with [`ServerLabel::parse`] and resolves it (a blocking lookup for a name;
+/// an IP address needs none) to its first address.
+pub fn resolve_server(
+    text: &str,
+    default_port: u16,
+) -> Result<std::net::SocketAddr, ServerAddrError> {
+    use std::net::ToSocketAddrs;
+    let label = ServerLabel::parse(text, default_port).ok_or_else(|| ServerAddrError::Syntax {
+        text: text.to_owned(),
+    })?;
+    let lookup = |error| ServerAddrError::Lookup {
+        text: text.to_owned(),
+        error,
+    };
+    (label.host.as_str(), label.port)
+        .to_socket_addrs()
+        .map_err(lookup)?
+        .next()
+        .ok_or_else(|| {
+            lookup(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no address",
+            ))
+        })
 }
 
 impl fmt::Display for ServerLabel {
@@ -540,5 +592,20 @@ mod tests {
         for bad in ["", ":1863", "host:port", "host:99999", "[::1]x", "a b:1"] {
             assert_eq!(l(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn servers_resolve_with_the_default_port_when_none_is_given() {
+        let r = |s: &str| resolve_server(s, 3478).map(|a| a.to_string());
+        assert_eq!(r("127.0.0.1").unwrap(), "127.0.0.1:3478");
+        assert_eq!(r("127.0.0.1:9").unwrap(), "127.0.0.1:9");
+        assert_eq!(r("::1").unwrap(), "[::1]:3478");
+        assert_eq!(r("[::1]").unwrap(), "[::1]:3478");
+        assert_eq!(r("[::1]:9").unwrap(), "[::1]:9");
+        let e = r("127.0.0.1:notaport").unwrap_err().to_string();
+        assert!(
+            e.contains("expected HOST, HOST:PORT, IPv6 or [IPv6]:PORT"),
+            "{e}"
+        );
     }
 }

@@ -3,7 +3,9 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use shared::stun_server::ServerSocket;
 use stun_server::{ServerHandle, ServerOptions};
@@ -19,6 +21,28 @@ fn server() -> ServerHandle {
         ..Default::default()
     })
     .unwrap()
+}
+
+/// A server on port 3478 on loopback addresses of its own (127.34.79.0/24), so it never
+/// collides with a server running on the defaults of 127.0.0.1, nor with another test.
+fn server_on_port_3478() -> ServerHandle {
+    let mut last = None;
+    for n in (1..250).step_by(2) {
+        let options = ServerOptions {
+            primary: IpAddr::V4(Ipv4Addr::new(127, 34, 79, n)),
+            alternate: Some(IpAddr::V4(Ipv4Addr::new(127, 34, 79, n + 1))),
+            port: 3478,
+            alt_port: 3479,
+            workers: 1,
+            tcp: false,
+            ..Default::default()
+        };
+        match ServerHandle::start(options) {
+            Ok(handle) => return handle,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("no free pair of addresses in 127.34.79.0/24: {last:?}");
 }
 
 fn json(args: &[&str]) -> serde_json::Value {
@@ -99,10 +123,11 @@ fn unreachable_and_unresolvable_servers_fail_clearly() {
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("no success response") && err.contains("2 attempts"),
+        err.contains(&format!("no answer from {silent} after 2 attempts"))
+            && err.contains("either the server is down or UDP is blocked"),
         "{err}"
     );
 
@@ -112,11 +137,119 @@ fn unreachable_and_unresolvable_servers_fail_clearly() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot resolve"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot resolve") && err.contains("HOST, HOST:PORT, IPv6 or [IPv6]:PORT"),
+        "{err}"
+    );
+}
 
+#[test]
+fn silence_gives_up_within_five_seconds_by_default_still_retransmitting() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = socket.local_addr().unwrap().to_string();
+    let counter = socket.try_clone().unwrap();
+    let requests = std::thread::spawn(move || {
+        counter
+            .set_read_timeout(Some(Duration::from_millis(2500)))
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let mut n = 0;
+        while counter.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    });
+    let started = Instant::now();
     let out = Command::new(BIN)
-        .args(["binding", "--server", "127.0.0.1"])
+        .args(["binding", "--server", &silent])
         .output()
         .unwrap();
-    assert!(!out.status.success(), "a missing port is an error");
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(
+        took > Duration::from_secs(3),
+        "the RFC's RTO of 500 ms: {took:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("after 4 attempts")
+            && err.contains(
+                "either the server is down or UDP is blocked on the path; we cannot tell which"
+            ),
+        "{err}"
+    );
+    assert_eq!(requests.join().unwrap(), 4, "Rc = 4 requests");
+    let help = Command::new(BIN)
+        .args(["binding", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("give up after 4.5 s"), "{help}");
+}
+
+#[test]
+fn server_takes_host_host_port_and_ipv6_forms_with_3478_by_default() {
+    let s = server_on_port_3478();
+    let primary = s.udp_addr(ServerSocket::PRIMARY).unwrap();
+    for given in [primary.ip().to_string(), primary.to_string()] {
+        let v = json(&["binding", "--server", &given, "--json"]);
+        assert_eq!(v["reply_from"], primary.to_string(), "{given}: {v}");
+        assert_eq!(v["server"], primary.to_string(), "{given}: {v}");
+    }
+    let v6 = ServerHandle::start(ServerOptions {
+        primary: "::1".parse().unwrap(),
+        alternate: None,
+        port: 0,
+        alt_port: 0,
+        workers: 1,
+        tcp: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let port = v6.udp_addr(ServerSocket::PRIMARY).unwrap().port();
+    let v = json(&["binding", "--server", &format!("[::1]:{port}"), "--json"]);
+    assert_eq!(v["reply_from"], format!("[::1]:{port}"));
+    // A bare IPv6 address takes port 3478; whatever answers there, the client asked it.
+    let out = Command::new(BIN)
+        .args([
+            "binding",
+            "--server",
+            "::1",
+            "--json",
+            "--attempts",
+            "1",
+            "--rto-ms",
+            "50",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let asked = if out.status.success() {
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["server"] == "[::1]:3478"
+    } else {
+        err.contains("[::1]:3478")
+    };
+    assert!(asked, "{err}");
+}
+
+#[test]
+fn a_closed_stdout_is_a_quiet_end() {
+    let s = server();
+    let primary = s.udp_addr(ServerSocket::PRIMARY).unwrap().to_string();
+    for form in [&[][..], &["--json"][..]] {
+        let mut child = Command::new(BIN)
+            .args(["binding", "--server", &primary])
+            .args(form)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }

@@ -59,6 +59,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_on("127.0.0.1:0")
+    }
+
+    /// The server on `listen` (an IP address and port 0).
+    fn start_on(listen: &str) -> Server {
         let db = temp_path("rendezvous-db").with_extension("db");
         let config = RendezvousConfig {
             min_kdf: Kdf {
@@ -69,7 +74,7 @@ impl Server {
             ..RendezvousConfig::default()
         };
         let handle = RendezvousHandle::start(RendezvousOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: listen.parse().unwrap(),
             db_path: db.clone(),
             config,
             max_queued_lines: 256,
@@ -175,7 +180,7 @@ fn entry<'a>(list: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value
 fn register_creates_an_account_and_a_second_registration_names_the_taken_name() {
     let s = Server::start();
     s.register("Alice", "pw-alice-1");
-    let again = s.run_as("alice", "other", &["register", "--kdf", KDF]);
+    let again = s.run_as("alice", "other password", &["register", "--kdf", KDF]);
     assert_error(&again, "cannot register alice: name taken (711)");
     // The account works: an empty contact list.
     assert!(s.contacts_json("alice", "pw-alice-1").is_empty());
@@ -192,8 +197,8 @@ fn register_creates_an_account_and_a_second_registration_names_the_taken_name() 
 #[test]
 fn wrong_password_and_unknown_user_are_refused_alike() {
     let s = Server::start();
-    s.register("alice", "right");
-    for (user, password) in [("alice", "wrong"), ("nobody", "right")] {
+    s.register("alice", "right password");
+    for (user, password) in [("alice", "wrong password"), ("nobody", "right password")] {
         let out = s.run_as(user, password, &["contacts", "list"]);
         assert_error(
             &out,
@@ -204,20 +209,131 @@ fn wrong_password_and_unknown_user_are_refused_alike() {
 }
 
 #[test]
+fn a_password_under_8_characters_is_refused_before_anything_is_sent() {
+    let s = Server::start();
+    let out = s.run_as("alice", "1234567", &["register", "--kdf", KDF]);
+    assert_error(
+        &out,
+        "the password is too short: a new password needs at least 8 characters",
+    );
+    // Nothing was registered: the name is still free.
+    s.register("alice", "12345678");
+    // Characters, not bytes: seven of them are too few however they are encoded.
+    let out = s.run_as("bob", "ééééééé", &["register", "--kdf", KDF]);
+    assert_error(&out, "at least 8 characters");
+
+    let out = s
+        .command(&["passwd", "--user", "alice", "--kdf", KDF])
+        .env("P2P_PASSWORD", "12345678")
+        .env("P2P_NEW_PASSWORD", "short")
+        .output()
+        .unwrap();
+    assert_error(&out, "at least 8 characters");
+    // The old password still works.
+    s.contacts_json("alice", "12345678");
+}
+
+#[test]
+fn server_takes_ipv6_bare_or_in_brackets_and_the_default_port() {
+    let s = Server::start_on("[::1]:0");
+    let port = s.addr.rsplit(':').next().unwrap().to_owned();
+    s.register("alice", "password-alice");
+    assert_eq!(s.addr, format!("[::1]:{port}"));
+    assert!(s.contacts_json("alice", "password-alice").is_empty());
+    // `::1` and `[::1]` take port 1863. Whatever listens there (or nothing), the client goes
+    // to [::1]:1863 and never rejects the form.
+    for given in ["::1", "[::1]"] {
+        let home = temp_path("home-v6");
+        let out = Command::new(BIN)
+            .args(["contacts", "list", "--user", "alice", "--server", given])
+            .env("P2P_HOME", &home)
+            .env("P2P_PASSWORD", "password-alice")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(
+            err.contains("[::1]:1863") || err.contains("cannot log in as alice"),
+            "{given}: {err}"
+        );
+        assert!(!err.contains("cannot resolve"), "{given}: {err}");
+        let _ = std::fs::remove_dir_all(&home);
+    }
+    let out = Command::new(BIN)
+        .args(["contacts", "list", "--user", "alice", "--server", "[::1]x"])
+        .env("P2P_HOME", &s.home)
+        .env("P2P_PASSWORD", "password-alice")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_error(&out, "expected HOST, HOST:PORT, IPv6 or [IPv6]:PORT");
+}
+
+#[test]
+fn a_closed_stdout_is_a_quiet_end() {
+    let s = Server::start();
+    s.register("alice", "password-alice");
+    s.register("bob", "pw-bob-1");
+    assert_success(&s.run_as("alice", "password-alice", &["contacts", "add", "bob"]));
+    // Mutual contacts, and Bob's login registers his key: `fingerprint` can fetch it.
+    assert_success(&s.run_as("bob", "pw-bob-1", &["contacts", "add", "alice"]));
+    for args in [
+        &["contacts", "fingerprint", "bob"][..],
+        &["contacts", "fingerprint", "bob", "--json"][..],
+        &["contacts", "verify", "bob"][..],
+        &["contacts", "list"][..],
+        &["contacts", "list", "--json"][..],
+        &["contacts", "block", "bob"][..],
+    ] {
+        let mut child = s
+            .command(args)
+            .args(["--user", "alice"])
+            .env("P2P_PASSWORD", "password-alice")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn logs_have_no_colours_off_a_terminal() {
+    let s = Server::start();
+    s.register("alice", "password-alice");
+    let out = s
+        .command(&["contacts", "list", "--user", "alice"])
+        .env("P2P_PASSWORD", "password-alice")
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let err = stderr(&out);
+    assert!(err.contains("DEBUG"), "the log is there: {err}");
+    assert!(
+        !err.contains('\x1b'),
+        "no ANSI escapes in a redirected log: {err:?}"
+    );
+}
+
+#[test]
 fn contacts_add_list_block_allow_and_remove() {
     let s = Server::start();
     for user in ["alice", "bob", "carol"] {
-        s.register(user, &format!("pw-{user}"));
+        s.register(user, &format!("password-{user}"));
     }
-    let add = s.run_as("alice", "pw-alice", &["contacts", "add", "Bob"]);
+    let add = s.run_as("alice", "password-alice", &["contacts", "add", "Bob"]);
     assert_success(&add);
     assert_eq!(stdout(&add).trim(), "added bob to your contacts");
-    let missing = s.run_as("alice", "pw-alice", &["contacts", "add", "dave"]);
+    let missing = s.run_as("alice", "password-alice", &["contacts", "add", "dave"]);
     assert_error(&missing, "cannot add dave: no such user (205)");
-    let twice = s.run_as("alice", "pw-alice", &["contacts", "add", "bob"]);
+    let twice = s.run_as("alice", "password-alice", &["contacts", "add", "bob"]);
     assert_error(&twice, "(215)");
 
-    let list = s.contacts_json("alice", "pw-alice");
+    let list = s.contacts_json("alice", "password-alice");
     assert_eq!(
         list,
         [
@@ -225,20 +341,20 @@ fn contacts_add_list_block_allow_and_remove() {
         ]
     );
 
-    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "block", "bob"]));
-    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "block", "carol"]));
-    let list = s.contacts_json("alice", "pw-alice");
+    assert_success(&s.run_as("alice", "password-alice", &["contacts", "block", "bob"]));
+    assert_success(&s.run_as("alice", "password-alice", &["contacts", "block", "carol"]));
+    let list = s.contacts_json("alice", "password-alice");
     assert_eq!(list.len(), 2, "{list:?}");
     assert_eq!(entry(&list, "bob")["blocked"], true);
     assert_eq!(entry(&list, "bob")["contact"], true);
     assert_eq!(entry(&list, "carol")["blocked"], true);
     assert_eq!(entry(&list, "carol")["contact"], false);
 
-    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "allow", "bob"]));
-    let list = s.contacts_json("alice", "pw-alice");
+    assert_success(&s.run_as("alice", "password-alice", &["contacts", "allow", "bob"]));
+    let list = s.contacts_json("alice", "password-alice");
     assert_eq!(entry(&list, "bob")["blocked"], false);
     // Text output: one line per name with its flags.
-    let text = s.run_as("alice", "pw-alice", &["contacts", "list"]);
+    let text = s.run_as("alice", "password-alice", &["contacts", "list"]);
     assert_success(&text);
     let lines: Vec<Vec<String>> = stdout(&text)
         .lines()
@@ -252,8 +368,8 @@ fn contacts_add_list_block_allow_and_remove() {
         ]
     );
 
-    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "remove", "bob"]));
-    let not_there = s.run_as("alice", "pw-alice", &["contacts", "remove", "bob"]);
+    assert_success(&s.run_as("alice", "password-alice", &["contacts", "remove", "bob"]));
+    let not_there = s.run_as("alice", "password-alice", &["contacts", "remove", "bob"]);
     assert_error(&not_there, "cannot remove bob: ");
     assert!(
         stderr(&not_there).trim_end().ends_with("(216)"),
@@ -261,10 +377,14 @@ fn contacts_add_list_block_allow_and_remove() {
         stderr(&not_there)
     );
     assert_error(
-        &s.run_as("alice", "pw-alice", &["contacts", "add", "not a name"]),
+        &s.run_as(
+            "alice",
+            "password-alice",
+            &["contacts", "add", "not a name"],
+        ),
         "invalid user name",
     );
-    let list = s.contacts_json("alice", "pw-alice");
+    let list = s.contacts_json("alice", "password-alice");
     assert_eq!(list.len(), 1, "only carol (blocked) is left: {list:?}");
 }
 
@@ -368,14 +488,14 @@ fn presence_is(name: &'static str, presence: &'static str) -> impl Fn(&serde_jso
 #[test]
 fn status_presence_reaches_a_mutual_contact_and_ending_input_logs_out() {
     let s = Server::start();
-    s.register("alice", "pw-alice");
-    s.register("bob", "pw-bob");
-    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "add", "bob"]));
-    assert_success(&s.run_as("bob", "pw-bob", &["contacts", "add", "alice"]));
+    s.register("alice", "password-alice");
+    s.register("bob", "password-bob");
+    assert_success(&s.run_as("alice", "password-alice", &["contacts", "add", "bob"]));
+    assert_success(&s.run_as("bob", "password-bob", &["contacts", "add", "alice"]));
 
     let status_as = |user: &str, state: &str| {
         let mut cmd = s.command(&["status", state, "--json", "--user", user]);
-        cmd.env("P2P_PASSWORD", format!("pw-{user}"));
+        cmd.env("P2P_PASSWORD", format!("password-{user}"));
         Running::spawn(cmd)
     };
     let mut alice = status_as("alice", "busy");
@@ -411,34 +531,34 @@ fn status_presence_reaches_a_mutual_contact_and_ending_input_logs_out() {
 fn status_is_hidden_from_a_one_sided_contact_and_a_login_elsewhere_ends_it() {
     let s = Server::start();
     for user in ["alice", "bob", "carol"] {
-        s.register(user, &format!("pw-{user}"));
+        s.register(user, &format!("password-{user}"));
     }
     // Only Alice adds Bob: Bob's presence stays hidden from her. Bob and Carol are mutual
     // contacts, so Bob's output shows when his state is set.
-    assert_success(&s.run_as("alice", "pw-alice", &["contacts", "add", "bob"]));
-    assert_success(&s.run_as("bob", "pw-bob", &["contacts", "add", "carol"]));
-    assert_success(&s.run_as("carol", "pw-carol", &["contacts", "add", "bob"]));
+    assert_success(&s.run_as("alice", "password-alice", &["contacts", "add", "bob"]));
+    assert_success(&s.run_as("bob", "password-bob", &["contacts", "add", "carol"]));
+    assert_success(&s.run_as("carol", "password-carol", &["contacts", "add", "bob"]));
     let mut cmd = s.command(&["status", "online", "--json", "--user", "bob"]);
-    cmd.env("P2P_PASSWORD", "pw-bob");
+    cmd.env("P2P_PASSWORD", "password-bob");
     let mut bob = Running::spawn(cmd);
     bob.expect(presence_is("carol", "offline"));
-    let carol = s.contacts_json("carol", "pw-carol");
+    let carol = s.contacts_json("carol", "password-carol");
     assert_eq!(
         entry(&carol, "bob")["presence"],
         "online",
         "control: {carol:?}"
     );
-    let alice = s.contacts_json("alice", "pw-alice");
+    let alice = s.contacts_json("alice", "password-alice");
     assert_eq!(entry(&alice, "bob")["presence"], "offline", "{alice:?}");
 
     // Bob logs in elsewhere: the status command is logged out and says so.
-    assert_success(&s.run_as("bob", "pw-bob", &["contacts", "list"]));
+    assert_success(&s.run_as("bob", "password-bob", &["contacts", "list"]));
     let status = bob.wait();
     let err = bob.stderr();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("logged in elsewhere (OTH)"), "{err}");
 
-    let out = s.run_as("alice", "pw-alice", &["status", "offline"]);
+    let out = s.run_as("alice", "password-alice", &["status", "offline"]);
     assert_eq!(
         out.status.code(),
         Some(2),

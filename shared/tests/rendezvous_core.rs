@@ -44,7 +44,7 @@ impl World {
                     wire::encode(&line, self.inbox.entry(conn).or_default(), ToClient).unwrap();
                 }
                 Output::Close(conn) => self.closed.push(conn),
-                Output::Store(op) => self.stored.push(op),
+                Output::Store { op, .. } => self.stored.push(op),
                 _ => {}
             }
         }

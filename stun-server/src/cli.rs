@@ -24,8 +24,9 @@ use stun_server::{DEFAULT_ALT_PORT, DEFAULT_PORT, RendezvousOptions, ServerOptio
 /// ports 3478 and 3479, and TCP 127.0.0.1:3478, runs the rendezvous server on 127.0.0.1:1863
 /// with its database in the default place (see --db), and the switchboard relay on
 /// 127.0.0.1:1865, both over TLS 1.3 with one certificate (see --tls-cert). For a public
-/// deployment
-/// give the host's two addresses with --primary and --alternate. Flags override the config
+/// deployment give the host's two addresses with --primary and --alternate: the rendezvous
+/// server and the switchboard then listen on the primary address too (ports 1863 and 1865),
+/// unless --rendezvous or --switchboard say otherwise. Flags override the config
 /// file; the file overrides the defaults. RESPONSE-ADDRESS is never honoured (it would make the
 /// server a reflector); responses are at most 172 bytes larger than their request.
 #[derive(Parser, Debug)]
@@ -95,7 +96,8 @@ pub struct Cli {
     #[arg(long, conflicts_with = "no_rendezvous")]
     pub no_stun: bool,
     /// Rendezvous server (presence, introductions) TCP address; port 0 picks a free one
-    /// [default: 127.0.0.1:1863].
+    /// [default: port 1863 on --primary if that is not a loopback address, else
+    /// 127.0.0.1:1863].
     #[arg(long, value_name = "ADDR", conflicts_with = "no_rendezvous")]
     pub rendezvous: Option<SocketAddr>,
     /// Do not run the rendezvous server (STUN only).
@@ -122,7 +124,8 @@ pub struct Cli {
     pub idle_timeout: Option<u64>,
     /// Switchboard (relay for peers that cannot punch through) TCP address; port 0 picks a free
     /// one. Rendezvous clients are told the bound address in CFG and ITR (sb=), and introductions
-    /// hand it their tickets [default: 127.0.0.1:1865].
+    /// hand it their tickets [default: port 1865 on --primary if that is not a loopback
+    /// address, else 127.0.0.1:1865].
     #[arg(long, value_name = "ADDR", conflicts_with = "no_switchboard")]
     pub switchboard: Option<SocketAddr>,
     /// Do not run the switchboard: clients get no sb= and must connect directly. Implied by
@@ -203,14 +206,24 @@ pub enum ServiceKey {
     Listen(SocketAddr),
 }
 
-/// The default rendezvous address.
-fn default_rendezvous() -> SocketAddr {
-    RendezvousOptions::default().listen
+/// The address the rendezvous and the switchboard listen on by default: the primary address
+/// unless it is a loopback one (or not given), else 127.0.0.1.
+fn default_service_ip(primary: Option<IpAddr>) -> IpAddr {
+    primary
+        .filter(|ip| !ip.is_loopback())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-/// The default switchboard address.
-fn default_switchboard() -> SocketAddr {
-    SwitchboardOptions::default().listen
+/// The default rendezvous address with `primary` as the STUN primary address.
+fn default_rendezvous(primary: Option<IpAddr>) -> SocketAddr {
+    let port = RendezvousOptions::default().listen.port();
+    SocketAddr::new(default_service_ip(primary), port)
+}
+
+/// The default switchboard address with `primary` as the STUN primary address.
+fn default_switchboard(primary: Option<IpAddr>) -> SocketAddr {
+    let port = SwitchboardOptions::default().listen.port();
+    SocketAddr::new(default_service_ip(primary), port)
 }
 
 /// The config file, and the merged settings (same shape, so `--print-config` output can be
@@ -242,11 +255,7 @@ pub struct Settings {
     advertise_switchboard: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
-    #[serde(skip_serializing)]
-    stats_interval_opt: Option<u64>,
-    /// Seconds between counter logs (resolved).
-    #[serde(skip_deserializing, rename = "stats_interval")]
-    pub stats_interval: u64,
+    stats_interval: Option<u64>,
 }
 
 impl Cli {
@@ -272,7 +281,14 @@ impl Cli {
             advertise_primary,
             advertise_alternate
         );
-        over!(workers, rate_limit, rate_burst, software, socket_buffer);
+        over!(
+            workers,
+            rate_limit,
+            rate_burst,
+            software,
+            socket_buffer,
+            stats_interval
+        );
         over!(
             db,
             registration,
@@ -299,9 +315,6 @@ impl Cli {
         if self.no_stun {
             s.stun = Some(false);
         }
-        if self.stats_interval.is_some() {
-            s.stats_interval_opt = self.stats_interval;
-        }
         if self.single_address {
             s.single_address = Some(true);
         }
@@ -317,21 +330,9 @@ impl Cli {
     }
 }
 
-/// Parses a config file. `stats_interval` is read into its own field so the resolved value
-/// can be printed under the same key.
+/// Parses a config file: only the documented keys (those of `--print-config`) are accepted.
 fn parse_file(text: &str) -> anyhow::Result<Settings> {
-    let mut table: toml::Table = toml::from_str(text)?;
-    let interval = match table.remove("stats_interval") {
-        Some(v) => Some(
-            v.as_integer()
-                .and_then(|i| u64::try_from(i).ok())
-                .context("stats_interval must be a non-negative integer")?,
-        ),
-        None => None,
-    };
-    let mut settings: Settings = table.try_into()?;
-    settings.stats_interval_opt = interval;
-    Ok(settings)
+    Ok(toml::from_str(text)?)
 }
 
 impl Settings {
@@ -359,10 +360,10 @@ impl Settings {
         self.software.get_or_insert(default_software);
         self.socket_buffer
             .get_or_insert(ServerOptions::default().socket_buffer);
-        self.stats_interval = self.stats_interval_opt.unwrap_or(60);
+        self.stats_interval.get_or_insert(60);
         self.stun.get_or_insert(true);
         if matches!(self.rendezvous, None | Some(ServiceKey::Enabled(true))) {
-            self.rendezvous = Some(ServiceKey::Listen(default_rendezvous()));
+            self.rendezvous = Some(ServiceKey::Listen(default_rendezvous(self.primary)));
         }
         // Without the rendezvous nothing issues tickets: the switchboard is off unless asked
         // for (which `validate` refuses).
@@ -371,7 +372,7 @@ impl Settings {
                 self.switchboard = Some(ServiceKey::Enabled(false));
             }
             (Some(ServiceKey::Listen(_)), None | Some(ServiceKey::Enabled(true))) => {
-                self.switchboard = Some(ServiceKey::Listen(default_switchboard()));
+                self.switchboard = Some(ServiceKey::Listen(default_switchboard(self.primary)));
             }
             _ => {}
         }
@@ -430,6 +431,16 @@ impl Settings {
         self.registration != Some(Registration::Closed)
     }
 
+    /// Seconds between counter logs; 0: only at shutdown.
+    pub fn stats_interval(&self) -> u64 {
+        self.stats_interval.unwrap_or(60)
+    }
+
+    /// The STUN primary address (127.0.0.1 unless given).
+    pub fn primary(&self) -> IpAddr {
+        self.primary.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
     /// Whether the STUN server runs.
     pub fn stun_enabled(&self) -> bool {
         self.stun.unwrap_or(true)
@@ -438,7 +449,7 @@ impl Settings {
     /// Where the rendezvous server listens, if it runs.
     pub fn rendezvous_listen(&self) -> Option<SocketAddr> {
         match self.rendezvous {
-            None | Some(ServiceKey::Enabled(true)) => Some(default_rendezvous()),
+            None | Some(ServiceKey::Enabled(true)) => Some(default_rendezvous(self.primary)),
             Some(ServiceKey::Enabled(false)) => None,
             Some(ServiceKey::Listen(addr)) => Some(addr),
         }
@@ -447,7 +458,7 @@ impl Settings {
     /// Where the switchboard listens, if it runs.
     pub fn switchboard_listen(&self) -> Option<SocketAddr> {
         match self.switchboard {
-            None | Some(ServiceKey::Enabled(true)) => Some(default_switchboard()),
+            None | Some(ServiceKey::Enabled(true)) => Some(default_switchboard(self.primary)),
             Some(ServiceKey::Enabled(false)) => None,
             Some(ServiceKey::Listen(addr)) => Some(addr),
         }
@@ -565,246 +576,4 @@ impl Settings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings(args: &[&str]) -> Settings {
-        let mut argv = vec!["stun-server"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).unwrap().settings().unwrap()
-    }
-
-    #[test]
-    fn no_arguments_is_the_loopback_pair() {
-        let o = settings(&[]).server_options();
-        assert_eq!(o.primary, IpAddr::from([127, 0, 0, 1]));
-        assert_eq!(o.alternate, Some(IpAddr::from([127, 0, 0, 2])));
-        assert_eq!((o.port, o.alt_port), (3478, 3479));
-        assert!(o.tcp);
-    }
-
-    #[test]
-    fn primary_alone_means_single_address() {
-        let o = settings(&["--primary", "192.0.2.1"]).server_options();
-        assert_eq!(o.alternate, None);
-        let o = settings(&["--single-address"]).server_options();
-        assert_eq!(o.alternate, None);
-    }
-
-    #[test]
-    fn flags_override_the_file_and_print_config_round_trips() {
-        let file = "primary = \"10.0.0.1\"\nalternate = \"10.0.0.2\"\nport = 4000\n\
-                    alt_port = 4001\nrate_limit = 5\nstats_interval = 7\n";
-        let mut s = parse_file(file).unwrap();
-        s.resolve();
-        assert_eq!(s.stats_interval, 7);
-        let reparsed = {
-            let mut r = parse_file(&s.to_toml().unwrap()).unwrap();
-            r.resolve();
-            r
-        };
-        assert_eq!(reparsed, s);
-        let dir = std::env::temp_dir().join(format!("stun-cli-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.toml");
-        std::fs::write(&path, file).unwrap();
-        let path = path.to_str().unwrap();
-        let o = settings(&["-c", path, "--port", "5000", "--no-tcp"]).server_options();
-        assert_eq!(o.port, 5000);
-        assert_eq!(o.alt_port, 4001);
-        assert_eq!(o.rate_limit.per_second, 5);
-        assert!(!o.tcp);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn rendezvous_keys_resolve_round_trip_and_are_checked() {
-        let s = settings(&[]);
-        assert!(s.stun_enabled());
-        assert_eq!(
-            s.rendezvous_listen(),
-            Some("127.0.0.1:1863".parse().unwrap())
-        );
-        let o = s.rendezvous_options(None).unwrap().unwrap();
-        assert!(o.config.registration_open);
-        assert_eq!(o.config.switchboard_addr, None);
-        let s = settings(&[
-            "--no-rendezvous",
-            "--registration",
-            "closed",
-            "--min-kdf",
-            "argon2id:m=8:t=1:p=1",
-            "--ping-interval",
-            "5",
-            "--idle-timeout",
-            "12",
-            "--db",
-            "/tmp/x/r.db",
-        ]);
-        assert_eq!(s.rendezvous_listen(), None);
-        let text = s.to_toml().unwrap();
-        assert!(text.contains("rendezvous = false"), "{text}");
-        assert!(text.contains("switchboard = false"), "{text}");
-        let mut again = parse_file(&text).unwrap();
-        again.resolve();
-        assert_eq!(again.to_toml().unwrap(), text);
-        let s = settings(&["--no-stun", "--rendezvous", "127.0.0.1:0"]);
-        let stun = Some("127.0.0.1:3478".parse().unwrap());
-        let o = s.rendezvous_options(stun).unwrap().unwrap();
-        assert!(!s.stun_enabled());
-        assert_eq!(o.listen.port(), 0);
-        assert_eq!(o.config.stun_addr, stun);
-        let mut file = parse_file(
-            "rendezvous = \"127.0.0.1:4000\"\nregistration = \"closed\"\n\
-                                   ping_interval = 5\nidle_timeout = 9\n",
-        )
-        .unwrap();
-        file.resolve();
-        let o = file.rendezvous_options(None).unwrap().unwrap();
-        assert_eq!(o.listen.port(), 4000);
-        assert!(!o.config.registration_open);
-        assert_eq!(o.config.idle_timeout, Duration::from_secs(9));
-        let bad = |args: &[&str]| {
-            let mut argv = vec!["stun-server"];
-            argv.extend_from_slice(args);
-            Cli::try_parse_from(argv)
-                .map(|c| c.settings().is_err())
-                .unwrap_or(true)
-        };
-        assert!(bad(&["--min-kdf", "md5"]));
-        assert!(bad(&["--ping-interval", "30", "--idle-timeout", "30"]));
-        assert!(bad(&["--ping-interval", "0"]));
-        assert!(bad(&["--registration", "maybe"]));
-        assert!(bad(&["--rendezvous", "127.0.0.1:1", "--no-rendezvous"]));
-        let mut file = parse_file("min_kdf = \"argon2id:m=1\"\n").unwrap();
-        file.resolve();
-        assert!(file.validate().is_err());
-    }
-
-    #[test]
-    fn switchboard_keys_resolve_round_trip_and_are_checked() {
-        let sb = |s: &Settings| {
-            s.services_options(None, ServerTls::ephemeral().unwrap())
-                .unwrap()
-                .unwrap()
-        };
-        // On by default, next to the rendezvous.
-        let s = settings(&[]);
-        assert_eq!(
-            s.switchboard_listen(),
-            Some("127.0.0.1:1865".parse().unwrap())
-        );
-        let o = sb(&s);
-        assert_eq!(o.switchboard.unwrap().listen.port(), 1865);
-        assert_eq!(o.advertise_switchboard, None);
-        assert_eq!(o.rendezvous.listen.port(), 1863);
-        assert!(
-            s.to_toml()
-                .unwrap()
-                .contains("switchboard = \"127.0.0.1:1865\"")
-        );
-        // A free port and a public address to advertise; they survive --print-config.
-        let s = settings(&[
-            "--switchboard",
-            "127.0.0.1:0",
-            "--advertise-switchboard",
-            "203.0.113.5:1865",
-        ]);
-        let o = sb(&s);
-        assert_eq!(
-            o.switchboard.unwrap().listen,
-            "127.0.0.1:0".parse().unwrap()
-        );
-        assert_eq!(
-            o.advertise_switchboard,
-            Some("203.0.113.5:1865".parse().unwrap())
-        );
-        let text = s.to_toml().unwrap();
-        assert!(text.contains("switchboard = \"127.0.0.1:0\""), "{text}");
-        assert!(
-            text.contains("advertise_switchboard = \"203.0.113.5:1865\""),
-            "{text}"
-        );
-        let mut again = parse_file(&text).unwrap();
-        again.resolve();
-        assert_eq!(again.to_toml().unwrap(), text);
-        // Off.
-        let s = settings(&["--no-switchboard"]);
-        assert_eq!(s.switchboard_listen(), None);
-        assert!(sb(&s).switchboard.is_none());
-        assert!(s.to_toml().unwrap().contains("switchboard = false"));
-        // The file: `false`, `true`, an address; flags win.
-        let file = |text: &str| {
-            let mut f = parse_file(text).unwrap();
-            f.resolve();
-            f.validate().map(|()| f.switchboard_listen())
-        };
-        assert_eq!(file("switchboard = false\n").unwrap(), None);
-        assert_eq!(
-            file("switchboard = true\n").unwrap(),
-            Some("127.0.0.1:1865".parse().unwrap())
-        );
-        assert_eq!(
-            file("switchboard = \"127.0.0.1:4001\"\n").unwrap(),
-            Some("127.0.0.1:4001".parse().unwrap())
-        );
-        assert!(parse_file("switchboard = \"x\"\n").is_err());
-        // No rendezvous, no switchboard (nothing would issue its tickets).
-        assert_eq!(settings(&["--no-rendezvous"]).switchboard_listen(), None);
-        let bad = |args: &[&str]| {
-            let mut argv = vec!["stun-server"];
-            argv.extend_from_slice(args);
-            Cli::try_parse_from(argv)
-                .map(|c| c.settings().is_err())
-                .unwrap_or(true)
-        };
-        assert!(bad(&["--no-rendezvous", "--switchboard", "127.0.0.1:1865"]));
-        assert!(bad(&[
-            "--no-switchboard",
-            "--switchboard",
-            "127.0.0.1:1865"
-        ]));
-        assert!(bad(&[
-            "--no-switchboard",
-            "--advertise-switchboard",
-            "192.0.2.1:1865"
-        ]));
-        assert!(file("rendezvous = false\nswitchboard = true\n").is_err());
-        assert!(file("switchboard = false\nadvertise_switchboard = \"192.0.2.1:1\"\n").is_err());
-    }
-
-    #[test]
-    fn tls_files_go_together_and_round_trip() {
-        let bad = |args: &[&str]| {
-            let mut argv = vec!["stun-server"];
-            argv.extend_from_slice(args);
-            Cli::try_parse_from(argv)
-                .map_err(|e| e.to_string())
-                .and_then(|c| c.settings().map_err(|e| e.to_string()))
-                .unwrap_err()
-        };
-        let err = bad(&["--tls-cert", "/etc/c.pem"]);
-        assert!(err.contains("--tls-key"), "{err}");
-        let err = bad(&["--tls-key", "/etc/k.pem"]);
-        assert!(err.contains("--tls-cert"), "{err}");
-        let mut half = parse_file("tls_cert = \"/etc/c.pem\"\n").unwrap();
-        half.resolve();
-        let err = half.validate().unwrap_err().to_string();
-        assert!(err.contains("go together"), "{err}");
-        let s = settings(&["--tls-cert", "/etc/c.pem", "--tls-key", "/etc/k.pem"]);
-        let text = s.to_toml().unwrap();
-        assert!(text.contains("tls_cert = \"/etc/c.pem\""), "{text}");
-        assert!(text.contains("tls_key = \"/etc/k.pem\""), "{text}");
-        let mut again = parse_file(&text).unwrap();
-        again.resolve();
-        assert_eq!(again.to_toml().unwrap(), text);
-        // A missing file is a clear error naming it.
-        let err = s.server_tls().unwrap_err().to_string();
-        assert!(err.contains("/etc/c.pem"), "{err}");
-    }
-
-    #[test]
-    fn unknown_keys_in_the_file_are_errors() {
-        assert!(parse_file("primray = \"10.0.0.1\"").is_err());
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@
 mod cli;
 mod user_cmd;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,6 +23,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colours for people at a terminal; none in files, pipes and journals.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,7 +90,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         stun.as_ref(),
         services.as_ref(),
         signals,
-        settings.stats_interval,
+        settings.stats_interval(),
     ));
     tracing::info!("shutting down");
     if let Some(services) = services {
@@ -107,7 +110,27 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
 }
 
 /// The switchboard first: the rendezvous line is the one scripts wait for, and it comes last.
+/// A service that only listens on loopback while STUN serves a public address is a warning:
+/// clients on other hosts could not reach it.
 fn log_services(services: &Services, settings: &cli::Settings, stun_addr: Option<SocketAddr>) {
+    let public = !settings.primary().is_loopback();
+    let warn_loopback = |service: &str, flag: &str, addr: SocketAddr| {
+        if public && addr.ip().is_loopback() {
+            tracing::warn!(
+                primary = %settings.primary(),
+                "the {service} listens on loopback only ({addr}): clients on other hosts \
+                 cannot reach it (set --{flag} ADDR to serve them)"
+            );
+        }
+    };
+    if let Some(sb) = services.switchboard() {
+        warn_loopback("switchboard", "switchboard", sb.local_addr());
+    }
+    warn_loopback(
+        "rendezvous server",
+        "rendezvous",
+        services.rendezvous().local_addr(),
+    );
     let tls = services.tls();
     tracing::info!(
         cert = %tls.cert_path().map_or("(in memory)".into(), |p| p.display().to_string()),

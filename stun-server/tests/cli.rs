@@ -48,38 +48,120 @@ fn binding_answered(to: &str) -> bool {
     }
 }
 
+/// `--print-config` output for `args`, with the database kept out of $HOME.
+fn print_config(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--print-config")
+        .env(
+            "XDG_DATA_HOME",
+            std::env::temp_dir().join(format!("stun-cli-data-{}", std::process::id())),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The value of `key` in a `--print-config` text.
+fn key<'a>(config: &'a str, key: &str) -> &'a str {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("no {key} in {config}"))
+}
+
 #[test]
-fn no_arguments_serves_the_loopback_pair_and_ctrl_c_stops_it() {
+fn no_arguments_means_the_loopback_pair_on_the_default_ports() {
+    // Checked without binding them: a server may well be running on the defaults.
+    let config = print_config(&[]);
+    assert_eq!(key(&config, "primary"), "\"127.0.0.1\"");
+    assert_eq!(key(&config, "alternate"), "\"127.0.0.2\"");
+    assert_eq!(key(&config, "port"), "3478");
+    assert_eq!(key(&config, "alt_port"), "3479");
+    assert_eq!(key(&config, "tcp"), "true");
+    assert_eq!(key(&config, "rendezvous"), "\"127.0.0.1:1863\"");
+    assert_eq!(key(&config, "switchboard"), "\"127.0.0.1:1865\"");
+}
+
+#[test]
+fn a_public_primary_puts_the_rendezvous_and_the_switchboard_on_it() {
+    let config = print_config(&["--primary", "198.51.100.1", "--alternate", "198.51.100.2"]);
+    assert_eq!(key(&config, "rendezvous"), "\"198.51.100.1:1863\"");
+    assert_eq!(key(&config, "switchboard"), "\"198.51.100.1:1865\"");
+    let config = print_config(&[
+        "--primary",
+        "198.51.100.1",
+        "--rendezvous",
+        "127.0.0.1:4000",
+        "--switchboard",
+        "127.0.0.1:4001",
+    ]);
+    assert_eq!(key(&config, "rendezvous"), "\"127.0.0.1:4000\"");
+    assert_eq!(key(&config, "switchboard"), "\"127.0.0.1:4001\"");
+}
+
+/// The addresses after `prefix` in `log` (up to the end of the field).
+fn addrs_after(log: &str, prefix: &str) -> Vec<String> {
+    let rest = &log[log
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix:?} in {log}"))
+        + prefix.len()..];
+    let field = rest
+        .split(|c: char| c == '\n' || c.is_ascii_alphabetic())
+        .next()
+        .unwrap();
+    field
+        .split([',', ' '])
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_loopback_pair_serves_on_free_ports_and_ctrl_c_stops_it() {
     // The rendezvous line comes last, after STUN's and the switchboard's.
-    let (running, log) = spawn_until(&["--stats-interval", "0"], "rendezvous listening on");
-    for addr in [
-        "127.0.0.1:3478",
-        "127.0.0.1:3479",
-        "127.0.0.2:3478",
-        "127.0.0.2:3479",
-    ] {
-        assert!(
-            log.contains(addr),
-            "log does not say it bound {addr}:\n{log}"
-        );
+    let (running, log) = spawn_until(
+        &[
+            "--stats-interval",
+            "0",
+            "--port",
+            "0",
+            "--alt-port",
+            "0",
+            "--rendezvous",
+            "127.0.0.1:0",
+            "--switchboard",
+            "127.0.0.1:0",
+        ],
+        "rendezvous listening on",
+    );
+    let udp = addrs_after(&log, "udp=");
+    assert_eq!(udp.len(), 4, "{log}");
+    for (addr, ip) in udp
+        .iter()
+        .zip(["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2"])
+    {
+        assert!(addr.starts_with(&format!("{ip}:")), "{log}");
         assert!(binding_answered(addr), "no answer on {addr}");
     }
-    assert!(log.contains("tcp=127.0.0.1:3478"), "{log}");
-    assert!(
-        log.contains("rendezvous listening on 127.0.0.1:1863"),
-        "{log}"
-    );
-    assert!(
-        log.contains("switchboard listening on 127.0.0.1:1865"),
-        "{log}"
-    );
-    assert!(log.contains("sb=127.0.0.1:1865"), "{log}");
-    for addr in ["127.0.0.1:1863", "127.0.0.1:1865"] {
+    assert!(log.contains(&format!("tcp={}", udp[0])), "{log}");
+    let sb = addrs_after(&log, "switchboard listening on ");
+    let rendezvous = addrs_after(&log, "rendezvous listening on ");
+    assert!(log.contains(&format!("sb={}", sb[0])), "{log}");
+    for addr in [&sb[0], &rendezvous[0]] {
+        assert!(addr.starts_with("127.0.0.1:"), "{log}");
         assert!(
             std::net::TcpStream::connect(addr).is_ok(),
             "nothing listens on {addr}"
         );
     }
+    // Logs to a pipe carry no colour codes.
+    assert!(!log.contains('\u{1b}'), "{log:?}");
     assert!(interrupt_and_wait(running).success());
     let _ = std::fs::remove_dir_all(
         std::env::temp_dir().join(format!("stun-cli-data-{}", std::process::id())),

@@ -172,7 +172,11 @@ impl Report {
                 "No NAT, but a stateful firewall: peers you contact first can reach you; \
                  punching works like a port-restricted cone."
             }
-            NatType::UdpBlocked => "UDP is blocked: only a TCP relay will work.",
+            NatType::UdpBlocked => {
+                "No answer from the server: either the server is down or UDP is blocked on the \
+                 path, and the two cannot be told apart from here; if UDP is blocked, only a TCP \
+                 relay will work."
+            }
             NatType::UnsupportedServer => {
                 "This server cannot classify NATs (see the reason); try a server with two \
                  addresses."

@@ -140,6 +140,31 @@ impl Presence {
             })
     }
 
+    /// How available the state is, for showing one state for a user logged in more than once
+    /// (docs/PROTOCOL.md section 6): higher is more available, in the order NLN > IDL > BRB >
+    /// AWY > LUN > PHN > BSY > HDN > FLN. A user's shown state is its sessions' most available.
+    pub fn availability(self) -> u8 {
+        match self {
+            Presence::Online => 8,
+            Presence::Idle => 7,
+            Presence::BeRightBack => 6,
+            Presence::Away => 5,
+            Presence::OutToLunch => 4,
+            Presence::OnThePhone => 3,
+            Presence::Busy => 2,
+            Presence::AppearOffline => 1,
+            Presence::Offline => 0,
+        }
+    }
+
+    /// The most available of `states` (`FLN` for none).
+    pub fn most_available(states: impl IntoIterator<Item = Presence>) -> Presence {
+        states
+            .into_iter()
+            .max_by_key(|p| p.availability())
+            .unwrap_or(Presence::Offline)
+    }
+
     /// What contacts allowed to see this user are shown: `HDN` shows as `FLN`.
     pub fn as_seen(self) -> Presence {
         match self {
@@ -259,7 +284,8 @@ pub struct UserRecord {
 }
 
 /// A change the server core asks its driver to persist before it sends the answer that
-/// follows it in the output queue.
+/// follows it in the output queue. A write that fails is reported back to the core
+/// (`RendezvousServer::handle_store_failed`), which then withdraws what depended on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreOp {
@@ -353,6 +379,21 @@ mod tests {
         }
         assert_eq!(Presence::AppearOffline.as_seen(), Presence::Offline);
         assert_eq!(Presence::from_code("XYZ"), None);
+    }
+
+    #[test]
+    fn availability_orders_the_states() {
+        let order = [
+            "NLN", "IDL", "BRB", "AWY", "LUN", "PHN", "BSY", "HDN", "FLN",
+        ];
+        let ranks: Vec<u8> = order
+            .iter()
+            .map(|c| Presence::from_code(c).unwrap().availability())
+            .collect();
+        assert!(ranks.windows(2).all(|w| w[0] > w[1]), "{ranks:?}");
+        let both = [Presence::Busy, Presence::Away, Presence::AppearOffline];
+        assert_eq!(Presence::most_available(both), Presence::Away);
+        assert_eq!(Presence::most_available([]), Presence::Offline);
     }
 
     #[test]

@@ -265,7 +265,9 @@ impl Driver {
     }
 
     /// Carries out the core's outputs in order: a store operation is on disk before any later
-    /// line is queued.
+    /// line is queued, and one that fails is reported to the core before the next output is
+    /// taken (the core then withdraws the answer and pushes that depended on it, and answers
+    /// `500` instead).
     fn drain(&mut self) {
         // Counts first: the core has already taken the input, so a client that reads an answer
         // sent below also sees the counts it implies (the call after `drain` adds what the
@@ -273,7 +275,11 @@ impl Driver {
         self.publish_counts();
         while let Some(output) = self.core.poll_output() {
             match output {
-                Output::Store(op) => self.persist(&op),
+                Output::Store { id, op } => {
+                    if !self.persist(&op) {
+                        self.core.handle_store_failed(Instant::now(), id);
+                    }
+                }
                 Output::Send { conn, line } => self.send(conn, &line),
                 Output::Close(conn) => {
                     // Dropping the outbox: the writer sends what is pending, then closes.
@@ -294,14 +300,20 @@ impl Driver {
         }
     }
 
-    fn persist(&mut self, op: &StoreOp) {
+    /// Writes `op`; `false` (logged) if the database refused it.
+    fn persist(&mut self, op: &StoreOp) -> bool {
         match self.store.apply(op) {
             Ok(()) => {
                 if let StoreOp::CreateUser(record) = op {
                     self.created.insert(record.name.clone());
                 }
+                true
             }
-            Err(e) => tracing::error!(error = %e, ?op, "cannot persist a rendezvous change"),
+            Err(e) => {
+                tracing::error!(error = %e, ?op,
+                    "cannot persist a rendezvous change: the client gets 500, nothing changes");
+                false
+            }
         }
     }
 

@@ -20,8 +20,11 @@
 //! task (frames lines, forwards them to the core task over one shared bounded channel) and a
 //! writer task fed by bounded pending output (64 KiB, then
 //! [`RendezvousOptions::max_queued_lines`] more lines). The core task never waits for a
-//! client: full pending output (behind full socket and TLS buffers) disconnects that client. Store operations are written to SQLite before any later line is
-//! queued, so an answer never promises what a crash could forget.
+//! client: full pending output (behind full socket and TLS buffers) disconnects that client.
+//! Store operations are written to SQLite before any later line is queued, so an answer never
+//! promises what a crash could forget; a write SQLite refuses is reported to the core, which
+//! answers `500 TrID internal server error` instead of the success answer, sends none of the
+//! pushes it would have caused, and forgets the change.
 
 mod codec;
 mod connection;

@@ -184,6 +184,11 @@ impl Client {
         })
     }
 
+    /// Takes the lines read so far while looking for something else.
+    pub fn take_backlog(&mut self) -> Vec<Line> {
+        self.backlog.drain(..).collect()
+    }
+
     /// Reads until the server closes; returns everything read (backlog first).
     pub fn until_closed(&mut self, timeout: Duration) -> Vec<String> {
         let mut seen: Vec<String> = self.backlog.drain(..).map(|l| text(&l)).collect();

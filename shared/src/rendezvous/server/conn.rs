@@ -27,6 +27,11 @@ pub(super) struct Conn {
     pub(super) binding: ChannelBinding,
     /// The device identity key this connection is bound to (`DEV`, or its first offer's key).
     pub(super) device: Option<[u8; 32]>,
+    /// The login session id the client chose (`DEV`'s second parameter), if it sent one.
+    pub(super) login_session: Option<[u8; 16]>,
+    /// This session's own presence: `Offline` until its first `CHG`. What contacts see is
+    /// the most available over the user's sessions.
+    pub(super) presence: Presence,
 }
 
 /// Where a connection is in docs/PROTOCOL.md section 2's state diagram.
@@ -64,6 +69,8 @@ impl Conn {
             login_failures: 0,
             binding,
             device: None,
+            login_session: None,
+            presence: Presence::Offline,
         }
     }
 
@@ -142,7 +149,7 @@ impl RendezvousServer {
     }
 
     /// Server-side close: `OUT 0 reason` if given, then [`Output::Close`]; the connection is
-    /// forgotten and its user logged out.
+    /// forgotten and its session logged out.
     pub(super) fn close(&mut self, conn: ConnId, reason: Option<&str>) {
         if !self.conns.contains_key(&conn) {
             return;
@@ -150,30 +157,34 @@ impl RendezvousServer {
         if let Some(reason) = reason {
             self.send(conn, out_line(reason));
         }
-        self.out.push_back(Output::Close(conn));
+        self.push(Output::Close(conn));
         self.forget(conn);
     }
 
-    /// Drops what the core knows about `conn` (no output for it); logs its user out.
+    /// Drops what the core knows about `conn` (no output for it); logs its session out.
     pub(super) fn forget(&mut self, conn: ConnId) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
         if let ConnState::LoggedIn(user) = c.state {
-            self.logout(user);
+            self.logout(user, conn);
         }
         if self.conns.is_empty() {
             self.next_sweep = None;
         }
     }
 
-    /// The user's connection is gone: contacts who saw it get `FLN`, its pending
-    /// introductions are cancelled and its introduced sessions forgotten.
-    fn logout(&mut self, user: UserId) {
-        self.set_presence(user, Presence::Offline);
-        self.dir.user_mut(user).conn = None;
-        self.online = self.online.saturating_sub(1);
-        self.cancel_intros_of(user);
-        self.forget_sessions_of(user);
+    /// One session of `user` is gone: contacts see the presence of the sessions left (`FLN`
+    /// if none is visible), the session's pending invitations are cancelled and its introduced
+    /// sessions forgotten. Other sessions of the user are not touched.
+    fn logout(&mut self, user: UserId, conn: ConnId) {
+        let sessions = &mut self.dir.user_mut(user).sessions;
+        sessions.retain(|&c| c != conn);
+        if sessions.is_empty() {
+            self.online = self.online.saturating_sub(1);
+        }
+        self.refresh_presence(user);
+        self.cancel_intros_of(conn);
+        self.forget_sessions_of(conn);
     }
 }

@@ -7,13 +7,20 @@
 //! `ANS` offers must be that key, so the `ITR` a peer receives carries the other side's device
 //! key, the one its client pins. A connection that sent no `DEV` is bound to the key of its
 //! first offer, which is registered like a `DEV`.
+//!
+//! `DEV` may also carry the client's login session id (32 hex digits, random per client
+//! process and kept across its reconnects). A connection that registers a session id that
+//! another session of the same user holds replaces that session (`OUT 0 OTH`): that is how a
+//! reconnecting client takes over its own stale session without disturbing any other.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::conn::params;
 use super::directory::UserId;
-use super::{ConnId, Handled, INVALID_PARAMETER, Output, RendezvousServer, USER_OFFLINE};
+use super::intro::parse_sid;
+use super::writes::Undo;
+use super::{ConnId, Handled, INVALID_PARAMETER, RendezvousServer, USER_OFFLINE};
 use crate::rendezvous::types::{MAX_DEVICE_KEYS, StoreOp};
 use crate::rendezvous::wire::Line;
 
@@ -41,22 +48,62 @@ impl RendezvousServer {
             return;
         }
         c.device = Some(key);
+        let devices = self.dir.user(me).devices.clone();
         if self.dir.register_device(me, key) {
             let owner = self.dir.user(me).name.clone();
-            self.out
-                .push_back(Output::Store(StoreOp::AddDeviceKey { owner, key }));
+            let undo = Undo::Device {
+                user: me,
+                conn,
+                devices,
+            };
+            self.store(StoreOp::AddDeviceKey { owner, key }, undo);
         }
     }
 
-    /// `DEV TrID <b64 key>`: this connection's device identity key. The answer repeats it. A
-    /// connection already bound to another key (an earlier `DEV`, or its first offer's key)
-    /// gets `201`; the same key again is answered again.
+    /// `DEV TrID <b64 key> [<session id>]`: this connection's device identity key, and the
+    /// login session id its client chose. The answer repeats both. A connection already bound
+    /// to another key (an earlier `DEV`, or its first offer's key), or that registered another
+    /// session id, gets `201`; the same again is answered again. Another session of the user
+    /// that holds this session id is replaced first (`OUT 0 OTH`, closed).
     pub(super) fn on_dev(&mut self, me: UserId, conn: ConnId, line: &Line) -> Handled {
-        let [b64] = params(line)?;
+        let (b64, session) = match line.params.as_slice() {
+            [key] => (key, None),
+            [key, session] => (key, Some(parse_sid(session).ok_or(INVALID_PARAMETER)?.0)),
+            _ => return Err(INVALID_PARAMETER),
+        };
         let key = parse_key(b64).ok_or(INVALID_PARAMETER)?;
         self.check_offer_key(conn, &key)?;
+        let before = self.conns.get(&conn).and_then(|c| c.login_session);
+        if before.is_some() && session.is_some() && before != session {
+            return Err(INVALID_PARAMETER);
+        }
+        if let Some(session) = session.filter(|_| before.is_none()) {
+            let stale: Vec<ConnId> = self
+                .dir
+                .user(me)
+                .sessions
+                .iter()
+                .copied()
+                .filter(|&c| {
+                    c != conn
+                        && self
+                            .conns
+                            .get(&c)
+                            .is_some_and(|c| c.login_session == Some(session))
+                })
+                .collect();
+            for old in stale {
+                self.close(old, Some("OTH"));
+            }
+        }
         self.bind_device(me, conn, key);
-        self.send(conn, Line::new("DEV", line.trid, [B64.encode(key)]));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.login_session = c.login_session.or(session);
+        }
+        self.also_undo(Undo::LoginSession(conn, before));
+        let mut answer = vec![B64.encode(key)];
+        answer.extend(session.map(|s| super::SessionId(s).to_string()));
+        self.send(conn, Line::new("DEV", line.trid, answer));
         Ok(())
     }
 

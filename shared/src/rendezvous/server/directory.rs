@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 
 use super::conn::params;
+use super::writes::Undo;
 use super::{
-    ALREADY_BLOCKED, ALREADY_CONTACT, ConnId, Handled, INVALID_PARAMETER, LIST_FULL, NO_SUCH_USER,
-    NOT_A_CONTACT, NOT_BLOCKED, Output, RendezvousServer,
+    ALREADY_BLOCKED, ALREADY_CONTACT, CANNOT_ADD_SELF, CANNOT_BLOCK_SELF, ConnId, Handled,
+    INVALID_PARAMETER, LIST_FULL, NO_SUCH_USER, NOT_A_CONTACT, NOT_BLOCKED, Output, Refusal,
+    RendezvousServer,
 };
 use crate::rendezvous::types::{
     Credentials, DirectorySnapshot, MAX_DEVICE_KEYS, Presence, StoreOp, UserName, UserRecord,
@@ -26,9 +28,10 @@ pub(super) struct User {
     pub(super) contacts: Vec<UserId>,
     /// Sorted: the users this one blocks.
     pub(super) blocks: Vec<UserId>,
-    /// The connection it is logged in on.
-    pub(super) conn: Option<ConnId>,
-    /// `Offline` when not logged in, and after login until the first `CHG`.
+    /// Its sessions: the connections it is logged in on, oldest first.
+    pub(super) sessions: Vec<ConnId>,
+    /// The most available presence over its sessions (`Offline` with none, and while no
+    /// session has sent `CHG`).
     pub(super) presence: Presence,
     /// Device identity keys, least recently registered first; at most [`MAX_DEVICE_KEYS`].
     pub(super) devices: Vec<[u8; 32]>,
@@ -126,7 +129,7 @@ impl Directory {
             creds: record.credentials,
             contacts: Vec::new(),
             blocks: Vec::new(),
-            conn: None,
+            sessions: Vec::new(),
             presence: Presence::Offline,
             devices: Vec::new(),
         });
@@ -136,8 +139,28 @@ impl Directory {
     /// Everyone logged out at once (shutdown): no pushes.
     pub(super) fn all_offline(&mut self) {
         for user in &mut self.users {
-            user.conn = None;
+            user.sessions = Vec::new();
             user.presence = Presence::Offline;
+        }
+    }
+
+    /// Forgets the name of an account whose creation could not be stored: it can no longer
+    /// be found (its interned id stays, unused).
+    pub(super) fn forget_name(&mut self, id: UserId) {
+        let name = self.user(id).name.clone();
+        if self.by_name.get(&name) == Some(&id) {
+            self.by_name.remove(&name);
+        }
+    }
+
+    /// Applies a list change of `owner`'s lists (idempotent).
+    pub(super) fn apply_list(&mut self, owner: UserId, other: UserId, op: ListOp) {
+        let user = self.user_mut(owner);
+        match op {
+            ListOp::Add => insert_sorted(&mut user.contacts, other),
+            ListOp::Remove => remove_sorted(&mut user.contacts, other),
+            ListOp::Block => insert_sorted(&mut user.blocks, other),
+            ListOp::Allow => remove_sorted(&mut user.blocks, other),
         }
     }
 
@@ -192,9 +215,19 @@ fn presence_line(command: &str, seen: Presence, name: &UserName) -> Line {
 }
 
 impl RendezvousServer {
-    /// Changes `user`'s presence and pushes `NLN`/`FLN` to every contact that sees a change.
-    pub(super) fn set_presence(&mut self, user: UserId, new: Presence) {
-        let Self { dir, out, .. } = self;
+    /// Recomputes `user`'s shown presence, the most available over its sessions, and pushes
+    /// `NLN`/`FLN` to every session of every contact that sees a change.
+    pub(super) fn refresh_presence(&mut self, user: UserId) {
+        let conns = &self.conns;
+        let new = Presence::most_available(
+            self.dir
+                .user(user)
+                .sessions
+                .iter()
+                .filter_map(|c| conns.get(c))
+                .map(|c| c.presence),
+        );
+        let Self { dir, out, step, .. } = self;
         let old = dir.user(user).presence;
         dir.user_mut(user).presence = new;
         if old.as_seen() == new.as_seen() {
@@ -203,26 +236,39 @@ impl RendezvousServer {
         let me = dir.user(user);
         for &contact in &me.contacts {
             let c = dir.user(contact);
-            let Some(conn) = c.conn else { continue };
-            if c.contacts.binary_search(&user).is_err() || me.blocks.binary_search(&contact).is_ok()
+            if c.sessions.is_empty()
+                || c.contacts.binary_search(&user).is_err()
+                || me.blocks.binary_search(&contact).is_ok()
             {
                 continue;
             }
             let line = presence_line("NLN", new.as_seen(), &me.name);
-            out.push_back(Output::Send { conn, line });
+            for &conn in &c.sessions {
+                let line = line.clone();
+                out.push_back((*step, Output::Send { conn, line }));
+            }
         }
     }
 
     /// `ILN` for every contact `user` may see that is not offline (after login).
     pub(super) fn push_initial_presence(&mut self, user: UserId, conn: ConnId) {
-        let Self { dir, out, .. } = self;
+        let Self { dir, out, step, .. } = self;
         for &contact in &dir.user(user).contacts {
             let seen = dir.seen(contact, user);
             if seen != Presence::Offline {
                 let line = presence_line("ILN", seen, &dir.user(contact).name);
-                out.push_back(Output::Send { conn, line });
+                out.push_back((*step, Output::Send { conn, line }));
             }
         }
+    }
+
+    /// Sends `line` to every session of `user`.
+    pub(super) fn send_to_user(&mut self, user: UserId, line: &Line) {
+        let sessions = std::mem::take(&mut self.dir.user_mut(user).sessions);
+        for &conn in &sessions {
+            self.send(conn, line.clone());
+        }
+        self.dir.user_mut(user).sessions = sessions;
     }
 
     /// After a list change between `a` and `b`: `ILN` to whoever now sees the other, `FLN` to
@@ -233,21 +279,22 @@ impl RendezvousServer {
             if was == is {
                 continue;
             }
-            if let Some(conn) = self.dir.user(viewer).conn {
-                let line = presence_line("ILN", is, &self.dir.user(target).name);
-                self.send(conn, line);
-            }
+            let line = presence_line("ILN", is, &self.dir.user(target).name);
+            self.send_to_user(viewer, &line);
         }
     }
 
-    /// `CHG TrID STATE`.
+    /// `CHG TrID STATE`: this session's state; contacts see the user's most available.
     pub(super) fn on_chg(&mut self, me: UserId, conn: ConnId, line: &Line) -> Handled {
         let [code] = params(line)?;
         let state = Presence::from_code(code)
             .filter(|&p| p != Presence::Offline)
             .ok_or(INVALID_PARAMETER)?;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.presence = state;
+        }
         self.send(conn, Line::new("CHG", line.trid, [code.to_owned()]));
-        self.set_presence(me, state);
+        self.refresh_presence(me);
         Ok(())
     }
 
@@ -281,12 +328,17 @@ impl RendezvousServer {
         Ok(())
     }
 
-    /// The existing user a list command names (not `me`: that is `201`).
-    fn list_target(&self, me: UserId, line: &Line) -> Result<UserId, super::Refusal> {
+    /// The existing user a list command names (not `me`: that is `self_refusal`).
+    fn list_target(
+        &self,
+        me: UserId,
+        line: &Line,
+        self_refusal: Refusal,
+    ) -> Result<UserId, Refusal> {
         let [name] = params(line)?;
         let other = self.dir.lookup(name).ok_or(NO_SUCH_USER)?;
         if other == me {
-            return Err(INVALID_PARAMETER);
+            return Err(self_refusal);
         }
         Ok(other)
     }
@@ -298,38 +350,31 @@ impl RendezvousServer {
             self.dir.user(me).name.clone(),
             self.dir.user(other).name.clone(),
         );
-        let user = self.dir.user_mut(me);
+        self.dir.apply_list(me, other, op);
         let store = match op {
-            ListOp::Add => {
-                insert_sorted(&mut user.contacts, other);
-                StoreOp::AddContact {
-                    owner,
-                    contact: name.clone(),
-                }
-            }
-            ListOp::Remove => {
-                remove_sorted(&mut user.contacts, other);
-                StoreOp::RemoveContact {
-                    owner,
-                    contact: name.clone(),
-                }
-            }
-            ListOp::Block => {
-                insert_sorted(&mut user.blocks, other);
-                StoreOp::Block {
-                    owner,
-                    blocked: name.clone(),
-                }
-            }
-            ListOp::Allow => {
-                remove_sorted(&mut user.blocks, other);
-                StoreOp::Allow {
-                    owner,
-                    blocked: name.clone(),
-                }
-            }
+            ListOp::Add => StoreOp::AddContact {
+                owner,
+                contact: name.clone(),
+            },
+            ListOp::Remove => StoreOp::RemoveContact {
+                owner,
+                contact: name.clone(),
+            },
+            ListOp::Block => StoreOp::Block {
+                owner,
+                blocked: name.clone(),
+            },
+            ListOp::Allow => StoreOp::Allow {
+                owner,
+                blocked: name.clone(),
+            },
         };
-        self.out.push_back(Output::Store(store));
+        let undo = Undo::List {
+            owner: me,
+            other,
+            op,
+        };
+        self.store(store, undo);
         self.send(
             conn,
             Line::new(line.command.as_str(), line.trid, [name.to_string()]),
@@ -339,7 +384,7 @@ impl RendezvousServer {
 
     /// `ADC TrID name`.
     pub(super) fn on_adc(&mut self, me: UserId, conn: ConnId, line: &Line) -> Handled {
-        let other = self.list_target(me, line)?;
+        let other = self.list_target(me, line, CANNOT_ADD_SELF)?;
         if self.dir.has_contact(me, other) {
             return Err(ALREADY_CONTACT);
         }
@@ -364,7 +409,7 @@ impl RendezvousServer {
 
     /// `BLK TrID name`. The block list is bounded like the contact list (`210`).
     pub(super) fn on_blk(&mut self, me: UserId, conn: ConnId, line: &Line) -> Handled {
-        let other = self.list_target(me, line)?;
+        let other = self.list_target(me, line, CANNOT_BLOCK_SELF)?;
         if self.dir.blocks(me, other) {
             return Err(ALREADY_BLOCKED);
         }
@@ -388,10 +433,23 @@ impl RendezvousServer {
     }
 }
 
-#[derive(Clone, Copy)]
-enum ListOp {
+/// A change to a contact or block list.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum ListOp {
     Add,
     Remove,
     Block,
     Allow,
+}
+
+impl ListOp {
+    /// The change that takes this one back.
+    pub(super) fn reverse(self) -> ListOp {
+        match self {
+            ListOp::Add => ListOp::Remove,
+            ListOp::Remove => ListOp::Add,
+            ListOp::Block => ListOp::Allow,
+            ListOp::Allow => ListOp::Block,
+        }
+    }
 }

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use super::conn::params;
 use super::directory::UserId;
+use super::writes::Undo;
 use super::{
     ConnId, Handled, INVALID_PARAMETER, Output, Refusal, RendezvousServer, SessionId, Ticket,
     USER_OFFLINE,
@@ -107,10 +108,14 @@ impl Offer {
 }
 
 /// An invitation waiting for `ANS` or `DEC`.
-#[derive(Debug)]
-struct Invite {
+#[derive(Debug, Clone)]
+pub(super) struct Invite {
     from: UserId,
+    /// The inviting session.
+    from_conn: ConnId,
     to: UserId,
+    /// The sessions of `to` it rings (those still logged in).
+    rung: Vec<ConnId>,
     offer: Offer,
     deadline: Instant,
 }
@@ -119,35 +124,71 @@ struct Invite {
 #[derive(Debug, Default)]
 pub(super) struct Introductions {
     invites: HashMap<SessionId, Invite>,
-    /// `(inviter, invitee)` to the session.
-    by_pair: HashMap<(UserId, UserId), SessionId>,
-    /// Every session a user is in (only users with at least one).
-    by_user: HashMap<UserId, Vec<SessionId>>,
+    /// `(inviter, invitee)` to their invitations, oldest first (one per inviting session).
+    by_pair: HashMap<(UserId, UserId), Vec<SessionId>>,
+    /// The invitations each session is in, as the inviter or rung (only sessions with one).
+    by_conn: HashMap<ConnId, Vec<SessionId>>,
     /// Deadlines in creation order (the timeout is constant); entries may be stale.
     deadlines: VecDeque<(Instant, SessionId)>,
 }
 
 impl Introductions {
     fn insert(&mut self, sid: SessionId, invite: Invite) {
-        self.by_pair.insert((invite.from, invite.to), sid);
-        self.by_user.entry(invite.from).or_default().push(sid);
-        self.by_user.entry(invite.to).or_default().push(sid);
+        self.by_pair
+            .entry((invite.from, invite.to))
+            .or_default()
+            .push(sid);
+        for &conn in std::iter::once(&invite.from_conn).chain(&invite.rung) {
+            self.by_conn.entry(conn).or_default().push(sid);
+        }
         self.deadlines.push_back((invite.deadline, sid));
         self.invites.insert(sid, invite);
     }
 
-    fn remove(&mut self, sid: SessionId) -> Option<Invite> {
+    /// Forgets `sid` and its index entries.
+    pub(super) fn remove(&mut self, sid: SessionId) -> Option<Invite> {
         let invite = self.invites.remove(&sid)?;
-        self.by_pair.remove(&(invite.from, invite.to));
-        for user in [invite.from, invite.to] {
-            if let Some(list) = self.by_user.get_mut(&user) {
-                list.retain(|s| *s != sid);
-                if list.is_empty() {
-                    self.by_user.remove(&user);
-                }
+        let pair = (invite.from, invite.to);
+        if let Some(list) = self.by_pair.get_mut(&pair) {
+            list.retain(|s| *s != sid);
+            if list.is_empty() {
+                self.by_pair.remove(&pair);
             }
         }
+        for &conn in std::iter::once(&invite.from_conn).chain(&invite.rung) {
+            self.unlink(conn, sid);
+        }
         Some(invite)
+    }
+
+    /// Drops `sid` from `conn`'s index entry.
+    fn unlink(&mut self, conn: ConnId, sid: SessionId) {
+        if let Some(list) = self.by_conn.get_mut(&conn) {
+            list.retain(|s| *s != sid);
+            if list.is_empty() {
+                self.by_conn.remove(&conn);
+            }
+        }
+    }
+
+    /// The oldest invitation from `from` to `to`, from any session.
+    fn first_between(&self, from: UserId, to: UserId) -> Option<SessionId> {
+        self.by_pair.get(&(from, to))?.first().copied()
+    }
+
+    /// The invitation `conn` (a session of `from`) opened to `to`.
+    fn opened_by(&self, conn: ConnId, from: UserId, to: UserId) -> Option<SessionId> {
+        let list = self.by_pair.get(&(from, to))?;
+        list.iter()
+            .copied()
+            .find(|sid| self.invites.get(sid).is_some_and(|i| i.from_conn == conn))
+    }
+
+    /// Puts an earlier offer back.
+    pub(super) fn set_offer(&mut self, sid: SessionId, offer: Offer) {
+        if let Some(invite) = self.invites.get_mut(&sid) {
+            invite.offer = offer;
+        }
     }
 
     /// The earliest deadline (possibly of an invitation already gone: an early wake-up).
@@ -177,25 +218,44 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One side of an introduction: the user, its session, and its offer.
+type Side<'a> = (UserId, ConnId, &'a Offer);
+
 impl RendezvousServer {
     /// Whether `me` may be introduced to `target` now: mutual contacts, no block either way,
-    /// target logged in and neither `HDN` nor `FLN`.
+    /// and `target` shown online (some session of it has set a state other than `HDN`).
     fn can_introduce(&self, me: UserId, target: UserId) -> bool {
-        let t = self.dir.user(target);
         self.dir.mutual_unblocked(me, target)
-            && t.conn.is_some()
-            && t.presence.as_seen() != Presence::Offline
+            && self.dir.user(target).presence.as_seen() != Presence::Offline
     }
 
-    fn conn_of(&self, user: UserId) -> Option<ConnId> {
-        self.dir.user(user).conn
+    /// The sessions of `user` that can take an invitation: those that have set a presence
+    /// with `CHG`, other than `HDN`.
+    fn ringable(&self, user: UserId) -> Vec<ConnId> {
+        let sessions = &self.dir.user(user).sessions;
+        sessions
+            .iter()
+            .copied()
+            .filter(|c| {
+                self.conns
+                    .get(c)
+                    .is_some_and(|c| c.presence.as_seen() != Presence::Offline)
+            })
+            .collect()
     }
 
-    /// `CAN 0 sid reason` to `user` if it is online.
-    fn cancel_to(&mut self, user: UserId, sid: SessionId, reason: &str) {
-        if let Some(conn) = self.conn_of(user) {
+    /// `CAN 0 sid reason` to the session `conn` if it is still there.
+    fn cancel_to(&mut self, conn: ConnId, sid: SessionId, reason: &str) {
+        if self.conns.contains_key(&conn) {
             let line = Line::new("CAN", TrId::PUSH, [sid.to_string(), reason.to_owned()]);
             self.send(conn, line);
+        }
+    }
+
+    /// `CAN 0 sid reason` to each of `conns` but `except`.
+    fn cancel_all(&mut self, conns: &[ConnId], except: ConnId, sid: SessionId, reason: &str) {
+        for &conn in conns.iter().filter(|&&c| c != except) {
+            self.cancel_to(conn, sid, reason);
         }
     }
 
@@ -219,47 +279,47 @@ impl RendezvousServer {
         // sent no DEV.
         self.bind_device(me, conn, offer.key);
         let target_name = self.dir.user(target).name.to_string();
+        let answer = |sid: SessionId| Line::new("INV", line.trid, [target_name, sid.to_string()]);
         // Both opened a chat at once: introduce now; the earlier inviter is the initiator.
-        if let Some(&sid) = self.intros.by_pair.get(&(target, me))
+        if let Some(sid) = self.intros.first_between(target, me)
             && let Some(earlier) = self.intros.remove(sid)
         {
-            self.send(
-                conn,
-                Line::new("INV", line.trid, [target_name, sid.to_string()]),
-            );
-            self.introduce(now, sid, (target, &earlier.offer), (me, &offer));
+            self.also_undo(Undo::Introduced(sid, earlier.clone()));
+            self.send(conn, answer(sid));
+            self.cancel_all(&earlier.rung, conn, sid, "answered");
+            let initiator = (target, earlier.from_conn, &earlier.offer);
+            self.introduce(now, sid, initiator, (me, conn, &offer));
             return Ok(());
         }
-        // Asked again: same session, fresher offer.
-        if let Some(&sid) = self.intros.by_pair.get(&(me, target))
+        // Asked again by the same session: same invitation, fresher offer.
+        if let Some(sid) = self.intros.opened_by(conn, me, target)
             && let Some(invite) = self.intros.invites.get_mut(&sid)
         {
-            invite.offer = offer;
-            self.send(
-                conn,
-                Line::new("INV", line.trid, [target_name, sid.to_string()]),
-            );
+            let old = std::mem::replace(&mut invite.offer, offer);
+            self.also_undo(Undo::Offer(sid, old));
+            self.send(conn, answer(sid));
             return Ok(());
         }
         let sid = SessionId(self.random());
-        let deadline = now + self.config.invite_timeout;
+        let rung = self.ringable(target);
         let invite = Invite {
             from: me,
+            from_conn: conn,
             to: target,
+            rung: rung.clone(),
             offer,
-            deadline,
+            deadline: now + self.config.invite_timeout,
         };
         self.intros.insert(sid, invite);
-        self.send(
-            conn,
-            Line::new("INV", line.trid, [target_name, sid.to_string()]),
+        self.also_undo(Undo::NewInvite(sid));
+        self.send(conn, answer(sid));
+        let ring = Line::new(
+            "RNG",
+            TrId::PUSH,
+            [sid.to_string(), self.dir.user(me).name.to_string()],
         );
-        if let Some(target_conn) = self.conn_of(target) {
-            let my_name = self.dir.user(me).name.to_string();
-            self.send(
-                target_conn,
-                Line::new("RNG", TrId::PUSH, [sid.to_string(), my_name]),
-            );
+        for target_conn in rung {
+            self.send(target_conn, ring.clone());
         }
         Ok(())
     }
@@ -275,7 +335,8 @@ impl RendezvousServer {
         Ok((sid, invite))
     }
 
-    /// `ANS TrID sid offer...`.
+    /// `ANS TrID sid offer...`, from any session of the invited user: it is the session
+    /// introduced; the other rung sessions get `CAN 0 sid answered`.
     pub(super) fn on_ans(
         &mut self,
         now: Instant,
@@ -287,33 +348,40 @@ impl RendezvousServer {
         let offer = Offer::parse(rest)?;
         self.check_offer_key(conn, &offer.key)?;
         let (sid, invite) = self.take_invite_to(me, sid)?;
-        let inviter_online = self.conn_of(invite.from).is_some();
-        if !inviter_online || !self.dir.mutual_unblocked(invite.from, me) {
-            self.cancel_to(invite.from, sid, "offline");
+        let inviter_here = self.conns.contains_key(&invite.from_conn);
+        if !inviter_here || !self.dir.mutual_unblocked(invite.from, me) {
+            self.cancel_to(invite.from_conn, sid, "offline");
+            self.cancel_all(&invite.rung, conn, sid, "offline");
             return Err(USER_OFFLINE);
         }
         self.bind_device(me, conn, offer.key);
+        self.also_undo(Undo::Introduced(sid, invite.clone()));
         self.send(conn, Line::new("ANS", line.trid, [sid.to_string()]));
-        self.introduce(now, sid, (invite.from, &invite.offer), (me, &offer));
+        self.cancel_all(&invite.rung, conn, sid, "answered");
+        let initiator = (invite.from, invite.from_conn, &invite.offer);
+        self.introduce(now, sid, initiator, (me, conn, &offer));
         Ok(())
     }
 
-    /// `DEC TrID sid`.
+    /// `DEC TrID sid`, from any session of the invited user: the inviter gets
+    /// `CAN 0 sid declined`, the other rung sessions `CAN 0 sid answered`.
     pub(super) fn on_dec(&mut self, me: UserId, conn: ConnId, line: &Line) -> Handled {
         let [sid] = params(line)?;
         let (sid, invite) = self.take_invite_to(me, sid)?;
         self.send(conn, Line::new("DEC", line.trid, [sid.to_string()]));
-        self.cancel_to(invite.from, sid, "declined");
+        self.cancel_to(invite.from_conn, sid, "declined");
+        self.cancel_all(&invite.rung, conn, sid, "answered");
         Ok(())
     }
 
-    /// Issues the two tickets and sends both `ITR` lines, each carrying the other's offer.
+    /// Issues the two tickets and sends both `ITR` lines, each to its session and carrying
+    /// the other's offer.
     fn introduce(
         &mut self,
         now: Instant,
         sid: SessionId,
-        initiator: (UserId, &Offer),
-        responder: (UserId, &Offer),
+        initiator: Side<'_>,
+        responder: Side<'_>,
     ) {
         let expires = now + self.config.ticket_lifetime;
         let start = format!("start={}", self.config.punch_delay.as_millis());
@@ -329,50 +397,72 @@ impl RendezvousServer {
             (responder, initiator, "role=responder"),
         ];
         let mut lines = Vec::with_capacity(2);
-        for ((me, _), (peer, peer_offer), role) in sides {
+        for ((me, me_conn, _), (peer, _, peer_offer), role) in sides {
             let value: [u8; 16] = self.random();
             let (me_name, peer_name) = (&self.dir.user(me).name, &self.dir.user(peer).name);
-            self.out.push_back(Output::Ticket(Ticket {
+            let ticket = Ticket {
                 value,
                 session: sid,
                 user: me_name.clone(),
                 peer: peer_name.clone(),
                 expires,
-            }));
+            };
             let mut params = vec![sid.to_string(), peer_name.to_string(), role.to_owned()];
             params.push(start.clone());
             params.push(format!("ticket={}", hex(&value)));
             params.extend(sb.iter().cloned());
             peer_offer.write(&mut params);
-            lines.push((me, Line::new("ITR", TrId::PUSH, params)));
+            self.push(Output::Ticket(ticket));
+            lines.push((me_conn, Line::new("ITR", TrId::PUSH, params)));
         }
-        for (user, line) in lines {
-            if let Some(conn) = self.conn_of(user) {
-                self.send(conn, line);
-            }
+        for (conn, line) in lines {
+            self.send(conn, line);
         }
-        self.remember_session(now, sid, [initiator.0, responder.0]);
+        let peers = [(initiator.0, initiator.1), (responder.0, responder.1)];
+        self.remember_session(now, sid, peers);
     }
 
-    /// `user` went offline: every invitation it is in is cancelled, the other side gets
-    /// `CAN 0 sid offline`.
-    pub(super) fn cancel_intros_of(&mut self, user: UserId) {
-        let Some(sids) = self.intros.by_user.get(&user).cloned() else {
+    /// An invitation whose answer could not be stored is pending again (with a fresh
+    /// deadline), ringing the sessions still there; if its inviter or every rung session is
+    /// gone, whoever is left gets `CAN 0 sid offline`.
+    pub(super) fn reopen_invite(&mut self, now: Instant, sid: SessionId, mut invite: Invite) {
+        invite.rung.retain(|c| self.conns.contains_key(c));
+        if !self.conns.contains_key(&invite.from_conn) || invite.rung.is_empty() {
+            self.cancel_to(invite.from_conn, sid, "offline");
+            self.cancel_all(&invite.rung, invite.from_conn, sid, "offline");
+            return;
+        }
+        invite.deadline = now + self.config.invite_timeout;
+        self.intros.insert(sid, invite);
+    }
+
+    /// The session `conn` is gone: the invitations it opened are cancelled (`CAN 0 sid
+    /// offline` to the rung sessions); it stops ringing for the others, and one that rings
+    /// nowhere any more is cancelled (`CAN 0 sid offline` to its inviter).
+    pub(super) fn cancel_intros_of(&mut self, conn: ConnId) {
+        let Some(sids) = self.intros.by_conn.remove(&conn) else {
             return;
         };
         for sid in sids {
+            let Some(invite) = self.intros.invites.get_mut(&sid) else {
+                continue;
+            };
+            invite.rung.retain(|&c| c != conn);
+            if invite.from_conn != conn && !invite.rung.is_empty() {
+                continue;
+            }
             if let Some(invite) = self.intros.remove(sid) {
-                let other = if invite.from == user {
-                    invite.to
+                if invite.from_conn == conn {
+                    self.cancel_all(&invite.rung, conn, sid, "offline");
                 } else {
-                    invite.from
-                };
-                self.cancel_to(other, sid, "offline");
+                    self.cancel_to(invite.from_conn, sid, "offline");
+                }
             }
         }
     }
 
-    /// Cancels invitations past their deadline: `CAN 0 sid timeout` to both sides.
+    /// Cancels invitations past their deadline: `CAN 0 sid timeout` to the inviting session
+    /// and to every rung one.
     pub(super) fn expire_intros(&mut self, now: Instant) {
         while let Some(&(at, sid)) = self.intros.deadlines.front() {
             if at > now {
@@ -385,8 +475,8 @@ impl RendezvousServer {
                 .get(&sid)
                 .is_some_and(|i| i.deadline <= now);
             if due && let Some(invite) = self.intros.remove(sid) {
-                self.cancel_to(invite.from, sid, "timeout");
-                self.cancel_to(invite.to, sid, "timeout");
+                self.cancel_to(invite.from_conn, sid, "timeout");
+                self.cancel_all(&invite.rung, invite.from_conn, sid, "timeout");
             }
         }
     }

@@ -10,9 +10,10 @@ use sha2::Sha256;
 
 use super::conn::{ConnState, PendingLogin, params};
 use super::directory::UserId;
+use super::writes::Undo;
 use super::{
     AUTH_FAILED, ConnId, Handled, INVALID_PARAMETER, INVALID_USER_NAME, NAME_TAKEN, NOT_EXPECTED,
-    Output, PROTOCOL_VERSION, REGISTRATION_CLOSED, Refusal, RendezvousServer, UNSUPPORTED_VERSION,
+    PROTOCOL_VERSION, REGISTRATION_CLOSED, Refusal, RendezvousServer, UNSUPPORTED_VERSION,
     WEAK_KDF,
 };
 use crate::rendezvous::scram::{
@@ -94,9 +95,8 @@ impl RendezvousServer {
             name: name.clone(),
             credentials,
         };
-        self.dir.upsert(record.clone());
-        self.out
-            .push_back(Output::Store(StoreOp::CreateUser(record)));
+        let id = self.dir.upsert(record.clone());
+        self.store(StoreOp::CreateUser(record), Undo::CreateUser(id));
         self.send(conn, Line::new("REG", line.trid, [name.to_string()]));
         Ok(())
     }
@@ -106,10 +106,10 @@ impl RendezvousServer {
         let [kdf, salt, stored, server] = params(line)?;
         let credentials = self.parse_credentials([kdf, salt, stored, server])?;
         let user = self.dir.user_mut(me);
-        user.creds = credentials.clone();
+        let old = std::mem::replace(&mut user.creds, credentials.clone());
         let name = user.name.clone();
-        self.out
-            .push_back(Output::Store(StoreOp::SetCredentials { name, credentials }));
+        let op = StoreOp::SetCredentials { name, credentials };
+        self.store(op, Undo::Credentials(me, old));
         self.send(conn, Line::new("PWD", line.trid, []));
         Ok(())
     }
@@ -242,21 +242,21 @@ impl RendezvousServer {
         }
     }
 
-    /// Logs `user` in on `conn`: kicks an older connection, answers, pushes `CFG` and `ILN`.
+    /// Logs `user` in on `conn`, a new session next to any it has (offline to others until
+    /// its first `CHG`): answers, pushes `CFG` and `ILN`.
     fn login_ok(&mut self, conn: ConnId, trid: TrId, user: UserId, server_final: &str) {
-        if let Some(old) = self.dir.user(user).conn {
-            self.close(old, Some("OTH"));
-        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.state = ConnState::LoggedIn(user);
         c.login_failures = 0;
+        c.presence = Presence::Offline;
         let u = self.dir.user_mut(user);
-        u.conn = Some(conn);
-        u.presence = Presence::Offline;
+        if u.sessions.is_empty() {
+            self.online += 1;
+        }
+        u.sessions.push(conn);
         let name = u.name.to_string();
-        self.online += 1;
         let ok = ["OK".to_owned(), name, B64.encode(server_final)];
         self.send(conn, Line::new("USR", trid, ok));
         let mut cfg = Vec::new();

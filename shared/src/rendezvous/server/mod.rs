@@ -5,16 +5,32 @@
 //! clock or ambient randomness: the driver feeds it events with the current time, and drains
 //! what it wants done.
 //!
+//! Every logged-in connection is a *session* of its user; a user may have any number of them
+//! (several devices, a running chat next to one-shot commands). Presence is kept per session
+//! and shown to contacts as the most available one; invitations ring the sessions that can take
+//! them, and an introduction pairs one session on each side (docs/PROTOCOL.md sections 5, 6
+//! and 8).
+//!
 //! # Driving it
 //! 1. Feed every event: [`handle_connected`](RendezvousServer::handle_connected), then each
 //!    decoded [`Line`] ([`handle_line`](RendezvousServer::handle_line)) or framing error
 //!    ([`handle_frame_error`](RendezvousServer::handle_frame_error)),
 //!    [`handle_disconnected`](RendezvousServer::handle_disconnected) when the socket goes away.
-//! 2. After each event, drain [`poll_output`](RendezvousServer::poll_output) until `None`, in
-//!    order: [`Output::Store`] must be persisted before any later output is acted on (so an
-//!    answer never announces a change the database lost), [`Output::Send`] queues a line,
+//! 2. Drain [`poll_output`](RendezvousServer::poll_output) until `None`, in order (after each
+//!    event, or after several: the queue keeps causal order either way):
+//!    [`Output::Store`] must be persisted before any later output is acted on (so an answer
+//!    never announces a change the database lost), [`Output::Send`] queues a line,
 //!    [`Output::Close`] flushes and closes, [`Output::Ticket`] goes to the switchboard.
-//! 3. Call [`handle_timeout`](RendezvousServer::handle_timeout) when
+//! 3. **A write that fails** is reported with
+//!    [`handle_store_failed`](RendezvousServer::handle_store_failed) and the
+//!    [`StoreId`] of that [`Output::Store`], *before the next `poll_output`*. The core then
+//!    withdraws every output of the step that made the change (its success answer and its
+//!    pushes, which are all still queued behind the store), undoes the change in memory so
+//!    that it matches the database again, and answers the requester
+//!    `500 TrID internal server error` (its connection stays open). A store that
+//!    `poll_output` has returned and that was not reported failed by the next `poll_output`
+//!    counts as written.
+//! 4. Call [`handle_timeout`](RendezvousServer::handle_timeout) when
 //!    [`poll_timeout`](RendezvousServer::poll_timeout)'s instant has passed, and drain again.
 //!
 //! ```
@@ -49,6 +65,7 @@ mod intro;
 mod login;
 mod sessions;
 mod timers;
+mod writes;
 
 #[cfg(test)]
 mod tests;
@@ -58,6 +75,10 @@ mod tests_devices;
 mod tests_intro;
 #[cfg(test)]
 mod tests_presence;
+#[cfg(test)]
+mod tests_sessions;
+#[cfg(test)]
+mod tests_store;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -75,6 +96,7 @@ use conn::Conn;
 use directory::Directory;
 use intro::Introductions;
 use sessions::Sessions;
+use writes::Write;
 
 pub use intro::{ALLOC_KINDS, CANDIDATE_KINDS, MAX_CANDIDATES, NAT_TYPES};
 
@@ -133,8 +155,8 @@ pub struct RendezvousConfig {
     pub ticket_lifetime: Duration,
     /// How long an introduced session is remembered for `PRM` (10 minutes).
     pub session_lifetime: Duration,
-    /// The most introduced sessions remembered per user for `PRM`; the oldest are forgotten
-    /// first (16).
+    /// The most introduced sessions remembered per login session (connection) for `PRM`; the
+    /// oldest are forgotten first (16).
     pub max_sessions_per_user: usize,
     /// The error answer that closes a connection (16).
     pub max_errors: u32,
@@ -175,12 +197,24 @@ impl Default for RendezvousConfig {
     }
 }
 
+/// Names one [`Output::Store`], for
+/// [`handle_store_failed`](RendezvousServer::handle_store_failed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreId(pub u64);
+
 /// What the core asks its driver to do, in causal order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Output {
-    /// Persist this BEFORE sending any later output (the queue is in causal order).
-    Store(StoreOp),
+    /// Persist `op` BEFORE acting on any later output (the queue is in causal order). If the
+    /// write fails, call [`handle_store_failed`](RendezvousServer::handle_store_failed) with
+    /// `id` before polling again.
+    Store {
+        /// Names this write.
+        id: StoreId,
+        /// The change.
+        op: StoreOp,
+    },
     /// Send `line` on `conn`.
     Send {
         /// The connection.
@@ -216,11 +250,22 @@ pub struct RendezvousServer {
     conns: HashMap<ConnId, Conn>,
     intros: Introductions,
     sessions: Sessions,
-    out: VecDeque<Output>,
+    /// Outputs, each tagged with the step (input) that produced it.
+    out: VecDeque<(u64, Output)>,
     rng: ChaCha20Rng,
     secret: [u8; 32],
+    /// Users with at least one session.
     online: usize,
     next_sweep: Option<Instant>,
+    /// Counts inputs: every `handle_*` call is a step.
+    step: u64,
+    /// The connection and TrID of the line being handled (for a failed write's `500`).
+    requester: Option<(ConnId, TrId)>,
+    /// Writes of steps whose [`Output::Store`] may still fail, by step.
+    writes: HashMap<u64, Write>,
+    /// The step of the last store `poll_output` returned: it counts as written at the next
+    /// `poll_output` unless reported failed first.
+    popped_store: Option<u64>,
 }
 
 /// An error answer a handler gives instead of its normal answer.
@@ -262,6 +307,8 @@ const NOT_A_CONTACT: Refusal = Refusal::new(216, "not a contact");
 const NOT_BLOCKED: Refusal = Refusal::new(216, "not blocked");
 const USER_OFFLINE: Refusal = Refusal::new(217, "user offline");
 const ALREADY_BLOCKED: Refusal = Refusal::new(218, "already blocked");
+const CANNOT_ADD_SELF: Refusal = Refusal::new(219, "cannot add yourself");
+const CANNOT_BLOCK_SELF: Refusal = Refusal::new(219, "cannot block yourself");
 const NOT_LOGGED_IN: Refusal = Refusal::new(302, "not logged in");
 const REGISTRATION_CLOSED: Refusal = Refusal::new(710, "registration is closed");
 const NAME_TAKEN: Refusal = Refusal::new(711, "name taken");
@@ -293,6 +340,10 @@ impl RendezvousServer {
             secret,
             online: 0,
             next_sweep: None,
+            step: 0,
+            requester: None,
+            writes: HashMap::new(),
+            popped_store: None,
         }
     }
 
@@ -315,6 +366,7 @@ impl RendezvousServer {
         binding: ChannelBinding,
     ) {
         let _ = remote;
+        self.step += 1;
         if self.conns.contains_key(&conn) {
             self.forget(conn);
         }
@@ -324,18 +376,22 @@ impl RendezvousServer {
 
     /// One decoded line from `conn`. Lines for unknown connections are ignored.
     pub fn handle_line(&mut self, now: Instant, conn: ConnId, line: Line) {
+        self.step += 1;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.heard(now);
+        self.requester = Some((conn, line.trid));
         if let Err(refusal) = self.dispatch(now, conn, &line) {
             self.refuse(conn, line.trid, refusal);
         }
+        self.requester = None;
     }
 
     /// A line the framing refused (wire::decode error). Fatal ones close the connection after
     /// the documented answer.
     pub fn handle_frame_error(&mut self, now: Instant, conn: ConnId, error: FrameError) {
+        self.step += 1;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -349,9 +405,10 @@ impl RendezvousServer {
     }
 
     /// The TCP connection is gone (also for conns the core already closed: ignore unknown ids).
-    /// Its user shows as offline at once.
+    /// Its session ends at once (its user shows as offline if no other session is visible).
     pub fn handle_disconnected(&mut self, now: Instant, conn: ConnId) {
         let _ = now;
+        self.step += 1;
         self.forget(conn);
     }
 
@@ -359,11 +416,12 @@ impl RendezvousServer {
     /// output for it except Close). Lines for it still in the core's queue are discarded.
     pub fn handle_overflow(&mut self, now: Instant, conn: ConnId) {
         let _ = now;
+        self.step += 1;
         if !self.conns.contains_key(&conn) {
             return;
         }
         self.out
-            .retain(|o| !matches!(o, Output::Send { conn: c, .. } if *c == conn));
+            .retain(|(_, o)| !matches!(o, Output::Send { conn: c, .. } if *c == conn));
         self.close(conn, None);
     }
 
@@ -376,11 +434,12 @@ impl RendezvousServer {
     /// Server shutting down: `OUT 0 SSD` then Close for every connection.
     pub fn handle_shutdown(&mut self, now: Instant) {
         let _ = now;
+        self.step += 1;
         let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
         ids.sort_unstable();
         for conn in ids {
             self.send(conn, out_line("SSD"));
-            self.out.push_back(Output::Close(conn));
+            self.push(Output::Close(conn));
         }
         self.conns.clear();
         self.dir.all_offline();
@@ -390,9 +449,17 @@ impl RendezvousServer {
         self.next_sweep = None;
     }
 
-    /// The next thing the driver must do, in causal order.
+    /// The next thing the driver must do, in causal order. A store returned by the previous
+    /// call counts as written from now on (see the [module docs](self)).
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        if let Some(step) = self.popped_store.take() {
+            self.writes.remove(&step);
+        }
+        let (step, output) = self.out.pop_front()?;
+        if matches!(output, Output::Store { .. }) {
+            self.popped_store = Some(step);
+        }
+        Some(output)
     }
 
     /// Open connections.
@@ -400,7 +467,7 @@ impl RendezvousServer {
         self.conns.len()
     }
 
-    /// Logged-in users.
+    /// Logged-in users (with at least one session).
     pub fn online_count(&self) -> usize {
         self.online
     }
@@ -411,7 +478,12 @@ impl RendezvousServer {
     }
 
     fn send(&mut self, conn: ConnId, line: Line) {
-        self.out.push_back(Output::Send { conn, line });
+        self.push(Output::Send { conn, line });
+    }
+
+    /// Queues an output of the current step.
+    fn push(&mut self, output: Output) {
+        self.out.push_back((self.step, output));
     }
 
     /// Sends the error answer, counts it if it is a protocol error (a client that sends

@@ -5,9 +5,11 @@
 //! waits for that before it sends full probes: a peer's probe that reaches a NAT before that
 //! NAT's own host has sent to the peer creates a conntrack entry that takes the port, and the
 //! host's later packets then leave from another port (the conntrack race).
+//! An introduced session pairs one login session (connection) on each side: `PRM` is taken only
+//! from those two and goes only to the other one.
 //! Memory is bounded three ways: a session is forgotten after `session_lifetime` (10 minutes), a
-//! user keeps at most `max_sessions_per_user` (16; the oldest goes first), and logging out
-//! forgets every session of the user.
+//! login session keeps at most `max_sessions_per_user` (16; the oldest goes first), and a login
+//! session that ends forgets every introduced session it is in.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -21,8 +23,8 @@ use crate::rendezvous::wire::{Line, TrId};
 /// One introduced session.
 #[derive(Debug, Clone, Copy)]
 struct Session {
-    /// The initiator and the responder.
-    peers: [UserId; 2],
+    /// The initiator and the responder, each with its login session.
+    peers: [(UserId, ConnId); 2],
     /// After this, `PRM` for it is refused.
     expires: Instant,
 }
@@ -31,32 +33,32 @@ struct Session {
 #[derive(Debug, Default)]
 pub(super) struct Sessions {
     sessions: HashMap<SessionId, Session>,
-    /// Each user's sessions, oldest first (only users with at least one).
-    by_user: HashMap<UserId, VecDeque<SessionId>>,
+    /// Each login session's introduced sessions, oldest first (only those with at least one).
+    by_conn: HashMap<ConnId, VecDeque<SessionId>>,
     /// Expiry times in creation order (the lifetime is constant); entries may be stale.
     expiries: VecDeque<(Instant, SessionId)>,
 }
 
 impl Sessions {
-    /// Remembers `sid` between `peers` until `expires`; each peer keeps at most `max_per_user`
-    /// sessions (the oldest are forgotten).
+    /// Remembers `sid` between `peers` until `expires`; each peer's login session keeps at
+    /// most `max_per_conn` sessions (the oldest are forgotten).
     fn insert(
         &mut self,
         sid: SessionId,
-        peers: [UserId; 2],
+        peers: [(UserId, ConnId); 2],
         expires: Instant,
-        max_per_user: usize,
+        max_per_conn: usize,
     ) {
-        if max_per_user == 0 {
+        if max_per_conn == 0 {
             return;
         }
         self.remove(sid);
         self.sessions.insert(sid, Session { peers, expires });
         self.expiries.push_back((expires, sid));
-        for user in peers {
-            let list = self.by_user.entry(user).or_default();
+        for (_, conn) in peers {
+            let list = self.by_conn.entry(conn).or_default();
             list.push_back(sid);
-            let excess = list.len().saturating_sub(max_per_user);
+            let excess = list.len().saturating_sub(max_per_conn);
             let dropped: Vec<SessionId> = list.drain(..excess).collect();
             for old in dropped {
                 self.remove(old);
@@ -67,20 +69,20 @@ impl Sessions {
     /// Forgets `sid` and its index entries.
     fn remove(&mut self, sid: SessionId) -> Option<Session> {
         let session = self.sessions.remove(&sid)?;
-        for user in session.peers {
-            if let Some(list) = self.by_user.get_mut(&user) {
+        for (_, conn) in session.peers {
+            if let Some(list) = self.by_conn.get_mut(&conn) {
                 list.retain(|s| *s != sid);
                 if list.is_empty() {
-                    self.by_user.remove(&user);
+                    self.by_conn.remove(&conn);
                 }
             }
         }
         Some(session)
     }
 
-    /// Forgets every session `user` is in.
-    fn forget_user(&mut self, user: UserId) {
-        if let Some(list) = self.by_user.remove(&user) {
+    /// Forgets every session the login session `conn` is in.
+    fn forget_conn(&mut self, conn: ConnId) {
+        if let Some(list) = self.by_conn.remove(&conn) {
             for sid in list {
                 self.remove(sid);
             }
@@ -103,12 +105,13 @@ impl Sessions {
         }
     }
 
-    /// The other peer of `sid` if `me` is one of its peers and it has not expired at `now`.
-    fn peer_of(&self, sid: SessionId, me: UserId, now: Instant) -> Option<UserId> {
+    /// The other peer of `sid` and its login session, if `conn` is one of its two login
+    /// sessions and it has not expired at `now`.
+    fn peer_of(&self, sid: SessionId, conn: ConnId, now: Instant) -> Option<(UserId, ConnId)> {
         let session = self.sessions.get(&sid).filter(|s| now < s.expires)?;
         match session.peers {
-            [a, b] if a == me => Some(b),
-            [a, b] if b == me => Some(a),
+            [a, b] if a.1 == conn => Some(b),
+            [a, b] if b.1 == conn => Some(a),
             _ => None,
         }
     }
@@ -120,15 +123,25 @@ impl Sessions {
 
 impl RendezvousServer {
     /// Remembers an introduced session for `PRM`.
-    pub(super) fn remember_session(&mut self, now: Instant, sid: SessionId, peers: [UserId; 2]) {
+    pub(super) fn remember_session(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        peers: [(UserId, ConnId); 2],
+    ) {
         let expires = now + self.config.session_lifetime;
         let max = self.config.max_sessions_per_user;
         self.sessions.insert(sid, peers, expires, max);
     }
 
-    /// `user` logged out: its sessions are over.
-    pub(super) fn forget_sessions_of(&mut self, user: UserId) {
-        self.sessions.forget_user(user);
+    /// The login session `conn` ended: the introduced sessions it is in are over.
+    pub(super) fn forget_sessions_of(&mut self, conn: ConnId) {
+        self.sessions.forget_conn(conn);
+    }
+
+    /// Forgets one introduced session (its introduction was withdrawn).
+    pub(super) fn forget_session(&mut self, sid: SessionId) {
+        self.sessions.remove(sid);
     }
 
     /// Drops sessions past their lifetime (their memory; `PRM` already refuses them).
@@ -142,8 +155,9 @@ impl RendezvousServer {
     }
 
     /// `PRM TrID sid`: one peer of an introduced session has primed its NAT. The answer repeats
-    /// it; the other peer gets `PRM 0 sid`. Anything but a live session of ours between mutual,
-    /// unblocked contacts is `217`, like every refused introduction.
+    /// it; the other peer's introduced login session gets `PRM 0 sid`. Anything but a live
+    /// session introduced to this connection, between mutual, unblocked contacts, is `217`,
+    /// like every refused introduction.
     pub(super) fn on_prm(
         &mut self,
         now: Instant,
@@ -153,13 +167,13 @@ impl RendezvousServer {
     ) -> Handled {
         let [sid] = params(line)?;
         let sid = parse_sid(sid).ok_or(INVALID_PARAMETER)?;
-        let peer = self
+        let (_, peer_conn) = self
             .sessions
-            .peer_of(sid, me, now)
-            .filter(|&peer| self.dir.mutual_unblocked(me, peer))
+            .peer_of(sid, conn, now)
+            .filter(|&(peer, _)| self.dir.mutual_unblocked(me, peer))
             .ok_or(USER_OFFLINE)?;
         self.send(conn, Line::new("PRM", line.trid, [sid.to_string()]));
-        if let Some(peer_conn) = self.dir.user(peer).conn {
+        if self.conns.contains_key(&peer_conn) {
             self.send(peer_conn, Line::new("PRM", TrId::PUSH, [sid.to_string()]));
         }
         Ok(())

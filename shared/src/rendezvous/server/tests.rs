@@ -241,7 +241,7 @@ pub(super) fn stores(outputs: &[Output]) -> Vec<StoreOp> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Store(op) => Some(op.clone()),
+            Output::Store { op, .. } => Some(op.clone()),
             _ => None,
         })
         .collect()
@@ -512,7 +512,7 @@ fn three_failed_logins_close() {
 }
 
 #[test]
-fn second_login_kicks_the_first() {
+fn a_second_login_is_a_second_session() {
     let mut h = Harness::new(
         &["alice", "bob"],
         &[("alice", "bob"), ("bob", "alice")],
@@ -522,18 +522,18 @@ fn second_login_kicks_the_first() {
     let old = h.online("alice", "BSY");
     h.drain();
     let new = h.login("alice");
-    assert_eq!(
-        to(&h.log, old)[to(&h.log, old).len() - 2..],
-        ["OUT 0 OTH", "CLOSE"]
-    );
-    assert_eq!(to(&h.log, bob).last().unwrap(), "FLN 0 alice");
+    // Nobody is kicked, and bob sees no change: the new session has not sent CHG.
+    assert!(!to(&h.log, old).contains(&"OUT 0 OTH".to_owned()));
+    assert_eq!(to(&h.log, bob).last().unwrap(), "NLN 0 BSY alice");
     assert_eq!(h.server.online_count(), 2);
-    assert_eq!(h.server.connection_count(), 2);
-    // The new session works, and the old id is gone.
+    assert_eq!(h.server.connection_count(), 3);
+    // Both sessions work.
     assert_eq!(h.ask(new, "CHG 5 NLN"), ["CHG 5 NLN"]);
-    assert!(h.ask(old, "CHG 6 NLN").is_empty());
+    assert_eq!(h.ask(old, "CHG 6 AWY"), ["CHG 6 AWY"]);
     h.server.handle_disconnected(h.now, old);
     assert_eq!(h.server.online_count(), 2);
+    h.server.handle_disconnected(h.now, new);
+    assert_eq!(h.server.online_count(), 1);
 }
 
 // ---- accounts ----
@@ -558,7 +558,7 @@ fn registration_and_its_errors() {
     let kdf = CHEAP.to_string();
     h.send_raw(c, &format!("REG 2 {}", reg_params("Carol", &kdf)));
     let out = h.drain();
-    let Output::Store(StoreOp::CreateUser(rec)) = &out[0] else {
+    let [StoreOp::CreateUser(rec)] = &stores(&out[..1])[..] else {
         panic!("{out:?}")
     };
     assert_eq!(rec.name, name("carol"));
@@ -637,11 +637,11 @@ fn password_change() {
     h.send_raw(c, &line);
     let out = h.drain();
     assert_eq!(
-        out[0],
-        Output::Store(StoreOp::SetCredentials {
+        stores(&out[..1]),
+        [StoreOp::SetCredentials {
             name: name("alice"),
             credentials: new
-        })
+        }]
     );
     assert_eq!(to(&out, c), ["PWD 5"]);
     assert_eq!(
@@ -654,8 +654,9 @@ fn password_change() {
         ["911 4 authentication failed"]
     );
     assert!(h.try_login(d, "alice", "new-pw")[0].starts_with("USR 4 OK alice"));
-    // The old connection was kicked by the new login, not by the password change.
-    assert_eq!(to(&h.log, c).last().unwrap(), "CLOSE");
+    // The password change and the new login leave the first session alone.
+    assert!(!to(&h.log, c).contains(&"CLOSE".to_owned()));
+    assert_eq!(h.ask(c, "PNG 6"), ["QNG 6"]);
 }
 
 #[test]

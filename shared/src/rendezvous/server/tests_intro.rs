@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use proptest::prelude::*;
 
-use super::tests::{Harness, name, to};
+use super::tests::{Harness, name, stores, to};
 use super::*;
 
 fn key(byte: u8) -> String {
@@ -116,11 +116,11 @@ fn introduction_hands_each_peer_the_others_offer() {
     assert!(last_ticket < first_itr);
     // Bob's connection sent no DEV: his offer's key became his device key, persisted first.
     assert_eq!(
-        out[0],
-        Output::Store(StoreOp::AddDeviceKey {
+        stores(&out[..1]),
+        [StoreOp::AddDeviceKey {
             owner: name("bob"),
             key: [2; 32]
-        })
+        }]
     );
     assert_eq!(
         to(&out, alice),

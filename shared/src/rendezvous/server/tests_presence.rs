@@ -114,7 +114,7 @@ fn list_changes_push_iln_and_fln() {
             contact: name("bob")
         }]
     );
-    assert!(matches!(out[0], Output::Store(_)));
+    assert!(matches!(out[0], Output::Store { .. }));
     assert_eq!(to(&out, alice), ["ADC 5 bob", "ILN 0 BSY bob"]);
     assert_eq!(to(&out, bob), ["ILN 0 AWY alice"]);
     // BLK hides alice from bob only.
@@ -160,7 +160,7 @@ fn list_errors() {
     let mut h = Harness::with_config(small, &["alice", "bob", "carol"], &[], &[]);
     let alice = h.login("alice");
     let cases = [
-        ("ADC 1 alice", "201 1 invalid parameter"),
+        ("ADC 1 alice", "219 1 cannot add yourself"),
         ("ADC 1 nobody", "205 1 no such user"),
         ("ADC 1 bad,name", "205 1 no such user"),
         ("ADC 1", "201 1 invalid parameter"),
@@ -170,7 +170,7 @@ fn list_errors() {
         ("REM 1 carol", "216 1 not a contact"),
         ("REM 1 nobody", "216 1 not a contact"),
         ("BLK 1 nobody", "205 1 no such user"),
-        ("BLK 1 alice", "201 1 invalid parameter"),
+        ("BLK 1 ALICE", "219 1 cannot block yourself"),
         ("BLK 1 carol", "BLK 1 carol"),
         ("BLK 1 carol", "218 1 already blocked"),
         ("BLK 1 bob", "210 1 contact list full"),
