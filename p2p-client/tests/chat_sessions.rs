@@ -57,16 +57,27 @@ fn a_relayed_chat_survives_a_server_restart_without_losing_a_message() {
         texts(e).len() >= 1000
     });
     a.close_stdin();
-    assert!(a.wait_exit(Duration::from_secs(20)).success(), "{}", a.logs());
+    assert!(
+        a.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        a.logs()
+    );
     let status = b.wait_exit(Duration::from_secs(20));
     let events = b.events();
     assert_eq!(texts(&events), lines, "exactly once, in order");
     assert!(status.success(), "{events:#?}\n{}", b.logs());
     assert!(of_kind(&events, "peer_left").len() == 1, "{events:#?}");
     let a_events = a.events();
-    assert!(of_kind(&a_events, "undelivered").is_empty(), "{a_events:#?}");
+    assert!(
+        of_kind(&a_events, "undelivered").is_empty(),
+        "{a_events:#?}"
+    );
     // The relay was rejoined: the path was relayed before and after.
-    assert!(of_kind(&a_events, "path").iter().all(|p| p["path"] == "relayed"));
+    assert!(
+        of_kind(&a_events, "path")
+            .iter()
+            .all(|p| p["path"] == "relayed")
+    );
 }
 
 /// A direct chat carries on through a server restart; both sides reconnect and the chat goes
@@ -81,7 +92,9 @@ fn a_direct_chat_carries_on_through_a_server_restart() {
     b.wait_for("a direct path", Duration::from_secs(20), direct);
     servers.kill();
     a.send_lines(&["while the server is down".to_owned()]);
-    b.wait_for("the message", Duration::from_secs(5), |e| texts(e).len() == 1);
+    b.wait_for("the message", Duration::from_secs(5), |e| {
+        texts(e).len() == 1
+    });
     servers.restart();
     let restarted = Instant::now();
     for p in [&mut a, &mut b] {
@@ -92,11 +105,23 @@ fn a_direct_chat_carries_on_through_a_server_restart() {
     b.wait_for("the second message", Duration::from_secs(10), |e| {
         texts(e).len() == 2
     });
-    assert!(direct(&b.events()), "the direct path stayed: {:#?}", b.events());
+    assert!(
+        direct(&b.events()),
+        "the direct path stayed: {:#?}",
+        b.events()
+    );
     a.close_stdin();
     b.close_stdin();
-    assert!(a.wait_exit(Duration::from_secs(20)).success(), "{}", a.logs());
-    assert!(b.wait_exit(Duration::from_secs(20)).success(), "{}", b.logs());
+    assert!(
+        a.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        a.logs()
+    );
+    assert!(
+        b.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        b.logs()
+    );
 }
 
 /// Ctrl-C on one side says goodbye: on a direct path the other side knows within a second and
@@ -110,7 +135,9 @@ fn ctrl_c_is_seen_by_the_peer_within_a_second() {
     a.wait_for("a direct path", Duration::from_secs(20), direct);
     b.wait_for("a direct path", Duration::from_secs(20), direct);
     a.send_lines(&["bye now".to_owned()]);
-    b.wait_for("the message", Duration::from_secs(5), |e| texts(e).len() == 1);
+    b.wait_for("the message", Duration::from_secs(5), |e| {
+        texts(e).len() == 1
+    });
     // Let the acknowledgement reach erin: nothing of hers is pending.
     std::thread::sleep(Duration::from_millis(200));
     let sent = Instant::now();
@@ -120,8 +147,16 @@ fn ctrl_c_is_seen_by_the_peer_within_a_second() {
     });
     let seen = b.seen.last().unwrap().0;
     assert!(seen - sent < Duration::from_secs(1), "{:?}", seen - sent);
-    assert!(a.wait_exit(Duration::from_secs(10)).success(), "{}", a.logs());
-    assert!(b.wait_exit(Duration::from_secs(10)).success(), "{}", b.logs());
+    assert!(
+        a.wait_exit(Duration::from_secs(10)).success(),
+        "{}",
+        a.logs()
+    );
+    assert!(
+        b.wait_exit(Duration::from_secs(10)).success(),
+        "{}",
+        b.logs()
+    );
 }
 
 /// A peer that vanishes (SIGKILL, no goodbye) is noticed within 15 s by the chat's own
@@ -140,7 +175,11 @@ fn a_vanished_peer_is_noticed_and_the_lost_message_reported() {
     let _ = b.wait_exit(Duration::from_secs(5));
     a.send_lines(&["are you there?".to_owned()]);
     let status = a.wait_exit(Duration::from_secs(20));
-    assert!(killed.elapsed() < Duration::from_secs(16), "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(16),
+        "{:?}",
+        killed.elapsed()
+    );
     assert!(!status.success());
     let events = a.events();
     assert_eq!(of_kind(&events, "peer_left").len(), 1, "{events:#?}");
@@ -175,7 +214,11 @@ fn an_oversized_line_is_reported_not_dropped() {
     assert_eq!(undelivered[0]["id"], 1);
     assert_eq!(undelivered[0]["reason"], "too long");
     assert_eq!(undelivered[0]["text"].as_str().unwrap(), big);
-    assert!(b.wait_exit(Duration::from_secs(20)).success(), "{}", b.logs());
+    assert!(
+        b.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        b.logs()
+    );
 }
 
 /// `--peer` must name a contact: an error at once, not a wait of `--wait` seconds.
@@ -192,7 +235,10 @@ fn a_peer_who_is_not_a_contact_fails_fast() {
     let error = of_kind(&events, "error");
     assert_eq!(error.len(), 1, "{events:#?}");
     let message = error[0]["message"].as_str().unwrap();
-    assert!(message.contains("nobody is not in your contacts"), "{message}");
+    assert!(
+        message.contains("nobody is not in your contacts"),
+        "{message}"
+    );
 }
 
 /// A one-shot command of a user with a chat and a `status` running disturbs neither: the
@@ -207,16 +253,23 @@ fn a_one_shot_command_disturbs_neither_a_chat_nor_status() {
     a.wait_for("a path", Duration::from_secs(20), connected);
     b.wait_for("a path", Duration::from_secs(20), connected);
     let mut mia_status = status(&servers, "mia", "busy");
-    watcher.wait_for("mia online (chat and busy status)", Duration::from_secs(10), |e| {
-        e.iter().any(|v| v["name"] == "mia" && v["presence"] == "online")
-    });
+    watcher.wait_for(
+        "mia online (chat and busy status)",
+        Duration::from_secs(10),
+        |e| {
+            e.iter()
+                .any(|v| v["name"] == "mia" && v["presence"] == "online")
+        },
+    );
     std::thread::sleep(Duration::from_millis(300));
     watcher.drain();
     let before = watcher.seen.len();
     servers.run("mia", &["contacts", "list"]);
     servers.run("mia", &["contacts", "list"]);
     a.send_lines(&["still here".to_owned()]);
-    b.wait_for("the message", Duration::from_secs(10), |e| texts(e).len() == 1);
+    b.wait_for("the message", Duration::from_secs(10), |e| {
+        texts(e).len() == 1
+    });
     std::thread::sleep(Duration::from_millis(500));
     watcher.drain();
     assert_eq!(
@@ -226,13 +279,25 @@ fn a_one_shot_command_disturbs_neither_a_chat_nor_status() {
         &watcher.seen[before..]
     );
     assert!(mia_status.running(), "status exited: {}", mia_status.logs());
-    assert!(!mia_status.logs().contains("reconnecting"), "{}", mia_status.logs());
+    assert!(
+        !mia_status.logs().contains("reconnecting"),
+        "{}",
+        mia_status.logs()
+    );
     let events = a.events();
     assert!(server_states(&events).is_empty(), "{events:#?}");
     a.close_stdin();
     b.close_stdin();
-    assert!(a.wait_exit(Duration::from_secs(20)).success(), "{}", a.logs());
-    assert!(b.wait_exit(Duration::from_secs(20)).success(), "{}", b.logs());
+    assert!(
+        a.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        a.logs()
+    );
+    assert!(
+        b.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        b.logs()
+    );
     mia_status.close_stdin();
     watcher.close_stdin();
     assert!(mia_status.wait_exit(Duration::from_secs(10)).success());
@@ -257,7 +322,11 @@ fn two_sessions_of_one_user_show_the_most_available_state() {
     watcher.wait_for("olga busy", Duration::from_secs(10), olga_is("busy"));
     let mut online = status(&servers, "olga", "online");
     watcher.wait_for("olga online", Duration::from_secs(10), olga_is("online"));
-    assert!(busy.running(), "the first session was kicked: {}", busy.logs());
+    assert!(
+        busy.running(),
+        "the first session was kicked: {}",
+        busy.logs()
+    );
     online.close_stdin();
     assert!(online.wait_exit(Duration::from_secs(10)).success());
     watcher.wait_for("olga busy again", Duration::from_secs(10), olga_is("busy"));
@@ -296,7 +365,9 @@ fn status_reconnects_after_a_server_restart() {
     assert!(restarted.elapsed() < Duration::from_secs(5));
     // Both are back: rosa sees quin away (again) after the restart.
     let seen = watcher.seen.len();
-    watcher.wait_for("quin away after the restart", Duration::from_secs(10), |e| {
-        e.len() > seen && quin_is("away")(e)
-    });
+    watcher.wait_for(
+        "quin away after the restart",
+        Duration::from_secs(10),
+        |e| e.len() > seen && quin_is("away")(e),
+    );
 }

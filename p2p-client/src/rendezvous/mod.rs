@@ -192,17 +192,16 @@ impl RendezvousClient {
             why,
         };
         let greeting = config.greeting_timeout;
-        let silent = || {
-            not_rendezvous(format!(
-                "no TLS rendezvous greeting within {} s",
-                greeting.as_secs_f32()
-            ))
-        };
+        let silent =
+            |what: &str| not_rendezvous(format!("{what} within {} s", greeting.as_secs_f32()));
         let connected = tokio::time::timeout(greeting, tls::handshake(stream, &label, trust))
             .await
-            .map_err(|_| silent())?
+            .map_err(|_| silent("no TLS handshake"))?
             .map_err(|e| match RendezvousError::from(e) {
-                RendezvousError::Tls(tls::TlsError::Handshake { reason, .. }) => {
+                // A certificate we refuse is a trust problem, not a wrong port.
+                RendezvousError::Tls(tls::TlsError::Handshake { reason, .. })
+                    if !reason.to_ascii_lowercase().contains("certificate") =>
+                {
                     not_rendezvous(format!("it does not speak TLS 1.3: {reason}"))
                 }
                 other => other,
@@ -226,7 +225,7 @@ impl RendezvousClient {
             .request_within(&quick, "VER", vec![PROTOCOL_VERSION.to_owned()], "VER")
             .await
             .map_err(|e| match e {
-                RendezvousError::Timeout { .. } => silent(),
+                RendezvousError::Timeout { .. } => silent("no answer to VER"),
                 RendezvousError::Closed(reason) => {
                     not_rendezvous(format!("it does not answer VER: {reason}"))
                 }

@@ -107,7 +107,10 @@ impl Servers {
             if attempt.is_ok() {
                 return;
             }
-            assert!(Instant::now() < deadline, "cannot restart on the same ports");
+            assert!(
+                Instant::now() < deadline,
+                "cannot restart on the same ports"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
