@@ -119,6 +119,10 @@ async fn watch(
                         print_presence(&name, presence, initial, args.json);
                     }
                 }
+                // Another login with this process's session: nothing to reconnect for.
+                Some(Event::LoggedOut(OutReason::OtherLogin)) => {
+                    bail!("the server logged {user} out: {}", OutReason::OtherLogin);
+                }
                 Some(Event::Ring { from, .. }) => {
                     eprintln!("p2p-client: {from} invites you to a session (not answered here)");
                 }

@@ -394,6 +394,8 @@ async fn chat(
     };
     let prepared = match prepared {
         Ok(Some(prepared)) => prepared,
+        // A changed key says itself that nothing was sent (exit status 3).
+        Err(e @ ChatRunError::KeyChanged { .. }) => return Err(e),
         // Lines typed before the chat started never left.
         Ok(None) | Err(_) if !typed.lines.is_empty() => {
             let reason = if prepared.is_ok() {

@@ -34,7 +34,8 @@ use tokio::task::JoinSet;
 use zeroize::Zeroize;
 
 use crate::rendezvous::{
-    Event, Introduction, LoginInfo, Offer, Relogin, RendezvousClient, RendezvousError, Role,
+    Event, Introduction, LoginInfo, Offer, OutReason, Relogin, RendezvousClient, RendezvousError,
+    Role,
 };
 
 use super::endpoint::{Datagram, Endpoint, PacketClass, classify};
@@ -609,12 +610,16 @@ impl Driver {
                     p.handle_peer_primed(now);
                 }
             }
-            // Only the peer's goodbye or its silence end the chat: its rendezvous connection
-            // may be down (a server restart) while the chat goes on.
+            // Once the chat is up, only the peer's goodbye or its silence end it: its
+            // rendezvous connection may be down (a server restart) while the chat goes on.
+            // Before, a peer that went offline is not coming (it refused our key, say).
             Event::Presence { name, presence, .. }
                 if name == self.peer && presence == Presence::Offline =>
             {
                 tracing::info!("the server shows the peer offline");
+                if !self.chat.is_established() {
+                    self.peer_gone = true;
+                }
             }
             // The peer wants a new introduction: to punch again (its direct path died), or to
             // rejoin the relay (its connection to the server was lost).
@@ -633,6 +638,10 @@ impl Driver {
             }
             Event::LoggedOut(reason) => {
                 tracing::warn!(%reason, "logged out by the server; the chat goes on");
+                if reason == OutReason::OtherLogin {
+                    // Replaced by a login with this process's session: do not fight it.
+                    self.relogin = None;
+                }
             }
             other => tracing::debug!(event = ?other, "rendezvous push ignored"),
         }

@@ -43,6 +43,8 @@ impl Driver {
             return;
         }
         let Some(relogin) = self.relogin.clone() else {
+            self.out
+                .note("the server connection is gone; the chat goes on without it");
             return;
         };
         self.out.show(&Shown::Server {
