@@ -314,8 +314,8 @@ fn two_sessions_of_one_user_show_the_most_available_state() {
     let olga_is = |state: &'static str| {
         move |e: &[Value]| {
             e.iter()
-                .filter(|v| v["name"] == "olga")
-                .last()
+                .rev()
+                .find(|v| v["name"] == "olga")
                 .is_some_and(|v| v["presence"] == state)
         }
     };
@@ -347,8 +347,8 @@ fn status_reconnects_after_a_server_restart() {
     let quin_is = |state: &'static str| {
         move |e: &[Value]| {
             e.iter()
-                .filter(|v| v["name"] == "quin")
-                .last()
+                .rev()
+                .find(|v| v["name"] == "quin")
                 .is_some_and(|v| v["presence"] == state)
         }
     };

@@ -104,7 +104,7 @@ enum Wake {
     Rendezvous(Option<Event>),
     Input(Option<Input>),
     Request(Option<Result<RequestDone, tokio::task::JoinError>>),
-    Reconnected(Result<Relogged, tokio::task::JoinError>),
+    Reconnected(Box<Result<Relogged, tokio::task::JoinError>>),
     Interrupt,
 }
 
@@ -306,7 +306,7 @@ impl Driver {
                 i = input.recv(), if !self.eof => Wake::Input(i),
                 r = self.requests.join_next(), if !self.requests.is_empty() => Wake::Request(r),
                 r = server::relogged(&mut self.reconnecting), if self.reconnecting.is_some() => {
-                    Wake::Reconnected(r)
+                    Wake::Reconnected(Box::new(r))
                 }
                 Some(()) = interrupts.recv() => Wake::Interrupt,
             };
@@ -334,7 +334,7 @@ impl Driver {
                     self.repunch.handle_request_failed();
                 }
                 Wake::Request(None) => {}
-                Wake::Reconnected(r) => self.on_relogged(now, r),
+                Wake::Reconnected(r) => self.on_relogged(now, *r),
                 Wake::Interrupt => {
                     self.out.note("interrupted; leaving");
                     return Ok(End::Interrupted);
