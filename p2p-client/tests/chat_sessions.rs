@@ -371,3 +371,32 @@ fn status_reconnects_after_a_server_restart() {
         |e| e.len() > seen && quin_is("away")(e),
     );
 }
+
+/// `chat --help` documents the new behaviour: classifying by default with a flag to skip it,
+/// the undelivered report and the exit status; `--classify` is still accepted (hidden).
+#[test]
+fn chat_help_documents_classification_and_the_exit_status() {
+    let out = std::process::Command::new(sessions::BIN)
+        .args(["chat", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--no-classify",
+        "undelivered",
+        "too long",
+        "\"server\"",
+        "1 when any message was not delivered",
+    ] {
+        assert!(help.contains(needle), "{needle:?} not in:\n{help}");
+    }
+    assert!(!help.contains("--classify "), "{help}");
+    let servers = Servers::start();
+    let out = servers
+        .command("nobody", &["chat", "--classify", "--peer", "x", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("unexpected argument"), "{err}");
+}

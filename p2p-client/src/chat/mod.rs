@@ -6,11 +6,13 @@
 //! reliable ordered messages, indifferent to the path) and the switchboard framing
 //! ([`shared::switchboard::wire`]). The steps, in [`run`]:
 //!
-//! 1. Log in to the rendezvous server; its `CFG` says where STUN and the switchboard are.
-//!    Register the device's identity key (`DEV`): the long-term X25519 key pair in the home
-//!    ([`crate::home`]), which is the chat's Noise static key.
+//! 1. Log in to the rendezvous server ([`crate::rendezvous::Relogin`], which keeps what it
+//!    takes to log in again); its `CFG` says where STUN and the switchboard are. Register the
+//!    device's identity key (`DEV`, with this process's login session): the long-term X25519
+//!    key pair in the home ([`crate::home`]), which is the chat's Noise static key. A `--peer`
+//!    that is not in the contact list (`LST`) is an error at once.
 //! 2. Bind one UDP *endpoint* socket ([`endpoint`]), learn its server-reflexive address with a
-//!    STUN Binding from that same socket, optionally classify the NAT (`--classify`), and build
+//!    STUN Binding from that same socket, classify the NAT (unless `--no-classify`), and build
 //!    the offer: identity key, host candidates, srflx candidate.
 //! 3. Invite the peer and answer its ring ([`intro`]); both sides do this and the server pairs
 //!    them. Wait for the introduction (`ITR`), at most `--wait` seconds. The introduction
@@ -27,8 +29,10 @@
 //! 5. Lines on stdin are sent as messages (empty lines are skipped); received messages are
 //!    printed. At the end of stdin the driver waits (at most [`DRAIN_TIMEOUT`]) until the peer
 //!    has acknowledged every message, lingers a moment to acknowledge the peer's last ones,
-//!    then logs out. The chat also ends when the peer goes offline (an error if it left
-//!    messages of ours unacknowledged), and on Ctrl-C (at once).
+//!    says goodbye (an authenticated CLOSE frame of the chat session, on every path that is
+//!    up), then logs out. The chat also ends when the peer says goodbye or stops answering
+//!    (the session's idle timeout, 14 s), and on Ctrl-C (at once, with a goodbye). Every line
+//!    the peer did not acknowledge is reported (`undelivered`) and makes the result an error.
 //!
 //! Datagrams on the endpoint socket are told apart by their first byte
 //! ([`endpoint::classify`]): STUN (0x00-0x03), hole punching (0xC4, 0xC5), chat (0xC0-0xC3).
@@ -38,6 +42,9 @@
 //!    a fresh STUN Binding from the endpoint socket, a new introduction to the same peer
 //!    through the rendezvous server (new start time, new session id for the puncher), and a
 //!    new puncher, while the same chat session goes on.
+//! 7. If the rendezvous connection is lost, the driver logs in again in the background with
+//!    back-off (`server` events say so); if the relay was lost too, a new introduction brings
+//!    a fresh ticket and both sides rejoin the switchboard, while a direct path carries on.
 
 pub mod driver;
 pub mod endpoint;
