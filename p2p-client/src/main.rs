@@ -106,17 +106,28 @@ enum Command {
     /// punches a direct UDP path while the chat already runs through the switchboard relay.
     /// Each line on stdin is a message; received messages are printed, and every change of
     /// the path (direct or relayed) is announced. At the end of stdin it waits up to 10 s
-    /// until the peer has acknowledged every message, logs out and exits; it also ends when
-    /// the peer goes offline, and at once on Ctrl-C. Without --peer, on a terminal, it shows
-    /// your contacts and you type a name.
+    /// until the peer has acknowledged every message, says goodbye to the peer, logs out and
+    /// exits; Ctrl-C says goodbye and exits at once. It ends when the peer says goodbye, or
+    /// stops answering for 14 s. Without --peer, on a terminal, it shows your contacts and
+    /// you type a name; a --peer that is not a contact is an error at once.
+    ///
+    /// A lost connection to the server (a restart, a network change) is made again with
+    /// back-off; the chat goes on meanwhile over a direct path, and rejoins the relay once
+    /// the server is back.
+    ///
+    /// Every message is either acknowledged by the peer or reported as not delivered, with
+    /// its number and text (a line over 60 KiB is refused as "too long", not split).
     ///
     /// The chat's keys are this device's identity key (made on first use in the home) and the
     /// peer's, pinned the first time it is seen. If the server introduces a peer whose key is
     /// not the pinned one, the chat does not start: it says so, sends nothing and exits 3;
     /// compare safety numbers (`contacts fingerprint PEER`) and use --accept-new-key if the
-    /// peer really has a new key. Exit status: 0 when every message was delivered (or on
-    /// Ctrl-C), 3 when the peer's key changed, 1 on any other error (the peer never came, no
-    /// path, messages not acknowledged, a server key that is not the pinned one).
+    /// peer really has a new key. Exit status: 0 when every message typed was delivered
+    /// (acknowledged by the peer; also on Ctrl-C or when the peer leaves with nothing of ours
+    /// pending), 3 when the peer's key changed, 1 when any message was not delivered (too
+    /// long, not acknowledged in time, the peer left, Ctrl-C with messages pending) and on
+    /// any other error (the peer never came or is not a contact, a server key that is not
+    /// the pinned one).
     Chat(ChatCmdArgs),
 }
 

@@ -1,5 +1,10 @@
 //! `p2p-client status STATE`: go online in a state and watch the contacts' presence until the
 //! input ends or Ctrl-C, then log out.
+//!
+//! A lost connection to the server (a restart, a network change) is not the end: `status`
+//! says `p2p-client: server: reconnecting (why)` on stderr, logs in again with back-off
+//! ([`p2p_client::rendezvous::Relogin`]), restores the state, says `p2p-client: server:
+//! connected` and goes on printing changes.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read};
@@ -7,7 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use p2p_client::home::Home;
-use p2p_client::rendezvous::{CloseReason, Event, RendezvousClient};
+use p2p_client::rendezvous::{
+    Backoff, ClientConfig, CloseReason, Event, OutReason, Relogin, RendezvousClient,
+};
 use serde_json::json;
 use shared::rendezvous::{Presence, UserName};
 use tokio::sync::oneshot;
@@ -62,18 +69,29 @@ pub async fn run(args: StatusArgs, home: &Home) -> anyhow::Result<ExitCode> {
     };
 
     let client = login(&args.account, home, &user, &password).await?;
-    let result = watch(&client, &args, &user, stop).await;
+    let relogin = Relogin::new(
+        &args.account.server,
+        args.account.trust(home)?,
+        ClientConfig::default(),
+        user.clone(),
+        password.as_bytes(),
+        home.user(&user)?.identity()?.public(),
+        Some(args.state),
+    );
+    let mut client = client;
+    let result = watch(&mut client, &args, &relogin, stop).await;
     client.logout().await;
     result.map(|()| ExitCode::SUCCESS)
 }
 
 /// Sets the state, prints the contacts and then every change until `stop` completes.
 async fn watch(
-    client: &RendezvousClient,
+    client: &mut RendezvousClient,
     args: &StatusArgs,
-    user: &UserName,
+    relogin: &Relogin,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let user = relogin.user();
     tokio::pin!(stop);
     client
         .set_status(args.state)
@@ -101,17 +119,35 @@ async fn watch(
                         print_presence(&name, presence, initial, args.json);
                     }
                 }
+                // Another login with this process's session: nothing to reconnect for.
+                Some(Event::LoggedOut(OutReason::OtherLogin)) => {
+                    bail!("the server logged {user} out: {}", OutReason::OtherLogin);
+                }
                 Some(Event::Ring { from, .. }) => {
                     eprintln!("p2p-client: {from} invites you to a session (not answered here)");
                 }
                 Some(_) => {}
-                None => match client.close_reason() {
-                    Some(CloseReason::LoggedOut(reason)) => {
-                        bail!("the server logged {user} out: {reason}")
+                None => {
+                    let reason = client.close_reason().unwrap_or(CloseReason::ClosedByServer);
+                    if let CloseReason::LoggedOut(OutReason::OtherLogin) = reason {
+                        bail!("the server logged {user} out: {}", OutReason::OtherLogin);
                     }
-                    Some(reason) => bail!("{reason}"),
-                    None => bail!("the connection closed"),
-                },
+                    eprintln!("p2p-client: server: reconnecting ({reason})");
+                    let mut backoff = Backoff::default();
+                    let again = tokio::select! {
+                        () = &mut stop => return Ok(()),
+                        again = relogin.reconnect(&mut backoff) => again,
+                    };
+                    let (fresh, _) = again.with_context(|| format!("cannot log in again as {user}"))?;
+                    *client = fresh;
+                    eprintln!("p2p-client: server: connected");
+                    let list = client.contacts().await.context("cannot list contacts")?;
+                    // A new login: the whole list again, as initial presence.
+                    for entry in list.into_iter().filter(|e| e.contact) {
+                        print_presence(&entry.name, entry.presence, true, args.json);
+                        shown.insert(entry.name, entry.presence);
+                    }
+                }
             },
         }
     }

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use p2p_client::rendezvous::{
-    CancelReason, Event, NatKind, Offer, OutReason, RendezvousClient, Role,
+    CancelReason, ClientConfig, Event, LoginSession, NatKind, Offer, OutReason, RendezvousClient,
+    Role,
 };
 use p2p_client::tls::ServerTrust;
 use shared::identity::Fingerprint;
@@ -249,11 +250,27 @@ async fn the_client_answers_keepalives_by_itself() {
 }
 
 #[tokio::test]
-async fn logging_in_elsewhere_logs_the_first_connection_out() {
+async fn a_login_of_the_same_session_replaces_the_first_and_another_session_does_not() {
     let server = Server::start(RendezvousConfig::default());
     let (first, alice) = server.user("alice").await;
+    first.register_device(&[1; 32]).await.unwrap();
+    // Another session of the same device (a one-shot command): nothing happens to the first.
+    let trust = ServerTrust::Exact(server.handle.as_ref().unwrap().fingerprint());
+    let config = ClientConfig {
+        session: Some(LoginSession::random()),
+        ..ClientConfig::default()
+    };
+    let other = RendezvousClient::connect_with(&server.addr(), &trust, config)
+        .await
+        .unwrap();
+    other.login(&alice, b"alice").await.unwrap();
+    other.register_device(&[1; 32]).await.unwrap();
+    other.contacts().await.unwrap();
+    first.contacts().await.unwrap();
+    // This process's session again (a reconnect): the stale first one is replaced.
     let second = server.connect().await;
     second.login(&alice, b"alice").await.unwrap();
+    second.register_device(&[1; 32]).await.unwrap();
     assert_eq!(
         next_non_presence(&first).await,
         Event::LoggedOut(OutReason::OtherLogin)
@@ -262,6 +279,7 @@ async fn logging_in_elsewhere_logs_the_first_connection_out() {
     assert!(e.is_closed(), "{e:?}");
     assert!(e.to_string().contains("logged in elsewhere"), "{e}");
     second.contacts().await.unwrap();
+    other.contacts().await.unwrap();
 }
 
 #[tokio::test]

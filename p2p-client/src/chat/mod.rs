@@ -6,11 +6,13 @@
 //! reliable ordered messages, indifferent to the path) and the switchboard framing
 //! ([`shared::switchboard::wire`]). The steps, in [`run`]:
 //!
-//! 1. Log in to the rendezvous server; its `CFG` says where STUN and the switchboard are.
-//!    Register the device's identity key (`DEV`): the long-term X25519 key pair in the home
-//!    ([`crate::home`]), which is the chat's Noise static key.
+//! 1. Log in to the rendezvous server ([`crate::rendezvous::Relogin`], which keeps what it
+//!    takes to log in again); its `CFG` says where STUN and the switchboard are. Register the
+//!    device's identity key (`DEV`, with this process's login session): the long-term X25519
+//!    key pair in the home ([`crate::home`]), which is the chat's Noise static key. A `--peer`
+//!    that is not in the contact list (`LST`) is an error at once.
 //! 2. Bind one UDP *endpoint* socket ([`endpoint`]), learn its server-reflexive address with a
-//!    STUN Binding from that same socket, optionally classify the NAT (`--classify`), and build
+//!    STUN Binding from that same socket, classify the NAT (unless `--no-classify`), and build
 //!    the offer: identity key, host candidates, srflx candidate.
 //! 3. Invite the peer and answer its ring ([`intro`]); both sides do this and the server pairs
 //!    them. Wait for the introduction (`ITR`), at most `--wait` seconds. The introduction
@@ -27,8 +29,10 @@
 //! 5. Lines on stdin are sent as messages (empty lines are skipped); received messages are
 //!    printed. At the end of stdin the driver waits (at most [`DRAIN_TIMEOUT`]) until the peer
 //!    has acknowledged every message, lingers a moment to acknowledge the peer's last ones,
-//!    then logs out. The chat also ends when the peer goes offline (an error if it left
-//!    messages of ours unacknowledged), and on Ctrl-C (at once).
+//!    says goodbye (an authenticated CLOSE frame of the chat session, on every path that is
+//!    up), then logs out. The chat also ends when the peer says goodbye or stops answering
+//!    (the session's idle timeout, 14 s), and on Ctrl-C (at once, with a goodbye). Every line
+//!    the peer did not acknowledge is reported (`undelivered`) and makes the result an error.
 //!
 //! Datagrams on the endpoint socket are told apart by their first byte
 //! ([`endpoint::classify`]): STUN (0x00-0x03), hole punching (0xC4, 0xC5), chat (0xC0-0xC3).
@@ -38,6 +42,9 @@
 //!    a fresh STUN Binding from the endpoint socket, a new introduction to the same peer
 //!    through the rendezvous server (new start time, new session id for the puncher), and a
 //!    new puncher, while the same chat session goes on.
+//! 7. If the rendezvous connection is lost, the driver logs in again in the background with
+//!    back-off (`server` events say so); if the relay was lost too, a new introduction brings
+//!    a fresh ticket and both sides rejoin the switchboard, while a direct path carries on.
 
 pub mod driver;
 pub mod endpoint;
@@ -60,8 +67,8 @@ use tokio::sync::mpsc;
 use crate::classify::{ClassifyOptions, classify};
 use crate::home::{Home, HomeError, Identity, KeyCheck, UserHome};
 use crate::rendezvous::{
-    Allocation, Candidate, CandidateKind, CloseReason, LoginInfo, MAX_CANDIDATES, NatKind, Offer,
-    RendezvousClient, RendezvousError,
+    Allocation, Candidate, CandidateKind, ClientConfig, CloseReason, LoginInfo, MAX_CANDIDATES,
+    NatKind, Offer, Relogin, RendezvousClient, RendezvousError,
 };
 use crate::tls::{KeyTrust, ServerKey, ServerTrust};
 
@@ -88,13 +95,21 @@ pub struct ChatArgs {
     /// port].
     #[arg(long, value_name = "IP[:PORT]", value_parser = parse_bind)]
     pub bind: Option<SocketAddr>,
-    /// Classify the NAT first (a few seconds; needs a STUN server with two addresses) and
-    /// send the result with the offer, which helps punching through symmetric NATs.
+    /// Do not classify the NAT before the offer. By default the chat classifies it (about
+    /// 0.15 s with a STUN server that has two addresses) and sends the result with the offer,
+    /// which lets punching through symmetric NATs work.
     #[arg(long)]
+    pub no_classify: bool,
+    /// Accepted for compatibility: classifying is the default now.
+    #[arg(long, hide = true)]
     pub classify: bool,
     /// Print one JSON object per line on stdout: {"event":"path","path":"direct"|"relayed",
     /// "remote"}, {"event":"message","from","text"}, {"event":"connected","peer","sid","role"},
-    /// {"event":"peer_left","peer"}, {"event":"error","message"},
+    /// {"event":"peer_left","peer"} (the peer ended the chat or stopped answering),
+    /// {"event":"undelivered","id","text","reason"} (a message the peer did not acknowledge,
+    /// numbered from 1 in the order typed; reason "too long" for a line over 60 KiB, which is
+    /// refused, not split), {"event":"server","state":"reconnecting"|"connected"} (the
+    /// connection to the rendezvous server was lost or is back), {"event":"error","message"},
     /// {"event":"server_pinned","server","fingerprint"} (first connection to a server),
     /// {"event":"key_changed","peer","old","new"} (the chat stops, exit status 3). Logs go to
     /// stderr.
@@ -138,6 +153,9 @@ pub enum ChatRunError {
     /// A bad argument.
     #[error("{0}")]
     Usage(String),
+    /// The peer named is not in our contact list.
+    #[error("{0} is not in your contacts (add it with `p2p-client contacts add {0}`)")]
+    NotAContact(UserName),
     /// A local socket failed.
     #[error("{what}: {source}")]
     Io {
@@ -278,6 +296,7 @@ pub async fn run(
 /// What the chat works with once logged in.
 struct Session<'a> {
     client: &'a Arc<RendezvousClient>,
+    relogin: &'a Arc<Relogin>,
     info: &'a LoginInfo,
     home: &'a UserHome,
     identity: &'a Identity,
@@ -309,7 +328,19 @@ async fn run_inner(
     let home = account.home.user(user)?;
     let identity = home.identity()?;
     let mut input = stdin_lines();
-    let client = Arc::new(RendezvousClient::connect(account.server, account.trust).await?);
+    let mut interrupts = interrupts();
+    // A fresh login is not yet visible; the peer can only invite us once we are online.
+    let relogin = Arc::new(Relogin::new(
+        account.server,
+        account.trust.clone(),
+        ClientConfig::default(),
+        user.clone(),
+        password,
+        identity.public(),
+        Some(Presence::Online),
+    ));
+    let (client, info) = relogin.login().await?;
+    let client = Arc::new(client);
     if let Some(notice) = pinned_notice(client.server_key()) {
         eprintln!("{notice}");
         if out.is_json() {
@@ -319,35 +350,94 @@ async fn run_inner(
             });
         }
     }
-    let info = client.login(user, password).await?;
     tracing::info!(stun = ?info.stun, switchboard = ?info.switchboard, "logged in");
-    client.register_device(&identity.public()).await?;
-    // A fresh login is not yet visible; the peer can only invite us once we are online.
-    client.set_status(Presence::Online).await?;
+    if let Some(peer) = &peer {
+        let contacts = client.contacts().await?;
+        if !contacts.iter().any(|e| e.contact && e.name == *peer) {
+            client.logout().await;
+            return Err(ChatRunError::NotAContact(peer.clone()));
+        }
+    }
     let session = Session {
         client: &client,
+        relogin: &relogin,
         info: &info,
         home: &home,
         identity: &identity,
         args,
         out,
     };
-    let result = tokio::select! {
-        result = chat(&session, peer, &mut input) => result,
-        _ = tokio::signal::ctrl_c() => {
-            out.note("interrupted; leaving");
-            Ok(())
-        }
-    };
+    let result = chat(&session, peer, &mut input, &mut interrupts).await;
     client.logout().await;
     result
+}
+
+/// Ctrl-C, as messages: the handler is installed once, so none is missed between waits.
+fn interrupts() -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 async fn chat(
     session: &Session<'_>,
     peer: Option<UserName>,
     input: &mut mpsc::UnboundedReceiver<Input>,
+    interrupts: &mut mpsc::UnboundedReceiver<()>,
 ) -> Result<(), ChatRunError> {
+    let mut typed = Typed::default();
+    let prepared = tokio::select! {
+        prepared = prepare(session, peer, input, &mut typed) => prepared,
+        Some(()) = interrupts.recv() => {
+            session.out.note("interrupted; leaving");
+            Ok(None)
+        }
+    };
+    let prepared = match prepared {
+        Ok(Some(prepared)) => prepared,
+        // A changed key says itself that nothing was sent (exit status 3).
+        Err(e @ ChatRunError::KeyChanged { .. }) => return Err(e),
+        // Lines typed before the chat started never left.
+        Ok(None) | Err(_) if !typed.lines.is_empty() => {
+            let reason = if prepared.is_ok() {
+                "interrupted"
+            } else {
+                "chat failed"
+            };
+            for (id, text) in (1..).zip(&typed.lines) {
+                session
+                    .out
+                    .show(&output::Shown::Undelivered { id, text, reason });
+            }
+            return match prepared {
+                Err(e) => Err(e),
+                Ok(_) => Err(ChatRunError::Undelivered(typed.lines.len())),
+            };
+        }
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let (setup, endpoint) = prepared;
+    let setup = driver::Setup { typed, ..setup };
+    driver::Driver::new(setup, endpoint, *session.out)?
+        .run(input, interrupts)
+        .await
+}
+
+/// Everything up to the introduction: the endpoint socket, the offer, the peer, the wait.
+/// `None`: input ended before anything was typed (no chat).
+async fn prepare(
+    session: &Session<'_>,
+    peer: Option<UserName>,
+    input: &mut mpsc::UnboundedReceiver<Input>,
+    typed: &mut Typed,
+) -> Result<Option<(driver::Setup, Endpoint)>, ChatRunError> {
     let Session {
         client,
         info,
@@ -379,7 +469,7 @@ async fn chat(
             None
         }
     };
-    let report = if args.classify {
+    let report = if !args.no_classify {
         classify_nat(info.stun, bind.ip()).await
     } else {
         None
@@ -394,19 +484,18 @@ async fn chat(
         Some(peer) => (peer, None),
         None => match intro::pick_peer(client, out, input).await? {
             Some(choice) => choice,
-            None => return Ok(()),
+            None => return Ok(None),
         },
     };
     if !out.is_json() {
         out.note(&format!("waiting for {peer} (at most {} s)", args.wait));
     }
     let deadline = Instant::now() + Duration::from_secs(args.wait);
-    let mut typed = Typed::default();
     let introduced =
-        intro::await_introduction(client, &peer, &offer, deadline, ring, input, &mut typed).await?;
+        intro::await_introduction(client, &peer, &offer, deadline, ring, input, typed).await?;
     let Introduced::Yes { intro, received } = introduced else {
         tracing::info!("input ended before the chat started: nothing to send");
-        return Ok(());
+        return Ok(None);
     };
     check_peer_key(
         session.home,
@@ -426,9 +515,10 @@ async fn chat(
         stun: info.stun,
         offer,
         include_loopback,
-        typed,
+        typed: Typed::default(),
+        relogin: Some(session.relogin.clone()),
     };
-    driver::Driver::new(setup, endpoint, *out)?.run(input).await
+    Ok(Some((setup, endpoint)))
 }
 
 /// The key rule of an introduction: a peer with no pinned key gets `key` pinned (unverified);
@@ -481,7 +571,7 @@ pub fn check_peer_key(
 /// Classifies the NAT with the STUN service (on a blocking thread); `None` on any failure.
 async fn classify_nat(stun: Option<SocketAddr>, bind_ip: IpAddr) -> Option<Report> {
     let Some(stun) = stun else {
-        tracing::warn!("--classify needs a STUN service, and the server advertises none");
+        tracing::info!("no STUN service advertised: the NAT is not classified");
         return None;
     };
     let options = ClassifyOptions {

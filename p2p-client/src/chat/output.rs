@@ -8,7 +8,9 @@
 //! | `connected` | `peer`, `sid`, `role` | the server introduced us to the peer |
 //! | `path` | `path` (`direct` or `relayed`), `remote` (`ip:port`) | the path in use changed |
 //! | `message` | `from`, `text` | a message arrived (each exactly once, in order) |
-//! | `peer_left` | `peer` | the peer went offline |
+//! | `peer_left` | `peer` | the peer ended the chat (its goodbye), or stopped answering for 14 s |
+//! | `undelivered` | `id`, `text`, `reason` | a message of ours the peer did not acknowledge (`id`: its number in the order typed, from 1; `reason`: `too long`, `peer left`, `not acknowledged`, `interrupted`, `chat failed`); the exit status is then 1 |
+//! | `server` | `state` (`reconnecting` or `connected`) | the connection to the rendezvous server was lost, or is back (logged in again) |
 //! | `error` | `message` | the chat ends with an error (printed before the exit status 1) |
 //! | `server_pinned` | `server`, `fingerprint` | first connection to the server: its key is pinned |
 //! | `key_changed` | `peer`, `old`, `new` | the peer's key is not the pinned one: no chat (exit status 3) |
@@ -68,6 +70,20 @@ pub enum Shown<'a> {
         /// Who.
         peer: &'a str,
     },
+    /// A message of ours that did not reach the peer.
+    Undelivered {
+        /// Its number in the order typed (from 1).
+        id: u64,
+        /// Its text.
+        text: &'a str,
+        /// Why (`too long`, `peer left`, ...).
+        reason: &'a str,
+    },
+    /// The state of the connection to the rendezvous server.
+    Server {
+        /// `reconnecting` or `connected`.
+        state: &'a str,
+    },
     /// The chat failed.
     Error {
         /// Why.
@@ -105,6 +121,10 @@ impl Shown<'_> {
                 json!({"event": "message", "from": from, "text": text})
             }
             Shown::PeerLeft { peer } => json!({"event": "peer_left", "peer": peer}),
+            Shown::Undelivered { id, text, reason } => {
+                json!({"event": "undelivered", "id": id, "text": text, "reason": reason})
+            }
+            Shown::Server { state } => json!({"event": "server", "state": state}),
             Shown::Error { message } => json!({"event": "error", "message": message}),
             Shown::ServerPinned {
                 server,
@@ -137,7 +157,12 @@ impl Shown<'_> {
                 false,
             ),
             Shown::Message { from, text } => (format!("<{from}> {text}"), true),
-            Shown::PeerLeft { peer } => (format!("-- {peer} went offline"), false),
+            Shown::PeerLeft { peer } => (format!("-- {peer} left the chat"), false),
+            Shown::Undelivered { id, text, reason } => (
+                format!("-- not delivered ({reason}): message {id}: {text}"),
+                false,
+            ),
+            Shown::Server { state } => (format!("-- server: {state}"), false),
             Shown::Error { message } => (format!("-- error: {message}"), false),
             Shown::ServerPinned {
                 server,
@@ -244,6 +269,20 @@ mod tests {
         );
         let v = parse(&Shown::PeerLeft { peer: "bob" }.json_line());
         assert_eq!(v, json!({"event": "peer_left", "peer": "bob"}));
+        let v = parse(
+            &Shown::Undelivered {
+                id: 3,
+                text: "hi",
+                reason: "too long",
+            }
+            .json_line(),
+        );
+        assert_eq!(
+            v,
+            json!({"event": "undelivered", "id": 3, "text": "hi", "reason": "too long"})
+        );
+        let v = parse(&Shown::Server { state: "connected" }.json_line());
+        assert_eq!(v, json!({"event": "server", "state": "connected"}));
         let v = parse(&Shown::Error { message: "no path" }.json_line());
         assert_eq!(v, json!({"event": "error", "message": "no path"}));
         let v = parse(

@@ -115,6 +115,18 @@ impl PathSelector {
         }
     }
 
+    /// A new relay connection was started (a re-introduction brought a fresh ticket): sends
+    /// are buffered until the peer joins it.
+    pub fn relay_restarted(&mut self, addr: SocketAddr) {
+        self.relay = RelayState::Pending;
+        self.relay_addr = Some(addr);
+    }
+
+    /// The direct path's socket and remote, if there is one (in use or suspect).
+    pub fn direct_target(&self) -> Option<(SocketIndex, SocketAddr)> {
+        self.direct.as_ref().map(|d| (d.socket, d.remote))
+    }
+
     /// The relay connection is over.
     pub fn relay_down(&mut self) {
         self.relay = RelayState::Down;

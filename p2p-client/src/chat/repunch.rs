@@ -144,6 +144,15 @@ impl Repunch {
         }
     }
 
+    /// The relay must be joined again (the switchboard connection was lost, and the rendezvous
+    /// connection is back): an attempt starts at once unless one is under way. The new
+    /// introduction brings a fresh ticket.
+    pub fn handle_rejoin(&mut self) {
+        if matches!(self.state, State::Idle | State::Due(_)) {
+            self.start(None);
+        }
+    }
+
     /// Advances time: a due attempt starts; an introduction that did not come counts as a
     /// failed attempt.
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -169,6 +169,16 @@ pub enum RendezvousError {
     /// The password could not be stretched (bad KDF parameters).
     #[error("key derivation failed: {0}")]
     Kdf(String),
+    /// What answers at the address is not a rendezvous server: it does not speak TLS 1.3, or
+    /// does not answer `VER` with a protocol line in time (a STUN server's TCP port, the
+    /// switchboard, anything else).
+    #[error("{server} is not a rendezvous server ({why})")]
+    NotRendezvous {
+        /// The server as named (`HOST:PORT`).
+        server: String,
+        /// What it did instead.
+        why: String,
+    },
     /// The caller asked for something the protocol cannot carry.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -238,6 +248,7 @@ impl RendezvousError {
         matches!(
             self,
             RendezvousError::Closed(_)
+                | RendezvousError::NotRendezvous { .. }
                 | RendezvousError::Connect { .. }
                 | RendezvousError::Resolve { .. }
                 | RendezvousError::ServerKeyChanged { .. }

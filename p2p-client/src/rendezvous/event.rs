@@ -73,6 +73,9 @@ pub enum CancelReason {
     Timeout,
     /// The other side went offline.
     Offline,
+    /// Another session of ours answered the invitation (it rang every session of ours that
+    /// set a presence).
+    Answered,
     /// A reason this client does not know.
     Other(String),
 }
@@ -84,6 +87,7 @@ impl CancelReason {
             "declined" => CancelReason::Declined,
             "timeout" => CancelReason::Timeout,
             "offline" => CancelReason::Offline,
+            "answered" => CancelReason::Answered,
             other => CancelReason::Other(other.to_owned()),
         }
     }
@@ -94,6 +98,7 @@ impl CancelReason {
             CancelReason::Declined => "declined",
             CancelReason::Timeout => "timeout",
             CancelReason::Offline => "offline",
+            CancelReason::Answered => "answered",
             CancelReason::Other(word) => word,
         }
     }

@@ -40,6 +40,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Long-running commands stay logged in with [`Relogin`] and [`Backoff`] ([`reconnect`]): after
+//! a lost connection they connect, log in, register the device (with this process's
+//! [`LoginSession`]) and restore the presence again.
+//!
 //! - [`codec`]: the `tokio_util` codec over [`shared::rendezvous::wire`].
 //! - [`Offer`] and [`Introduction`]: the parameters of `INV`, `ANS` and `ITR`.
 
@@ -49,6 +53,7 @@ mod connection;
 mod error;
 mod event;
 mod offer;
+pub mod reconnect;
 #[cfg(test)]
 mod tests;
 
@@ -75,6 +80,7 @@ pub use offer::{
     Allocation, Candidate, CandidateKind, Introduction, MAX_CANDIDATES, NatKind, Offer, OfferError,
     Role, SwitchboardTicket, parse_session_id,
 };
+pub use reconnect::{Backoff, LoginSession, Relogin};
 
 /// The rendezvous protocol's TCP port (MSN's).
 pub const DEFAULT_PORT: u16 = 1863;
@@ -89,6 +95,12 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// How long [`logout`](RendezvousClient::logout) waits for the server to close (2 s).
     pub logout_timeout: Duration,
+    /// How long the TLS handshake and the `VER` answer may take before the server is called
+    /// [`RendezvousError::NotRendezvous`] (3 s).
+    pub greeting_timeout: Duration,
+    /// The login session sent with `DEV`; `None` (the default): this process's
+    /// ([`LoginSession::of_process`]).
+    pub session: Option<LoginSession>,
 }
 
 impl Default for ClientConfig {
@@ -97,6 +109,8 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             logout_timeout: Duration::from_secs(2),
+            greeting_timeout: Duration::from_secs(3),
+            session: None,
         }
     }
 }
@@ -167,17 +181,31 @@ impl RendezvousClient {
                 format!("timed out after {} s", config.connect_timeout.as_secs_f32()),
             )
         };
-        let connect = async {
-            let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
-            // Lines are small and each one waits for an answer: do not batch them.
-            let _ = stream.set_nodelay(true);
-            tls::handshake(stream, &label, trust)
-                .await
-                .map_err(RendezvousError::from)
-        };
-        let connected = tokio::time::timeout(config.connect_timeout, connect)
+        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| connect_error(timed_out()))??;
+            .map_err(|_| connect_error(timed_out()))?
+            .map_err(connect_error)?;
+        // Lines are small and each one waits for an answer: do not batch them.
+        let _ = stream.set_nodelay(true);
+        let not_rendezvous = |why: String| RendezvousError::NotRendezvous {
+            server: label.to_string(),
+            why,
+        };
+        let greeting = config.greeting_timeout;
+        let silent =
+            |what: &str| not_rendezvous(format!("{what} within {} s", greeting.as_secs_f32()));
+        let connected = tokio::time::timeout(greeting, tls::handshake(stream, &label, trust))
+            .await
+            .map_err(|_| silent("no TLS handshake"))?
+            .map_err(|e| match RendezvousError::from(e) {
+                // A certificate we refuse is a trust problem, not a wrong port.
+                RendezvousError::Tls(tls::TlsError::Handshake { reason, .. })
+                    if !reason.to_ascii_lowercase().contains("certificate") =>
+                {
+                    not_rendezvous(format!("it does not speak TLS 1.3: {reason}"))
+                }
+                other => other,
+            })?;
         let spawned = connection::spawn(connected.stream);
         let client = RendezvousClient {
             commands: spawned.commands,
@@ -189,9 +217,21 @@ impl RendezvousClient {
             key: connected.key,
             binding: connected.binding,
         };
+        let quick = ClientConfig {
+            request_timeout: greeting,
+            ..config
+        };
         let answer = client
-            .request("VER", vec![PROTOCOL_VERSION.to_owned()], "VER")
-            .await?;
+            .request_within(&quick, "VER", vec![PROTOCOL_VERSION.to_owned()], "VER")
+            .await
+            .map_err(|e| match e {
+                RendezvousError::Timeout { .. } => silent("no answer to VER"),
+                RendezvousError::Closed(reason) => {
+                    not_rendezvous(format!("it does not answer VER: {reason}"))
+                }
+                RendezvousError::Unexpected(what) => not_rendezvous(what),
+                other => other,
+            })?;
         if answer.param(0) != Some(PROTOCOL_VERSION) {
             return Err(RendezvousError::unexpected(format!(
                 "the server picked version {:?}, we speak {PROTOCOL_VERSION}",
@@ -300,12 +340,30 @@ impl RendezvousClient {
         LoginInfo::from_cfg(user.clone(), &cfg).map_err(RendezvousError::Unexpected)
     }
 
-    /// Registers this device's identity public key for the logged-in user (`DEV`). Every
-    /// command calls it after login; the server binds the connection to the key (offers must
-    /// then carry it) and hands it out in introductions and to [`device_keys`](Self::device_keys).
+    /// Registers this device's identity public key for the logged-in user, with the login
+    /// session ([`ClientConfig::session`], by default this process's): `DEV TrID key session`.
+    /// Every command calls it after login; the server binds the connection to the key (offers
+    /// must then carry it) and hands it out in introductions and to
+    /// [`device_keys`](Self::device_keys). A login with the same session replaces the older
+    /// connection of that session; other sessions of the user stay.
     pub async fn register_device(&self, key: &[u8; 32]) -> Result<(), RendezvousError> {
         let encoded = b64::encode(key);
-        let answer = self.request("DEV", vec![encoded.clone()], "DEV").await?;
+        let session = self
+            .config
+            .session
+            .unwrap_or_else(LoginSession::of_process)
+            .to_string();
+        let answer = match self
+            .request("DEV", vec![encoded.clone(), session], "DEV")
+            .await
+        {
+            // A server from before login sessions takes the key alone.
+            Err(e) if e.server_code() == Some(code::INVALID_PARAMETER) => {
+                tracing::debug!("DEV with a session refused; registering the key alone");
+                self.request("DEV", vec![encoded.clone()], "DEV").await?
+            }
+            other => other?,
+        };
         match answer.param(0) {
             Some(echo) if echo == encoded => Ok(()),
             other => Err(RendezvousError::unexpected(format!(
@@ -506,11 +564,33 @@ impl RendezvousClient {
             .await
     }
 
+    async fn request_within(
+        &self,
+        config: &ClientConfig,
+        command: &'static str,
+        params: Vec<String>,
+        expect: &str,
+    ) -> Result<Line, RendezvousError> {
+        self.exchange(config, command, params, expect, None).await
+    }
+
     /// Sends a request and waits for its answer; error lines become
     /// [`RendezvousError::Server`], an answer with another command
     /// [`RendezvousError::Unexpected`].
     async fn request_with_config(
         &self,
+        command: &'static str,
+        params: Vec<String>,
+        expect: &str,
+        then_config: Option<oneshot::Sender<Line>>,
+    ) -> Result<Line, RendezvousError> {
+        self.exchange(&self.config, command, params, expect, then_config)
+            .await
+    }
+
+    async fn exchange(
+        &self,
+        config: &ClientConfig,
         command: &'static str,
         params: Vec<String>,
         expect: &str,
@@ -530,11 +610,11 @@ impl RendezvousClient {
                 .map_err(|_| self.closed_error())?;
             answer.await.map_err(|_| self.closed_error())?
         };
-        let line = tokio::time::timeout(self.config.request_timeout, exchange)
+        let line = tokio::time::timeout(config.request_timeout, exchange)
             .await
             .map_err(|_| RendezvousError::Timeout {
                 command,
-                after: self.config.request_timeout,
+                after: config.request_timeout,
             })??;
         if let Some(code) = line.command.error_code() {
             let text = if line.params.is_empty() {

@@ -460,8 +460,21 @@ async fn device_keys_are_registered_and_looked_up() {
     let (client, mut fake) = pair().await;
     let bob = UserName::parse("bob").unwrap();
     let server = async {
+        // With this process's login session, the same every time.
         let dev = recv(&mut fake).await;
         assert_eq!(dev.command.as_str(), "DEV");
+        let session = LoginSession::of_process().to_string();
+        assert_eq!(dev.params, [b64::encode(&[3; 32]), session.clone()]);
+        fake.send(line("DEV", dev.trid, &[&b64::encode(&[3; 32]), &session]))
+            .await
+            .unwrap();
+        // A server from before login sessions refuses the second parameter: the key alone.
+        let dev = recv(&mut fake).await;
+        assert_eq!(dev.params, [b64::encode(&[3; 32]), session]);
+        fake.send(line("201", dev.trid, &["invalid", "parameter"]))
+            .await
+            .unwrap();
+        let dev = recv(&mut fake).await;
         assert_eq!(dev.params, [b64::encode(&[3; 32])]);
         fake.send(line("DEV", dev.trid, &[&b64::encode(&[3; 32])]))
             .await
@@ -486,6 +499,7 @@ async fn device_keys_are_registered_and_looked_up() {
     };
     let (keys, ()) = tokio::join!(
         async {
+            client.register_device(&[3; 32]).await.unwrap();
             client.register_device(&[3; 32]).await.unwrap();
             let keys = client.device_keys(&bob).await.unwrap();
             let none = client.device_keys(&bob).await.unwrap();

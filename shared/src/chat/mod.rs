@@ -56,6 +56,12 @@
 //!    recently delivered packets that `handle_packet` accepted. When idle, the session sends a
 //!    keepalive every [`ChatTiming::keepalive_interval`], which the peer acknowledges at once;
 //!    [`ChatSession::probe_packet`] makes one on demand, to send on a particular path.
+//! 5. Ending: [`ChatSession::goodbye_packet`] makes a packet with a CLOSE frame to send on
+//!    every path that may be up; the peer's session reports [`ChatEvent::PeerClosed`]. Since it
+//!    is sealed like any transport packet, only the peer can produce it. A peer that vanishes
+//!    without one is reported as [`ChatEvent::PeerUnresponsive`] once nothing authenticated
+//!    arrived for [`ChatTiming::idle_timeout`] (keepalives make sure a live peer answers well
+//!    within it).
 //!
 //! # Wire format
 //!
@@ -80,8 +86,9 @@
 //! | PING | `0x01` | keepalive or probe; answered by an immediate ACK |
 //! | ACK | `0x02`, cumulative (8), n (1, <= 32), bitmap (n) | all seq < cumulative received; bit i (byte i/8, LSB first) set: seq cumulative+1+i received |
 //! | DATA | `0x03`, seq (8), flags (1: bit 0 = FIN), len (2), data (len) | one chunk; FIN ends a message |
+//! | CLOSE | `0x04` | goodbye: the sender's application ended the chat ([`ChatSession::goodbye_packet`]) |
 //!
-//! PING and DATA are ack-eliciting; ACK is not. Handshake packets are exactly 57 bytes, and
+//! PING, DATA and CLOSE are ack-eliciting; ACK is not. Handshake packets are exactly 57 bytes, and
 //! transport packets at least 33.
 
 mod noise;
@@ -151,11 +158,17 @@ pub struct ChatTiming {
     pub ack_delay: Duration,
     /// Send a keepalive when nothing was sent for this long; `None`: never.
     pub keepalive_interval: Option<Duration>,
+    /// Report [`ChatEvent::PeerUnresponsive`] when nothing authenticated arrived from the
+    /// peer for this long after the handshake; `None`: never. Keep it at least twice
+    /// `keepalive_interval`.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ChatTiming {
     /// Handshake RTO 500 ms, handshake timeout 30 s, RTO 500 ms within 100 ms..8 s, ACK delay
-    /// 10 ms, keepalive every 15 s (below common NAT UDP timeouts).
+    /// 10 ms, keepalive every 5 s (below common NAT UDP timeouts, and often enough that a
+    /// live peer is heard well within the idle timeout), idle timeout 14 s (a peer that
+    /// vanished is noticed within 15 s).
     fn default() -> Self {
         Self {
             handshake_rto: Duration::from_millis(500),
@@ -164,7 +177,8 @@ impl Default for ChatTiming {
             min_rto: Duration::from_millis(100),
             max_rto: Duration::from_secs(8),
             ack_delay: Duration::from_millis(10),
-            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_interval: Some(Duration::from_secs(5)),
+            idle_timeout: Some(Duration::from_secs(14)),
         }
     }
 }
@@ -268,6 +282,12 @@ pub enum ChatEvent {
     /// The handshake did not complete within [`ChatTiming::handshake_timeout`]; the session is
     /// dead (wrong keys, wrong session id, or no path).
     HandshakeTimedOut,
+    /// The peer said goodbye (a CLOSE frame): its side of the chat is over. Reported once.
+    PeerClosed,
+    /// Nothing authenticated arrived from the peer for [`ChatTiming::idle_timeout`]: it
+    /// vanished, or every path to it is down. Reported once per silence; the session goes on
+    /// and carries on normally if the peer is heard again.
+    PeerUnresponsive,
 }
 
 /// Counters, for logs and tests.

@@ -306,6 +306,16 @@ impl Sender {
         }
     }
 
+    /// Declares lost every chunk not yet acknowledged (a new path is up: resend now rather
+    /// than after the backed-off timers).
+    pub(crate) fn retransmit_all(&mut self) {
+        for f in self.in_flight.values_mut() {
+            if !f.sacked {
+                f.lost = true;
+            }
+        }
+    }
+
     /// When the earliest outstanding chunk times out.
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
         self.in_flight

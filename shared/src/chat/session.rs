@@ -52,6 +52,12 @@ pub struct ChatSession {
     ping_pending: bool,
     last_tx: Option<Instant>,
     last_rx: Option<Instant>,
+    /// `PeerUnresponsive` was reported for the current silence.
+    silence_reported: bool,
+    /// `PeerClosed` was reported.
+    peer_closed: bool,
+    /// We said goodbye.
+    closed: bool,
     events: VecDeque<ChatEvent>,
     stats: ChatStats,
 }
@@ -82,7 +88,10 @@ impl ChatSession {
         if t.handshake_rto.is_zero() || t.initial_rto.is_zero() || t.min_rto.is_zero() {
             return Err(ChatError::InvalidConfig("zero retransmission timeout"));
         }
-        if t.min_rto > t.max_rto || t.keepalive_interval.is_some_and(|k| k.is_zero()) {
+        if t.min_rto > t.max_rto
+            || t.keepalive_interval.is_some_and(|k| k.is_zero())
+            || t.idle_timeout.is_some_and(|k| k.is_zero())
+        {
             return Err(ChatError::InvalidConfig("inconsistent timers"));
         }
         let initiator = config.role == Role::Initiator;
@@ -132,6 +141,9 @@ impl ChatSession {
             ping_pending: false,
             last_tx: None,
             last_rx: None,
+            silence_reported: false,
+            peer_closed: false,
+            closed: false,
             events: VecDeque::new(),
             stats: ChatStats::default(),
         })
@@ -333,16 +345,25 @@ impl ChatSession {
             .map_err(|_| ChatError::Authentication)?;
         self.replay.accept(nonce);
         self.last_rx = Some(now);
+        self.silence_reported = false;
         let plaintext = plaintext.get(..n).ok_or(ChatError::Malformed)?;
         // Validate every frame before acting on any.
         let frames: Vec<Frame<'_>> = FrameReader::new(plaintext).collect::<Result<_, _>>()?;
         self.stats.packets_accepted += 1;
         let mut eliciting = false;
         let mut ack_now = false;
+        let mut closed_now = false;
         for frame in &frames {
             eliciting |= frame.is_ack_eliciting();
             match *frame {
                 Frame::Ping => ack_now = true,
+                Frame::Close => {
+                    ack_now = true;
+                    if !self.peer_closed {
+                        self.peer_closed = true;
+                        closed_now = true;
+                    }
+                }
                 Frame::Ack(ack) => self.sender.on_ack(now, &ack),
                 Frame::Data { seq, fin, data } => {
                     ack_now |= self.receiver.on_chunk(seq, fin, data) != Arrival::InOrder;
@@ -354,6 +375,9 @@ impl ChatSession {
         }
         while let Some(id) = self.sender.pop_delivered() {
             self.events.push_back(ChatEvent::Delivered(id));
+        }
+        if closed_now {
+            self.events.push_back(ChatEvent::PeerClosed);
         }
         if eliciting {
             self.unacked_eliciting += 1;
@@ -381,6 +405,13 @@ impl ChatSession {
                 let keepalive = self.timing.keepalive_interval.zip(self.last_tx);
                 if keepalive.is_some_and(|(interval, last)| now >= last + interval) {
                     self.ping_pending = true;
+                }
+                let idle = self.timing.idle_timeout.zip(self.last_rx);
+                if !self.silence_reported
+                    && idle.is_some_and(|(timeout, last)| now >= last + timeout)
+                {
+                    self.silence_reported = true;
+                    self.events.push_back(ChatEvent::PeerUnresponsive);
                 }
             }
             _ => {}
@@ -485,6 +516,43 @@ impl ChatSession {
         self.seal(now, &plaintext).ok_or(ChatError::Failed)
     }
 
+    /// A path came (back) up after an outage: every chunk not yet acknowledged is resent with
+    /// the next [`Self::poll_transmit`] calls, instead of when its backed-off timer (up to
+    /// [`ChatTiming::max_rto`]) would fire.
+    pub fn handle_path_up(&mut self, _now: Instant) {
+        if self.is_established() {
+            self.sender.retransmit_all();
+        }
+    }
+
+    /// A goodbye packet (a CLOSE frame, plus an ACK if one is owed) to send now on every path
+    /// that may be up, once or a few times (each call seals a fresh packet; the peer reports
+    /// [`ChatEvent::PeerClosed`] once). Afterwards [`Self::is_closed`] holds; the session
+    /// still answers the peer, so a driver may linger a moment.
+    pub fn goodbye_packet(&mut self, now: Instant) -> Result<Vec<u8>, ChatError> {
+        if !self.is_established() {
+            return Err(ChatError::NotEstablished);
+        }
+        let mut plaintext = Vec::new();
+        if self.ack_due.take().is_some() {
+            Frame::Ack(self.receiver.ack_frame()).encode(&mut plaintext);
+            self.unacked_eliciting = 0;
+        }
+        Frame::Close.encode(&mut plaintext);
+        self.closed = true;
+        self.seal(now, &plaintext).ok_or(ChatError::Failed)
+    }
+
+    /// Whether we said goodbye ([`Self::goodbye_packet`]).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether the peer said goodbye ([`ChatEvent::PeerClosed`] was reported).
+    pub fn is_peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
     /// The next thing that happened.
     pub fn poll_event(&mut self) -> Option<ChatEvent> {
         self.events.pop_front()
@@ -506,11 +574,20 @@ impl ChatSession {
                     .keepalive_interval
                     .zip(self.last_tx)
                     .map(|(i, t)| t + i);
+                let idle = if self.silence_reported {
+                    None
+                } else {
+                    self.timing
+                        .idle_timeout
+                        .zip(self.last_rx)
+                        .map(|(i, t)| t + i)
+                };
                 [
                     self.handshake_due,
                     self.ack_due,
                     self.sender.next_timeout(),
                     keepalive,
+                    idle,
                 ]
                 .into_iter()
                 .flatten()

@@ -134,7 +134,8 @@ fn keepalive_when_idle_and_probe_on_demand() {
     let t0 = Instant::now();
     let (mut a, mut b) = pair(t0);
     pump(&mut a, &mut b, t0);
-    let idle = t0 + Duration::from_secs(15);
+    let every = ChatTiming::default().keepalive_interval.unwrap();
+    let idle = t0 + every;
     assert_eq!(a.poll_timeout(), Some(idle));
     assert_eq!(a.poll_transmit(idle - Duration::from_millis(1)), None);
     let ping = a.poll_transmit(idle).unwrap();
@@ -153,7 +154,7 @@ fn keepalive_when_idle_and_probe_on_demand() {
     assert_eq!(a.poll_transmit(t1), None);
     b.handle_packet(t1, &ack).unwrap();
     assert_eq!(b.poll_transmit(t1), None);
-    assert_eq!(b.poll_timeout(), Some(idle + Duration::from_secs(15)));
+    assert_eq!(b.poll_timeout(), Some(idle + every));
     let probe = a.probe_packet(idle).unwrap();
     b.handle_packet(idle, &probe).unwrap();
     assert!(b.poll_transmit(idle).is_some());
@@ -244,4 +245,96 @@ fn config_is_validated() {
     let mut tiny = ChatSession::new(base.with_max_packet_size(MIN_PACKET_SIZE), now).unwrap();
     assert!(tiny.poll_transmit(now).is_some());
     assert!(format!("{tiny:?}").contains("handshaking"));
+}
+
+#[test]
+fn a_goodbye_is_reported_once_and_only_from_the_peer() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    pump(&mut a, &mut b, t0);
+    events(&mut a);
+    events(&mut b);
+    assert!(!a.is_closed());
+    let bye = a.goodbye_packet(t0).unwrap();
+    let again = a.goodbye_packet(t0).unwrap();
+    assert!(a.is_closed());
+    b.handle_packet(t0, &bye).unwrap();
+    b.handle_packet(t0, &again).unwrap();
+    assert_eq!(events(&mut b), [ChatEvent::PeerClosed]);
+    assert!(b.is_peer_closed());
+    // A replayed goodbye is refused; a forged one does not authenticate.
+    assert_eq!(b.handle_packet(t0, &bye), Err(ChatError::Replay));
+    let mut forged = again.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let (mut c, mut d) = pair(t0);
+    pump(&mut c, &mut d, t0);
+    events(&mut d);
+    assert_eq!(d.handle_packet(t0, &forged), Err(ChatError::Authentication));
+    assert_eq!(events(&mut d), []);
+    // No goodbye before the handshake.
+    let (mut e, _f) = pair(t0);
+    assert_eq!(e.goodbye_packet(t0), Err(ChatError::NotEstablished));
+}
+
+#[test]
+fn a_silent_peer_is_reported_after_the_idle_timeout() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    pump(&mut a, &mut b, t0);
+    events(&mut a);
+    let timeout = ChatTiming::default().idle_timeout.unwrap();
+    assert!(timeout <= Duration::from_secs(15));
+    // b vanishes: a keeps sending keepalives into the void.
+    let mut now = t0;
+    while now < t0 + timeout {
+        now = a.poll_timeout().unwrap();
+        while a.poll_transmit(now).is_some() {}
+        if now < t0 + timeout {
+            assert_eq!(events(&mut a), [], "at {:?}", now - t0);
+        }
+    }
+    assert_eq!(now, t0 + timeout);
+    assert_eq!(events(&mut a), [ChatEvent::PeerUnresponsive]);
+    // Reported once; hearing the peer again re-arms it.
+    let later = now + timeout;
+    a.handle_timeout(later);
+    assert_eq!(events(&mut a), []);
+    let ping = b.probe_packet(later).unwrap();
+    a.handle_packet(later, &ping).unwrap();
+    a.handle_timeout(later + timeout);
+    assert_eq!(events(&mut a), [ChatEvent::PeerUnresponsive]);
+}
+
+#[test]
+fn a_path_that_comes_up_gets_every_unacknowledged_chunk_at_once() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    pump(&mut a, &mut b, t0);
+    events(&mut b);
+    for i in 0..3 {
+        a.send_text(t0, &format!("m{i}")).unwrap();
+    }
+    // Everything is lost on the dead path, twice.
+    while a.poll_transmit(t0).is_some() {}
+    let t1 = a.poll_timeout().unwrap();
+    while a.poll_transmit(t1).is_some() {}
+    let next = a.poll_timeout().unwrap();
+    assert!(
+        next >= t1 + Duration::from_millis(500),
+        "backed off: {:?}",
+        next - t1
+    );
+    // A new path: the chunks go now.
+    let t2 = t1 + Duration::from_millis(1);
+    a.handle_path_up(t2);
+    let resent = a.poll_transmit(t2).unwrap();
+    b.handle_packet(t2, &resent).unwrap();
+    assert_eq!(
+        events(&mut b).len(),
+        3,
+        "all three messages in the one resent packet"
+    );
+    pump(&mut a, &mut b, t2 + Duration::from_millis(20));
+    assert_eq!(a.unacked_count(), 0);
 }

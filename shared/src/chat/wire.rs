@@ -137,6 +137,7 @@ pub(crate) fn put_header(out: &mut Vec<u8>, kind: u8, session: SessionTag) {
 const FRAME_PING: u8 = 0x01;
 const FRAME_ACK: u8 = 0x02;
 const FRAME_DATA: u8 = 0x03;
+const FRAME_CLOSE: u8 = 0x04;
 
 /// DATA flag: this chunk ends a message.
 const DATA_FLAG_FIN: u8 = 0x01;
@@ -202,6 +203,8 @@ pub(crate) enum Frame<'a> {
     Ack(AckFrame),
     /// One chunk of an application message.
     Data { seq: u64, fin: bool, data: &'a [u8] },
+    /// The sender's application ended the chat (the authenticated goodbye).
+    Close,
 }
 
 impl Frame<'_> {
@@ -209,6 +212,7 @@ impl Frame<'_> {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         match *self {
             Frame::Ping => out.push(FRAME_PING),
+            Frame::Close => out.push(FRAME_CLOSE),
             Frame::Ack(ack) => {
                 let n = ack.encoded_bitmap_len();
                 out.push(FRAME_ACK);
@@ -268,6 +272,7 @@ impl<'a> FrameReader<'a> {
         self.rest = tail;
         match kind {
             FRAME_PING => Some(Frame::Ping),
+            FRAME_CLOSE => Some(Frame::Close),
             FRAME_ACK => {
                 let cumulative = self.take_u64()?;
                 let n = usize::from(*self.take(1)?.first()?);
@@ -339,6 +344,7 @@ mod tests {
                 bitmap,
             }),
             Frame::Ping,
+            Frame::Close,
             Frame::Data {
                 seq: 5,
                 fin: false,
@@ -351,7 +357,7 @@ mod tests {
             },
         ];
         let bytes = encode_all(&frames);
-        let expected_len: usize = (1 + 8 + 1 + 4) + 1 + (12 + 6) + 12;
+        let expected_len: usize = (1 + 8 + 1 + 4) + 1 + 1 + (12 + 6) + 12;
         assert_eq!(bytes.len(), expected_len);
         let parsed: Vec<_> = FrameReader::new(&bytes).collect::<Result<_, _>>().unwrap();
         assert_eq!(parsed, frames);

@@ -176,13 +176,39 @@ impl ChatServer {
     /// Starts the server in `lab`'s server namespace and waits until STUN, the rendezvous
     /// server and the switchboard all answer.
     pub fn start(lab: &Lab) -> Result<ChatServer, LabError> {
-        let bins = binaries()?;
         let n = NEXT_DB.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("p2p-lab-chat-{}-{n}", std::process::id()));
         let home = client_home(lab);
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&dir).map_err(|e| io_error(format!("create {dir:?}"), e))?;
+        let (child, logs) = Self::spawn(lab, &dir)?;
+        let server = ChatServer {
+            child,
+            dir,
+            home,
+            logs,
+        };
+        server.wait_ready(lab)?;
+        Ok(server)
+    }
+
+    /// Kills the server (SIGKILL, by its handle) and does not start it again.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again after [`Self::kill`]; returns when it answers.
+    pub fn restart(&mut self, lab: &Lab) -> Result<(), LabError> {
+        let (child, logs) = Self::spawn(lab, &self.dir)?;
+        self.child = child;
+        self.logs = logs;
+        self.wait_ready(lab)
+    }
+
+    fn spawn(lab: &Lab, dir: &Path) -> Result<(Child, Arc<Mutex<String>>), LabError> {
+        let bins = binaries()?;
         let db = dir.join("rendezvous.db");
         let (primary, alternate) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
         let args: Vec<OsString> = vec![
@@ -207,7 +233,7 @@ impl ChatServer {
             "--switchboard".into(),
             Self::switchboard().to_string().into(),
             "--db".into(),
-            db.clone().into(),
+            db.into(),
             "--min-kdf".into(),
             TEST_KDF.into(),
         ];
@@ -226,20 +252,19 @@ impl ChatServer {
                 .take()
                 .ok_or_else(|| io_error("stun-server stderr", io::Error::other("no pipe")))?,
         );
-        let server = ChatServer {
-            child,
-            dir,
-            home,
-            logs,
-        };
+        Ok((child, logs))
+    }
+
+    /// Waits until STUN, the rendezvous server and the switchboard all answer.
+    fn wait_ready(&self, lab: &Lab) -> Result<(), LabError> {
         let within = Duration::from_secs(15);
         lab.wait_for_stun(&server_addrs(STUN_PORT, STUN_ALT_PORT), within)
-            .map_err(|e| io_error(format!("stun-server: {}", server.logs()), e))?;
+            .map_err(|e| io_error(format!("stun-server: {}", self.logs()), e))?;
         for addr in [Self::rendezvous(), Self::switchboard()] {
             wait_for_tcp(lab, addr, within)
-                .map_err(|e| io_error(format!("stun-server: {}", server.logs()), e))?;
+                .map_err(|e| io_error(format!("stun-server: {}", self.logs()), e))?;
         }
-        Ok(server)
+        Ok(())
     }
 
     /// The rendezvous server's address.

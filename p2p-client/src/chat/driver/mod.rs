@@ -6,17 +6,25 @@
 //! puncher events, then puncher transmits; chat transmits (sent on the path
 //! [`PathSelector::route`] names), then chat events; then re-punching (`punching.rs`); then
 //! path changes, which are announced.
+//!
+//! Around the loop: a lost rendezvous connection is re-made in the background (`server.rs`),
+//! after which a new introduction rejoins the relay; the chat's end sends the authenticated
+//! goodbye and reports every message the peer did not acknowledge (`ending.rs`).
 
+mod ending;
 mod punching;
+mod server;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use rand::rngs::OsRng;
-use shared::chat::{self, ChatConfig, ChatError, ChatEvent, ChatSession, PublicKey, StaticKeypair};
+use shared::chat::{
+    self, ChatConfig, ChatError, ChatEvent, ChatSession, MessageId, PublicKey, StaticKeypair,
+};
 use shared::nat_classifier::{NatType, PortAllocation};
 use shared::punch::{PunchEvent, Puncher, SocketIndex};
 use shared::rendezvous::{Presence, SessionId, UserName};
@@ -25,7 +33,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use zeroize::Zeroize;
 
-use crate::rendezvous::{Event, Introduction, Offer, RendezvousClient, Role};
+use crate::rendezvous::{
+    Event, Introduction, LoginInfo, Offer, OutReason, Relogin, RendezvousClient, RendezvousError,
+    Role,
+};
 
 use super::endpoint::{Datagram, Endpoint, PacketClass, classify};
 use super::intro::Typed;
@@ -34,6 +45,7 @@ use super::path::{PathConfig, PathSelector, Route};
 use super::relay::{Relay, RelayEvent};
 use super::repunch::{Repunch, RepunchConfig};
 use super::{ChatRunError, DRAIN_TIMEOUT, Input};
+use ending::{End, Entry};
 use punching::{RequestDone, start_puncher};
 
 /// After every message is acknowledged at the end of input, keep answering this long, so the
@@ -70,6 +82,8 @@ pub struct Setup {
     pub include_loopback: bool,
     /// Lines typed before the introduction.
     pub typed: Typed,
+    /// How to log in again when the rendezvous connection is lost (`None`: do not).
+    pub relogin: Option<Arc<Relogin>>,
 }
 
 impl std::fmt::Debug for Setup {
@@ -90,7 +104,12 @@ enum Wake {
     Rendezvous(Option<Event>),
     Input(Option<Input>),
     Request(Option<Result<RequestDone, tokio::task::JoinError>>),
+    Reconnected(Box<Result<Relogged, tokio::task::JoinError>>),
+    Interrupt,
 }
+
+/// What a background re-login ends with.
+type Relogged = Result<(RendezvousClient, LoginInfo), RendezvousError>;
 
 /// The loop's state; see the [module docs](self).
 pub struct Driver {
@@ -105,12 +124,20 @@ pub struct Driver {
     chat: ChatSession,
     path: PathSelector,
     /// Lines not yet accepted by the session (its send buffer was full).
-    pending: VecDeque<String>,
+    pending: VecDeque<Entry>,
+    /// Lines the session took and the peer has not acknowledged yet, by message id.
+    sent: BTreeMap<MessageId, Entry>,
+    /// The number the next typed line gets (from 1).
+    next_number: u64,
+    /// Lines refused (too long) and already reported.
+    refused: usize,
     eof: bool,
+    /// The peer said goodbye, or stopped answering.
     peer_gone: bool,
-    /// The peer left the switchboard session (its side of the chat is probably over).
-    relay_peer_left: bool,
     rendezvous_open: bool,
+    /// How to log in again, and the re-login under way.
+    relogin: Option<Arc<Relogin>>,
+    reconnecting: Option<tokio::task::JoinHandle<Relogged>>,
     drain_deadline: Option<Instant>,
     linger_until: Option<Instant>,
     next_relay_keepalive: Option<Instant>,
@@ -200,6 +227,11 @@ impl Driver {
             sid: &sid.to_string(),
             role: intro.role.word(),
         });
+        let typed = setup.typed.lines.len() as u64;
+        let pending = (1..)
+            .zip(setup.typed.lines)
+            .map(|(number, text)| Entry { number, text })
+            .collect();
         Ok(Driver {
             client: setup.client,
             out,
@@ -211,11 +243,15 @@ impl Driver {
             relay,
             chat,
             path,
-            pending: setup.typed.lines.into(),
+            pending,
+            sent: BTreeMap::new(),
+            next_number: typed + 1,
+            refused: 0,
             eof: setup.typed.eof,
             peer_gone: false,
-            relay_peer_left: false,
             rendezvous_open: true,
+            relogin: setup.relogin,
+            reconnecting: None,
             drain_deadline: None,
             linger_until: None,
             next_relay_keepalive: None,
@@ -234,16 +270,32 @@ impl Driver {
     }
 
     /// Runs until the chat ends: input ended and everything was acknowledged, or the peer
-    /// left (`Ok`), or a failure.
+    /// left (`Ok`), or a failure; a message of `interrupts` (Ctrl-C) ends it at once. Then
+    /// says goodbye to the peer and reports every message it did not acknowledge: with any,
+    /// the result is an error.
     pub async fn run(
         mut self,
         input: &mut mpsc::UnboundedReceiver<Input>,
+        interrupts: &mut mpsc::UnboundedReceiver<()>,
     ) -> Result<(), ChatRunError> {
+        let result = self.run_loop(input, interrupts).await;
+        self.finish(result).await
+    }
+
+    async fn run_loop(
+        &mut self,
+        input: &mut mpsc::UnboundedReceiver<Input>,
+        interrupts: &mut mpsc::UnboundedReceiver<()>,
+    ) -> Result<End, ChatRunError> {
         loop {
             let now = Instant::now();
             self.pump(now).await?;
             if self.finished(now)? {
-                return Ok(());
+                return Ok(if self.peer_gone {
+                    End::PeerLeft
+                } else {
+                    End::Done
+                });
             }
             let deadline = self.next_deadline(now);
             let wake = tokio::select! {
@@ -253,6 +305,10 @@ impl Driver {
                 e = self.client.next_event(), if self.rendezvous_open => Wake::Rendezvous(e),
                 i = input.recv(), if !self.eof => Wake::Input(i),
                 r = self.requests.join_next(), if !self.requests.is_empty() => Wake::Request(r),
+                r = server::relogged(&mut self.reconnecting), if self.reconnecting.is_some() => {
+                    Wake::Reconnected(Box::new(r))
+                }
+                Some(()) = interrupts.recv() => Wake::Interrupt,
             };
             let now = Instant::now();
             match wake {
@@ -266,7 +322,9 @@ impl Driver {
                 Wake::Input(Some(Input::Line(line))) => {
                     // An empty line is not a message.
                     if !line.is_empty() {
-                        self.pending.push_back(line);
+                        let number = self.next_number;
+                        self.next_number += 1;
+                        self.pending.push_back(Entry { number, text: line });
                     }
                 }
                 Wake::Input(Some(Input::Eof) | None) => self.eof = true,
@@ -276,6 +334,11 @@ impl Driver {
                     self.repunch.handle_request_failed();
                 }
                 Wake::Request(None) => {}
+                Wake::Reconnected(r) => self.on_relogged(now, *r),
+                Wake::Interrupt => {
+                    self.out.note("interrupted; leaving");
+                    return Ok(End::Interrupted);
+                }
             }
         }
     }
@@ -404,16 +467,21 @@ impl Driver {
 
     /// Hands typed lines to the session while its send buffer takes them.
     fn push_pending(&mut self, now: Instant) -> Result<(), ChatRunError> {
-        while let Some(line) = self.pending.front() {
-            match self.chat.send_text(now, line) {
+        while let Some(entry) = self.pending.front() {
+            match self.chat.send_text(now, &entry.text) {
                 Ok(id) => {
                     tracing::trace!(%id, "queued");
-                    self.pending.pop_front();
+                    if let Some(entry) = self.pending.pop_front() {
+                        self.sent.insert(id, entry);
+                    }
                 }
                 Err(ChatError::SendBufferFull) => break,
                 Err(e @ ChatError::MessageTooLarge { .. }) => {
-                    self.out.note(&format!("not sent: {e}"));
-                    self.pending.pop_front();
+                    tracing::info!(error = %e, "message refused");
+                    if let Some(entry) = self.pending.pop_front() {
+                        self.report_undelivered(&entry, ending::TOO_LONG);
+                        self.refused += 1;
+                    }
                 }
                 Err(ChatError::Failed) => return Err(ChatRunError::Handshake),
                 Err(e) => return Err(ChatRunError::Setup(e.to_string())),
@@ -448,8 +516,24 @@ impl Driver {
                     text: &text,
                 });
             }
-            ChatEvent::Delivered(id) => tracing::trace!(%id, "delivered"),
+            ChatEvent::Delivered(id) => {
+                tracing::trace!(%id, "delivered");
+                // `id` and every earlier message.
+                self.sent = self.sent.split_off(&MessageId(id.0.saturating_add(1)));
+            }
             ChatEvent::HandshakeTimedOut => return Err(ChatRunError::Handshake),
+            ChatEvent::PeerClosed => {
+                tracing::info!("the peer said goodbye");
+                self.peer_gone = true;
+            }
+            ChatEvent::PeerUnresponsive => {
+                tracing::info!("the peer stopped answering");
+                self.out.note(&format!(
+                    "{} stopped answering (nothing heard for 14 s)",
+                    self.peer
+                ));
+                self.peer_gone = true;
+            }
             other => tracing::debug!(event = ?other, "chat event ignored"),
         }
         Ok(())
@@ -488,9 +572,13 @@ impl Driver {
                 tracing::info!(peer_present, "joined the switchboard session");
                 if peer_present {
                     self.path.relay_up();
+                    self.chat.handle_path_up(now);
                 }
             }
-            RelayEvent::PeerJoined => self.path.relay_up(),
+            RelayEvent::PeerJoined => {
+                self.path.relay_up();
+                self.chat.handle_path_up(now);
+            }
             RelayEvent::Data(packet) => {
                 if let Err(e) = self.chat.handle_packet(now, &packet) {
                     tracing::debug!(error = %e, "relayed chat packet dropped");
@@ -498,7 +586,6 @@ impl Driver {
             }
             RelayEvent::PeerLeft => {
                 tracing::info!("the peer left the switchboard session");
-                self.relay_peer_left = true;
                 self.path.relay_down();
             }
             RelayEvent::Closed(reason) => {
@@ -514,11 +601,7 @@ impl Driver {
 
     fn on_rendezvous(&mut self, now: Instant, event: Option<Event>) {
         let Some(event) = event else {
-            tracing::warn!(
-                reason = ?self.client.close_reason(),
-                "the rendezvous connection closed; the chat goes on"
-            );
-            self.rendezvous_open = false;
+            self.on_rendezvous_closed();
             return;
         };
         match event {
@@ -527,15 +610,21 @@ impl Driver {
                     p.handle_peer_primed(now);
                 }
             }
+            // Once the chat is up, only the peer's goodbye or its silence end it: its
+            // rendezvous connection may be down (a server restart) while the chat goes on.
+            // Before, a peer that went offline is not coming (it refused our key, say).
             Event::Presence { name, presence, .. }
                 if name == self.peer && presence == Presence::Offline =>
             {
-                self.peer_gone = true;
+                tracing::info!("the server shows the peer offline");
+                if !self.chat.is_established() {
+                    self.peer_gone = true;
+                }
             }
-            // The peer wants to punch again (its direct path died). Without punching, its
-            // ring is declined like anyone else's below.
-            Event::Ring { sid, from } if from == self.peer && self.punch_enabled => {
-                tracing::info!(%sid, "the peer asks to punch again");
+            // The peer wants a new introduction: to punch again (its direct path died), or to
+            // rejoin the relay (its connection to the server was lost).
+            Event::Ring { sid, from } if from == self.peer => {
+                tracing::info!(%sid, "the peer asks to be introduced again");
                 self.repunch.handle_ring(sid);
             }
             Event::Introduced(intro) => self.on_introduced(now, &intro),
@@ -549,13 +638,17 @@ impl Driver {
             }
             Event::LoggedOut(reason) => {
                 tracing::warn!(%reason, "logged out by the server; the chat goes on");
+                if reason == OutReason::OtherLogin {
+                    // Replaced by a login with this process's session: do not fight it.
+                    self.relogin = None;
+                }
             }
             other => tracing::debug!(event = ?other, "rendezvous push ignored"),
         }
     }
 
     fn unacked(&self) -> usize {
-        self.pending.len() + self.chat.unacked_count()
+        self.pending.len() + self.sent.len()
     }
 
     /// Whether the chat is over (`Ok(true)`), or why it failed.
@@ -564,10 +657,7 @@ impl Driver {
             return Err(ChatRunError::Handshake);
         }
         let unacked = self.unacked();
-        // A re-punch under way may still bring a path back.
-        let punching = (self.puncher.is_some() && !self.punch_over) || self.repunch.in_progress();
-        let no_path = self.path.route() == Route::Drop && !punching;
-        if self.peer_gone || (no_path && self.relay_peer_left) {
+        if self.peer_gone {
             self.out.show(&Shown::PeerLeft {
                 peer: self.peer.as_str(),
             });
@@ -579,13 +669,17 @@ impl Driver {
                 count: unacked,
             });
         }
-        if no_path {
-            let why = if self.relay.is_some() {
-                "the relay closed and there is no direct path"
-            } else {
-                "no switchboard and no direct path"
-            };
-            return Err(ChatRunError::NoPath(why.into()));
+        // No path at all is not the end: a re-punch or a rejoined relay may bring one back,
+        // and a peer that is really gone goes silent (`PeerUnresponsive`).
+        let punching = (self.puncher.is_some() && !self.punch_over) || self.repunch.in_progress();
+        if self.path.route() == Route::Drop
+            && !punching
+            && self.relay.is_none()
+            && !self.chat.is_established()
+        {
+            return Err(ChatRunError::NoPath(
+                "no switchboard and no direct path".into(),
+            ));
         }
         if !self.eof {
             return Ok(false);
