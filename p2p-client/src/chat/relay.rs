@@ -255,10 +255,16 @@ pub fn describe_error(code: ErrorCode, text: &str) -> String {
         ErrorCode::IDLE => "session idle",
         ErrorCode::PEER_TIMEOUT => "the peer did not join in time",
         ErrorCode::BYTE_CAP => "session byte cap reached",
-        ErrorCode::SHUTDOWN => "switchboard shutting down",
+        ErrorCode::SHUTDOWN => "shutting down",
         _ => "error",
     };
-    format!("switchboard {meaning} ({code}): {text}")
+    // The switchboard's own text often repeats the meaning ("shutting down"): say it once.
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case(meaning) {
+        format!("switchboard: {meaning} ({code})")
+    } else {
+        format!("switchboard: {meaning} ({code}): {text}")
+    }
 }
 
 #[cfg(test)]
@@ -319,6 +325,10 @@ mod tests {
 
     #[test]
     fn errors_read_well() {
+        assert_eq!(
+            describe_error(ErrorCode::SHUTDOWN, "shutting down"),
+            format!("switchboard: shutting down ({})", ErrorCode::SHUTDOWN)
+        );
         let text = describe_error(ErrorCode::TICKET_REFUSED, "no");
         assert!(
             text.contains("ticket refused") && text.contains("401"),
