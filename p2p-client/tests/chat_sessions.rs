@@ -124,6 +124,41 @@ fn a_direct_chat_carries_on_through_a_server_restart() {
     );
 }
 
+/// A chat still waiting for its peer when the server dies logs in again, and the peer who
+/// comes after the restart is introduced to it as usual.
+#[test]
+fn a_chat_waiting_for_its_peer_survives_a_server_restart() {
+    let mut servers = Servers::start();
+    servers.pair("erin", "frank");
+    let mut a = chat(&servers, "erin", "frank", &["--no-direct", "--wait", "60"]);
+    // erin is online and waiting (her invitation is refused until frank comes).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(a.running(), "{}", a.logs());
+    servers.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    servers.restart();
+    a.wait_for("a reconnection", Duration::from_secs(5), reconnected);
+    let mut b = chat(&servers, "frank", "erin", &["--no-direct"]);
+    a.wait_for("a path", Duration::from_secs(20), connected);
+    b.wait_for("a path", Duration::from_secs(20), connected);
+    a.send_lines(&["hello after the restart".to_owned()]);
+    b.wait_for("the message", Duration::from_secs(10), |e| {
+        texts(e).len() == 1
+    });
+    a.close_stdin();
+    b.close_stdin();
+    assert!(
+        a.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        a.logs()
+    );
+    assert!(
+        b.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        b.logs()
+    );
+}
+
 /// Ctrl-C on one side says goodbye: on a direct path the other side knows within a second and
 /// exits cleanly (nothing of its own was pending).
 #[test]

@@ -61,14 +61,14 @@ use std::time::{Duration, Instant};
 
 use shared::identity::Fingerprint;
 use shared::nat_classifier::Report;
-use shared::rendezvous::{Presence, UserName};
+use shared::rendezvous::{Presence, SessionId, UserName};
 use tokio::sync::mpsc;
 
 use crate::classify::{ClassifyOptions, classify};
 use crate::home::{Home, HomeError, Identity, KeyCheck, UserHome};
 use crate::rendezvous::{
-    Allocation, Candidate, CandidateKind, ClientConfig, CloseReason, LoginInfo, MAX_CANDIDATES,
-    NatKind, Offer, Relogin, RendezvousClient, RendezvousError,
+    Allocation, Backoff, Candidate, CandidateKind, ClientConfig, CloseReason, LoginInfo,
+    MAX_CANDIDATES, NatKind, Offer, OutReason, Relogin, RendezvousClient, RendezvousError,
 };
 use crate::tls::{KeyTrust, ServerKey, ServerTrust};
 
@@ -491,8 +491,10 @@ async fn prepare(
         out.note(&format!("waiting for {peer} (at most {} s)", args.wait));
     }
     let deadline = Instant::now() + Duration::from_secs(args.wait);
-    let introduced =
-        intro::await_introduction(client, &peer, &offer, deadline, ring, input, typed).await?;
+    let (client, introduced) =
+        await_introduction_reconnecting(session, &peer, &offer, deadline, ring, input, typed)
+            .await?;
+    let client = &client;
     let Introduced::Yes { intro, received } = introduced else {
         tracing::info!("input ended before the chat started: nothing to send");
         return Ok(None);
@@ -519,6 +521,53 @@ async fn prepare(
         relogin: Some(session.relogin.clone()),
     };
     Ok(Some((setup, endpoint)))
+}
+
+/// [`intro::await_introduction`], logging in again when the rendezvous connection is lost
+/// while we wait for the peer (a server restart, a network change): the wait goes on until
+/// the deadline with a fresh connection and a fresh invitation. Returns the client that got
+/// the introduction.
+async fn await_introduction_reconnecting(
+    session: &Session<'_>,
+    peer: &UserName,
+    offer: &Offer,
+    deadline: Instant,
+    mut ring: Option<SessionId>,
+    input: &mut mpsc::UnboundedReceiver<Input>,
+    typed: &mut Typed,
+) -> Result<(Arc<RendezvousClient>, Introduced), ChatRunError> {
+    let mut client = session.client.clone();
+    loop {
+        let result =
+            intro::await_introduction(&client, peer, offer, deadline, ring, input, typed).await;
+        let lost = match client.close_reason() {
+            None | Some(CloseReason::ClosedByClient) => false,
+            Some(CloseReason::LoggedOut(OutReason::OtherLogin)) => false,
+            Some(_) => true,
+        };
+        match result {
+            Err(e) if lost && !matches!(e, ChatRunError::PeerAbsent(_)) => {
+                tracing::info!(error = %e, "the rendezvous connection was lost while waiting");
+            }
+            other => return other.map(|introduced| (client, introduced)),
+        }
+        session.out.show(&output::Shown::Server {
+            state: "reconnecting",
+        });
+        let mut backoff = Backoff::default();
+        let relogged = tokio::select! {
+            relogged = session.relogin.reconnect(&mut backoff) => relogged?,
+            () = tokio::time::sleep_until(deadline.into()) => {
+                return Err(ChatRunError::PeerAbsent(peer.clone()));
+            }
+        };
+        client = Arc::new(relogged.0);
+        session
+            .out
+            .show(&output::Shown::Server { state: "connected" });
+        // A ring from before the loss belongs to the old connection's invitation.
+        ring = None;
+    }
 }
 
 /// The key rule of an introduction: a peer with no pinned key gets `key` pinned (unverified);
