@@ -10,7 +10,7 @@
 //! them, the server host with two addresses), one `stun-server` in the server namespace (STUN
 //! on both addresses, rendezvous, switchboard, a fresh database) and two registered users who
 //! are each other's contacts. Each run flushes both routers (conntrack and learnt mappings),
-//! starts `p2p-client chat --json --classify` in both peer namespaces at once, types half of
+//! starts `p2p-client chat --json` in both peer namespaces at once, types half of
 //! its lines at once (they wait for the introduction and go out over whatever path is up), waits
 //! until the path the pair should reach is there (at most [`SETTLE`]; where no direct path is
 //! expected: until both logs say punching gave up, so the second half crosses the relay after
@@ -29,8 +29,9 @@
 //!   introduction arrives, just before the relay connection starts) to the moment it got the
 //!   first `path` line; both are read from the process's stdout pipe as they are written.
 //!
-//! `--classify` is passed because the birthday method needs both sides to know their NAT
-//! (without it neither side knows it is symmetric or port-restricted and they probe plainly).
+//! No flag asks for classification: `chat` classifies the NAT by default, which the birthday
+//! method needs (without it neither side would know it is symmetric or port-restricted and
+//! they would probe plainly). The matrix therefore shows the default does what works.
 //!
 //! Run counts: `LAB_CHAT_RUNS` (default 10) for the main matrix, `LAB_CHAT_RACE_RUNS` (default
 //! 3) for the matrix without the drop rule. `LAB_CHAT_PAIRS=symmetric-random:port-restricted,..`
@@ -155,8 +156,7 @@ impl Pair {
     }
 
     fn start(&self, i: usize, extra: &[&str]) -> ChatPeer {
-        let mut args = vec!["--classify"];
-        args.extend_from_slice(&WAIT_ARGS);
+        let mut args = WAIT_ARGS.to_vec();
         args.extend_from_slice(extra);
         ChatPeer::start(&self.lab, self.lab.client(i), USERS[i], USERS[1 - i], &args).unwrap()
     }
