@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use sessions::{Servers, chat, connected, direct, of_kind, status, texts};
+use sessions::{Proc, Servers, chat, connected, direct, of_kind, status, texts};
 
 fn server_states(events: &[Value]) -> Vec<String> {
     of_kind(events, "server")
@@ -338,7 +338,7 @@ fn a_one_shot_command_disturbs_neither_a_chat_nor_status() {
     assert!(mia_status.wait_exit(Duration::from_secs(10)).success());
 }
 
-/// Two sessions of one user at once: contacts see the most available state, and each
+/// Two devices of one user online at once: contacts see the most available state, and each
 /// session going away leaves the other.
 #[test]
 fn two_sessions_of_one_user_show_the_most_available_state() {
@@ -355,7 +355,11 @@ fn two_sessions_of_one_user_show_the_most_available_state() {
         }
     };
     watcher.wait_for("olga busy", Duration::from_secs(10), olga_is("busy"));
-    let mut online = status(&servers, "olga", "online");
+    // The second session is another device: its own home, so its own identity key.
+    let laptop = servers.home.with_extension("laptop");
+    let mut second = servers.command("olga", &["status", "online", "--json"]);
+    second.arg("--home").arg(&laptop);
+    let mut online = Proc::spawn("olga", second);
     watcher.wait_for("olga online", Duration::from_secs(10), olga_is("online"));
     assert!(
         busy.running(),
@@ -369,6 +373,7 @@ fn two_sessions_of_one_user_show_the_most_available_state() {
     assert!(busy.wait_exit(Duration::from_secs(10)).success());
     watcher.wait_for("olga offline", Duration::from_secs(10), olga_is("offline"));
     watcher.close_stdin();
+    let _ = std::fs::remove_dir_all(&laptop);
 }
 
 /// `status` reconnects after a server restart, says so on stderr, and its state is restored
