@@ -23,3 +23,4 @@ pub mod stun;
 pub mod stun_client;
 pub mod stun_server;
 pub mod switchboard;
+pub mod token_bucket;
