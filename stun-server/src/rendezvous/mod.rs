@@ -296,7 +296,16 @@ pub struct RendezvousHandle {
     tickets: TicketBook,
     counts: Arc<Counts>,
     stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    running: Option<Running>,
+}
+
+/// Where a handle's server runs, to wait for it to finish.
+#[derive(Debug)]
+enum Running {
+    /// On its own runtime, on this thread.
+    Thread(JoinHandle<()>),
+    /// As a task on someone else's runtime, which says so when it ends.
+    Task(std::sync::mpsc::Receiver<()>),
 }
 
 impl RendezvousHandle {
@@ -332,7 +341,7 @@ impl RendezvousHandle {
             tickets: bound.tickets.clone(),
             counts: bound.counts.clone(),
             stop: Some(stop_tx),
-            thread: None,
+            running: None,
         };
         let thread = std::thread::Builder::new()
             .name("rendezvous-core".into())
@@ -345,7 +354,39 @@ impl RendezvousHandle {
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(RendezvousError::Io)?;
-        handle.thread = Some(thread);
+        handle.running = Some(Running::Thread(thread));
+        Ok(handle)
+    }
+
+    /// [`start_with_switchboard`](Self::start_with_switchboard), but served as a task on the
+    /// caller's multi-threaded runtime (`runtime`) instead of a runtime of its own: how the
+    /// binary runs it. [`shutdown`](Self::shutdown) (or dropping the handle) then blocks until
+    /// the task has finished, so call it outside that runtime's worker threads.
+    pub fn spawn_on(
+        runtime: &tokio::runtime::Handle,
+        options: RendezvousOptions,
+        granter: Option<TicketGranter>,
+    ) -> Result<RendezvousHandle, RendezvousError> {
+        let bound = BoundRendezvous::bind(options, granter)?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let handle = RendezvousHandle {
+            local_addr: bound.local_addr,
+            db_path: bound.db_path.clone(),
+            fingerprint: bound.fingerprint,
+            tickets: bound.tickets.clone(),
+            counts: bound.counts.clone(),
+            stop: Some(stop_tx),
+            running: Some(Running::Task(done_rx)),
+        };
+        runtime.spawn(async move {
+            bound
+                .run(async move {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            let _ = done_tx.send(());
+        });
         Ok(handle)
     }
 
@@ -393,10 +434,17 @@ impl RendezvousHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the rendezvous server thread panicked");
+        match self.running.take() {
+            Some(Running::Thread(thread)) => {
+                if thread.join().is_err() {
+                    tracing::error!("the rendezvous server thread panicked");
+                }
             }
+            // A dropped sender (the task panicked or its runtime went away) ends the wait too.
+            Some(Running::Task(done)) => {
+                let _ = done.recv();
+            }
+            None => {}
         }
     }
 }
