@@ -435,14 +435,17 @@ impl RendezvousHandle {
             let _ = stop.send(());
         }
         match self.running.take() {
-            Some(Running::Thread(thread)) if thread.join().is_err() => {
-                tracing::error!("the rendezvous server thread panicked");
+            Some(Running::Thread(thread)) => {
+                let joined = thread.join();
+                if joined.is_err() {
+                    tracing::error!("the rendezvous server thread panicked");
+                }
             }
             // A dropped sender (the task panicked or its runtime went away) ends the wait too.
             Some(Running::Task(done)) => {
                 let _ = done.recv();
             }
-            Some(Running::Thread(_)) | None => {}
+            None => {}
         }
     }
 }
