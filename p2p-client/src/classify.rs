@@ -65,12 +65,7 @@ pub fn classify(server: SocketAddr, options: ClassifyOptions) -> Result<Report, 
     let mut config = ClassifierConfig::new(server);
     config.classic = options.classic;
     config.lifetime_max = options.lifetime_max;
-    let seed = {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(0x6e61_7474);
-        h.finish()
-    };
+    let seed: u64 = rand::random();
     let started = Instant::now();
     let mut classifier = Classifier::new(config, locals, seed, started);
 

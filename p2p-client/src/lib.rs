@@ -10,6 +10,16 @@
 //! - [`stdout`]: printing that ends quietly when the reader closes the pipe.
 //! - [`tls`]: TLS 1.3 to the servers and how their keys are trusted (CA, system roots,
 //!   pinning on first use, an exact key).
+//!
+//! The `p2p-client` binary is the command line over these modules. From a program, for
+//! example, classify the NAT towards a two-address STUN server:
+//!
+//! ```no_run
+//! use p2p_client::classify::{ClassifyOptions, classify};
+//! let report = classify("198.51.100.1:3478".parse()?, ClassifyOptions::default())?;
+//! println!("{}", report.nat_type.as_str());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod chat;
 pub mod classify;

@@ -18,8 +18,6 @@ mod nat_type_cmd;
 mod prompt;
 mod status_cmd;
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -235,14 +233,10 @@ async fn chat(args: ChatCmdArgs, home: &Home) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Random bytes for transaction ids from the standard library's randomly keyed hasher.
+/// Random bytes for transaction ids, from the operating system.
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    for chunk in out.chunks_mut(8) {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(0x70_32_70);
-        chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
-    }
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut out);
     out
 }
 

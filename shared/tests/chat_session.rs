@@ -1,5 +1,9 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "Instant::now() is the origin of virtual time"
+)]
 
 //! Whole chat sessions in virtual time: two [`ChatSession`]s joined by deterministic links
 //! with seeded loss, duplication, delay and jitter (hence reordering), path switches, and an

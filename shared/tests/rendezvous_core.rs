@@ -5,6 +5,10 @@
 //! client-side decode), payloads included.
 
 #![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "Instant::now() is the origin of virtual time"
+)]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

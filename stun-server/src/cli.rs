@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use shared::rendezvous::{Kdf, RendezvousConfig, UserName};
 use shared::stun_server::RateLimitConfig;
@@ -45,106 +45,9 @@ pub struct Cli {
         global = true
     )]
     pub config: Option<PathBuf>,
-    /// Primary IP address to bind [default: 127.0.0.1]. Given without --alternate, the server
-    /// runs with one address.
-    #[arg(long, value_name = "IP")]
-    pub primary: Option<IpAddr>,
-    /// Alternate IP address, for CHANGE-REQUEST and OTHER-ADDRESS [default: 127.0.0.2 when
-    /// --primary is not given either].
-    #[arg(long, value_name = "IP", conflicts_with = "single_address")]
-    pub alternate: Option<IpAddr>,
-    /// Use only the primary address: no OTHER-ADDRESS/CHANGED-ADDRESS, change-IP refused.
-    #[arg(long)]
-    pub single_address: bool,
-    /// Primary port [default: 3478].
-    #[arg(long, value_name = "N")]
-    pub port: Option<u16>,
-    /// Alternate port [default: 3479].
-    #[arg(long, value_name = "N")]
-    pub alt_port: Option<u16>,
-    /// Public address to advertise for --primary, for hosts behind 1:1 NAT (cloud VMs).
-    #[arg(long, value_name = "IP")]
-    pub advertise_primary: Option<IpAddr>,
-    /// Public address to advertise for --alternate, for hosts behind 1:1 NAT.
-    #[arg(long, value_name = "IP")]
-    pub advertise_alternate: Option<IpAddr>,
-    /// UDP worker threads; 0 = one per core this process may use [default: 0].
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
-    /// Do not serve STUN over TCP.
-    #[arg(long)]
-    pub no_tcp: bool,
-    /// Responses per second per source IP (per worker); 0 turns the limit off [default: 200].
-    #[arg(long, value_name = "N")]
-    pub rate_limit: Option<u32>,
-    /// Burst allowance per source IP above the rate [default: 400].
-    #[arg(long, value_name = "N")]
-    pub rate_burst: Option<u32>,
-    /// SOFTWARE attribute in modern responses (at most 64 bytes).
-    #[arg(long, value_name = "TEXT", conflicts_with = "no_software")]
-    pub software: Option<String>,
-    /// Send no SOFTWARE attribute.
-    #[arg(long)]
-    pub no_software: bool,
-    /// Receive/send buffer per socket in bytes [default: 8388608].
-    #[arg(long, value_name = "BYTES")]
-    pub socket_buffer: Option<usize>,
-    /// Log counters every N seconds; 0 = only at shutdown [default: 60].
-    #[arg(long, value_name = "SECS")]
-    pub stats_interval: Option<u64>,
-    /// Do not run the STUN server (rendezvous only).
-    #[arg(long, conflicts_with = "no_rendezvous")]
-    pub no_stun: bool,
-    /// Rendezvous server (presence, introductions) TCP address; port 0 picks a free one
-    /// [default: port 1863 on --primary if that is not a loopback address, else
-    /// 127.0.0.1:1863].
-    #[arg(long, value_name = "ADDR", conflicts_with = "no_rendezvous")]
-    pub rendezvous: Option<SocketAddr>,
-    /// Do not run the rendezvous server (STUN only).
-    #[arg(long)]
-    pub no_rendezvous: bool,
-    /// The rendezvous database (SQLite), created if missing [default:
-    /// $XDG_DATA_HOME/p2p-toolkit/rendezvous.db, else
-    /// $HOME/.local/share/p2p-toolkit/rendezvous.db, else ./rendezvous.db].
-    #[arg(long, value_name = "PATH", global = true)]
-    pub db: Option<PathBuf>,
-    /// `open`: anyone may register with REG; `closed`: only the operator adds accounts, with
-    /// `stun-server user add` [default: open].
-    #[arg(long, value_name = "MODE")]
-    pub registration: Option<Registration>,
-    /// The weakest password KDF accepted at registration and password change
-    /// [default: argon2id:m=19456:t=2:p=1].
-    #[arg(long, value_name = "KDF")]
-    pub min_kdf: Option<Kdf>,
-    /// Seconds of silence from a rendezvous client before the server sends PNG [default: 30].
-    #[arg(long, value_name = "SECS")]
-    pub ping_interval: Option<u64>,
-    /// Seconds of silence after which a rendezvous client is dropped (OUT TMO) [default: 75].
-    #[arg(long, value_name = "SECS")]
-    pub idle_timeout: Option<u64>,
-    /// Switchboard (relay for peers that cannot punch through) TCP address; port 0 picks a free
-    /// one. Rendezvous clients are told the bound address in CFG and ITR (sb=), and introductions
-    /// hand it their tickets [default: port 1865 on --primary if that is not a loopback
-    /// address, else 127.0.0.1:1865].
-    #[arg(long, value_name = "ADDR", conflicts_with = "no_switchboard")]
-    pub switchboard: Option<SocketAddr>,
-    /// Do not run the switchboard: clients get no sb= and must connect directly. Implied by
-    /// --no-rendezvous (only introductions issue switchboard tickets).
-    #[arg(long)]
-    pub no_switchboard: bool,
-    /// Public switchboard address to tell clients instead of the bound one, for hosts behind
-    /// 1:1 NAT (cloud VMs); port 0 keeps the bound port.
-    #[arg(long, value_name = "ADDR", conflicts_with = "no_switchboard")]
-    pub advertise_switchboard: Option<SocketAddr>,
-    /// PEM certificate chain (end entity first) for the rendezvous server and the switchboard,
-    /// which speak TLS 1.3 only; needs --tls-key. Without both, a self-signed certificate is
-    /// generated on first start and kept next to the database (tls-cert.pem, tls-key.pem),
-    /// and clients pin its key on first use.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    /// Every setting, as flags (the same struct is the config file).
+    #[command(flatten)]
+    pub flags: Settings,
     /// Print the fingerprint of the TLS certificate's key (SHA256:..., what clients pin) and
     /// exit; generates the self-signed certificate first if there is none yet.
     #[arg(long)]
@@ -226,42 +129,149 @@ fn default_switchboard(primary: Option<IpAddr>) -> SocketAddr {
     SocketAddr::new(default_service_ip(primary), port)
 }
 
-/// The config file, and the merged settings (same shape, so `--print-config` output can be
-/// used as a config file).
-#[derive(Deserialize, Serialize, Debug, Default, Clone, PartialEq)]
+// The settings: each is declared once, here, and is both a flag (clap: the doc comment is its
+// help) and a config-file key (serde: the field name). Every field is an `Option` so "not given"
+// is distinguishable, which is what lets the file and the flags merge key by key (flags win) and
+// then `resolve` fill in defaults. A few keys have a flag spelled differently: `tcp` and `stun`
+// are turned off with `--no-tcp` and `--no-stun`, `single_address` is the bare
+// `--single-address`. The three `no_*` fields below are flags only (`#[serde(skip)]`): second
+// spellings of `software = ""`, `rendezvous = false` and `switchboard = false`.
+//
+// The order of the fields is the order of `--print-config`; `display_order` keeps `--help` in
+// its own order where the two differ. (No `///` on the struct: clap would take it as the
+// command's about text.)
+#[allow(missing_docs)]
+#[derive(Args, Deserialize, Serialize, Debug, Default, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Primary IP address to bind [default: 127.0.0.1]. Given without --alternate, the server
+    /// runs with one address.
+    #[arg(long, value_name = "IP")]
     primary: Option<IpAddr>,
+    /// Alternate IP address, for CHANGE-REQUEST and OTHER-ADDRESS [default: 127.0.0.2 when
+    /// --primary is not given either].
+    #[arg(long, value_name = "IP", conflicts_with = "single_address")]
     alternate: Option<IpAddr>,
+    /// Use only the primary address: no OTHER-ADDRESS/CHANGED-ADDRESS, change-IP refused.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
     single_address: Option<bool>,
+    /// Primary port [default: 3478].
+    #[arg(long, value_name = "N")]
     port: Option<u16>,
+    /// Alternate port [default: 3479].
+    #[arg(long, value_name = "N")]
     alt_port: Option<u16>,
+    /// Public address to advertise for --primary, for hosts behind 1:1 NAT (cloud VMs).
+    #[arg(long, value_name = "IP")]
     advertise_primary: Option<IpAddr>,
+    /// Public address to advertise for --alternate, for hosts behind 1:1 NAT.
+    #[arg(long, value_name = "IP")]
     advertise_alternate: Option<IpAddr>,
+    /// UDP worker threads; 0 = one per core this process may use [default: 0].
+    #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Do not serve STUN over TCP.
+    #[arg(long = "no-tcp", num_args = 0, default_missing_value = "false")]
     tcp: Option<bool>,
+    /// Responses per second per source IP (per worker); 0 turns the limit off [default: 200].
+    #[arg(long, value_name = "N")]
     rate_limit: Option<u32>,
+    /// Burst allowance per source IP above the rate [default: 400].
+    #[arg(long, value_name = "N")]
     rate_burst: Option<u32>,
+    /// SOFTWARE attribute in modern responses (at most 64 bytes).
+    #[arg(long, value_name = "TEXT", conflicts_with = "no_software")]
     software: Option<String>,
+    /// Send no SOFTWARE attribute.
+    #[arg(long)]
+    #[serde(skip)]
+    no_software: bool,
+    /// Receive/send buffer per socket in bytes [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
     socket_buffer: Option<usize>,
+    /// Do not run the STUN server (rendezvous only).
+    #[arg(long = "no-stun", num_args = 0, default_missing_value = "false")]
+    #[arg(conflicts_with = "no_rendezvous", display_order = STUN_ORDER)]
     stun: Option<bool>,
+    /// Rendezvous server (presence, introductions) TCP address; port 0 picks a free one
+    /// [default: port 1863 on --primary if that is not a loopback address, else
+    /// 127.0.0.1:1863].
+    #[arg(long, value_name = "ADDR", value_parser = listen_on)]
+    #[arg(conflicts_with = "no_rendezvous", display_order = STUN_ORDER + 1)]
     rendezvous: Option<ServiceKey>,
+    /// Do not run the rendezvous server (STUN only).
+    #[arg(long, display_order = STUN_ORDER + 2)]
+    #[serde(skip)]
+    no_rendezvous: bool,
+    /// The rendezvous database (SQLite), created if missing [default:
+    /// $XDG_DATA_HOME/p2p-toolkit/rendezvous.db, else
+    /// $HOME/.local/share/p2p-toolkit/rendezvous.db, else ./rendezvous.db].
+    #[arg(long, value_name = "PATH", global = true, display_order = STUN_ORDER + 3)]
     db: Option<PathBuf>,
+    /// `open`: anyone may register with REG; `closed`: only the operator adds accounts, with
+    /// `stun-server user add` [default: open].
+    #[arg(long, value_name = "MODE", display_order = STUN_ORDER + 4)]
     registration: Option<Registration>,
+    /// The weakest password KDF accepted at registration and password change
+    /// [default: argon2id:m=19456:t=2:p=1].
+    #[arg(long, value_name = "KDF", value_parser = kdf_text, display_order = STUN_ORDER + 5)]
     min_kdf: Option<String>,
+    /// Seconds of silence from a rendezvous client before the server sends PNG [default: 30].
+    #[arg(long, value_name = "SECS", display_order = STUN_ORDER + 6)]
     ping_interval: Option<u64>,
+    /// Seconds of silence after which a rendezvous client is dropped (OUT TMO) [default: 75].
+    #[arg(long, value_name = "SECS", display_order = STUN_ORDER + 7)]
     idle_timeout: Option<u64>,
+    /// Switchboard (relay for peers that cannot punch through) TCP address; port 0 picks a free
+    /// one. Rendezvous clients are told the bound address in CFG and ITR (sb=), and introductions
+    /// hand it their tickets [default: port 1865 on --primary if that is not a loopback
+    /// address, else 127.0.0.1:1865].
+    #[arg(long, value_name = "ADDR", value_parser = listen_on)]
+    #[arg(conflicts_with = "no_switchboard", display_order = STUN_ORDER + 8)]
     switchboard: Option<ServiceKey>,
+    /// Do not run the switchboard: clients get no sb= and must connect directly. Implied by
+    /// --no-rendezvous (only introductions issue switchboard tickets).
+    #[arg(long, display_order = STUN_ORDER + 9)]
+    #[serde(skip)]
+    no_switchboard: bool,
+    /// Public switchboard address to tell clients instead of the bound one, for hosts behind
+    /// 1:1 NAT (cloud VMs); port 0 keeps the bound port.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_switchboard")]
+    #[arg(display_order = STUN_ORDER + 10)]
     advertise_switchboard: Option<SocketAddr>,
+    /// PEM certificate chain (end entity first) for the rendezvous server and the switchboard,
+    /// which speak TLS 1.3 only; needs --tls-key. Without both, a self-signed certificate is
+    /// generated on first start and kept next to the database (tls-cert.pem, tls-key.pem),
+    /// and clients pin its key on first use.
+    #[arg(long, value_name = "FILE", requires = "tls_key", display_order = STUN_ORDER + 11)]
     tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert", display_order = STUN_ORDER + 12)]
     tls_key: Option<PathBuf>,
+    /// Log counters every N seconds; 0 = only at shutdown [default: 60].
+    #[arg(long, value_name = "SECS", display_order = STUN_ORDER - 1)]
     stats_interval: Option<u64>,
 }
 
+/// Where `--no-stun` comes in `--help` (after `--stats-interval`, which is last in the file).
+/// Arguments without a `display_order` are numbered in declaration order from 0 (`--config` is
+/// 0, `--primary` 1, ...): `--no-stun` is the 16th.
+const STUN_ORDER: usize = 16;
+
+/// `--rendezvous` and `--switchboard` take an address (the file also takes `true`/`false`).
+fn listen_on(text: &str) -> Result<ServiceKey, std::net::AddrParseError> {
+    text.parse().map(ServiceKey::Listen)
+}
+
+/// `--min-kdf`: checked when the flags are parsed, kept as text like the file's key.
+fn kdf_text(text: &str) -> Result<String, <Kdf as std::str::FromStr>::Err> {
+    text.parse::<Kdf>().map(|kdf| kdf.to_string())
+}
+
 impl Cli {
-    /// Reads the config file (if any) and applies the flags over it.
+    /// Reads the config file (if any) and applies the flags over it, key by key.
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        let mut s = match &self.config {
+        let file = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -270,59 +280,15 @@ impl Cli {
             }
             None => Settings::default(),
         };
-        macro_rules! over {
-            ($($field:ident),*) => { $( if self.$field.is_some() { s.$field = self.$field.clone(); } )* };
+        let mut s = file.overlaid_with(&self.flags)?;
+        if self.flags.no_software {
+            s.software = Some(String::new());
         }
-        over!(
-            primary,
-            alternate,
-            port,
-            alt_port,
-            advertise_primary,
-            advertise_alternate
-        );
-        over!(
-            workers,
-            rate_limit,
-            rate_burst,
-            software,
-            socket_buffer,
-            stats_interval
-        );
-        over!(
-            db,
-            registration,
-            ping_interval,
-            idle_timeout,
-            advertise_switchboard
-        );
-        over!(tls_cert, tls_key);
-        if let Some(kdf) = self.min_kdf {
-            s.min_kdf = Some(kdf.to_string());
-        }
-        if let Some(addr) = self.rendezvous {
-            s.rendezvous = Some(ServiceKey::Listen(addr));
-        }
-        if self.no_rendezvous {
+        if self.flags.no_rendezvous {
             s.rendezvous = Some(ServiceKey::Enabled(false));
         }
-        if let Some(addr) = self.switchboard {
-            s.switchboard = Some(ServiceKey::Listen(addr));
-        }
-        if self.no_switchboard {
+        if self.flags.no_switchboard {
             s.switchboard = Some(ServiceKey::Enabled(false));
-        }
-        if self.no_stun {
-            s.stun = Some(false);
-        }
-        if self.single_address {
-            s.single_address = Some(true);
-        }
-        if self.no_tcp {
-            s.tcp = Some(false);
-        }
-        if self.no_software {
-            s.software = Some(String::new());
         }
         s.resolve();
         s.validate()?;
@@ -336,6 +302,14 @@ fn parse_file(text: &str) -> anyhow::Result<Settings> {
 }
 
 impl Settings {
+    /// These settings with every key `over` gives replacing this one's: a merge through the
+    /// keys themselves, so no list of fields is kept here.
+    fn overlaid_with(&self, over: &Settings) -> anyhow::Result<Settings> {
+        let mut table = toml::Table::try_from(self)?;
+        table.extend(toml::Table::try_from(over)?);
+        Ok(table.try_into()?)
+    }
+
     /// Fills in defaults: the loopback pair when no primary was given at all.
     fn resolve(&mut self) {
         let single = self.single_address.unwrap_or(false);

@@ -31,7 +31,9 @@ pub mod udp_batch;
 mod udp_worker;
 
 pub use options::{DEFAULT_ALT_PORT, DEFAULT_PORT, OptionsError, ServerOptions};
-pub use rendezvous::{RendezvousError, RendezvousHandle, RendezvousOptions, TicketBook};
+pub use rendezvous::{
+    BoundRendezvous, RendezvousError, RendezvousHandle, RendezvousOptions, TicketBook,
+};
 pub use server::{ServerHandle, StartError};
 pub use sockets::BindError;
 pub use stats::Stats;

@@ -52,9 +52,14 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         anyhow::bail!("--no-stun and --no-rendezvous together leave nothing to serve");
     }
     let open_files = stun_server::raise_open_file_limit();
-    // Signal handlers first: a Ctrl-C that arrives while the server starts must still shut it
-    // down cleanly rather than kill the process.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The one runtime of the process: signals, the shutdown wait and the rendezvous server run
+    // on it (the switchboard keeps its own current-thread runtime, see its module docs; STUN
+    // runs on plain threads). Signal handlers first: a Ctrl-C that arrives while the server
+    // starts must still shut it down cleanly rather than kill the process.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("rendezvous")
         .enable_all()
         .build()?;
     let signals = runtime.block_on(async { Signals::install() })?;
@@ -71,7 +76,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     // one-line error); generated next to the database on first start.
     let services = match settings.rendezvous_listen() {
         Some(_) => match settings.services_options(stun_addr, settings.server_tls()?)? {
-            Some(options) => Some(services::start(options)?),
+            Some(options) => Some(services::start_on(runtime.handle(), options)?),
             None => None,
         },
         None => None,
@@ -106,6 +111,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         let stats = server.shutdown();
         tracing::info!(%stats, "stopped");
     }
+    // Readers still lingering on closed connections are dropped here.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }
 

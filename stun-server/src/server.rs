@@ -1,6 +1,5 @@
 //! Starting, observing and stopping a server.
 
-use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,12 +43,10 @@ pub struct ServerHandle {
     config: ServerConfig,
 }
 
-/// A fresh random seed for the rate limiter's hash key, from the standard library's
-/// randomly keyed hasher (drivers may read ambient randomness; the core may not).
+/// A fresh random seed for the rate limiter's hash key, from the operating system (drivers may
+/// read ambient randomness; the core may not).
 fn random_seed() -> u64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0x5354_554e);
-    hasher.finish()
+    rand::RngCore::next_u64(&mut rand::rngs::OsRng)
 }
 
 impl ServerHandle {

@@ -79,8 +79,26 @@ pub struct Services {
 }
 
 /// Starts the switchboard (if asked for), then the rendezvous server advertising it and handing
-/// it every ticket.
+/// it every ticket. Each runs on a runtime of its own.
 pub fn start(options: ServicesOptions) -> Result<Services, ServicesError> {
+    start_inner(options, None)
+}
+
+/// [`start`], with the rendezvous server served as a task on the caller's multi-threaded
+/// runtime (see [`RendezvousHandle::spawn_on`]); the switchboard keeps its own current-thread
+/// runtime on a thread of its own (see [`crate::switchboard`] for why). This is how the binary
+/// runs them. Call [`Services::shutdown`] outside that runtime's worker threads.
+pub fn start_on(
+    runtime: &tokio::runtime::Handle,
+    options: ServicesOptions,
+) -> Result<Services, ServicesError> {
+    start_inner(options, Some(runtime))
+}
+
+fn start_inner(
+    options: ServicesOptions,
+    runtime: Option<&tokio::runtime::Handle>,
+) -> Result<Services, ServicesError> {
     let ServicesOptions {
         mut rendezvous,
         mut switchboard,
@@ -111,7 +129,10 @@ pub fn start(options: ServicesOptions) -> Result<Services, ServicesError> {
     rendezvous.config.switchboard_fingerprint =
         switchboard.as_ref().map(SwitchboardHandle::fingerprint);
     let granter = switchboard.as_ref().map(SwitchboardHandle::granter);
-    let rendezvous = RendezvousHandle::start_with_switchboard(rendezvous, granter)?;
+    let rendezvous = match runtime {
+        Some(runtime) => RendezvousHandle::spawn_on(runtime, rendezvous, granter)?,
+        None => RendezvousHandle::start_with_switchboard(rendezvous, granter)?,
+    };
     Ok(Services {
         rendezvous,
         switchboard,

@@ -9,6 +9,29 @@ use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 
+/// `UDP_SEGMENT` from `linux/udp.h` (not exported by the libc crate): the `SOL_UDP` option and
+/// control message for UDP generic segmentation offload (GSO).
+pub const UDP_SEGMENT: libc::c_int = 103;
+
+/// Most segments per GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+
+/// The control message for `sendmsg` that asks the kernel to split one send into `size`-byte
+/// datagrams (UDP GSO): a `cmsghdr` (`SOL_UDP`, `UDP_SEGMENT`) followed by a `u16`, padded to
+/// `CMSG_SPACE(2)`. `None` where `cmsghdr` is not the 16-byte glibc layout written here. Used by
+/// the bench binaries (`stun-loadgen --gso`, `udp-echo --gso`); the server does not use GSO.
+pub fn gso_control(size: u16) -> Option<[u8; 24]> {
+    if mem::size_of::<libc::cmsghdr>() != 16 || mem::size_of::<usize>() != 8 {
+        return None;
+    }
+    let mut c = [0u8; 24];
+    c[0..8].copy_from_slice(&(16usize + 2).to_ne_bytes()); // cmsg_len = CMSG_LEN(2)
+    c[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+    c[12..16].copy_from_slice(&UDP_SEGMENT.to_ne_bytes());
+    c[16..18].copy_from_slice(&size.to_ne_bytes());
+    Some(c)
+}
+
 /// Converts a socket address into a `sockaddr_storage` and its length.
 fn to_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
     // SAFETY: sockaddr_storage is large and aligned enough for both sockaddr_in and
@@ -347,6 +370,29 @@ impl BatchSender {
 mod tests {
     use super::*;
     use std::net::UdpSocket;
+
+    #[test]
+    fn gso_control_matches_the_libc_layout() {
+        let Some(c) = gso_control(1200) else {
+            return; // not the glibc 64-bit layout: nothing to check
+        };
+        // SAFETY: CMSG_LEN and CMSG_SPACE are pure arithmetic on their argument.
+        let (len, space) = unsafe { (libc::CMSG_LEN(2), libc::CMSG_SPACE(2)) };
+        assert_eq!(c.len(), space as usize);
+        assert_eq!(
+            usize::from_ne_bytes(c[0..8].try_into().unwrap()),
+            len as usize
+        );
+        assert_eq!(
+            i32::from_ne_bytes(c[8..12].try_into().unwrap()),
+            libc::SOL_UDP
+        );
+        assert_eq!(
+            i32::from_ne_bytes(c[12..16].try_into().unwrap()),
+            UDP_SEGMENT
+        );
+        assert_eq!(u16::from_ne_bytes(c[16..18].try_into().unwrap()), 1200);
+    }
 
     #[test]
     fn batch_round_trip_on_loopback() {

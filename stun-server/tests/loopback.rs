@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shared::stun::{
     Attribute, ChangeRequest, Class, Message, MessageWriter, Method, TransactionId, attr,
@@ -210,8 +210,15 @@ fn response_address_is_ignored_and_nothing_reaches_the_named_victim() {
         victim.recv_from(&mut buf).is_err(),
         "the victim got a datagram"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(server.stats().core.response_address_ignored, 2);
+    // Workers publish their counters periodically (every 250 ms): wait for the count to
+    // arrive, with a deadline, instead of sleeping for one period and hoping.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ignored = server.stats().core.response_address_ignored;
+    while ignored < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        ignored = server.stats().core.response_address_ignored;
+    }
+    assert_eq!(ignored, 2);
 }
 
 #[test]

@@ -6,6 +6,20 @@
 //!   directly, so a whole scenario runs in milliseconds and identically every time.
 //! - [`nat_types`]: the NAT types both the simulator and the lab build, and the behaviour a
 //!   few raw probes must observe behind each (the contract the two must agree on).
+//! - [`lab`]: real kernel NATs (network namespaces, veth pairs, nftables) for the tests in
+//!   `tests/tests/lab_*.rs`, which need root and nftables (without them they print `SKIPPED`,
+//!   or fail under `CI=true`).
+//!
+//! A whole hole-punching scenario in the simulator, in virtual time:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tests::nat_types::PunchNat;
+//! use tests::sim::{PairSetup, PunchPair};
+//! let setup = PairSetup::new(PunchNat::PortRestrictedCone, PunchNat::FullCone, 1);
+//! let outcome = PunchPair::build(&setup).run(Duration::from_secs(30)).unwrap();
+//! assert!(outcome.direct);
+//! ```
 
 pub mod lab;
 pub mod nat_types;

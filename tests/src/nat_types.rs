@@ -1,4 +1,12 @@
 //! The NAT types of the lab and the simulator, and what raw probes observe behind each.
+//!
+//! These types describe routers to build (a lab namespace's nftables rules, a simulated NAT);
+//! the workspace's vocabulary for what is *observed* is in `shared`
+//! ([`shared::nat_classifier::NatType`], [`shared::nat_classifier::PortAllocation`], the offer
+//! words in [`shared::rendezvous::offer`]). They convert into it with `From`: a router of type
+//! `t` must be classified as `shared::nat_classifier::NatType::from(t)`, and a [`PunchNat`]
+//! is announced in offers as `shared::punch::NatInfo::from(p)`. docs/DESIGN.md says which layer
+//! uses which type.
 
 use std::time::Duration;
 
@@ -311,7 +319,18 @@ impl PunchNat {
 
     /// The router type.
     pub fn nat_type(self) -> NatType {
-        match self {
+        NatType::from(self)
+    }
+
+    /// Whether the mapping depends on the destination.
+    pub fn is_symmetric(self) -> bool {
+        self.nat_type() == NatType::Symmetric
+    }
+}
+
+impl From<PunchNat> for NatType {
+    fn from(p: PunchNat) -> NatType {
+        match p {
             PunchNat::Open => NatType::None,
             PunchNat::FullCone => NatType::FullCone,
             PunchNat::RestrictedCone => NatType::RestrictedCone,
@@ -319,12 +338,9 @@ impl PunchNat {
             PunchNat::SymmetricRandom | PunchNat::SymmetricSequential => NatType::Symmetric,
         }
     }
+}
 
-    /// Whether the mapping depends on the destination.
-    pub fn is_symmetric(self) -> bool {
-        self.nat_type() == NatType::Symmetric
-    }
-
+impl PunchNat {
     /// A router of this kind (home-router defaults of [`RouterOptions::new`]).
     pub fn router_options(self) -> RouterOptions {
         RouterOptions {
@@ -336,15 +352,51 @@ impl PunchNat {
 
     /// What the classifier reports for this NAT, as an offer carries it (`nat=`, `alloc=`).
     pub fn classified(self) -> shared::punch::NatInfo {
+        shared::punch::NatInfo::from(self)
+    }
+}
+
+impl From<PunchNat> for shared::punch::NatInfo {
+    fn from(p: PunchNat) -> shared::punch::NatInfo {
         use shared::nat_classifier::PortAllocation as Alloc;
-        let (verdict, _, _) = self.nat_type().expected_classification();
-        let allocation = match self {
+        let verdict = shared::nat_classifier::NatType::from(p.nat_type());
+        let allocation = match p {
             PunchNat::Open => None,
             PunchNat::SymmetricRandom => Some(Alloc::Random),
             PunchNat::SymmetricSequential => Some(Alloc::Sequential { step: 1 }),
             _ => Some(Alloc::Preserving),
         };
         shared::punch::NatInfo::new(verdict, allocation)
+    }
+}
+
+/// The classification a router of this type must get.
+impl From<NatType> for shared::nat_classifier::NatType {
+    fn from(t: NatType) -> shared::nat_classifier::NatType {
+        use shared::nat_classifier::NatType as Verdict;
+        match t {
+            NatType::None => Verdict::OpenInternet,
+            NatType::FullCone => Verdict::FullCone,
+            NatType::RestrictedCone => Verdict::RestrictedCone,
+            NatType::PortRestrictedCone => Verdict::PortRestrictedCone,
+            NatType::Symmetric => Verdict::Symmetric,
+            NatType::SymmetricUdpFirewall => Verdict::SymmetricUdpFirewall,
+            NatType::UdpBlocked => Verdict::UdpBlocked,
+        }
+    }
+}
+
+/// The allocation a router configured so must be observed to have.
+impl From<PortAllocation> for shared::nat_classifier::PortAllocation {
+    fn from(p: PortAllocation) -> shared::nat_classifier::PortAllocation {
+        use shared::nat_classifier::PortAllocation as Observed;
+        match p {
+            PortAllocation::Preserving => Observed::Preserving,
+            PortAllocation::Sequential { step } => Observed::Sequential {
+                step: i32::from(step),
+            },
+            PortAllocation::Random => Observed::Random,
+        }
     }
 }
 
@@ -357,5 +409,52 @@ pub fn expected_punch(a: PunchNat, b: PunchNat) -> ExpectedPunch {
         _ if a.is_symmetric() && b.is_symmetric() => ExpectedPunch::Relay,
         (Random, Pr) | (Pr, Random) => ExpectedPunch::Birthday,
         _ => ExpectedPunch::Direct,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::nat_classifier::NatType as Verdict;
+    use shared::rendezvous::offer::{AllocKind, OfferNat};
+
+    /// The router types and the classifier's vocabulary agree: the conversion is the table the
+    /// lab and simulator tests assert, and the names are the classifier's (but "none").
+    #[test]
+    fn router_types_convert_into_the_shared_vocabulary() {
+        for t in NatType::ALL {
+            assert_eq!(Verdict::from(t), t.expected_classification().0, "{t:?}");
+            if t != NatType::None {
+                assert_eq!(Verdict::from(t).as_str(), t.name(), "{t:?}");
+            }
+        }
+        assert_eq!(Verdict::from(NatType::None).as_str(), "open-internet");
+    }
+
+    /// A punching NAT announces what its router is classified as, with its allocation, in the
+    /// offer words.
+    #[test]
+    fn punch_nats_announce_their_router_type() {
+        for p in PunchNat::ALL {
+            let info = shared::punch::NatInfo::from(p);
+            assert_eq!(info.nat_type, Some(Verdict::from(p.nat_type())), "{p:?}");
+            let options = p.router_options();
+            let configured = options
+                .port_allocation
+                .or(options.nat.behaviour().map(|(_, _, a)| a));
+            if p != PunchNat::Open {
+                assert_eq!(info.port_allocation, configured.map(Into::into), "{p:?}");
+            }
+            let word = OfferNat::from(info.nat_type.unwrap());
+            assert_eq!(word.to_string().parse::<OfferNat>(), Ok(word));
+            if let Some(alloc) = info.port_allocation {
+                let kind = AllocKind::from(alloc);
+                assert_eq!(kind.to_string().parse::<AllocKind>(), Ok(kind));
+            }
+        }
+        assert_eq!(
+            OfferNat::from(Verdict::from(PunchNat::PortRestrictedCone.nat_type())).as_str(),
+            PunchNat::PortRestrictedCone.name()
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! introductions, in the spirit of MSN Messenger's notification server. The protocol is specified
 //! in `docs/PROTOCOL.md`; this module is its sans-IO core.
 //!
+//! - [`offer`]: the words of offers and introductions (`nat=`, `alloc=`, `cand=` kinds), for
+//!   both sides.
 //! - [`wire`]: framing of `CMD TrID params\r\n` lines and their payloads.
 //! - [`scram`]: the SCRAM-SHA-256-ARGON2ID login exchange, both sides, bound to the TLS session
 //!   (`tls-exporter` channel binding).
@@ -9,6 +11,7 @@
 //! - [`types`]: user names, presence states, the password KDF, credentials, store operations
 //!   (device identity keys included).
 
+pub mod offer;
 pub mod scram;
 pub mod server;
 pub mod types;

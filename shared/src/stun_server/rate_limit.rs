@@ -5,6 +5,9 @@
 //! address can never be pushed out of the table (which would lift its limit and let a reflection
 //! attack through). Two sources that share a bucket share a budget; with 65,536 buckets and a
 //! secret hash key that is rare and cannot be aimed at.
+//!
+//! Each entry is a [`TokenBucket<u64>`] ticking in milliseconds (16 bytes), so the refill is the
+//! workspace's one token bucket arithmetic; rate and capacity are held once, here.
 
 use std::hash::Hasher;
 use std::net::IpAddr;
@@ -14,23 +17,21 @@ use siphasher::sip::SipHasher13;
 
 use super::RateLimitConfig;
 use crate::rng::SplitMix64;
+use crate::token_bucket::TokenBucket;
 
 const BUCKETS: usize = 1 << 16;
-/// Tokens are counted in thousandths so a refill per millisecond is exact for any rate.
+/// Tokens are counted in thousandths (token-milliseconds) so a refill per millisecond is exact
+/// for any rate: `per_second` tokens per second is `per_second` units per millisecond.
 const MILLI: u64 = 1000;
-
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens_milli: u64,
-    last_ms: u64,
-}
 
 /// Token buckets for source addresses.
 pub struct RateLimiter {
     config: RateLimitConfig,
     epoch: Instant,
     hash_key: (u64, u64),
-    buckets: Vec<Bucket>,
+    /// `burst` tokens, in thousandths.
+    capacity: u64,
+    buckets: Vec<TokenBucket<u64>>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -47,19 +48,17 @@ impl RateLimiter {
     pub fn new(config: RateLimitConfig, seed: u64, now: Instant) -> Self {
         let mut keys = SplitMix64::new(seed);
         let hash_key = (keys.next_u64(), keys.next_u64());
-        let full = Bucket {
-            tokens_milli: u64::from(config.burst.max(1)) * MILLI,
-            last_ms: 0,
-        };
+        let capacity = u64::from(config.burst.max(1)) * MILLI;
         let buckets = if config.per_second == 0 {
             Vec::new()
         } else {
-            vec![full; BUCKETS]
+            vec![TokenBucket::full(capacity); BUCKETS]
         };
         Self {
             config,
             epoch: now,
             hash_key,
+            capacity,
             buckets,
         }
     }
@@ -77,21 +76,8 @@ impl RateLimiter {
         let index = (hasher.finish() as usize) & (BUCKETS - 1);
         let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
-        let capacity = u64::from(self.config.burst.max(1)) * MILLI;
         let rate = u64::from(self.config.per_second);
-        let bucket = &mut self.buckets[index];
-        let elapsed = now_ms.saturating_sub(bucket.last_ms);
-        bucket.tokens_milli = bucket
-            .tokens_milli
-            .saturating_add(elapsed.saturating_mul(rate))
-            .min(capacity);
-        bucket.last_ms = bucket.last_ms.max(now_ms);
-        if bucket.tokens_milli >= MILLI {
-            bucket.tokens_milli -= MILLI;
-            true
-        } else {
-            false
-        }
+        self.buckets[index].take(MILLI, now_ms, rate, self.capacity)
     }
 }
 

@@ -2,21 +2,23 @@
 
 use std::time::Instant;
 
+use crate::token_bucket;
+
 /// Tokens are counted in byte-nanoseconds, so the refill is exact for any rate and any spacing
 /// of calls (no rounding loss when frames arrive microseconds apart).
 const NANOS: u128 = 1_000_000_000;
 
-/// A token bucket: `rate` bytes per second sustained, up to `burst` bytes at once.
+/// A token bucket: `rate` bytes per second sustained, up to `burst` bytes at once. The workspace's
+/// one [`token_bucket::TokenBucket`], ticking in nanoseconds since its first use.
 #[derive(Clone, Debug)]
 pub(crate) struct TokenBucket {
-    /// Bytes per second; 0 means unlimited.
+    /// Bytes per second (= byte-nanoseconds per nanosecond); 0 means unlimited.
     rate: u64,
     /// Capacity, in byte-nanoseconds.
     capacity: u128,
-    /// Available, in byte-nanoseconds.
-    tokens: u128,
-    /// When the bucket was last refilled; `None` until first used (it starts full).
-    last: Option<Instant>,
+    bucket: token_bucket::TokenBucket<u128>,
+    /// Tick 0: the first use (the bucket starts full); `None` until then.
+    epoch: Option<Instant>,
 }
 
 impl TokenBucket {
@@ -26,8 +28,8 @@ impl TokenBucket {
         TokenBucket {
             rate,
             capacity,
-            tokens: capacity,
-            last: None,
+            bucket: token_bucket::TokenBucket::full(capacity),
+            epoch: None,
         }
     }
 
@@ -36,20 +38,13 @@ impl TokenBucket {
         if self.rate == 0 {
             return true;
         }
-        let last = *self.last.get_or_insert(now);
-        let elapsed = now.saturating_duration_since(last).as_nanos();
-        self.last = Some(last.max(now));
-        self.tokens = self
-            .tokens
-            .saturating_add(elapsed.saturating_mul(u128::from(self.rate)))
-            .min(self.capacity);
+        let epoch = *self.epoch.get_or_insert(now);
+        // u64 nanoseconds last 584 years.
+        let tick =
+            u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX);
         let cost = (bytes as u128) * NANOS;
-        if self.tokens >= cost {
-            self.tokens -= cost;
-            true
-        } else {
-            false
-        }
+        self.bucket
+            .take(cost, tick, u128::from(self.rate), self.capacity)
     }
 }
 

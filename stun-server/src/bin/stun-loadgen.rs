@@ -22,7 +22,7 @@ use shared::stun::{
     Attribute, Class, HEADER_LEN, Message, MessageWriter, Method, TransactionId, attr,
 };
 use socket2::{Domain, Protocol, Socket, Type};
-use stun_server::udp_batch::{BatchReceiver, BatchSender};
+use stun_server::udp_batch::{BatchReceiver, BatchSender, GSO_MAX_SEGMENTS, gso_control};
 
 /// Marker in the first four id bytes of a classic request (anything but the magic cookie).
 const CLASSIC_MARKER: u32 = 0x4C47_454E; // "LGEN"
@@ -317,27 +317,6 @@ struct Client {
     queued: Vec<u32>,
     /// Requests of this socket awaiting a reply.
     in_flight: u64,
-}
-
-/// `UDP_SEGMENT` from `linux/udp.h` (not exported by the libc crate).
-const UDP_SEGMENT: libc::c_int = 103;
-
-/// Most segments per GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
-const GSO_MAX_SEGMENTS: usize = 64;
-
-/// The control message for `sendmsg` that asks for segmentation into `size`-byte datagrams:
-/// a `cmsghdr` (SOL_UDP, UDP_SEGMENT) followed by a u16, padded to CMSG_SPACE. `None` where
-/// `cmsghdr` is not the 16-byte glibc layout this writes.
-fn gso_control(size: u16) -> Option<[u8; 24]> {
-    if std::mem::size_of::<libc::cmsghdr>() != 16 || std::mem::size_of::<usize>() != 8 {
-        return None;
-    }
-    let mut c = [0u8; 24];
-    c[0..8].copy_from_slice(&(16usize + 2).to_ne_bytes()); // cmsg_len = CMSG_LEN(2)
-    c[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
-    c[12..16].copy_from_slice(&UDP_SEGMENT.to_ne_bytes());
-    c[16..18].copy_from_slice(&size.to_ne_bytes());
-    Some(c)
 }
 
 /// Sends `data`, a run of `HEADER_LEN`-byte requests, to `to` as GSO super-datagrams of at

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use stun_server::udp_batch::{BatchReceiver, BatchSender};
+use stun_server::udp_batch::{BatchReceiver, BatchSender, GSO_MAX_SEGMENTS, gso_control};
 
 /// Largest datagram echoed; longer ones are dropped (the kernel truncates them).
 const SLOT_LEN: usize = 2048;
@@ -26,12 +26,6 @@ const SLOT_LEN: usize = 2048;
 /// Batches handled before waiting in epoll again, even if the socket never empties, so a
 /// flood cannot keep the loop from checking its deadline.
 const MAX_BATCHES_PER_WAKE: usize = 1024;
-
-/// `UDP_SEGMENT` from `linux/udp.h` (not exported by the libc crate).
-const UDP_SEGMENT: libc::c_int = 103;
-
-/// Most segments per GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
-const GSO_MAX_SEGMENTS: usize = 64;
 
 /// Single-threaded batched UDP echo server (recvmmsg/sendmmsg), the one-core I/O ceiling.
 #[derive(Parser, Debug)]
@@ -53,21 +47,6 @@ struct Args {
     /// Exit on its own after this many seconds (a safety bound; normally it is killed).
     #[arg(long, default_value_t = 3600)]
     max_secs: u64,
-}
-
-/// The control message asking the kernel to split a send into `size`-byte datagrams
-/// (`cmsghdr` for SOL_UDP/UDP_SEGMENT plus a u16, padded). `None` where `cmsghdr` is not the
-/// 16-byte glibc layout written here.
-fn gso_control(size: u16) -> Option<[u8; 24]> {
-    if std::mem::size_of::<libc::cmsghdr>() != 16 || std::mem::size_of::<usize>() != 8 {
-        return None;
-    }
-    let mut c = [0u8; 24];
-    c[0..8].copy_from_slice(&(16usize + 2).to_ne_bytes()); // cmsg_len = CMSG_LEN(2)
-    c[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
-    c[12..16].copy_from_slice(&UDP_SEGMENT.to_ne_bytes());
-    c[16..18].copy_from_slice(&size.to_ne_bytes());
-    Some(c)
 }
 
 /// Replies of one batch grouped by destination for GSO sending.

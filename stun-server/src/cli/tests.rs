@@ -318,3 +318,38 @@ fn a_public_primary_moves_the_rendezvous_and_the_switchboard_there() {
         Some("203.0.113.9:1863".parse().unwrap())
     );
 }
+
+#[test]
+fn help_lists_the_flags_in_their_order_and_every_key_has_a_flag() {
+    use clap::CommandFactory;
+    // `display_order` (STUN_ORDER) keeps --stats-interval where --help has always shown it
+    // although it is the last key of the file; this catches a flag added before it.
+    let help = Cli::command().render_help().to_string();
+    // The first long flag of each line that starts with a flag: the argument list itself.
+    let flags: Vec<&str> = help
+        .lines()
+        .map(str::trim_start)
+        .filter(|line| line.starts_with('-'))
+        .filter_map(|line| line.split_whitespace().find(|w| w.starts_with("--")))
+        .collect();
+    let position = |flag: &str| flags.iter().position(|f| *f == flag).unwrap();
+    for pair in [
+        ["--socket-buffer", "--stats-interval"],
+        ["--stats-interval", "--no-stun"],
+        ["--no-stun", "--rendezvous"],
+        ["--tls-key", "--print-fingerprint"],
+    ] {
+        assert_eq!(
+            position(pair[0]) + 1,
+            position(pair[1]),
+            "{pair:?} in {flags:?}"
+        );
+    }
+    // Every key of the file is also a flag (under its own name or as --no-KEY).
+    for line in settings(&[]).to_toml().unwrap().lines() {
+        let key = line.split(" = ").next().unwrap().replace('_', "-");
+        let named = flags.contains(&format!("--{key}").as_str());
+        let negated = flags.contains(&format!("--no-{key}").as_str());
+        assert!(named || negated, "key {key} has no flag");
+    }
+}

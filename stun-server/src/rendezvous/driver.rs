@@ -88,7 +88,6 @@ pub(crate) struct Driver {
 pub(crate) struct Channels {
     pub(crate) events: mpsc::Receiver<Event>,
     pub(crate) alive: mpsc::Receiver<()>,
-    pub(crate) stop: oneshot::Receiver<()>,
 }
 
 impl Driver {
@@ -102,7 +101,6 @@ impl Driver {
         counts: Arc<Counts>,
         max_queued_lines: usize,
         last_rowid: i64,
-        stop: oneshot::Receiver<()>,
     ) -> (Driver, Channels) {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (alive_tx, alive_rx) = mpsc::channel(1);
@@ -125,18 +123,22 @@ impl Driver {
         let channels = Channels {
             events: events_rx,
             alive: alive_rx,
-            stop,
         };
         (driver, channels)
     }
 
-    /// Serves until `stop` fires (or its sender is dropped), then shuts down cleanly.
-    pub(crate) async fn run(mut self, listener: std::net::TcpListener, channels: Channels) {
+    /// Serves until `shutdown` completes, then shuts down cleanly.
+    pub(crate) async fn run(
+        mut self,
+        listener: std::net::TcpListener,
+        channels: Channels,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let Channels {
             mut events,
             mut alive,
-            mut stop,
         } = channels;
+        tokio::pin!(shutdown);
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {
@@ -150,7 +152,7 @@ impl Driver {
         loop {
             let timer = self.core.poll_timeout();
             tokio::select! {
-                _ = &mut stop => break,
+                () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, remote)) => self.accept(stream, remote),
                     Err(e) => {

@@ -13,8 +13,25 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Architecture: one tokio runtime on its own threads. One task owns the protocol core and the
-//! database. Every accepted connection first runs its TLS 1.3 handshake in a task of its own
+//! # On whose runtime
+//! [`run`] (or [`BoundRendezvous::run`], to learn the bound address first or wire a
+//! switchboard) serves on the caller's tokio runtime until a shutdown future completes,
+//! mini-redis style, so a program can embed the server:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), stun_server::RendezvousError> {
+//! use stun_server::rendezvous::{BoundRendezvous, RendezvousOptions};
+//! let server = BoundRendezvous::bind(RendezvousOptions::default(), None)?;
+//! println!("rendezvous listening on {}", server.local_addr());
+//! server.run(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await;
+//! # Ok(()) }
+//! ```
+//!
+//! [`RendezvousHandle::start`] is a thin wrapper that runs the same on a multi-threaded runtime
+//! of its own (at most four workers) and stops it when the handle is shut down or dropped.
+//!
+//! # Architecture
+//! One task owns the protocol core and the database. Every accepted connection first runs its TLS 1.3 handshake in a task of its own
 //! (with a deadline), then is registered with the core together with its `tls-exporter`
 //! channel binding (the login's SCRAM exchange is bound to it); from then on it has a reader
 //! task (frames lines, forwards them to the core task over one shared bounded channel) and a
@@ -32,6 +49,7 @@ mod driver;
 mod store;
 mod tickets;
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -135,6 +153,138 @@ pub enum RendezvousError {
     Io(std::io::Error),
 }
 
+/// A rendezvous server with its database open and its listener bound, not serving yet:
+/// [`BoundRendezvous::run`] serves it on the caller's tokio runtime (the embedding entry point;
+/// [`run`] binds and serves in one call). [`RendezvousHandle::start`] runs one on a runtime of
+/// its own.
+pub struct BoundRendezvous {
+    driver: Driver,
+    channels: driver::Channels,
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    db_path: PathBuf,
+    fingerprint: shared::identity::Fingerprint,
+    tickets: TicketBook,
+    counts: Arc<Counts>,
+}
+
+impl std::fmt::Debug for BoundRendezvous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundRendezvous")
+            .field("local_addr", &self.local_addr)
+            .field("db_path", &self.db_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundRendezvous {
+    /// Opens the database and binds `options.listen`; tickets introductions issue are also
+    /// granted to the switchboard behind `granter`, if any (see
+    /// [`RendezvousHandle::start_with_switchboard`]).
+    pub fn bind(
+        options: RendezvousOptions,
+        granter: Option<TicketGranter>,
+    ) -> Result<BoundRendezvous, RendezvousError> {
+        BoundRendezvous::new(options, granter, bind_listener)
+    }
+
+    /// Like [`bind`](Self::bind), on a listener the caller bound (`options.listen` is
+    /// ignored); it is made non-blocking here.
+    pub fn with_listener(
+        options: RendezvousOptions,
+        listener: std::net::TcpListener,
+        granter: Option<TicketGranter>,
+    ) -> Result<BoundRendezvous, RendezvousError> {
+        BoundRendezvous::new(options, granter, |_| Ok(listener))
+    }
+
+    /// Checks the options, opens the database, and only then gets the listener (so a bad
+    /// database is reported before a busy port).
+    fn new(
+        options: RendezvousOptions,
+        granter: Option<TicketGranter>,
+        listener: impl FnOnce(SocketAddr) -> Result<std::net::TcpListener, RendezvousError>,
+    ) -> Result<BoundRendezvous, RendezvousError> {
+        if options.max_queued_lines == 0 {
+            return Err(RendezvousError::Invalid(
+                "max_queued_lines must be at least 1".into(),
+            ));
+        }
+        let store = Store::open(&options.db_path)?;
+        let snapshot = store.load()?;
+        let last_rowid = store.max_user_rowid()?;
+        let listener = listener(options.listen)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(RendezvousError::Io)?;
+        let local_addr = listener.local_addr().map_err(RendezvousError::Io)?;
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let core = RendezvousServer::new(options.config, snapshot, store.secret(), seed);
+        let tickets = TicketBook::new();
+        let counts = Arc::new(Counts::default());
+        let acceptor = tokio_rustls::TlsAcceptor::from(options.tls.config().clone());
+        let (driver, channels) = Driver::new(
+            core,
+            store,
+            acceptor,
+            TicketSinks {
+                book: tickets.clone(),
+                switchboard: granter,
+            },
+            counts.clone(),
+            options.max_queued_lines,
+            last_rowid,
+        );
+        Ok(BoundRendezvous {
+            driver,
+            channels,
+            listener,
+            local_addr,
+            db_path: options.db_path,
+            fingerprint: options.tls.fingerprint(),
+            tickets,
+            counts,
+        })
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The fingerprint of the server's TLS key, what clients pin.
+    pub fn fingerprint(&self) -> shared::identity::Fingerprint {
+        self.fingerprint
+    }
+
+    /// The switchboard tickets it will issue (shared with the running server).
+    pub fn tickets(&self) -> &TicketBook {
+        &self.tickets
+    }
+
+    /// Serves until `shutdown` completes; then every client gets `OUT 0 SSD`, queued lines are
+    /// flushed (for a few seconds at most) and connections are closed. Must be awaited inside a
+    /// tokio runtime with I/O and time enabled; connection tasks are spawned on it (a
+    /// multi-threaded one lets TLS handshakes and connections run beside the core task).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        self.driver
+            .run(self.listener, self.channels, shutdown)
+            .await;
+    }
+}
+
+/// Opens the database, binds `options.listen` and serves on the caller's runtime until
+/// `shutdown` completes (see [`BoundRendezvous`] to learn the bound address first, or to hand
+/// tickets to a switchboard).
+pub async fn run(
+    options: RendezvousOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RendezvousError> {
+    BoundRendezvous::bind(options, None)?.run(shutdown).await;
+    Ok(())
+}
+
 /// A running rendezvous server. Dropping it shuts the server down, as does
 /// [`RendezvousHandle::shutdown`]: every client gets `OUT 0 SSD`, queued lines are flushed
 /// (for a few seconds at most) and connections are closed.
@@ -146,7 +296,16 @@ pub struct RendezvousHandle {
     tickets: TicketBook,
     counts: Arc<Counts>,
     stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    running: Option<Running>,
+}
+
+/// Where a handle's server runs, to wait for it to finish.
+#[derive(Debug)]
+enum Running {
+    /// On its own runtime, on this thread.
+    Thread(JoinHandle<()>),
+    /// As a task on someone else's runtime, which says so when it ends.
+    Task(std::sync::mpsc::Receiver<()>),
 }
 
 impl RendezvousHandle {
@@ -166,20 +325,7 @@ impl RendezvousHandle {
         options: RendezvousOptions,
         granter: Option<TicketGranter>,
     ) -> Result<RendezvousHandle, RendezvousError> {
-        if options.max_queued_lines == 0 {
-            return Err(RendezvousError::Invalid(
-                "max_queued_lines must be at least 1".into(),
-            ));
-        }
-        let store = Store::open(&options.db_path)?;
-        let snapshot = store.load()?;
-        let last_rowid = store.max_user_rowid()?;
-        let listener = bind_listener(options.listen)?;
-        let local_addr = listener.local_addr().map_err(RendezvousError::Io)?;
-        let mut seed = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut seed);
-        let core = RendezvousServer::new(options.config, snapshot, store.secret(), seed);
-
+        let bound = BoundRendezvous::bind(options, granter)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -187,40 +333,61 @@ impl RendezvousHandle {
             .enable_all()
             .build()
             .map_err(RendezvousError::Io)?;
-        let tickets = TicketBook::new();
-        let counts = Arc::new(Counts::default());
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let acceptor = tokio_rustls::TlsAcceptor::from(options.tls.config().clone());
-        let (driver, channels) = Driver::new(
-            core,
-            store,
-            acceptor,
-            TicketSinks {
-                book: tickets.clone(),
-                switchboard: granter,
-            },
-            counts.clone(),
-            options.max_queued_lines,
-            last_rowid,
-            stop_rx,
-        );
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let mut handle = RendezvousHandle {
+            local_addr: bound.local_addr,
+            db_path: bound.db_path.clone(),
+            fingerprint: bound.fingerprint,
+            tickets: bound.tickets.clone(),
+            counts: bound.counts.clone(),
+            stop: Some(stop_tx),
+            running: None,
+        };
         let thread = std::thread::Builder::new()
             .name("rendezvous-core".into())
             .spawn(move || {
-                runtime.block_on(driver.run(listener, channels));
+                // A dropped sender stops the server too.
+                runtime.block_on(bound.run(async move {
+                    let _ = stop_rx.await;
+                }));
                 // Readers still lingering on closed connections are dropped here.
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(RendezvousError::Io)?;
-        Ok(RendezvousHandle {
-            local_addr,
-            db_path: options.db_path,
-            fingerprint: options.tls.fingerprint(),
-            tickets,
-            counts,
+        handle.running = Some(Running::Thread(thread));
+        Ok(handle)
+    }
+
+    /// [`start_with_switchboard`](Self::start_with_switchboard), but served as a task on the
+    /// caller's multi-threaded runtime (`runtime`) instead of a runtime of its own: how the
+    /// binary runs it. [`shutdown`](Self::shutdown) (or dropping the handle) then blocks until
+    /// the task has finished, so call it outside that runtime's worker threads.
+    pub fn spawn_on(
+        runtime: &tokio::runtime::Handle,
+        options: RendezvousOptions,
+        granter: Option<TicketGranter>,
+    ) -> Result<RendezvousHandle, RendezvousError> {
+        let bound = BoundRendezvous::bind(options, granter)?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let handle = RendezvousHandle {
+            local_addr: bound.local_addr,
+            db_path: bound.db_path.clone(),
+            fingerprint: bound.fingerprint,
+            tickets: bound.tickets.clone(),
+            counts: bound.counts.clone(),
             stop: Some(stop_tx),
-            thread: Some(thread),
-        })
+            running: Some(Running::Task(done_rx)),
+        };
+        runtime.spawn(async move {
+            bound
+                .run(async move {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            let _ = done_tx.send(());
+        });
+        Ok(handle)
     }
 
     /// The address the server listens on (with the real port when 0 was asked for).
@@ -267,10 +434,18 @@ impl RendezvousHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the rendezvous server thread panicked");
+        match self.running.take() {
+            Some(Running::Thread(thread)) => {
+                let joined = thread.join();
+                if joined.is_err() {
+                    tracing::error!("the rendezvous server thread panicked");
+                }
             }
+            // A dropped sender (the task panicked or its runtime went away) ends the wait too.
+            Some(Running::Task(done)) => {
+                let _ = done.recv();
+            }
+            None => {}
         }
     }
 }

@@ -11,8 +11,29 @@
 //! # Ok::<(), stun_server::switchboard::SwitchboardError>(())
 //! ```
 //!
-//! One thread runs a current-thread tokio runtime with an accept task, a timer task, and a
-//! reader and a writer task per connection. Connections speak TLS 1.3 from the first byte:
+//! # On whose runtime
+//! [`run`] (or [`BoundSwitchboard::run`], to learn the address and hand out the
+//! [`TicketGranter`] first) serves on the caller's tokio runtime until a shutdown future
+//! completes, mini-redis style, so a program can embed the switchboard:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), stun_server::switchboard::SwitchboardError> {
+//! use stun_server::switchboard::{BoundSwitchboard, SwitchboardOptions};
+//! let sb = BoundSwitchboard::bind(SwitchboardOptions::default())?;
+//! let granter = sb.granter(); // for the rendezvous server
+//! sb.run(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await;
+//! # drop(granter); Ok(()) }
+//! ```
+//!
+//! [`SwitchboardHandle::start`] is a thin wrapper that runs the same on a current-thread runtime
+//! on a thread of its own, which is what the binary and the tests use: on one thread the core's
+//! mutex is never contended by the relay path itself (only by ticket grants), which is the
+//! design the relay's throughput figures in docs/BENCHMARKS.md were measured with. Embedded in a
+//! multi-threaded runtime it works the same, but readers on different workers then take turns
+//! at the mutex.
+//!
+//! # Tasks
+//! An accept task, a timer task, and a reader and a writer task per connection. Connections speak TLS 1.3 from the first byte:
 //! each runs its handshake in a task of its own (with a deadline) before the core hears of
 //! it; a failed handshake is counted ([`RelayStats::failed_handshakes`]) and never answered. Readers decode everything one read returned and
 //! hand it to the core in one step; the core's outputs go straight into the connections'
@@ -26,6 +47,7 @@
 mod codec;
 mod driver;
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -157,10 +179,41 @@ impl std::fmt::Debug for SwitchboardHandle {
     }
 }
 
-impl SwitchboardHandle {
-    /// Binds the listener (synchronously: clients may connect as soon as this returns) and
-    /// starts the relay thread.
-    pub fn start(options: SwitchboardOptions) -> Result<SwitchboardHandle, SwitchboardError> {
+/// A switchboard with its listener bound, not serving yet: [`BoundSwitchboard::run`] serves it
+/// on the caller's tokio runtime (the embedding entry point; [`run`] binds and serves in one
+/// call). [`SwitchboardHandle::start`] runs one on a thread of its own.
+pub struct BoundSwitchboard {
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    fingerprint: shared::identity::Fingerprint,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for BoundSwitchboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundSwitchboard")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundSwitchboard {
+    /// Checks the options and binds `options.listen` (synchronously: clients may connect as
+    /// soon as this returns; they are accepted once [`run`](Self::run) runs).
+    pub fn bind(options: SwitchboardOptions) -> Result<BoundSwitchboard, SwitchboardError> {
+        let listener = bind(options.listen).map_err(|error| SwitchboardError::Bind {
+            addr: options.listen,
+            error,
+        })?;
+        BoundSwitchboard::with_listener(options, listener)
+    }
+
+    /// Like [`bind`](Self::bind), on a listener the caller bound (`options.listen` is ignored);
+    /// it is made non-blocking here.
+    pub fn with_listener(
+        options: SwitchboardOptions,
+        listener: std::net::TcpListener,
+    ) -> Result<BoundSwitchboard, SwitchboardError> {
         let core = Switchboard::new(options.config.clone())?;
         if options.max_connections == 0 {
             return Err(SwitchboardError::Options(
@@ -172,10 +225,7 @@ impl SwitchboardHandle {
                 "max_queued_bytes must hold at least one largest frame",
             ));
         }
-        let listener = bind(options.listen).map_err(|error| SwitchboardError::Bind {
-            addr: options.listen,
-            error,
-        })?;
+        listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let limits = DriverLimits {
             max_connections: options.max_connections,
@@ -183,32 +233,89 @@ impl SwitchboardHandle {
             write_timeout: options.write_timeout,
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(options.tls.config().clone());
-        let shared = Arc::new(Shared::new(core, limits, acceptor));
+        Ok(BoundSwitchboard {
+            listener,
+            local_addr,
+            fingerprint: options.tls.fingerprint(),
+            shared: Arc::new(Shared::new(core, limits, acceptor)),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The fingerprint of the switchboard's TLS key, what clients are told (`sbfp=`).
+    pub fn fingerprint(&self) -> shared::identity::Fingerprint {
+        self.fingerprint
+    }
+
+    /// A cloneable handle that grants tickets, for the rendezvous driver.
+    pub fn granter(&self) -> TicketGranter {
+        TicketGranter {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then sends `ERROR 503` to every connection, waits
+    /// briefly for it to be flushed, and returns. Must be awaited inside a tokio runtime with
+    /// I/O and time enabled; connection tasks are spawned on it.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let listener = match tokio::net::TcpListener::from_std(self.listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the switchboard listener");
+                return;
+            }
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(self.shared.clone().run_timer(stop_rx.clone()));
+        let accept = self.shared.run_accept(listener, stop_rx);
+        tokio::pin!(accept);
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = &mut accept => return,
+            () = &mut shutdown => {}
+        }
+        let _ = stop.send(true);
+        accept.await;
+    }
+}
+
+/// Binds `options.listen` and serves on the caller's runtime until `shutdown` completes (see
+/// [`BoundSwitchboard`] to learn the bound address or grant tickets before serving).
+pub async fn run(
+    options: SwitchboardOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SwitchboardError> {
+    BoundSwitchboard::bind(options)?.run(shutdown).await;
+    Ok(())
+}
+
+impl SwitchboardHandle {
+    /// Binds the listener (synchronously: clients may connect as soon as this returns) and
+    /// serves it ([`BoundSwitchboard::run`]) on a current-thread runtime on a thread of its own.
+    pub fn start(options: SwitchboardOptions) -> Result<SwitchboardHandle, SwitchboardError> {
+        let bound = BoundSwitchboard::bind(options)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (stop, stop_rx) = watch::channel(false);
-        let task_shared = shared.clone();
+        let (local_addr, fingerprint, shared) =
+            (bound.local_addr, bound.fingerprint, bound.shared.clone());
+        let (stop, mut stop_rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("switchboard".into())
             .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot use the switchboard listener");
-                            return;
-                        }
-                    };
-                    tokio::spawn(task_shared.clone().run_timer(stop_rx.clone()));
-                    task_shared.run_accept(listener, stop_rx).await;
-                });
+                runtime.block_on(bound.run(async move {
+                    let _ = stop_rx.wait_for(|stopped| *stopped).await;
+                }));
                 // Dropping the runtime cancels the tasks still running.
             })?;
         tracing::debug!(%local_addr, "switchboard listening");
         Ok(SwitchboardHandle {
             local_addr,
-            fingerprint: options.tls.fingerprint(),
+            fingerprint,
             shared,
             stop,
             thread: Some(thread),

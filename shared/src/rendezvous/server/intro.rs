@@ -15,39 +15,20 @@ use super::{
     ConnId, Handled, INVALID_PARAMETER, Output, Refusal, RendezvousServer, SessionId, Ticket,
     USER_OFFLINE,
 };
+use crate::rendezvous::offer::{AllocKind, CandidateKind, OfferNat};
 use crate::rendezvous::types::Presence;
 use crate::rendezvous::wire::{Line, TrId};
 
 /// The most `cand=` parameters in an offer.
 pub const MAX_CANDIDATES: usize = 8;
-/// The values of `nat=`.
-pub const NAT_TYPES: [&str; 8] = [
-    "open",
-    "full-cone",
-    "restricted",
-    "port-restricted",
-    "symmetric",
-    "symmetric-firewall",
-    "udp-blocked",
-    "unknown",
-];
-/// The values of `alloc=`.
-pub const ALLOC_KINDS: [&str; 3] = ["preserving", "sequential", "random"];
-/// The kinds of `cand=kind/ip:port`.
-pub const CANDIDATE_KINDS: [&str; 3] = ["host", "srflx", "relay"];
-
 /// What a peer says about itself in `INV` or `ANS`, checked. Its `key` is the device identity
 /// key of the connection (see `devices`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Offer {
     key: [u8; 32],
-    nat: Option<&'static str>,
-    alloc: Option<&'static str>,
-    cands: Vec<(&'static str, SocketAddr)>,
-}
-
-fn one_of(list: &[&'static str], value: &str) -> Option<&'static str> {
-    list.iter().copied().find(|v| *v == value)
+    nat: Option<OfferNat>,
+    alloc: Option<AllocKind>,
+    cands: Vec<(CandidateKind, SocketAddr)>,
 }
 
 impl Offer {
@@ -66,14 +47,14 @@ impl Offer {
                     key.replace(k.ok_or(INVALID_PARAMETER)?).is_none()
                 }
                 "nat" => nat
-                    .replace(one_of(&NAT_TYPES, value).ok_or(INVALID_PARAMETER)?)
+                    .replace(value.parse().map_err(|_| INVALID_PARAMETER)?)
                     .is_none(),
                 "alloc" => alloc
-                    .replace(one_of(&ALLOC_KINDS, value).ok_or(INVALID_PARAMETER)?)
+                    .replace(value.parse().map_err(|_| INVALID_PARAMETER)?)
                     .is_none(),
                 "cand" => {
                     let (kind, addr) = value.split_once('/').ok_or(INVALID_PARAMETER)?;
-                    let kind = one_of(&CANDIDATE_KINDS, kind).ok_or(INVALID_PARAMETER)?;
+                    let kind: CandidateKind = kind.parse().map_err(|_| INVALID_PARAMETER)?;
                     let addr: SocketAddr = addr.parse().map_err(|_| INVALID_PARAMETER)?;
                     cands.push((kind, addr));
                     cands.len() <= MAX_CANDIDATES

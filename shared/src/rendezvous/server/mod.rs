@@ -98,7 +98,7 @@ use intro::Introductions;
 use sessions::Sessions;
 use writes::Write;
 
-pub use intro::{ALLOC_KINDS, CANDIDATE_KINDS, MAX_CANDIDATES, NAT_TYPES};
+pub use intro::MAX_CANDIDATES;
 
 /// The protocol version this server speaks (docs/PROTOCOL.md section 3).
 pub const PROTOCOL_VERSION: &str = "P2P1";
