@@ -62,6 +62,59 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
+/// The X25519 public keys of small order, as 32 little-endian bytes with the top bit cleared
+/// (X25519 ignores that bit, so it is cleared before comparing): 0, 1, the two points of order
+/// 8, p - 1, p and p + 1 (p = 2^255 - 19). A Diffie-Hellman with any of them gives the same
+/// all-zero secret whatever the other side's private key, so such a "key" authenticates
+/// nobody: whoever announces one could be impersonated by anyone. Libraries that check this
+/// (libsodium, for one) refuse the same seven values.
+const SMALL_ORDER_KEYS: [[u8; 32]; 7] = [
+    [0; 32],
+    {
+        let mut one = [0; 32];
+        one[0] = 1;
+        one
+    },
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    top_byte_7f_after(0xec),
+    top_byte_7f_after(0xed),
+    top_byte_7f_after(0xee),
+];
+
+/// `[low, 0xff x 30, 0x7f]`: p - 1, p and p + 1 for `low` = 0xec, 0xed, 0xee.
+const fn top_byte_7f_after(low: u8) -> [u8; 32] {
+    let mut key = [0xff; 32];
+    key[0] = low;
+    key[31] = 0x7f;
+    key
+}
+
+/// Whether `key` is unusable as an X25519 identity key because it has small order (see
+/// [`SMALL_ORDER_KEYS`]). Real keys (a clamped secret times the base point) never are.
+pub fn is_small_order_key(key: &[u8; 32]) -> bool {
+    let mut masked = *key;
+    masked[31] &= 0x7f;
+    SMALL_ORDER_KEYS.contains(&masked)
+}
+
+/// Decodes a device identity key as the protocol carries it: the padded base64 of 32 bytes,
+/// canonical (no trailing bits), and not of small order ([`is_small_order_key`]). `None`
+/// otherwise.
+pub fn parse_identity_key(b64: &str) -> Option<[u8; 32]> {
+    use base64::engine::general_purpose::STANDARD;
+    let key: [u8; 32] = STANDARD.decode(b64).ok()?.try_into().ok()?;
+    (!is_small_order_key(&key)).then_some(key)
+}
+
 /// Text that is not `SHA256:` followed by the base64 of 32 bytes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("a fingerprint is SHA256: followed by 43 characters of base64")]
@@ -129,6 +182,31 @@ fn half(name: &str, key: &[u8; 32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each blocked key really has small order: with any secret the shared secret is zero
+    /// (checked with curve25519-dalek, an independent implementation); a real key is not
+    /// blocked.
+    #[test]
+    fn small_order_keys_give_an_all_zero_secret_and_are_refused() {
+        use curve25519_dalek::montgomery::MontgomeryPoint;
+        for key in SMALL_ORDER_KEYS {
+            for secret in [[1u8; 32], [0x5a; 32], [0xfe; 32]] {
+                assert_eq!(MontgomeryPoint(key).mul_clamped(secret).0, [0; 32], "{key:02x?}");
+            }
+            assert!(is_small_order_key(&key));
+            let mut high = key;
+            high[31] |= 0x80;
+            assert!(is_small_order_key(&high), "the top bit does not matter");
+            let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+            assert_eq!(parse_identity_key(&b64), None);
+        }
+        let real = MontgomeryPoint::mul_base_clamped([42; 32]).0;
+        assert!(!is_small_order_key(&real));
+        let b64 = base64::engine::general_purpose::STANDARD.encode(real);
+        assert_eq!(parse_identity_key(&b64), Some(real));
+        assert_eq!(parse_identity_key(&b64[..40]), None, "short");
+        assert_eq!(parse_identity_key("not base64!"), None);
+    }
 
     #[test]
     fn fingerprints_round_trip_and_look_like_openssh() {

@@ -24,9 +24,10 @@ use super::{ConnId, Handled, INVALID_PARAMETER, RendezvousServer, USER_OFFLINE};
 use crate::rendezvous::types::{MAX_DEVICE_KEYS, StoreOp};
 use crate::rendezvous::wire::Line;
 
-/// A base64 32-byte key (the canonical encoding only: the decoder refuses trailing bits).
+/// A base64 32-byte key (the canonical encoding only: the decoder refuses trailing bits), not
+/// one of small order, which would authenticate nobody.
 fn parse_key(b64: &str) -> Option<[u8; 32]> {
-    B64.decode(b64).ok()?.try_into().ok()
+    crate::identity::parse_identity_key(b64)
 }
 
 impl RendezvousServer {

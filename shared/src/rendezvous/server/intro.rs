@@ -40,10 +40,8 @@ impl Offer {
             let (name, value) = param.split_once('=').ok_or(INVALID_PARAMETER)?;
             let fresh = match name {
                 "key" => {
-                    let k = B64
-                        .decode(value)
-                        .ok()
-                        .and_then(|k| <[u8; 32]>::try_from(k).ok());
+                    // A small-order key would let anyone pass as the offer's device.
+                    let k = crate::identity::parse_identity_key(value);
                     key.replace(k.ok_or(INVALID_PARAMETER)?).is_none()
                 }
                 "nat" => nat
