@@ -295,7 +295,12 @@ impl ServerCertVerifier for TrustVerifier {
                 ))
             };
         }
-        if let Some(webpki) = &self.webpki {
+        // A key pinned for this server always wins: a certificate some public CA issued for
+        // the name (a mis-issuance, someone who took over the DNS name) must not replace the
+        // key the user's client has already seen. Moving a pinned server to a CA certificate
+        // means removing its line from known_servers.
+        let pinned_already = matches!(self.fallback, Fallback::Pin(Some(_)));
+        if let Some(webpki) = self.webpki.as_ref().filter(|_| !pinned_already) {
             match webpki.verify_server_cert(
                 end_entity,
                 intermediates,
