@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use p2p_client::chat::pinned_notice;
 use p2p_client::home::Home;
-use p2p_client::rendezvous::{ContactEntry, DEFAULT_PORT, RendezvousClient};
+use p2p_client::rendezvous::{ClientConfig, ContactEntry, DEFAULT_PORT, RendezvousClient};
 use p2p_client::stdout::{self, WriteError};
 use p2p_client::tls::{ServerLabel, ServerTrust};
 use serde_json::json;
@@ -43,6 +43,18 @@ pub struct AccountArgs {
     /// 1).
     #[arg(long, value_name = "FILE", global = true)]
     pub ca: Option<PathBuf>,
+    /// The weakest key stretching to accept from the server at login. A server, or a man in
+    /// the middle you were made to trust, that asks for a cheaper KDF would get a proof it
+    /// could crack offline at that cost, so the login stops first. Lower it only for a server
+    /// whose accounts were registered with a cheaper --kdf on purpose (test servers).
+    #[arg(
+        long,
+        value_name = "KDF",
+        env = "P2P_MIN_KDF",
+        default_value_t = Kdf::default(),
+        global = true
+    )]
+    pub min_kdf: Kdf,
 }
 
 impl AccountArgs {
@@ -53,6 +65,14 @@ impl AccountArgs {
             .as_deref()
             .context("no user: use --user NAME or set P2P_USER")?;
         Ok(UserName::parse(name)?)
+    }
+
+    /// The rendezvous client's settings these options ask for (`--min-kdf`).
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            min_kdf: self.min_kdf,
+            ..ClientConfig::default()
+        }
     }
 
     /// How to trust the server's key: `--ca`, else system roots and pinning in `home`.
@@ -208,7 +228,7 @@ where
 pub async fn connect(account: &AccountArgs, home: &Home) -> anyhow::Result<RendezvousClient> {
     let server = account.server()?.to_string();
     let trust = account.trust(home)?;
-    let client = RendezvousClient::connect(&server, &trust).await?;
+    let client = RendezvousClient::connect_with(&server, &trust, account.client_config()).await?;
     if let Some(notice) = pinned_notice(client.server_key()) {
         stdout::note(notice);
     }

@@ -119,8 +119,9 @@ enum Command {
     /// The chat's keys are this device's identity key (made on first use in the home) and the
     /// peer's, pinned the first time it is seen. If the server introduces a peer whose key is
     /// not the pinned one, the chat does not start: it says so, sends nothing and exits 3;
-    /// compare safety numbers (`contacts fingerprint PEER`) and use --accept-new-key if the
-    /// peer really has a new key. Exit status: 0 when every message typed was delivered
+    /// it also shows the safety number with the new key: if the peer sees the same number
+    /// (`contacts fingerprint YOU` on their side), run again with --accept-new-key
+    /// SHA256:... naming that new key. Exit status: 0 when every message typed was delivered
     /// (acknowledged by the peer; also on Ctrl-C or when the peer leaves with nothing of ours
     /// pending), 3 when the peer's key changed, 1 when any message was not delivered (too
     /// long, not acknowledged in time, the peer left, Ctrl-C with messages pending) and on
@@ -222,6 +223,7 @@ async fn chat(args: ChatCmdArgs, home: &Home) -> anyhow::Result<ExitCode> {
         trust: &trust,
         home,
         user,
+        config: args.account.client_config(),
     };
     match p2p_client::chat::run(account, password.as_bytes(), args.chat).await {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -12,9 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use p2p_client::home::Home;
-use p2p_client::rendezvous::{
-    Backoff, ClientConfig, CloseReason, Event, OutReason, Relogin, RendezvousClient,
-};
+use p2p_client::rendezvous::{Backoff, CloseReason, Event, OutReason, Relogin, RendezvousClient};
 use serde_json::json;
 use shared::rendezvous::{Presence, UserName};
 use tokio::sync::oneshot;
@@ -72,7 +70,7 @@ pub async fn run(args: StatusArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let relogin = Relogin::new(
         &args.account.server,
         args.account.trust(home)?,
-        ClientConfig::default(),
+        args.account.client_config(),
         user.clone(),
         password.as_bytes(),
         home.user(&user)?.identity()?.public(),

@@ -93,6 +93,8 @@ impl Servers {
     /// [`command`](Self::command) naming the server `server`.
     fn command_at(&self, server: &str, user: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
+        // The test servers take cheap verifiers; the client must accept their KDF.
+        cmd.env("P2P_MIN_KDF", "argon2id:m=8:t=1:p=1");
         cmd.args(args)
             .args(["--server", server, "--user", user])
             .env("P2P_PASSWORD", format!("{user}-password"))
@@ -455,18 +457,24 @@ fn a_changed_identity_key_stops_the_chat_until_accepted() {
     bob.say("secret from bob");
     let (code, alice_events, alice_err) = alice.finish();
     assert_eq!(code, Some(3), "{alice_events:#?}\n{alice_err}");
+    // The safety number alice is shown for bob's new key is what bob sees on his side.
+    let bobs_view = s.fingerprint_json("bob", "alice")["safety_number"].clone();
+    assert_ne!(bobs_view, before["safety_number"]);
     let changed = serde_json::json!({
         "event": "key_changed",
         "peer": "bob",
         "old": before["peer_fingerprint"],
         "new": new,
+        "safety_number": bobs_view,
     });
     assert_eq!(alice_events, vec![changed], "{alice_err}");
     let line = format!(
-        "p2p-client: bob's identity key changed from {} to {}; not chatting. Compare safety \
-         numbers (p2p-client contacts fingerprint bob) and run again with --accept-new-key if \
-         bob really has a new key",
+        "p2p-client: bob's identity key changed from {} to {}; not chatting. With the new key \
+         the safety number is {}: if bob sees the same number (p2p-client contacts fingerprint \
+         YOU, on their side), run again with --accept-new-key {}",
         before["peer_fingerprint"].as_str().unwrap(),
+        new.as_str().unwrap(),
+        bobs_view.as_str().unwrap(),
         new.as_str().unwrap()
     );
     assert!(alice_err.lines().any(|l| l == line), "{alice_err}");
@@ -476,8 +484,21 @@ fn a_changed_identity_key_stops_the_chat_until_accepted() {
     // Still the old pin, still verified.
     assert_eq!(s.fingerprint_json("alice", "bob"), before_verified(&before));
 
-    // Accepted: the chat goes on, and bob is pinned again, unverified.
-    let mut alice = Chat::start(&s, "alice", "bob", &["--accept-new-key"]);
+    // Accepting some other key lets nothing through: still exit 3, still the old pin.
+    let other = shared::identity::Fingerprint::of_identity_key(&[7; 32]).to_string();
+    let mut alice = Chat::start(&s, "alice", "bob", &["--accept-new-key", &other]);
+    let mut bob = Chat::start(&s, "bob", "alice", &[]);
+    alice.say("not for a key nobody compared");
+    bob.say("nor this");
+    let (code, _, alice_err) = alice.finish();
+    assert_eq!(code, Some(3), "{alice_err}");
+    let (_, bob_events, _) = bob.finish();
+    assert!(messages(&bob_events).is_empty(), "{bob_events:#?}");
+    assert_eq!(s.fingerprint_json("alice", "bob"), before_verified(&before));
+
+    // Accepted by its fingerprint: the chat goes on, and bob is pinned again, unverified.
+    let accepted = new.as_str().unwrap().to_owned();
+    let mut alice = Chat::start(&s, "alice", "bob", &["--accept-new-key", &accepted]);
     let mut bob = Chat::start(&s, "bob", "alice", &[]);
     alice.say("hello bob");
     bob.say("hello alice");

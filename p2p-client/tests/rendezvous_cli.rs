@@ -93,6 +93,8 @@ impl Server {
     /// A `p2p-client` command against this server, with a clean environment and no stdin.
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
+        // The test servers take cheap verifiers; the client must accept their KDF.
+        cmd.env("P2P_MIN_KDF", "argon2id:m=8:t=1:p=1");
         cmd.args(args)
             .args(["--server", &self.addr])
             .env("P2P_HOME", &self.home)

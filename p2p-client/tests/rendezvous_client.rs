@@ -63,7 +63,11 @@ impl Server {
     /// A connection that trusts exactly the server's key.
     async fn connect(&self) -> RendezvousClient {
         let trust = ServerTrust::Exact(self.handle.as_ref().unwrap().fingerprint());
-        RendezvousClient::connect(&self.addr(), &trust)
+        let config = ClientConfig {
+            min_kdf: CHEAP,
+            ..ClientConfig::default()
+        };
+        RendezvousClient::connect_with(&self.addr(), &trust, config)
             .await
             .unwrap()
     }
@@ -258,6 +262,7 @@ async fn a_login_of_the_same_session_replaces_the_first_and_another_session_does
     let trust = ServerTrust::Exact(server.handle.as_ref().unwrap().fingerprint());
     let config = ClientConfig {
         session: Some(LoginSession::random()),
+        min_kdf: CHEAP,
         ..ClientConfig::default()
     };
     let other = RendezvousClient::connect_with(&server.addr(), &trust, config)

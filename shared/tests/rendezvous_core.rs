@@ -95,7 +95,8 @@ impl World {
             matches!(self.stored.last(), Some(StoreOp::CreateUser(r)) if r.name.as_str() == user)
         );
 
-        let mut scram = ScramClient::new(&UserName::parse(user).unwrap(), &[42; 24], &binding);
+        let mut scram = ScramClient::new(&UserName::parse(user).unwrap(), &[42; 24], &binding)
+            .with_min_kdf(cheap_kdf());
         let first = B64.encode(scram.client_first());
         let answer = self.say(conn, "USR", 3, &[MECHANISM, "I", &first]);
         assert_eq!(answer[0].params[..2], [MECHANISM, "S"]);
@@ -229,4 +230,13 @@ fn worked_session() {
         (w.server.connection_count(), w.server.online_count()),
         (1, 1)
     );
+}
+
+/// The cheap KDF the tests register with; the client must be told to accept it.
+fn cheap_kdf() -> shared::rendezvous::Kdf {
+    shared::rendezvous::Kdf {
+        memory_kib: 8,
+        iterations: 1,
+        lanes: 1,
+    }
 }

@@ -59,7 +59,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared::identity::Fingerprint;
+use shared::identity::{Fingerprint, safety_number};
 use shared::nat_classifier::Report;
 use shared::rendezvous::{Presence, SessionId, UserName};
 use tokio::sync::mpsc;
@@ -115,11 +115,13 @@ pub struct ChatArgs {
     /// stderr.
     #[arg(long)]
     pub json: bool,
-    /// Chat even though the peer's identity key differs from the one pinned for it: pin the
-    /// new key (unverified). Only after comparing safety numbers (`p2p-client contacts
-    /// fingerprint PEER`) with the peer by another channel.
-    #[arg(long)]
-    pub accept_new_key: bool,
+    /// Chat even though the peer's identity key differs from the one pinned for it, if the
+    /// new key is the one with this fingerprint (as `key_changed` showed it): pin it
+    /// (unverified). Only after comparing the new safety number, which `key_changed` shows,
+    /// with the peer by another channel. A different key is still refused, so accepting one
+    /// key never lets another through.
+    #[arg(long, value_name = "SHA256:...")]
+    pub accept_new_key: Option<Fingerprint>,
     /// For testing: do not punch; the chat uses the switchboard relay only.
     #[arg(long, hide = true)]
     pub no_direct: bool,
@@ -187,9 +189,9 @@ pub enum ChatRunError {
     /// The peer's identity key is not the one pinned for it, and `--accept-new-key` was not
     /// given: nothing was sent to the peer (exit status 3).
     #[error(
-        "{peer}'s identity key changed from {old} to {new}; not chatting. Compare safety \
-         numbers (p2p-client contacts fingerprint {peer}) and run again with \
-         --accept-new-key if {peer} really has a new key"
+        "{peer}'s identity key changed from {old} to {new}; not chatting. With the new key \
+         the safety number is {safety_number}: if {peer} sees the same number (p2p-client \
+         contacts fingerprint YOU, on their side), run again with --accept-new-key {new}"
     )]
     KeyChanged {
         /// The peer.
@@ -198,7 +200,17 @@ pub enum ChatRunError {
         old: Fingerprint,
         /// The key the introduction brought.
         new: Fingerprint,
+        /// The safety number of our key and the new one: what the peer sees on its side if
+        /// the new key really is its own.
+        safety_number: String,
     },
+    /// The introduction brought an identity key of small order, which anyone could pass as
+    /// (a correct server never forwards one): nothing was pinned or sent to the peer.
+    #[error(
+        "the introduction brought {0} with an unusable identity key (of small order, which \
+         authenticates nobody); not chatting: the server or the path is misbehaving"
+    )]
+    UnusablePeerKey(UserName),
     /// The home (identity key, pins) cannot be used.
     #[error(transparent)]
     Home(#[from] HomeError),
@@ -264,6 +276,8 @@ pub struct Account<'a> {
     pub home: &'a Home,
     /// Who we are.
     pub user: UserName,
+    /// The rendezvous client's settings (timeouts, the weakest KDF to accept at login).
+    pub config: ClientConfig,
 }
 
 /// Runs `chat` against the rendezvous server as the account's user: see the
@@ -278,11 +292,17 @@ pub async fn run(
     let out = Output::new(args.json);
     let result = run_inner(&account, password, &args, &out).await;
     match &result {
-        Err(ChatRunError::KeyChanged { peer, old, new }) if out.is_json() => {
+        Err(ChatRunError::KeyChanged {
+            peer,
+            old,
+            new,
+            safety_number,
+        }) if out.is_json() => {
             out.show(&output::Shown::KeyChanged {
                 peer: peer.as_str(),
                 old: &old.to_string(),
                 new: &new.to_string(),
+                safety_number,
             });
         }
         Err(e) if out.is_json() => out.show(&output::Shown::Error {
@@ -333,7 +353,7 @@ async fn run_inner(
     let relogin = Arc::new(Relogin::new(
         account.server,
         account.trust.clone(),
-        ClientConfig::default(),
+        account.config,
         user.clone(),
         password,
         identity.public(),
@@ -501,6 +521,7 @@ async fn prepare(
     };
     check_peer_key(
         session.home,
+        (session.home.user(), &session.identity.public()),
         &peer,
         &intro.offer.key,
         args.accept_new_key,
@@ -572,14 +593,22 @@ async fn await_introduction_reconnecting(
 
 /// The key rule of an introduction: a peer with no pinned key gets `key` pinned (unverified);
 /// the pinned key goes on; another key is [`ChatRunError::KeyChanged`] unless `accept_new`,
-/// which re-pins it unverified. The check and the pin happen under the pins' lock.
+/// which re-pins it unverified. The check and the pin happen under the pins' lock. A key of
+/// small order is [`ChatRunError::UnusablePeerKey`] before anything is pinned.
 pub fn check_peer_key(
     home: &UserHome,
+    me: (&UserName, &[u8; 32]),
     peer: &UserName,
     key: &[u8; 32],
-    accept_new: bool,
+    accept_new: Option<Fingerprint>,
     out: &Output,
 ) -> Result<(), ChatRunError> {
+    if shared::identity::is_small_order_key(key) {
+        return Err(ChatRunError::UnusablePeerKey(peer.clone()));
+    }
+    let new = Fingerprint::of_identity_key(key);
+    // Only the very key the user accepted (by its fingerprint) replaces the pin.
+    let accept_new = accept_new == Some(new);
     let check = home.update_pins(|pins| {
         let check = pins.check(peer, key);
         if check == KeyCheck::New || accept_new {
@@ -587,7 +616,6 @@ pub fn check_peer_key(
         }
         check
     })?;
-    let new = Fingerprint::of_identity_key(key);
     match check {
         KeyCheck::Same => Ok(()),
         KeyCheck::New => {
@@ -601,6 +629,7 @@ pub fn check_peer_key(
             peer: peer.clone(),
             old: Fingerprint::of_identity_key(&old),
             new,
+            safety_number: safety_number((me.0.as_str(), me.1), (peer.as_str(), key)),
         }),
         KeyCheck::Changed { old, was_verified } => {
             let mark = if was_verified {
@@ -695,6 +724,58 @@ mod tests {
         assert!(offer.candidates[1..].iter().all(|c| c.addr != srflx));
         offer.check().unwrap();
         assert_eq!(offer.nat, None);
+    }
+
+    /// The pin rules: first sight pins, the same key passes, another key stops the chat
+    /// (with the new safety number) unless `--accept-new-key` names exactly that key, and a
+    /// key of small order is refused before anything is pinned.
+    #[test]
+    fn peer_keys_are_pinned_checked_and_replaced_only_by_the_accepted_one() {
+        let dir = std::env::temp_dir().join(format!(
+            "p2p-chat-pins-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let home = Home::at(&dir);
+        let alice = UserName::parse("alice").unwrap();
+        let bob = UserName::parse("bob").unwrap();
+        let user_home = home.user(&alice).unwrap();
+        let out = Output::new(true);
+        let me = (&alice, &[9; 32]);
+        let (first, second, third) = ([1; 32], [2; 32], [3; 32]);
+        let pinned = |h: &UserHome| h.pins().unwrap().get(&bob).map(|p| p.key);
+
+        let mut low_order = [0xff; 32];
+        low_order[0] = 0xec;
+        low_order[31] = 0x7f;
+        assert!(matches!(
+            check_peer_key(&user_home, me, &bob, &low_order, None, &out),
+            Err(ChatRunError::UnusablePeerKey(_))
+        ));
+        assert_eq!(pinned(&user_home), None, "nothing pinned");
+
+        check_peer_key(&user_home, me, &bob, &first, None, &out).unwrap();
+        assert_eq!(pinned(&user_home), Some(first));
+        check_peer_key(&user_home, me, &bob, &first, None, &out).unwrap();
+
+        let Err(ChatRunError::KeyChanged {
+            new, safety_number, ..
+        }) = check_peer_key(&user_home, me, &bob, &second, None, &out)
+        else {
+            panic!("a changed key must stop the chat");
+        };
+        assert_eq!(new, Fingerprint::of_identity_key(&second));
+        assert_eq!(
+            safety_number,
+            shared::identity::safety_number(("bob", &second), ("alice", &[9; 32]))
+        );
+        // Accepting another fingerprint does not let this key through.
+        let other = Some(Fingerprint::of_identity_key(&third));
+        assert!(check_peer_key(&user_home, me, &bob, &second, other, &out).is_err());
+        assert_eq!(pinned(&user_home), Some(first));
+        check_peer_key(&user_home, me, &bob, &second, Some(new), &out).unwrap();
+        assert_eq!(pinned(&user_home), Some(second));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

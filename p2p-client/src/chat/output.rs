@@ -102,6 +102,8 @@ pub enum Shown<'a> {
         peer: &'a str,
         /// The pinned key's fingerprint.
         old: &'a str,
+        /// The safety number with the new key.
+        safety_number: &'a str,
         /// The new key's fingerprint.
         new: &'a str,
     },
@@ -130,9 +132,15 @@ impl Shown<'_> {
                 server,
                 fingerprint,
             } => json!({"event": "server_pinned", "server": server, "fingerprint": fingerprint}),
-            Shown::KeyChanged { peer, old, new } => {
-                json!({"event": "key_changed", "peer": peer, "old": old, "new": new})
-            }
+            Shown::KeyChanged {
+                peer,
+                old,
+                new,
+                safety_number,
+            } => json!({
+                "event": "key_changed", "peer": peer, "old": old, "new": new,
+                "safety_number": safety_number
+            }),
         };
         value.to_string()
     }
@@ -171,8 +179,16 @@ impl Shown<'_> {
                 format!("-- pinned the server {server} with key {fingerprint}"),
                 false,
             ),
-            Shown::KeyChanged { peer, old, new } => (
-                format!("-- {peer}'s identity key changed from {old} to {new}"),
+            Shown::KeyChanged {
+                peer,
+                old,
+                new,
+                safety_number,
+            } => (
+                format!(
+                    "-- {peer}'s identity key changed from {old} to {new} (safety number with \
+                     the new key: {safety_number})"
+                ),
                 false,
             ),
         }
@@ -301,12 +317,14 @@ mod tests {
                 peer: "bob",
                 old: "SHA256:a",
                 new: "SHA256:b",
+                safety_number: "12345",
             }
             .json_line(),
         );
         assert_eq!(
             v,
-            json!({"event": "key_changed", "peer": "bob", "old": "SHA256:a", "new": "SHA256:b"})
+            json!({"event": "key_changed", "peer": "bob", "old": "SHA256:a", "new": "SHA256:b",
+                   "safety_number": "12345"})
         );
     }
 

@@ -101,6 +101,12 @@ pub struct ClientConfig {
     /// The login session sent with `DEV`; `None` (the default): this process's
     /// ([`LoginSession::of_process`]).
     pub session: Option<LoginSession>,
+    /// The weakest key stretching accepted from the server at login ([`Kdf::default`]): a
+    /// server (or a man in the middle the client was made to trust) that names a cheaper KDF
+    /// would get a proof it could crack offline at that cost, so the login stops first
+    /// ([`shared::rendezvous::scram::ScramClient::with_min_kdf`]). Lower it only for a server
+    /// whose users registered with a cheaper KDF on purpose (tests).
+    pub min_kdf: Kdf,
 }
 
 impl Default for ClientConfig {
@@ -111,6 +117,7 @@ impl Default for ClientConfig {
             logout_timeout: Duration::from_secs(2),
             greeting_timeout: Duration::from_secs(3),
             session: None,
+            min_kdf: Kdf::default(),
         }
     }
 }
@@ -284,7 +291,8 @@ impl RendezvousClient {
     ) -> Result<LoginInfo, RendezvousError> {
         let mut nonce = [0u8; 24];
         OsRng.fill_bytes(&mut nonce);
-        let mut scram = ScramClient::new(user, &nonce, &self.binding);
+        let mut scram =
+            ScramClient::new(user, &nonce, &self.binding).with_min_kdf(self.config.min_kdf);
         let first = vec![
             MECHANISM.to_owned(),
             "I".to_owned(),

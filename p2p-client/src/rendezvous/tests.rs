@@ -116,6 +116,7 @@ const CHEAP: Kdf = Kdf {
 fn quick() -> ClientConfig {
     ClientConfig {
         request_timeout: Duration::from_millis(500),
+        min_kdf: CHEAP,
         ..ClientConfig::default()
     }
 }

@@ -117,6 +117,8 @@ impl Servers {
 
     pub fn command(&self, user: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
+        // The test servers take cheap verifiers; the client must accept their KDF.
+        cmd.env("P2P_MIN_KDF", "argon2id:m=8:t=1:p=1");
         cmd.args(args)
             .args(["--server", &self.rendezvous.to_string(), "--user", user])
             .env("P2P_PASSWORD", format!("{user}-password"))

@@ -136,6 +136,8 @@ impl Drop for Servers {
 /// environment (`USER-password`), stdin closed.
 pub fn client(server: SocketAddr, home: &Path, user: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
+    // The test servers take cheap verifiers; the client must accept their KDF.
+    cmd.env("P2P_MIN_KDF", "argon2id:m=8:t=1:p=1");
     cmd.args(args)
         .args(["--server", &server.to_string(), "--user", user])
         .arg("--home")

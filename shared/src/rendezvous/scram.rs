@@ -23,7 +23,8 @@
 //! let user = UserName::parse("alice").unwrap();
 //! // Both ends export this from their side of the TLS session (RFC 9266).
 //! let binding = ChannelBinding([5; 32]);
-//! let mut client = ScramClient::new(&user, &[7; 18], &binding);
+//! // The client refuses weaker stretching than it was told to expect (default: the server's).
+//! let mut client = ScramClient::new(&user, &[7; 18], &binding).with_min_kdf(kdf);
 //! let first = parse_client_first(&client.client_first()).unwrap();
 //! let server = ServerExchange::new(&first, &[9; 18], &creds.salt, kdf);
 //! let client_final = client.handle_server_first(server.server_first(), b"pencil").unwrap();
@@ -42,6 +43,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
 use super::types::{Credentials, Kdf, UserName};
 
@@ -127,6 +129,18 @@ pub enum ScramError {
     /// A method was called out of order.
     #[error("SCRAM step out of order")]
     OutOfOrder,
+    /// The server named a KDF cheaper than the client accepts
+    /// ([`ScramClient::with_min_kdf`]): no proof was made.
+    #[error(
+        "the server asks for key stretching {offered}, weaker than the {min} this client \
+         accepts: refusing to make a proof an eavesdropper could crack cheaply"
+    )]
+    WeakKdf {
+        /// What the server named.
+        offered: Kdf,
+        /// The client's floor.
+        min: Kdf,
+    },
 }
 
 /// `Hi()` for SCRAM-SHA-256-ARGON2ID: `Argon2id(password, salt, m, t, p)`, 32 bytes.
@@ -408,7 +422,14 @@ pub struct ScramClient {
     bare: String,
     gs2: Gs2,
     state: ClientState,
+    min_kdf: Kdf,
 }
+
+/// The most memory a server may make the client spend on key stretching (1 GiB): more is
+/// refused rather than let a server exhaust the client.
+pub const MAX_CLIENT_KDF_MEMORY_KIB: u32 = 1024 * 1024;
+/// The most Argon2id passes a server may ask of the client.
+pub const MAX_CLIENT_KDF_ITERATIONS: u32 = 16;
 
 impl ScramClient {
     /// `nonce`: at least 18 random bytes from the caller (the core has no rng); base64'd inside.
@@ -425,7 +446,18 @@ impl ScramClient {
             nonce,
             gs2,
             state: ClientState::Initial,
+            min_kdf: Kdf::default(),
         }
+    }
+
+    /// The weakest key stretching this client accepts from the server's `k=` (default
+    /// [`Kdf::default`]). A server, or anyone the client wrongly trusts as one, that names a
+    /// cheaper KDF would get a proof it could attack offline at that low cost: such a
+    /// server-first-message is refused with [`ScramError::WeakKdf`] before the KDF runs and
+    /// before any proof is made. Lower it only for test servers that use cheap verifiers.
+    pub fn with_min_kdf(mut self, min: Kdf) -> ScramClient {
+        self.min_kdf = min;
+        self
     }
 
     /// RFC 5802 client-first-message, e.g. "p=tls-exporter,,n=alice,r=..." (NOT base64; the
@@ -441,6 +473,7 @@ impl ScramClient {
         server_first: &str,
         password: &[u8],
     ) -> Result<String, ScramError> {
+        let min_kdf = self.min_kdf;
         self.handle_server_first_with(server_first, |sf| {
             let kdf: Kdf = sf
                 .kdf
@@ -449,6 +482,20 @@ impl ScramClient {
                 .map_err(|_| ScramError::Malformed("bad k= attribute"))?;
             if kdf.iterations != sf.iterations {
                 return Err(ScramError::Malformed("i= does not match k="));
+            }
+            if !kdf.at_least(&min_kdf) {
+                return Err(ScramError::WeakKdf {
+                    offered: kdf,
+                    min: min_kdf,
+                });
+            }
+            if kdf.memory_kib > MAX_CLIENT_KDF_MEMORY_KIB
+                || kdf.iterations > MAX_CLIENT_KDF_ITERATIONS
+            {
+                return Err(ScramError::Kdf(format!(
+                    "the server asks for {kdf}, more than this client spends (at most \
+                     {MAX_CLIENT_KDF_MEMORY_KIB} KiB and {MAX_CLIENT_KDF_ITERATIONS} passes)"
+                )));
             }
             salted_password(password, &sf.salt, kdf)
         })
@@ -468,11 +515,14 @@ impl ScramClient {
         if sf.nonce.len() <= self.nonce.len() || !sf.nonce.starts_with(&self.nonce) {
             return Err(ScramError::NonceMismatch);
         }
-        let salted = hi(&sf)?;
-        let (client_key, stored_key, server_key) = keys(&salted);
+        let mut salted = hi(&sf)?;
+        let (mut client_key, stored_key, server_key) = keys(&salted);
+        salted.zeroize();
         let without_proof = format!("c={},r={}", self.gs2.c_attribute(), sf.nonce);
         let auth = auth_message(&self.bare, server_first, &without_proof);
         let proof = xor(&client_key, &hmac(&stored_key, auth.as_bytes()));
+        // The password-equivalent secrets go now; the proof alone is safe to keep.
+        client_key.zeroize();
         self.state = ClientState::Final(hmac(&server_key, auth.as_bytes()));
         Ok(format!("{without_proof},p={}", B64.encode(proof)))
     }

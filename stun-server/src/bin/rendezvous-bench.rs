@@ -533,7 +533,7 @@ impl BenchClient {
         conn.request(Line::new("VER", TrId(1), ["P2P1".to_owned()]))
             .await?;
         let nonce: [u8; 18] = rand::random();
-        let mut scram = ScramClient::new(&name, &nonce, &binding);
+        let mut scram = ScramClient::new(&name, &nonce, &binding).with_min_kdf(BENCH_KDF);
         let b64 = |s: &str| base64_encode(s.as_bytes());
         let first = conn
             .request(Line::new(

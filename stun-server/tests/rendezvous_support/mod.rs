@@ -232,7 +232,7 @@ impl Client {
     ) -> Result<(), Line> {
         let user = UserName::parse(name).unwrap();
         let nonce: [u8; 18] = rand::random();
-        let mut scram = ScramClient::new(&user, &nonce, binding);
+        let mut scram = ScramClient::new(&user, &nonce, binding).with_min_kdf(CHEAP);
         let first = self.request(
             "USR",
             &[MECHANISM, "I", &b64(scram.client_first().as_bytes())],

@@ -341,6 +341,8 @@ fn client_command(lab: &Lab, host: &Host, user: &str, args: &[&str]) -> Result<O
     let mut cmd = lab.command(&host.ns, &full);
     cmd.env("P2P_PASSWORD", password_of(user))
         .env("P2P_HOME", client_home(lab))
+        // The lab server takes cheap verifiers; the client must accept their KDF.
+        .env("P2P_MIN_KDF", "argon2id:m=8:t=1:p=1")
         .env_remove("P2P_USER")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -554,6 +556,8 @@ impl ChatPeer {
             .command(&host.ns, &args)
             .env("P2P_PASSWORD", password_of(user))
             .env("P2P_HOME", client_home(lab))
+            // The lab server takes cheap verifiers; the client must accept their KDF.
+            .env("P2P_MIN_KDF", "argon2id:m=8:t=1:p=1")
             .env_remove("P2P_USER")
             .env("RUST_LOG", log)
             .env("NO_COLOR", "1")

@@ -184,7 +184,7 @@ fn exchange_bound(
 ) -> Result<(), ScramError> {
     let creds = derive_credentials(password, b"0123456789abcdef", CHEAP)?;
     let user = UserName::parse("alice").unwrap();
-    let mut client = ScramClient::new(&user, &[1; 18], client_cb);
+    let mut client = ScramClient::new(&user, &[1; 18], client_cb).with_min_kdf(cheap_kdf());
     let first = parse_client_first(&client.client_first())?;
     let server = ServerExchange::new(&first, &[2; 18], &creds.salt, creds.kdf);
     assert!(
@@ -204,7 +204,8 @@ fn channel_binding_must_match() {
         exchange_bound(b"pw", b"pw", &CB, &ChannelBinding([0xcc; 32])),
         Err(ScramError::ChannelBindingMismatch)
     );
-    let client = ScramClient::new(&UserName::parse("alice").unwrap(), &[1; 18], &CB);
+    let client = ScramClient::new(&UserName::parse("alice").unwrap(), &[1; 18], &CB)
+        .with_min_kdf(cheap_kdf());
     assert!(
         client
             .client_first()
@@ -243,7 +244,7 @@ fn derive_credentials_is_deterministic_and_salted() {
 fn tampered_server_final_and_bad_server_first_fail() {
     let creds = derive_credentials(b"pw", b"0123456789abcdef", CHEAP).unwrap();
     let user = UserName::parse("bob").unwrap();
-    let mut client = ScramClient::new(&user, &[3; 18], &CB);
+    let mut client = ScramClient::new(&user, &[3; 18], &CB).with_min_kdf(cheap_kdf());
     assert_eq!(
         client.handle_server_final("v=AAAA"),
         Err(ScramError::OutOfOrder)
@@ -279,19 +280,19 @@ fn tampered_server_final_and_bad_server_first_fail() {
     );
     client.handle_server_final(&good).unwrap();
     // The nonce must extend ours; k= must agree with i=.
-    let mut c2 = ScramClient::new(&user, &[3; 18], &CB);
+    let mut c2 = ScramClient::new(&user, &[3; 18], &CB).with_min_kdf(cheap_kdf());
     let sf = server.server_first().replacen("r=A", "r=B", 1);
     assert_eq!(
         c2.handle_server_first(&sf, b"pw"),
         Err(ScramError::NonceMismatch)
     );
-    let mut c3 = ScramClient::new(&user, &[3; 18], &CB);
+    let mut c3 = ScramClient::new(&user, &[3; 18], &CB).with_min_kdf(cheap_kdf());
     let sf = server.server_first().replace(",i=1,", ",i=2,");
     assert!(matches!(
         c3.handle_server_first(&sf, b"pw"),
         Err(ScramError::Malformed(_))
     ));
-    let mut c4 = ScramClient::new(&user, &[3; 18], &CB);
+    let mut c4 = ScramClient::new(&user, &[3; 18], &CB).with_min_kdf(cheap_kdf());
     let sf = server.server_first().replace(",k=argon2id:m=8:t=1:p=1", "");
     assert!(matches!(
         c4.handle_server_first(&sf, b"pw"),
@@ -324,7 +325,7 @@ proptest! {
     fn malformed_messages_never_panic(text in "[ -~]{0,120}", cut in 0usize..200) {
         let _ = parse_client_first(&text);
         let user = UserName::parse("alice").unwrap();
-        let mut client = ScramClient::new(&user, &[5; 18], &CB);
+        let mut client = ScramClient::new(&user, &[5; 18], &CB).with_min_kdf(cheap_kdf());
         let _ = client.handle_server_first_with(&text, |_| Ok([0; 32]));
         let _ = client.handle_server_final(&text);
         let first = parse_client_first(&client.client_first()).unwrap();
@@ -337,8 +338,17 @@ proptest! {
         let cut = cut.min(valid.len());
         let _ = server.verify_client_final(&valid[..cut], &creds, &CB);
         let sf = server.server_first();
-        let mut fresh = ScramClient::new(&user, &[5; 18], &CB);
+        let mut fresh = ScramClient::new(&user, &[5; 18], &CB).with_min_kdf(cheap_kdf());
         let _ = fresh.handle_server_first_with(&sf[..cut.min(sf.len())], |_| Ok([0; 32]));
         let _ = fresh.handle_server_first_with(&format!("{sf}{text}"), |_| Ok([0; 32]));
+    }
+}
+
+/// The cheap KDF the tests register with; the client must be told to accept it.
+fn cheap_kdf() -> crate::rendezvous::Kdf {
+    crate::rendezvous::Kdf {
+        memory_kib: 8,
+        iterations: 1,
+        lanes: 1,
     }
 }

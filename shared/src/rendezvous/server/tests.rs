@@ -166,7 +166,8 @@ impl Harness {
         password: &str,
         binding: &ChannelBinding,
     ) -> Vec<String> {
-        let mut client = ScramClient::new(&name(user), &[user.len() as u8; 18], binding);
+        let mut client = ScramClient::new(&name(user), &[user.len() as u8; 18], binding)
+            .with_min_kdf(cheap_kdf());
         let first = B64.encode(client.client_first());
         let answer = self.ask(conn, &format!("USR 3 {MECHANISM} I {first}"));
         let server_first = answer[0].rsplit(' ').next().unwrap();
@@ -340,7 +341,7 @@ fn client_first_without_tls_exporter_binding_is_refused() {
         );
     }
     // An unbound client-final (c=biws) after a bound client-first is a failed login.
-    let mut client = ScramClient::new(&name("alice"), &[1; 18], &CB);
+    let mut client = ScramClient::new(&name("alice"), &[1; 18], &CB).with_min_kdf(cheap_kdf());
     let first = B64.encode(client.client_first());
     let answer = h.ask(c, &format!("USR 3 {MECHANISM} I {first}"));
     let sf = String::from_utf8(B64.decode(answer[0].rsplit(' ').next().unwrap()).unwrap()).unwrap();
@@ -386,7 +387,7 @@ fn cfg_carries_the_switchboard_fingerprint_after_sb() {
 fn server_first_carries_salt_and_kdf() {
     let mut h = Harness::new(&["alice"], &[], &[]);
     let c = h.hello();
-    let client = ScramClient::new(&name("alice"), &[1; 18], &CB);
+    let client = ScramClient::new(&name("alice"), &[1; 18], &CB).with_min_kdf(cheap_kdf());
     let first = B64.encode(client.client_first());
     let answer = h.ask(c, &format!("USR 3 {MECHANISM} I {first}"));
     let sf = answer[0]
@@ -404,7 +405,7 @@ fn server_first_carries_salt_and_kdf() {
 /// The server-first-message an unknown or known user gets.
 fn server_first_for(h: &mut Harness, user: &str) -> String {
     let c = h.hello();
-    let client = ScramClient::new(&name(user), &[1; 18], &CB);
+    let client = ScramClient::new(&name(user), &[1; 18], &CB).with_min_kdf(cheap_kdf());
     let first = B64.encode(client.client_first());
     let answer = h.ask(c, &format!("USR 3 {MECHANISM} I {first}"));
     let sf = answer[0].rsplit(' ').next().unwrap();
@@ -477,7 +478,7 @@ fn out_of_order_and_malformed_login_steps() {
 fn login_step_times_out() {
     let mut h = Harness::new(&["alice"], &[], &[]);
     let c = h.hello();
-    let mut client = ScramClient::new(&name("alice"), &[1; 18], &CB);
+    let mut client = ScramClient::new(&name("alice"), &[1; 18], &CB).with_min_kdf(cheap_kdf());
     let first = B64.encode(client.client_first());
     let answer = h.ask(c, &format!("USR 3 {MECHANISM} I {first}"));
     let sf = String::from_utf8(B64.decode(answer[0].rsplit(' ').next().unwrap()).unwrap()).unwrap();
@@ -670,4 +671,13 @@ fn user_added_behind_the_back_can_log_in() {
     h.server.handle_user_added(record("zoe"));
     assert!(h.try_login(c, "zoe", "zoe-pw")[0].starts_with("USR 4 OK zoe"));
     assert!(stores(&h.log).is_empty());
+}
+
+/// The cheap KDF the tests register with; the client must be told to accept it.
+fn cheap_kdf() -> crate::rendezvous::Kdf {
+    crate::rendezvous::Kdf {
+        memory_kib: 8,
+        iterations: 1,
+        lanes: 1,
+    }
 }
