@@ -191,7 +191,11 @@ mod tests {
         use curve25519_dalek::montgomery::MontgomeryPoint;
         for key in SMALL_ORDER_KEYS {
             for secret in [[1u8; 32], [0x5a; 32], [0xfe; 32]] {
-                assert_eq!(MontgomeryPoint(key).mul_clamped(secret).0, [0; 32], "{key:02x?}");
+                assert_eq!(
+                    MontgomeryPoint(key).mul_clamped(secret).0,
+                    [0; 32],
+                    "{key:02x?}"
+                );
             }
             assert!(is_small_order_key(&key));
             let mut high = key;

@@ -32,6 +32,14 @@ fn world() -> Harness {
     )
 }
 
+/// 2^255 - 18: a point of small order, written as X25519 keys are (little-endian).
+fn p_plus_one() -> [u8; 32] {
+    let mut key = [0xff; 32];
+    key[0] = 0xee;
+    key[31] = 0x7f;
+    key
+}
+
 fn add_key(owner: &str, byte: u8) -> StoreOp {
     StoreOp::AddDeviceKey {
         owner: name(owner),
@@ -82,6 +90,9 @@ fn dev_refuses_bad_keys_and_anonymous_connections() {
         format!("DEV 3 {}", B64.encode([1u8; 31])),
         format!("DEV 3 {}", B64.encode([1u8; 33])),
         "DEV 3 !!!!".to_owned(),
+        // Keys of small order authenticate nobody (shared::identity).
+        format!("DEV 3 {}", b64(0)),
+        format!("DEV 3 {}", B64.encode(p_plus_one())),
     ] {
         assert_eq!(h.ask(alice, &bad), ["201 3 invalid parameter"], "{bad}");
     }
@@ -112,6 +123,14 @@ fn offers_must_carry_the_device_key() {
     assert_eq!(
         h.ask(bob, &format!("ANS 8 {sid} key={}", b64(4))),
         ["201 8 invalid parameter"]
+    );
+    assert_eq!(
+        h.ask(
+            bob,
+            &format!("ANS 8 {sid} key={}", B64.encode(p_plus_one()))
+        ),
+        ["201 8 invalid parameter"],
+        "a key of small order is refused like a wrong one"
     );
     // The refused ANS left the invitation in place.
     assert_eq!(h.server.pending_introductions(), 1);
