@@ -47,6 +47,8 @@ pub mod code {
     pub const WEAK_KDF: u16 = 716;
     /// Unsupported version.
     pub const UNSUPPORTED_VERSION: u16 = 731;
+    /// Too many failed logins from this address: try again later (transient).
+    pub const TOO_MANY_FAILURES: u16 = 800;
     /// Authentication failed.
     pub const AUTH_FAILED: u16 = 911;
 
@@ -69,6 +71,7 @@ pub mod code {
             NOT_EXPECTED => "not expected now",
             WEAK_KDF => "KDF too weak or malformed",
             UNSUPPORTED_VERSION => "unsupported version",
+            TOO_MANY_FAILURES => "too many failed logins from this address; try again later",
             AUTH_FAILED => "authentication failed",
             _ => "error",
         }

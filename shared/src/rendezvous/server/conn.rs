@@ -1,6 +1,7 @@
 //! Connections: their state, the command dispatch (the connection rule table of
 //! docs/PROTOCOL.md sections 1 and 2), and what closing one does.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::directory::UserId;
@@ -25,6 +26,8 @@ pub(super) struct Conn {
     pub(super) login_failures: u32,
     /// The `tls-exporter` channel binding of the connection's TLS session (server side).
     pub(super) binding: ChannelBinding,
+    /// The client's IP address: its failed logins count against it (`throttle.rs`).
+    pub(super) source: IpAddr,
     /// The device identity key this connection is bound to (`DEV`, or its first offer's key).
     pub(super) device: Option<[u8; 32]>,
     /// The login session id the client chose (`DEV`'s second parameter), if it sent one.
@@ -60,7 +63,7 @@ pub(super) struct PendingLogin {
 }
 
 impl Conn {
-    pub(super) fn new(now: Instant, binding: ChannelBinding) -> Conn {
+    pub(super) fn new(now: Instant, source: IpAddr, binding: ChannelBinding) -> Conn {
         Conn {
             state: ConnState::AwaitVersion,
             last_rx: now,
@@ -68,6 +71,7 @@ impl Conn {
             errors: 0,
             login_failures: 0,
             binding,
+            source,
             device: None,
             login_session: None,
             presence: Presence::Offline,

@@ -13,8 +13,8 @@ use super::directory::UserId;
 use super::writes::Undo;
 use super::{
     AUTH_FAILED, ConnId, Handled, INVALID_PARAMETER, INVALID_USER_NAME, NAME_TAKEN, NOT_EXPECTED,
-    PROTOCOL_VERSION, REGISTRATION_CLOSED, Refusal, RendezvousServer, UNSUPPORTED_VERSION,
-    WEAK_KDF,
+    PROTOCOL_VERSION, REGISTRATION_CLOSED, Refusal, RendezvousServer, TOO_MANY_FAILURES,
+    UNSUPPORTED_VERSION, WEAK_KDF,
 };
 use crate::rendezvous::scram::{
     self, ChannelBinding, MAX_NONCE_CHARS, MECHANISM, MIN_NONCE_BYTES, MIN_NONCE_CHARS,
@@ -149,6 +149,10 @@ impl RendezvousServer {
             (_, ConnState::LoggedIn(_)) => Err(NOT_EXPECTED),
             ("I", _) => {
                 c.state = ConnState::Anonymous;
+                let source = c.source;
+                if !self.throttle.may_try(now, source, self.throttle_limits()) {
+                    return Err(TOO_MANY_FAILURES);
+                }
                 self.login_first(now, conn, line.trid, message)
             }
             ("S", ConnState::LoginStep(_)) => {
@@ -161,7 +165,7 @@ impl RendezvousServer {
                     return Err(NOT_EXPECTED);
                 }
                 let binding = c.binding;
-                self.login_final(conn, line.trid, message, &pending, &binding)
+                self.login_final(now, conn, line.trid, message, &pending, &binding)
             }
             ("S", _) => Err(NOT_EXPECTED),
             _ => Err(INVALID_PARAMETER),
@@ -209,6 +213,7 @@ impl RendezvousServer {
     /// The second step: check the channel binding and the proof; log in or count a failure.
     fn login_final(
         &mut self,
+        now: Instant,
         conn: ConnId,
         trid: TrId,
         message: &str,
@@ -229,9 +234,11 @@ impl RendezvousServer {
                 Ok(())
             }
             _ => {
+                let limits = self.throttle_limits();
                 let Some(c) = self.conns.get_mut(&conn) else {
                     return Ok(());
                 };
+                self.throttle.failed(now, c.source, limits);
                 c.login_failures = c.login_failures.saturating_add(1);
                 if c.login_failures >= self.config.max_login_failures {
                     Err(AUTH_FAILED.closing())
@@ -239,6 +246,14 @@ impl RendezvousServer {
                     Err(AUTH_FAILED)
                 }
             }
+        }
+    }
+
+    /// The failed-login brake's settings.
+    pub(super) fn throttle_limits(&self) -> super::throttle::Limits {
+        super::throttle::Limits {
+            burst: self.config.login_failure_burst,
+            refill: self.config.login_failure_refill,
         }
     }
 

@@ -64,6 +64,7 @@ mod directory;
 mod intro;
 mod login;
 mod sessions;
+mod throttle;
 mod timers;
 mod writes;
 
@@ -162,6 +163,12 @@ pub struct RendezvousConfig {
     pub max_errors: u32,
     /// Failed logins that close a connection (3).
     pub max_login_failures: u32,
+    /// Failed logins a source address (an IPv4 address, an IPv6 /64) may have outstanding
+    /// before its new logins are refused with `800` (20).
+    pub login_failure_burst: u32,
+    /// How long one failed login counts against its source (6 s): after the burst, a source
+    /// may try once per this interval.
+    pub login_failure_refill: Duration,
     /// The longest contact list (1000).
     pub max_contacts: usize,
     /// The STUN service's address, for the `CFG` push.
@@ -189,6 +196,8 @@ impl Default for RendezvousConfig {
             max_sessions_per_user: 16,
             max_errors: 16,
             max_login_failures: 3,
+            login_failure_burst: 20,
+            login_failure_refill: Duration::from_secs(6),
             max_contacts: 1000,
             stun_addr: None,
             switchboard_addr: None,
@@ -266,6 +275,8 @@ pub struct RendezvousServer {
     /// The step of the last store `poll_output` returned: it counts as written at the next
     /// `poll_output` unless reported failed first.
     popped_store: Option<u64>,
+    /// Failed logins per source address.
+    throttle: throttle::LoginThrottle,
 }
 
 /// An error answer a handler gives instead of its normal answer.
@@ -316,6 +327,10 @@ const NOT_EXPECTED: Refusal = Refusal::new(715, "not expected now");
 const WEAK_KDF: Refusal = Refusal::new(716, "KDF too weak or malformed");
 const UNSUPPORTED_VERSION: Refusal = Refusal::new(731, "unsupported version");
 const AUTH_FAILED: Refusal = Refusal::new(911, "authentication failed");
+const TOO_MANY_FAILURES: Refusal = Refusal::new(
+    800,
+    "too many failed logins from your address; try again later",
+);
 
 impl RendezvousServer {
     /// `secret`: persisted by the driver (fake salts for unknown users must not change across
@@ -344,6 +359,7 @@ impl RendezvousServer {
             requester: None,
             writes: HashMap::new(),
             popped_store: None,
+            throttle: throttle::LoginThrottle::default(),
         }
     }
 
@@ -365,12 +381,12 @@ impl RendezvousServer {
         remote: SocketAddr,
         binding: ChannelBinding,
     ) {
-        let _ = remote;
         self.step += 1;
         if self.conns.contains_key(&conn) {
             self.forget(conn);
         }
-        self.conns.insert(conn, Conn::new(now, binding));
+        self.conns
+            .insert(conn, Conn::new(now, remote.ip(), binding));
         self.schedule_sweep(now);
     }
 

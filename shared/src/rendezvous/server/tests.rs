@@ -120,9 +120,13 @@ impl Harness {
 
     /// A connection whose server side exports `binding`.
     pub(super) fn connect_bound(&mut self, binding: ChannelBinding) -> ConnId {
+        self.connect_from("198.51.100.1:40000".parse().unwrap(), binding)
+    }
+
+    /// A connection from `remote` whose server side exports `binding`.
+    pub(super) fn connect_from(&mut self, remote: SocketAddr, binding: ChannelBinding) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        let remote: SocketAddr = "198.51.100.1:40000".parse().unwrap();
         self.server
             .handle_connected(self.now, conn, remote, binding);
         conn
@@ -510,6 +514,45 @@ fn three_failed_logins_close() {
         ["911 4 authentication failed", "OUT 0 ERR", "CLOSE"]
     );
     assert_eq!(h.server.connection_count(), 0);
+}
+
+/// Reconnecting does not reset the count: a source address that failed `burst` logins gets
+/// `800` for new ones, before any SCRAM work, until one failure's refill time has passed;
+/// another address and the right password after the wait are not affected.
+#[test]
+fn failed_logins_are_braked_per_source_address() {
+    let config = RendezvousConfig {
+        login_failure_burst: 4,
+        login_failure_refill: Duration::from_secs(6),
+        ..config()
+    };
+    let mut h = Harness::with_config(config, &["alice"], &[], &[]);
+    let guesser: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+    let hello_from = |h: &mut Harness, from: SocketAddr| {
+        let c = h.connect_from(from, CB);
+        assert_eq!(h.ask(c, "VER 1 P2P1"), ["VER 1 P2P1"]);
+        c
+    };
+    for attempt in 0..4 {
+        let c = hello_from(&mut h, guesser);
+        assert_eq!(
+            h.try_login(c, "alice", &format!("guess{attempt}"))[0],
+            "911 4 authentication failed"
+        );
+    }
+    let c = hello_from(&mut h, guesser);
+    let first = B64.encode(ScramClient::new(&name("alice"), &[1; 18], &CB).client_first());
+    assert_eq!(
+        h.ask(c, &format!("USR 3 {MECHANISM} I {first}")),
+        ["800 3 too many failed logins from your address; try again later"]
+    );
+    // Someone else logs in as usual.
+    let other = hello_from(&mut h, "198.51.100.7:6000".parse().unwrap());
+    assert!(h.try_login(other, "alice", "alice-pw")[0].starts_with("USR 4 OK alice "));
+    // One refill later the guesser's address may try once more.
+    h.now += Duration::from_secs(6);
+    let c = hello_from(&mut h, guesser);
+    assert!(h.try_login(c, "alice", "alice-pw")[0].starts_with("USR 4 OK alice "));
 }
 
 #[test]

@@ -54,6 +54,8 @@ impl RendezvousServer {
     }
 
     fn sweep(&mut self, now: Instant) {
+        let limits = self.throttle_limits();
+        self.throttle.sweep(now, limits);
         let (ping, idle) = (self.config.ping_interval, self.config.idle_timeout);
         let mut to_ping: Vec<ConnId> = Vec::new();
         let mut to_close: Vec<ConnId> = Vec::new();
