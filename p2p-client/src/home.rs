@@ -226,7 +226,8 @@ impl UserHome {
     /// mode 0600 on first use.
     pub fn identity(&self) -> Result<Identity, HomeError> {
         let path = self.dir.join(IDENTITY_KEY);
-        if let Some(text) = read_optional(&path)? {
+        // The file's text is the secret key in base64: wiped once parsed.
+        if let Some(text) = read_optional(&path)?.map(Zeroizing::new) {
             tighten(&path, 0o600)?;
             return Identity::parse(&path, &text);
         }
@@ -242,7 +243,7 @@ impl UserHome {
         match linked {
             Ok(()) => Identity::from_secret(&path, *secret),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let text = read_optional(&path)?.unwrap_or_default();
+                let text = Zeroizing::new(read_optional(&path)?.unwrap_or_default());
                 Identity::parse(&path, &text)
             }
             Err(e) => Err(io_error("create", &path)(e)),
@@ -296,6 +297,7 @@ impl Identity {
         let secret = STANDARD
             .decode(text.trim())
             .ok()
+            .map(Zeroizing::new)
             .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
             .map(Zeroizing::new)
             .ok_or_else(|| HomeError::Corrupt {
