@@ -98,8 +98,10 @@ const fn top_byte_7f_after(low: u8) -> [u8; 32] {
     key
 }
 
-/// Whether `key` is unusable as an X25519 identity key because it has small order (see
-/// [`SMALL_ORDER_KEYS`]). Real keys (a clamped secret times the base point) never are.
+/// Whether `key` is unusable as an X25519 identity key because it has small order: 0, 1, the
+/// two points of order 8, p - 1, p or p + 1, whatever its top bit. A DH with such a key gives
+/// an all-zero secret, so it authenticates nobody. Real keys (a clamped secret times the base
+/// point) never are.
 pub fn is_small_order_key(key: &[u8; 32]) -> bool {
     let mut masked = *key;
     masked[31] &= 0x7f;
