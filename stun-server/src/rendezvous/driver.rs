@@ -17,11 +17,11 @@ use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Encoder;
 
-use super::codec::{LineCodec, Side};
 use super::connection::{self, Event, Outbox, SendError, Stream};
 use super::store::Store;
 use super::tickets::TicketBook;
 use crate::switchboard::TicketGranter;
+use codecs::line::{LineCodec, Side};
 
 /// How often users added by the operator are picked up from the database.
 const USER_POLL: Duration = Duration::from_secs(2);

@@ -43,7 +43,6 @@
 //! answers `500 TrID internal server error` instead of the success answer, sends none of the
 //! pushes it would have caused, and forgets the change.
 
-mod codec;
 mod connection;
 mod driver;
 mod store;
@@ -61,7 +60,7 @@ use rand::RngCore;
 use shared::rendezvous::{RendezvousConfig, RendezvousServer};
 use tokio::sync::oneshot;
 
-pub use codec::{CodecError, LineCodec, Side};
+pub use codecs::line::{CodecError, LineCodec, Side};
 pub use store::{SCHEMA_VERSION, Store, StoreError, UserSummary};
 pub use tickets::TicketBook;
 
