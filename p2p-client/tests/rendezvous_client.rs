@@ -167,6 +167,41 @@ async fn an_answered_invitation_introduces_both_peers_with_each_others_offer() {
     assert_ne!(a, b, "one ticket per peer");
 }
 
+/// The client's offers and the server's parser speak one vocabulary: every `nat=`, `alloc=` and
+/// candidate kind the client can write passes the server's checks, and what the server writes
+/// back in `ITR` parses with the client's parser to the same offer.
+#[tokio::test]
+async fn every_offer_word_passes_the_server_both_ways() {
+    use p2p_client::rendezvous::{Allocation, CandidateKind};
+    let server = Server::start(RendezvousConfig::default());
+    let [(alice, _), (bob, bob_name)] = friends(&server).await;
+    for (i, nat) in NatKind::ALL.iter().enumerate() {
+        let mut sent = offer(1, *nat, 40000);
+        sent.alloc = Some(Allocation::ALL[i % Allocation::ALL.len()]);
+        sent.candidates = CandidateKind::ALL
+            .iter()
+            .map(|&kind| p2p_client::rendezvous::Candidate {
+                kind,
+                addr: format!("10.0.0.1:{}", 1000 + i).parse().unwrap(),
+            })
+            .collect();
+        let sid = alice.invite(&bob_name, &sent).await.unwrap();
+        let Event::Ring { .. } = next_non_presence(&bob).await else {
+            panic!("no RNG");
+        };
+        bob.answer(sid, &offer(2, NatKind::Unknown, 1))
+            .await
+            .unwrap();
+        let Event::Introduced(to_bob) = next_non_presence(&bob).await else {
+            panic!("no ITR for bob");
+        };
+        let Event::Introduced(_) = next_non_presence(&alice).await else {
+            panic!("no ITR for alice");
+        };
+        assert_eq!(to_bob.offer, sent, "{nat}");
+    }
+}
+
 #[tokio::test]
 async fn a_declined_invitation_is_cancelled_for_the_inviter() {
     let server = Server::start(RendezvousConfig::default());

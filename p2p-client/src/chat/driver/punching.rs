@@ -209,9 +209,11 @@ pub(super) fn start_puncher(
         .offer
         .candidates
         .iter()
-        .map(|c| match c.kind {
-            CandidateKind::Host => punch::Candidate::host(c.addr),
-            CandidateKind::Srflx => punch::Candidate::srflx(c.addr),
+        .filter_map(|c| match c.kind {
+            CandidateKind::Host => Some(punch::Candidate::host(c.addr)),
+            CandidateKind::Srflx => Some(punch::Candidate::srflx(c.addr)),
+            // A relay's address is not punched: the switchboard is our relay.
+            CandidateKind::Relay => None,
         })
         .collect();
     let local = match local_nat {
