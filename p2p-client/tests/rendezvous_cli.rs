@@ -6,6 +6,8 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod loopback;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -13,12 +15,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shared::rendezvous::{Kdf, RendezvousConfig};
+use loopback::KDF;
+use stun_server::RendezvousHandle;
 use stun_server::tls::ServerTls;
-use stun_server::{RendezvousHandle, RendezvousOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
-const KDF: &str = "argon2id:m=8:t=1:p=1";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -65,22 +66,14 @@ impl Server {
     /// The server on `listen` (an IP address and port 0).
     fn start_on(listen: &str) -> Server {
         let db = temp_path("rendezvous-db").with_extension("db");
-        let config = RendezvousConfig {
-            min_kdf: Kdf {
-                memory_kib: 8,
-                iterations: 1,
-                lanes: 1,
-            },
-            ..RendezvousConfig::default()
-        };
-        let handle = RendezvousHandle::start(RendezvousOptions {
-            listen: listen.parse().unwrap(),
-            db_path: db.clone(),
-            config,
-            max_queued_lines: 256,
-            tls: ServerTls::ephemeral().unwrap(),
-        })
-        .unwrap();
+        let tls = ServerTls::ephemeral().unwrap();
+        let options = loopback::rendezvous(
+            listen.parse().unwrap(),
+            db.clone(),
+            loopback::config(None),
+            tls,
+        );
+        let handle = RendezvousHandle::start(options).unwrap();
         let addr = handle.local_addr().to_string();
         Server {
             handle: Some(handle),

@@ -5,25 +5,22 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod loopback;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use loopback::CHEAP;
 use p2p_client::rendezvous::{
     CancelReason, ClientConfig, Event, LoginSession, NatKind, Offer, OutReason, RendezvousClient,
     Role,
 };
 use p2p_client::tls::ServerTrust;
 use shared::identity::Fingerprint;
-use shared::rendezvous::{Kdf, Presence, RendezvousConfig, UserName};
+use shared::rendezvous::{Presence, RendezvousConfig, UserName};
+use stun_server::RendezvousHandle;
 use stun_server::tls::ServerTls;
-use stun_server::{RendezvousHandle, RendezvousOptions};
-
-const CHEAP: Kdf = Kdf {
-    memory_kib: 8,
-    iterations: 1,
-    lanes: 1,
-};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -42,14 +39,9 @@ impl Server {
             switchboard_fingerprint: Some(Fingerprint([7; 32])),
             ..config
         };
-        let handle = RendezvousHandle::start(RendezvousOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            db_path: db.clone(),
-            config,
-            max_queued_lines: 256,
-            tls: ServerTls::ephemeral().unwrap(),
-        })
-        .unwrap();
+        let tls = ServerTls::ephemeral().unwrap();
+        let options = loopback::rendezvous(loopback::any_port(), db.clone(), config, tls);
+        let handle = RendezvousHandle::start(options).unwrap();
         Server {
             handle: Some(handle),
             db,
