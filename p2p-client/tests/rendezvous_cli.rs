@@ -544,14 +544,22 @@ fn status_is_hidden_from_a_one_sided_contact_and_a_login_elsewhere_leaves_it() {
     let alice = s.contacts_json("alice", "password-alice");
     assert_eq!(entry(&alice, "bob")["presence"], "offline", "{alice:?}");
 
-    // Bob logs in elsewhere (another session): the status command is not disturbed.
+    // Bob logs in elsewhere (another session): the status command is not disturbed. Carol
+    // going out to lunch afterwards still reaches it: the server pushes in order, so its
+    // session outlived the other login (a lunch state is new here, unlike online).
     assert_success(&s.run_as("bob", "password-bob", &["contacts", "list"]));
-    std::thread::sleep(Duration::from_millis(500));
+    let mut cmd = s.command(&["status", "lunch", "--json", "--user", "carol"]);
+    cmd.env("P2P_PASSWORD", "password-carol");
+    let mut carol_status = Running::spawn(cmd);
+    bob.expect(presence_is("carol", "lunch"));
     assert!(bob.child.try_wait().unwrap().is_none(), "status ended");
     let carol = s.contacts_json("carol", "password-carol");
     assert_eq!(entry(&carol, "bob")["presence"], "online", "{carol:?}");
     let status = bob.finish();
     let err = bob.stderr();
+    assert_eq!(status.code(), Some(0), "{err}");
+    let status = carol_status.finish();
+    let err = carol_status.stderr();
     assert_eq!(status.code(), Some(0), "{err}");
 
     let out = s.run_as("alice", "password-alice", &["status", "offline"]);

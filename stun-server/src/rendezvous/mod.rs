@@ -414,6 +414,13 @@ impl RendezvousHandle {
         &self.tickets
     }
 
+    /// Users added by the operator (`stun-server user add`) while the server ran and picked up
+    /// from the database since. The pick-up runs on a timer; this is how an embedder (or a
+    /// test) sees that it happened, instead of guessing a delay.
+    pub fn users_added_by_operator(&self) -> u64 {
+        self.counts.operator_users.load(Ordering::Relaxed)
+    }
+
     /// Open connections, as of the core task's last step.
     pub fn connection_count(&self) -> usize {
         self.counts.connections.load(Ordering::Relaxed)
