@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use super::{Host, Lab, LabError, Router, SERVER_IPS, server_addrs};
+use super::{Host, Lab, LabError, Router, SERVER_IPS, server_addrs, stun_server_command};
 
 /// STUN ports of the server in the lab.
 pub const STUN_PORT: u16 = 3478;
@@ -225,24 +225,8 @@ impl ChatServer {
     fn spawn(lab: &Lab, dir: &Path) -> Result<(Child, Arc<Mutex<String>>), LabError> {
         let bins = binaries()?;
         let db = dir.join("rendezvous.db");
-        let (primary, alternate) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
-        let args: Vec<OsString> = vec![
-            bins.server.clone().into(),
-            "--primary".into(),
-            primary.into(),
-            "--alternate".into(),
-            alternate.into(),
-            "--port".into(),
-            STUN_PORT.to_string().into(),
-            "--alt-port".into(),
-            STUN_ALT_PORT.to_string().into(),
-            "--workers".into(),
-            "1".into(),
-            "--no-tcp".into(),
-            "--rate-limit".into(),
-            "0".into(),
-            "--stats-interval".into(),
-            "0".into(),
+        let mut args = stun_server_command(&bins.server, STUN_PORT, STUN_ALT_PORT);
+        args.extend([
             "--rendezvous".into(),
             Self::rendezvous().to_string().into(),
             "--switchboard".into(),
@@ -251,7 +235,7 @@ impl ChatServer {
             db.into(),
             "--min-kdf".into(),
             TEST_KDF.into(),
-        ];
+        ]);
         let mut child = lab
             .command(&lab.server().ns, &args)
             .env("RUST_LOG", "info")
