@@ -243,26 +243,7 @@ pub(super) fn start_puncher(
 
 /// The peer's `nat=` and `alloc=` as the puncher wants them.
 fn peer_nat(nat: Option<NatKind>, alloc: Option<Allocation>) -> NatInfo {
-    let nat_type = nat.and_then(|kind| match kind {
-        NatKind::Open => Some(NatType::OpenInternet),
-        NatKind::FullCone => Some(NatType::FullCone),
-        NatKind::Restricted => Some(NatType::RestrictedCone),
-        NatKind::PortRestricted => Some(NatType::PortRestrictedCone),
-        NatKind::Symmetric => Some(NatType::Symmetric),
-        NatKind::SymmetricFirewall => Some(NatType::SymmetricUdpFirewall),
-        NatKind::UdpBlocked => Some(NatType::UdpBlocked),
-        NatKind::Unknown => None,
-    });
-    let port_allocation = alloc.map(|a| match a {
-        Allocation::Preserving => PortAllocation::Preserving,
-        // The offer carries no step; the punch docs say to assume 1.
-        Allocation::Sequential => PortAllocation::Sequential { step: 1 },
-        Allocation::Random => PortAllocation::Random,
-    });
-    NatInfo {
-        nat_type,
-        port_allocation,
-    }
+    NatInfo::announced(nat, alloc)
 }
 
 #[cfg(test)]
