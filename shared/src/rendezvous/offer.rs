@@ -203,40 +203,33 @@ mod tests {
         assert_eq!(err.to_string(), "unknown nat \"Open\"");
     }
 
+    /// Every verdict a classification can give.
+    const EVERY_VERDICT: [NatType; 8] = [
+        NatType::OpenInternet,
+        NatType::FullCone,
+        NatType::RestrictedCone,
+        NatType::PortRestrictedCone,
+        NatType::Symmetric,
+        NatType::SymmetricUdpFirewall,
+        NatType::UdpBlocked,
+        NatType::UnsupportedServer,
+    ];
+
     #[test]
     fn every_classification_has_a_distinct_word() {
-        use NatType::*;
-        let all = [
-            OpenInternet,
-            FullCone,
-            RestrictedCone,
-            PortRestrictedCone,
-            Symmetric,
-            SymmetricUdpFirewall,
-            UdpBlocked,
-            UnsupportedServer,
-        ];
         let words: std::collections::HashSet<OfferNat> =
-            all.into_iter().map(OfferNat::from).collect();
+            EVERY_VERDICT.into_iter().map(OfferNat::from).collect();
         assert_eq!(words.len(), OfferNat::ALL.len());
     }
 
     #[test]
     fn words_convert_back_to_what_was_observed() {
         use crate::nat_classifier::PortAllocation;
-        use NatType::*;
-        for t in [
-            OpenInternet,
-            FullCone,
-            RestrictedCone,
-            PortRestrictedCone,
-            Symmetric,
-            SymmetricUdpFirewall,
-            UdpBlocked,
-        ] {
-            assert_eq!(OfferNat::from(t).nat_type(), Some(t), "{t:?}");
+        for t in EVERY_VERDICT {
+            // The server that cannot classify claims no type, so its word claims none back.
+            let back = (t != NatType::UnsupportedServer).then_some(t);
+            assert_eq!(OfferNat::from(t).nat_type(), back, "{t:?}");
         }
-        assert_eq!(OfferNat::from(UnsupportedServer).nat_type(), None);
         assert_eq!(OfferNat::Unknown.nat_type(), None);
         for w in AllocKind::ALL {
             assert_eq!(AllocKind::from(w.port_allocation()), *w);
