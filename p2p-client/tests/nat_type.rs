@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shared::stun_server::ServerSocket;
-use stun_server::{ServerHandle, ServerOptions};
+use stun_server::ServerHandle;
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
 
@@ -177,12 +177,7 @@ fn server_takes_host_host_port_and_ipv6_forms_with_3478_by_default() {
         assert_eq!(v["server"]["address"], primary.to_string(), "{given}");
     }
     // IPv6, bare and in brackets (a single-address server: the parse is what counts here).
-    let v6 = ServerHandle::start(ServerOptions {
-        primary: "::1".parse().unwrap(),
-        alternate: None,
-        ..loopback::stun_options()
-    })
-    .unwrap();
+    let v6 = loopback::stun_on_ipv6_loopback();
     let port = v6.udp_addr(ServerSocket::PRIMARY).unwrap().port();
     let (out, json) = nat_type(&["--server", &format!("[::1]:{port}"), "--json"]);
     assert!(

@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use shared::rendezvous::{Kdf, RendezvousConfig};
@@ -51,6 +51,16 @@ pub fn stun(tcp: bool) -> ServerHandle {
         ..stun_options()
     })
     .expect("STUN server")
+}
+
+/// A single-address STUN server on `[::1]`, a free port.
+pub fn stun_on_ipv6_loopback() -> ServerHandle {
+    ServerHandle::start(ServerOptions {
+        primary: IpAddr::V6(Ipv6Addr::LOCALHOST),
+        alternate: None,
+        ..stun_options()
+    })
+    .expect("STUN server on [::1]")
 }
 
 /// A two-address STUN server on the default ports 3478/3479, on a pair of loopback addresses
