@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -155,13 +155,7 @@ fn start(lab: &Lab, kind: Kind) -> Server {
         }
         Kind::Stund => {
             let args = ["stund", "-h", &a1, "-a", &a2, "-p", &p1, "-o", &p2];
-            let child = lab
-                .command(&lab.server().ns, &args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let child = lab.spawn_quiet(&lab.server().ns, &args).unwrap();
             Server::Child(child, None)
         }
         Kind::Coturn | Kind::CoturnSingle => {
@@ -171,14 +165,7 @@ fn start(lab: &Lab, kind: Kind) -> Server {
                 std::process::id()
             ));
             let args = coturn_command(&pidfile, kind == Kind::Coturn, PORT, ALT_PORT);
-            // Nobody reads its log: to /dev/null, so a full pipe can never stall it.
-            let child = lab
-                .command(&lab.server().ns, &args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let child = lab.spawn_quiet(&lab.server().ns, &args).unwrap();
             Server::Child(child, Some(pidfile))
         }
     };

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use shared::stun_server::RateLimitConfig;
@@ -113,13 +113,7 @@ fn start(lab: &Lab, which: Which) -> Server {
                 lab.server().ns
             ));
             let args = coturn_command(&pidfile, true, PORT, ALT_PORT);
-            let child = lab
-                .command(&lab.server().ns, &args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let child = lab.spawn_quiet(&lab.server().ns, &args).unwrap();
             Server::Coturn(child, pidfile)
         }
     };

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -205,11 +205,7 @@ impl Drop for Server {
 fn start_server(lab: &Lab, bin: &Path) -> anyhow::Result<Server> {
     let args = stun_server_command(bin, PORT, ALT_PORT);
     let child = lab
-        .command(&lab.server().ns, &args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+        .spawn_quiet(&lab.server().ns, &args)
         .context("spawn stun-server")?;
     let server = Server(child);
     lab.wait_for_stun(&server_addrs(PORT, ALT_PORT), Duration::from_secs(10))

@@ -1,10 +1,11 @@
 //! What every lab test needs around a lab: one lab at a time, bounded receives, the
 //! `stun-server` command line, and waiting until a freshly started STUN server answers.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
+use std::process::{Child, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,16 @@ pub fn coturn_command(pidfile: &Path, both_ips: bool, port: u16, alt_port: u16) 
 }
 
 impl Lab {
+    /// Starts `args` in namespace `ns` with stdin closed and its output discarded: a server
+    /// nobody reads, so a full pipe can never stall it.
+    pub fn spawn_quiet<S: AsRef<OsStr>>(&self, ns: &str, args: &[S]) -> io::Result<Child> {
+        self.command(ns, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    }
+
     /// Sends Binding requests from inside the server host until each of `addrs` answers
     /// (a server just started, coturn especially, can take a while), at most `within` in all.
     pub fn wait_for_stun(&self, addrs: &[SocketAddr], within: Duration) -> io::Result<()> {
