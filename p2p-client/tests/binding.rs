@@ -3,46 +3,18 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{IpAddr, Ipv4Addr};
+mod loopback;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shared::stun_server::ServerSocket;
-use stun_server::{ServerHandle, ServerOptions};
+use stun_server::ServerHandle;
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
 
 fn server() -> ServerHandle {
-    ServerHandle::start(ServerOptions {
-        port: 0,
-        alt_port: 0,
-        workers: 1,
-        tcp: false,
-        ..Default::default()
-    })
-    .unwrap()
-}
-
-/// A server on port 3478 on loopback addresses of its own (127.34.79.0/24), so it never
-/// collides with a server running on the defaults of 127.0.0.1, nor with another test.
-fn server_on_port_3478() -> ServerHandle {
-    let mut last = None;
-    for n in (1..250).step_by(2) {
-        let options = ServerOptions {
-            primary: IpAddr::V4(Ipv4Addr::new(127, 34, 79, n)),
-            alternate: Some(IpAddr::V4(Ipv4Addr::new(127, 34, 79, n + 1))),
-            port: 3478,
-            alt_port: 3479,
-            workers: 1,
-            tcp: false,
-            ..Default::default()
-        };
-        match ServerHandle::start(options) {
-            Ok(handle) => return handle,
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("no free pair of addresses in 127.34.79.0/24: {last:?}");
+    loopback::stun(false)
 }
 
 fn json(args: &[&str]) -> serde_json::Value {
@@ -191,23 +163,14 @@ fn silence_gives_up_within_five_seconds_by_default_still_retransmitting() {
 
 #[test]
 fn server_takes_host_host_port_and_ipv6_forms_with_3478_by_default() {
-    let s = server_on_port_3478();
+    let s = loopback::stun_on_default_ports(79);
     let primary = s.udp_addr(ServerSocket::PRIMARY).unwrap();
     for given in [primary.ip().to_string(), primary.to_string()] {
         let v = json(&["binding", "--server", &given, "--json"]);
         assert_eq!(v["reply_from"], primary.to_string(), "{given}: {v}");
         assert_eq!(v["server"], primary.to_string(), "{given}: {v}");
     }
-    let v6 = ServerHandle::start(ServerOptions {
-        primary: "::1".parse().unwrap(),
-        alternate: None,
-        port: 0,
-        alt_port: 0,
-        workers: 1,
-        tcp: false,
-        ..Default::default()
-    })
-    .unwrap();
+    let v6 = loopback::stun_on_ipv6_loopback();
     let port = v6.udp_addr(ServerSocket::PRIMARY).unwrap().port();
     let v = json(&["binding", "--server", &format!("[::1]:{port}"), "--json"]);
     assert_eq!(v["reply_from"], format!("[::1]:{port}"));

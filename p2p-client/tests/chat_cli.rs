@@ -6,6 +6,8 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod loopback;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,17 +16,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use loopback::KDF;
 use serde_json::Value;
-use shared::rendezvous::{Kdf, RendezvousConfig};
-use shared::stun_server::ServerSocket;
-use stun_server::rendezvous::RendezvousOptions;
-use stun_server::services::{self, Services, ServicesOptions};
-use stun_server::switchboard::SwitchboardOptions;
+use stun_server::ServerHandle;
+use stun_server::services::Services;
 use stun_server::tls::ServerTls;
-use stun_server::{ServerHandle, ServerOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
-const KDF: &str = "argon2id:m=8:t=1:p=1";
 const MESSAGES: usize = 100;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -41,40 +39,13 @@ struct Servers {
 
 impl Servers {
     fn start() -> Servers {
-        let stun = ServerHandle::start(ServerOptions {
-            port: 0,
-            alt_port: 0,
-            workers: 1,
-            tcp: false,
-            ..ServerOptions::default()
-        })
-        .unwrap();
+        let stun = loopback::stun(false);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let db = std::env::temp_dir().join(format!("p2p-chat-{}-{n}.db", std::process::id()));
-        let config = RendezvousConfig {
-            min_kdf: Kdf {
-                memory_kib: 8,
-                iterations: 1,
-                lanes: 1,
-            },
-            stun_addr: stun.udp_addr(ServerSocket::PRIMARY),
-            ..RendezvousConfig::default()
-        };
-        let services = services::start(ServicesOptions {
-            rendezvous: RendezvousOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                db_path: db.clone(),
-                config,
-                max_queued_lines: 256,
-                tls: ServerTls::ephemeral().unwrap(),
-            },
-            switchboard: Some(SwitchboardOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..SwitchboardOptions::default()
-            }),
-            advertise_switchboard: None,
-        })
-        .unwrap();
+        let config = loopback::config(loopback::stun_addr(&stun));
+        let tls = ServerTls::ephemeral().unwrap();
+        let rendezvous = loopback::rendezvous(loopback::any_port(), db.clone(), config, tls);
+        let services = loopback::services(rendezvous, loopback::any_port());
         let rendezvous = services.rendezvous().local_addr().to_string();
         let switchboard = services.switchboard_addr().unwrap();
         Servers {

@@ -10,6 +10,8 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod loopback;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -18,16 +20,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use loopback::KDF;
 use serde_json::Value;
 use shared::identity::Fingerprint;
-use shared::rendezvous::{Kdf, RendezvousConfig};
-use stun_server::rendezvous::RendezvousOptions;
-use stun_server::services::{self, Services, ServicesOptions};
-use stun_server::switchboard::SwitchboardOptions;
+use stun_server::services::Services;
 use stun_server::tls::{CERT_FILE, ServerTls};
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
-const KDF: &str = "argon2id:m=8:t=1:p=1";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -49,29 +48,9 @@ impl Servers {
     fn start() -> Servers {
         let dir = temp_dir("server");
         let tls = ServerTls::self_signed_in(&dir, &[IpAddr::from([127, 0, 0, 1])]).unwrap();
-        let config = RendezvousConfig {
-            min_kdf: Kdf {
-                memory_kib: 8,
-                iterations: 1,
-                lanes: 1,
-            },
-            ..RendezvousConfig::default()
-        };
-        let services = services::start(ServicesOptions {
-            rendezvous: RendezvousOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                db_path: dir.join("rendezvous.db"),
-                config,
-                max_queued_lines: 256,
-                tls,
-            },
-            switchboard: Some(SwitchboardOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..SwitchboardOptions::default()
-            }),
-            advertise_switchboard: None,
-        })
-        .unwrap();
+        let db = dir.join("rendezvous.db");
+        let options = loopback::rendezvous(loopback::any_port(), db, loopback::config(None), tls);
+        let services = loopback::services(options, loopback::any_port());
         let addr = services.rendezvous().local_addr().to_string();
         Servers {
             services: Some(services),

@@ -3,50 +3,22 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{IpAddr, Ipv4Addr};
+mod loopback;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shared::stun_server::ServerSocket;
-use stun_server::{ServerHandle, ServerOptions};
+use stun_server::ServerHandle;
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
 
 fn server(alternate: bool) -> ServerHandle {
-    let mut options = ServerOptions {
-        port: 0,
-        alt_port: 0,
-        workers: 1,
-        tcp: false,
-        ..Default::default()
-    };
+    let mut options = loopback::stun_options();
     if !alternate {
         options.alternate = None;
     }
     ServerHandle::start(options).unwrap()
-}
-
-/// A two-address server on the default ports 3478/3479, on a pair of loopback addresses of
-/// its own (127.34.78.0/24), so it never collides with a server running on the defaults of
-/// 127.0.0.1 and 127.0.0.2, nor with another test.
-fn server_on_default_ports() -> ServerHandle {
-    let mut last = None;
-    for n in (1..250).step_by(2) {
-        let options = ServerOptions {
-            primary: IpAddr::V4(Ipv4Addr::new(127, 34, 78, n)),
-            alternate: Some(IpAddr::V4(Ipv4Addr::new(127, 34, 78, n + 1))),
-            port: 3478,
-            alt_port: 3479,
-            workers: 1,
-            tcp: false,
-            ..Default::default()
-        };
-        match ServerHandle::start(options) {
-            Ok(handle) => return handle,
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("no free pair of addresses in 127.34.78.0/24: {last:?}");
 }
 
 /// Whether the output shows a panic (exit 101, "failed printing to stdout").
@@ -190,7 +162,7 @@ fn a_closed_stdout_is_a_quiet_end_with_the_same_status() {
 
 #[test]
 fn server_takes_host_host_port_and_ipv6_forms_with_3478_by_default() {
-    let s = server_on_default_ports();
+    let s = loopback::stun_on_default_ports(78);
     let primary = s.udp_addr(ServerSocket::PRIMARY).unwrap();
     assert_eq!(primary.port(), 3478);
     for given in [primary.ip().to_string(), primary.to_string()] {
@@ -205,16 +177,7 @@ fn server_takes_host_host_port_and_ipv6_forms_with_3478_by_default() {
         assert_eq!(v["server"]["address"], primary.to_string(), "{given}");
     }
     // IPv6, bare and in brackets (a single-address server: the parse is what counts here).
-    let v6 = ServerHandle::start(ServerOptions {
-        primary: "::1".parse().unwrap(),
-        alternate: None,
-        port: 0,
-        alt_port: 0,
-        workers: 1,
-        tcp: false,
-        ..Default::default()
-    })
-    .unwrap();
+    let v6 = loopback::stun_on_ipv6_loopback();
     let port = v6.udp_addr(ServerSocket::PRIMARY).unwrap().port();
     let (out, json) = nat_type(&["--server", &format!("[::1]:{port}"), "--json"]);
     assert!(

@@ -6,6 +6,8 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod loopback;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -13,12 +15,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shared::rendezvous::{Kdf, RendezvousConfig};
+use loopback::KDF;
+use stun_server::RendezvousHandle;
 use stun_server::tls::ServerTls;
-use stun_server::{RendezvousHandle, RendezvousOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
-const KDF: &str = "argon2id:m=8:t=1:p=1";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -65,22 +66,14 @@ impl Server {
     /// The server on `listen` (an IP address and port 0).
     fn start_on(listen: &str) -> Server {
         let db = temp_path("rendezvous-db").with_extension("db");
-        let config = RendezvousConfig {
-            min_kdf: Kdf {
-                memory_kib: 8,
-                iterations: 1,
-                lanes: 1,
-            },
-            ..RendezvousConfig::default()
-        };
-        let handle = RendezvousHandle::start(RendezvousOptions {
-            listen: listen.parse().unwrap(),
-            db_path: db.clone(),
-            config,
-            max_queued_lines: 256,
-            tls: ServerTls::ephemeral().unwrap(),
-        })
-        .unwrap();
+        let tls = ServerTls::ephemeral().unwrap();
+        let options = loopback::rendezvous(
+            listen.parse().unwrap(),
+            db.clone(),
+            loopback::config(None),
+            tls,
+        );
+        let handle = RendezvousHandle::start(options).unwrap();
         let addr = handle.local_addr().to_string();
         Server {
             handle: Some(handle),
@@ -553,14 +546,22 @@ fn status_is_hidden_from_a_one_sided_contact_and_a_login_elsewhere_leaves_it() {
     let alice = s.contacts_json("alice", "password-alice");
     assert_eq!(entry(&alice, "bob")["presence"], "offline", "{alice:?}");
 
-    // Bob logs in elsewhere (another session): the status command is not disturbed.
+    // Bob logs in elsewhere (another session): the status command is not disturbed. Carol
+    // going out to lunch afterwards still reaches it: the server pushes in order, so its
+    // session outlived the other login (a lunch state is new here, unlike online).
     assert_success(&s.run_as("bob", "password-bob", &["contacts", "list"]));
-    std::thread::sleep(Duration::from_millis(500));
+    let mut cmd = s.command(&["status", "lunch", "--json", "--user", "carol"]);
+    cmd.env("P2P_PASSWORD", "password-carol");
+    let mut carol_status = Running::spawn(cmd);
+    bob.expect(presence_is("carol", "lunch"));
     assert!(bob.child.try_wait().unwrap().is_none(), "status ended");
     let carol = s.contacts_json("carol", "password-carol");
     assert_eq!(entry(&carol, "bob")["presence"], "online", "{carol:?}");
     let status = bob.finish();
     let err = bob.stderr();
+    assert_eq!(status.code(), Some(0), "{err}");
+    let status = carol_status.finish();
+    let err = carol_status.stderr();
     assert_eq!(status.code(), Some(0), "{err}");
 
     let out = s.run_as("alice", "password-alice", &["status", "offline"]);

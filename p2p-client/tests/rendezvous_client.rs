@@ -5,25 +5,22 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod loopback;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use loopback::CHEAP;
 use p2p_client::rendezvous::{
     CancelReason, ClientConfig, Event, LoginSession, NatKind, Offer, OutReason, RendezvousClient,
     Role,
 };
 use p2p_client::tls::ServerTrust;
 use shared::identity::Fingerprint;
-use shared::rendezvous::{Kdf, Presence, RendezvousConfig, UserName};
+use shared::rendezvous::{Presence, RendezvousConfig, UserName};
+use stun_server::RendezvousHandle;
 use stun_server::tls::ServerTls;
-use stun_server::{RendezvousHandle, RendezvousOptions};
-
-const CHEAP: Kdf = Kdf {
-    memory_kib: 8,
-    iterations: 1,
-    lanes: 1,
-};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -42,14 +39,9 @@ impl Server {
             switchboard_fingerprint: Some(Fingerprint([7; 32])),
             ..config
         };
-        let handle = RendezvousHandle::start(RendezvousOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            db_path: db.clone(),
-            config,
-            max_queued_lines: 256,
-            tls: ServerTls::ephemeral().unwrap(),
-        })
-        .unwrap();
+        let tls = ServerTls::ephemeral().unwrap();
+        let options = loopback::rendezvous(loopback::any_port(), db.clone(), config, tls);
+        let handle = RendezvousHandle::start(options).unwrap();
         Server {
             handle: Some(handle),
             db,
@@ -169,6 +161,41 @@ async fn an_answered_invitation_introduces_both_peers_with_each_others_offer() {
     assert_eq!(to_alice.switchboard_fingerprint, Some(Fingerprint([7; 32])));
     let (a, b) = (to_alice.ticket.unwrap(), to_bob.ticket.unwrap());
     assert_ne!(a, b, "one ticket per peer");
+}
+
+/// The client's offers and the server's parser speak one vocabulary: every `nat=`, `alloc=` and
+/// candidate kind the client can write passes the server's checks, and what the server writes
+/// back in `ITR` parses with the client's parser to the same offer.
+#[tokio::test]
+async fn every_offer_word_passes_the_server_both_ways() {
+    use p2p_client::rendezvous::{Allocation, CandidateKind};
+    let server = Server::start(RendezvousConfig::default());
+    let [(alice, _), (bob, bob_name)] = friends(&server).await;
+    for (i, nat) in NatKind::ALL.iter().enumerate() {
+        let mut sent = offer(1, *nat, 40000);
+        sent.alloc = Some(Allocation::ALL[i % Allocation::ALL.len()]);
+        sent.candidates = CandidateKind::ALL
+            .iter()
+            .map(|&kind| p2p_client::rendezvous::Candidate {
+                kind,
+                addr: format!("10.0.0.1:{}", 1000 + i).parse().unwrap(),
+            })
+            .collect();
+        let sid = alice.invite(&bob_name, &sent).await.unwrap();
+        let Event::Ring { .. } = next_non_presence(&bob).await else {
+            panic!("no RNG");
+        };
+        bob.answer(sid, &offer(2, NatKind::Unknown, 1))
+            .await
+            .unwrap();
+        let Event::Introduced(to_bob) = next_non_presence(&bob).await else {
+            panic!("no ITR for bob");
+        };
+        let Event::Introduced(_) = next_non_presence(&alice).await else {
+            panic!("no ITR for alice");
+        };
+        assert_eq!(to_bob.offer, sent, "{nat}");
+    }
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod loopback;
 mod trust_support;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -252,28 +252,9 @@ fn a_login_with_another_sessions_channel_binding_fails_like_a_wrong_password() {
 /// Starts the binary (rendezvous and switchboard on free ports, no STUN) with `extra` flags;
 /// returns the child, the log and the rendezvous address.
 fn spawn(db: &str, extra: &[&str]) -> (server_process::Running, String, SocketAddr) {
-    let mut args = vec![
-        "--no-stun",
-        "--rendezvous",
-        "127.0.0.1:0",
-        "--switchboard",
-        "127.0.0.1:0",
-        "--min-kdf",
-        "argon2id:m=8:t=1:p=1",
-        "--db",
-        db,
-    ];
+    let mut args = server_process::rendezvous_args(db, true);
     args.extend_from_slice(extra);
-    let marker = "rendezvous listening on ";
-    let (running, log, line) = server_process::start_until(server_process::command(&args), marker);
-    let addr = line
-        .split(marker)
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    (running, log, addr)
+    server_process::start_rendezvous(&args)
 }
 
 /// `stun-server --print-fingerprint` with `args`: its stdout (trimmed) or its stderr.

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use p2p_client::classify::{ClassifyOptions, classify};
 use shared::nat_classifier::{Behaviour, NatType as Verdict, Report};
 use shared::stun_server::RateLimitConfig;
 use stun_server::{ServerHandle, ServerOptions};
-use tests::lab::{Lab, SERVER_IPS, require_lab, serial};
+use tests::lab::{Lab, SERVER_IPS, coturn_command, require_lab, serial};
 use tests::nat_types::{NatType, RouterOptions};
 
 /// Runs in a row per type and server.
@@ -155,13 +155,7 @@ fn start(lab: &Lab, kind: Kind) -> Server {
         }
         Kind::Stund => {
             let args = ["stund", "-h", &a1, "-a", &a2, "-p", &p1, "-o", &p2];
-            let child = lab
-                .command(&lab.server().ns, &args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let child = lab.spawn_quiet(&lab.server().ns, &args).unwrap();
             Server::Child(child, None)
         }
         Kind::Coturn | Kind::CoturnSingle => {
@@ -170,34 +164,8 @@ fn start(lab: &Lab, kind: Kind) -> Server {
                 "/tmp/lab-classifier-{}-{n}.pid",
                 std::process::id()
             ));
-            let mut args = vec!["turnserver", "-n", "--listening-ip", &a1];
-            if kind == Kind::Coturn {
-                args.extend(["--listening-ip", &a2]);
-            }
-            let pf = pidfile.to_string_lossy().into_owned();
-            args.extend([
-                "--listening-port",
-                &p1,
-                "--alt-listening-port",
-                &p2,
-                "--stun-only",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--log-file",
-                "stdout",
-                "--simple-log",
-                "--pidfile",
-                &pf,
-            ]);
-            // Nobody reads its log: to /dev/null, so a full pipe can never stall it.
-            let child = lab
-                .command(&lab.server().ns, &args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let args = coturn_command(&pidfile, kind == Kind::Coturn, PORT, ALT_PORT);
+            let child = lab.spawn_quiet(&lab.server().ns, &args).unwrap();
             Server::Child(child, Some(pidfile))
         }
     };

@@ -20,12 +20,12 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use shared::stun_server::RateLimitConfig;
 use stun_server::{ServerHandle, ServerOptions};
-use tests::lab::{Lab, SERVER_IPS, require_lab, serial, server_addrs};
+use tests::lab::{Lab, SERVER_IPS, coturn_command, require_lab, serial, server_addrs};
 use tests::nat_types::{NatType, RouterOptions};
 
 const PORT: u16 = 3478;
@@ -107,41 +107,13 @@ fn start(lab: &Lab, which: Which) -> Server {
             )))
         }
         Which::Coturn => {
-            let (a1, a2) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
             let pidfile = PathBuf::from(format!(
                 "/tmp/lab-third-party-{}-{}.pid",
                 std::process::id(),
                 lab.server().ns
             ));
-            let pf = pidfile.to_string_lossy().into_owned();
-            let args = [
-                "turnserver",
-                "-n",
-                "--listening-ip",
-                &a1,
-                "--listening-ip",
-                &a2,
-                "--listening-port",
-                "3478",
-                "--alt-listening-port",
-                "3479",
-                "--stun-only",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--log-file",
-                "stdout",
-                "--simple-log",
-                "--pidfile",
-                &pf,
-            ];
-            let child = lab
-                .command(&lab.server().ns, &args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let args = coturn_command(&pidfile, true, PORT, ALT_PORT);
+            let child = lab.spawn_quiet(&lab.server().ns, &args).unwrap();
             Server::Coturn(child, pidfile)
         }
     };

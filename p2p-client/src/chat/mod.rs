@@ -111,6 +111,7 @@ pub struct ChatArgs {
     /// refused, not split), {"event":"server","state":"reconnecting"|"connected"} (the
     /// connection to the rendezvous server was lost or is back), {"event":"error","message"},
     /// {"event":"server_pinned","server","fingerprint"} (first connection to a server),
+    /// {"event":"punching_again","attempt"} (the direct path went down and punching restarts),
     /// {"event":"key_changed","peer","old","new"} (the chat stops, exit status 3). Logs go to
     /// stderr.
     #[arg(long)]

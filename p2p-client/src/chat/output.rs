@@ -96,6 +96,11 @@ pub enum Shown<'a> {
         /// Its key's fingerprint.
         fingerprint: &'a str,
     },
+    /// The direct path went down and punching starts again.
+    PunchingAgain {
+        /// Which attempt this is (from 1).
+        attempt: u32,
+    },
     /// The peer's identity key is not the pinned one: the chat does not start.
     KeyChanged {
         /// The peer.
@@ -132,6 +137,9 @@ impl Shown<'_> {
                 server,
                 fingerprint,
             } => json!({"event": "server_pinned", "server": server, "fingerprint": fingerprint}),
+            Shown::PunchingAgain { attempt } => {
+                json!({"event": "punching_again", "attempt": attempt})
+            }
             Shown::KeyChanged {
                 peer,
                 old,
@@ -177,6 +185,10 @@ impl Shown<'_> {
                 fingerprint,
             } => (
                 format!("-- pinned the server {server} with key {fingerprint}"),
+                false,
+            ),
+            Shown::PunchingAgain { attempt } => (
+                format!("-- the direct path is down; punching again (attempt {attempt})"),
                 false,
             ),
             Shown::KeyChanged {
@@ -326,6 +338,8 @@ mod tests {
             json!({"event": "key_changed", "peer": "bob", "old": "SHA256:a", "new": "SHA256:b",
                    "safety_number": "12345"})
         );
+        let v = parse(&Shown::PunchingAgain { attempt: 2 }.json_line());
+        assert_eq!(v, json!({"event": "punching_again", "attempt": 2}));
     }
 
     #[test]

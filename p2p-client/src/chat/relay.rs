@@ -4,7 +4,7 @@
 //! introduction (`sbfp=`); no CA and no pinning are involved.
 //!
 //! The framing is [`shared::switchboard::wire`] (a 2-byte length, a type byte, the body);
-//! [`SbClientCodec`] wraps it for `tokio_util`. A client sends `JOIN` first and `DATA` after;
+//! [`SbCodec`] (the one the switchboard uses too) wraps it for `tokio_util`. A client sends `JOIN` first and `DATA` after;
 //! it receives `JOINED`, `PEER_JOINED`, `DATA`, `PEER_LEFT` and `ERROR`. `DATA` sent before the
 //! other peer has joined is buffered by the switchboard (up to 64 KiB), so [`Relay::send`]
 //! may be used from the moment the relay is started: packets wait in a local queue until the
@@ -13,16 +13,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use codecs::switchboard::{CodecError, SbCodec};
 use futures_util::{SinkExt, StreamExt};
 use shared::identity::Fingerprint;
 use shared::rendezvous::SessionId;
-use shared::switchboard::wire::{self, EncodeError, WireError};
-use shared::switchboard::{ErrorCode, Frame, MAX_DATA, VERSION};
+use shared::switchboard::{ErrorCode, Frame, VERSION};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::codec::{Decoder, Encoder, Framed};
+use tokio_util::codec::Framed;
 
 use crate::tls::{self, ServerLabel, ServerTrust};
 
@@ -30,42 +30,6 @@ use crate::tls::{self, ServerLabel, ServerTrust};
 const SEND_QUEUE: usize = 512;
 /// How long the TCP connection and the TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why a switchboard stream could not be framed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SbClientError {
-    /// The bytes are not switchboard frames.
-    #[error("bad switchboard frame: {0}")]
-    Wire(#[from] WireError),
-    /// A frame could not be encoded.
-    #[error("cannot encode a switchboard frame: {0}")]
-    Encode(#[from] EncodeError),
-    /// The connection failed.
-    #[error("switchboard connection: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// The client's `tokio_util` codec over [`shared::switchboard::wire`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SbClientCodec;
-
-impl Decoder for SbClientCodec {
-    type Item = Frame;
-    type Error = SbClientError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, SbClientError> {
-        Ok(wire::decode(src, MAX_DATA)?)
-    }
-}
-
-impl Encoder<Frame> for SbClientCodec {
-    type Error = SbClientError;
-
-    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), SbClientError> {
-        Ok(wire::encode(&frame, dst)?)
-    }
-}
 
 /// What the relay connection reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,8 +165,8 @@ async fn run(
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| format!("cannot connect to the switchboard {addr}: timed out"))??;
-    let fail = |e: SbClientError| Some(e.to_string());
-    let mut framed = Framed::new(connected.stream, SbClientCodec);
+    let fail = |e: CodecError| Some(e.to_string());
+    let mut framed = Framed::new(connected.stream, SbCodec::default());
     let join = Frame::Join {
         version: VERSION,
         session,
@@ -214,7 +178,7 @@ async fn run(
             frame = framed.next() => {
                 let frame = match frame {
                     Some(Ok(frame)) => frame,
-                    Some(Err(SbClientError::Io(e)))
+                    Some(Err(CodecError::Io(e)))
                         if e.kind() == std::io::ErrorKind::UnexpectedEof =>
                     {
                         return Err(Some("the switchboard closed the connection".into()));
@@ -272,56 +236,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn the_codec_frames_what_the_switchboard_sends() {
-        let mut buf = BytesMut::new();
-        let frames = [
-            Frame::Joined {
-                peer_present: false,
-            },
-            Frame::PeerJoined,
-            Frame::Data(Bytes::from_static(b"\xC1packet")),
-            Frame::error(ErrorCode::IDLE, "idle"),
-        ];
-        for frame in &frames {
-            wire::encode(frame, &mut buf).unwrap();
-        }
-        // Byte by byte: a frame comes out only when it is whole.
-        let mut codec = SbClientCodec;
-        let mut fed = BytesMut::new();
-        let mut got = Vec::new();
-        for byte in buf {
-            fed.extend_from_slice(&[byte]);
-            while let Some(frame) = codec.decode(&mut fed).unwrap() {
-                got.push(frame);
-            }
-        }
-        assert_eq!(got, frames);
-    }
-
-    #[test]
-    fn join_goes_out_as_the_protocol_says() {
-        let mut out = BytesMut::new();
-        let join = Frame::Join {
-            version: VERSION,
-            session: SessionId([2; 16]),
-            ticket: [1; 16],
-        };
-        SbClientCodec.encode(join, &mut out).unwrap();
-        assert_eq!(&out[..4], &[0, 34, 0x01, VERSION]);
-        assert_eq!(&out[4..20], &[2; 16]);
-        assert_eq!(&out[20..], &[1; 16]);
-    }
-
-    #[test]
-    fn garbage_is_an_error_not_a_panic() {
-        let mut codec = SbClientCodec;
-        let mut buf = BytesMut::from(&[0u8, 1, 0x7f][..]);
-        assert!(codec.decode(&mut buf).is_err());
-        let mut buf = BytesMut::from(&[0u8, 0][..]);
-        assert!(codec.decode(&mut buf).is_err());
-    }
 
     #[test]
     fn errors_read_well() {

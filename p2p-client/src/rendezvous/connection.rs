@@ -13,9 +13,10 @@ use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 
-use super::codec::{CodecError, LineCodec};
 use super::error::{CloseReason, RendezvousError};
 use super::event::{Event, LoginInfo, OutReason, parse_push};
+use codecs::line::{CodecError, LineCodec, Side};
+use shared::rendezvous::wire::FrameError;
 
 /// How long closing the connection (TLS `close_notify`) may take.
 pub(crate) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -74,7 +75,7 @@ pub(crate) fn spawn(stream: TlsStream<TcpStream>) -> Spawned {
     let (events_tx, events) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared::default());
     let task = Task {
-        framed: Framed::new(stream, LineCodec),
+        framed: Framed::new(stream, LineCodec::new(Side::Client)),
         commands: commands_rx,
         events: events_tx,
         pending: HashMap::new(),
@@ -117,7 +118,7 @@ struct Task {
 
 /// A TLS peer that closed the TCP connection without `close_notify`: nothing was cut short
 /// that the line framing would not notice, so it counts as an ordinary end of stream.
-fn is_unclean_eof(line: &Result<Line, CodecError>) -> bool {
+fn is_unclean_eof(line: &Result<Result<Line, FrameError>, CodecError>) -> bool {
     matches!(line, Err(CodecError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof)
 }
 
@@ -147,7 +148,12 @@ impl Task {
                         None => CloseReason::ClosedByServer,
                     },
                     Some(Err(e)) => break CloseReason::Failed(e.to_string()),
-                    Some(Ok(line)) => {
+                    // The framing resyncs on the next line.
+                    Some(Ok(Err(e))) if !e.is_fatal() => {
+                        tracing::warn!(error = %e, "skipping a line that does not parse");
+                    }
+                    Some(Ok(Err(e))) => break CloseReason::Failed(format!("unframeable input: {e}")),
+                    Some(Ok(Ok(line))) => {
                         if let Err(e) = self.handle_line(line).await {
                             break CloseReason::Failed(e.to_string());
                         }
@@ -164,7 +170,8 @@ impl Task {
         if ours {
             // TLS close_notify, then the TCP FIN; a server that does not read cannot hold
             // us up.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.framed.close()).await;
+            let _ =
+                tokio::time::timeout(CLOSE_TIMEOUT, SinkExt::<Line>::close(&mut self.framed)).await;
         }
     }
 

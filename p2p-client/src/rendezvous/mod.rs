@@ -44,11 +44,12 @@
 //! a lost connection they connect, log in, register the device (with this process's
 //! [`LoginSession`]) and restore the presence again.
 //!
-//! - [`codec`]: the `tokio_util` codec over [`shared::rendezvous::wire`].
+//! - [`codec`]: the `tokio_util` codec over [`shared::rendezvous::wire`] (the one the server
+//!   uses too, from the `codecs` crate), run on the client side.
 //! - [`Offer`] and [`Introduction`]: the parameters of `INV`, `ANS` and `ITR`.
 
 mod b64;
-pub mod codec;
+pub use codecs::line as codec;
 mod connection;
 mod error;
 mod event;

@@ -7,13 +7,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use shared::identity::Fingerprint;
-use shared::nat_classifier::{NatType, PortAllocation};
 use shared::rendezvous::{SessionId, UserName};
 
 use super::b64;
 
-/// The most `cand=` parameters in one offer.
-pub const MAX_CANDIDATES: usize = 8;
+/// The most `cand=` parameters in one offer: the server's limit.
+pub use shared::rendezvous::server::MAX_CANDIDATES;
 
 /// Defines a closed set of wire words with `word()`, `FromStr` and `Display`.
 macro_rules! wire_words {
@@ -54,49 +53,11 @@ macro_rules! wire_words {
     };
 }
 
-wire_words! {
-    /// The NAT classification in an offer (`nat=`).
-    NatKind {
-        /// No NAT, no filter.
-        Open => "open",
-        /// Endpoint-independent mapping and filtering.
-        FullCone => "full-cone",
-        /// Address-dependent filtering.
-        Restricted => "restricted",
-        /// Address-and-port-dependent filtering.
-        PortRestricted => "port-restricted",
-        /// Destination-dependent mapping.
-        Symmetric => "symmetric",
-        /// No NAT but a stateful filter.
-        SymmetricFirewall => "symmetric-firewall",
-        /// No UDP gets through.
-        UdpBlocked => "udp-blocked",
-        /// Not classified.
-        Unknown => "unknown",
-    }
-}
-
-wire_words! {
-    /// The port allocation a NAT showed (`alloc=`).
-    Allocation {
-        /// Mappings keep the inside port.
-        Preserving => "preserving",
-        /// Ports a constant step apart.
-        Sequential => "sequential",
-        /// No pattern.
-        Random => "random",
-    }
-}
-
-wire_words! {
-    /// Where a candidate address comes from (`cand=<kind>/<ip:port>`).
-    CandidateKind {
-        /// A local address of the endpoint socket.
-        Host => "host",
-        /// The address the STUN service saw for that socket (server reflexive).
-        Srflx => "srflx",
-    }
-}
+// The offer's words are shared's, the ones the server checks: one vocabulary for both sides.
+// The client's names (`NatKind`, `Allocation`) are kept as aliases.
+pub use shared::rendezvous::offer::{
+    AllocKind as Allocation, CandidateKind, OfferNat as NatKind, UnknownWord,
+};
 
 wire_words! {
     /// Our side of the Noise handshake in an introduction (`role=`).
@@ -108,35 +69,16 @@ wire_words! {
     }
 }
 
-impl From<NatType> for NatKind {
-    fn from(t: NatType) -> NatKind {
-        match t {
-            NatType::OpenInternet => NatKind::Open,
-            NatType::FullCone => NatKind::FullCone,
-            NatType::RestrictedCone => NatKind::Restricted,
-            NatType::PortRestrictedCone => NatKind::PortRestricted,
-            NatType::Symmetric => NatKind::Symmetric,
-            NatType::SymmetricUdpFirewall => NatKind::SymmetricFirewall,
-            NatType::UdpBlocked => NatKind::UdpBlocked,
-            NatType::UnsupportedServer => NatKind::Unknown,
-        }
-    }
-}
-
-impl From<PortAllocation> for Allocation {
-    fn from(p: PortAllocation) -> Allocation {
-        match p {
-            PortAllocation::Preserving => Allocation::Preserving,
-            PortAllocation::Sequential { .. } => Allocation::Sequential,
-            PortAllocation::Random => Allocation::Random,
-        }
-    }
-}
-
 /// An offer or introduction that does not parse, or an offer that cannot be sent.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("bad offer: {0}")]
 pub struct OfferError(pub String);
+
+impl From<UnknownWord> for OfferError {
+    fn from(e: UnknownWord) -> OfferError {
+        OfferError(e.to_string())
+    }
+}
 
 fn clip(s: &str) -> String {
     s.chars().take(60).collect()
@@ -384,6 +326,7 @@ impl Introduction {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::nat_classifier::{NatType, PortAllocation};
 
     fn offer() -> Offer {
         Offer {
@@ -433,7 +376,7 @@ mod tests {
             &[&key, "nat=cone"],
             &[&key, "nat=open", "nat=open"],
             &[&key, "alloc=odd"],
-            &[&key, "cand=relay/1.2.3.4:5"],
+            &[&key, "cand=turn/1.2.3.4:5"],
             &[&key, "cand=host/1.2.3.4"],
             &[&key, "cand=1.2.3.4:5"],
         ];
@@ -453,7 +396,7 @@ mod tests {
 
     #[test]
     fn nat_words_cover_the_classifier() {
-        assert_eq!(NatKind::from(NatType::OpenInternet).word(), "open");
+        assert_eq!(NatKind::from(NatType::OpenInternet).as_str(), "open");
         assert_eq!(
             NatKind::from(NatType::SymmetricUdpFirewall),
             NatKind::SymmetricFirewall
@@ -469,7 +412,7 @@ mod tests {
             "port-restricted",
             "symmetric",
         ] {
-            assert_eq!(word.parse::<NatKind>().unwrap().word(), word);
+            assert_eq!(word.parse::<NatKind>().unwrap().as_str(), word);
         }
     }
 

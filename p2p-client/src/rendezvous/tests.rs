@@ -21,35 +21,12 @@ use tokio_util::codec::Framed;
 use crate::home::Home;
 use crate::tls::{KeyTrust, ServerTrust};
 
-use bytes::BytesMut;
-use shared::rendezvous::wire::{self, Direction};
-use tokio_util::codec::{Decoder, Encoder};
+use codecs::line::{LineCodec, Side};
 
 use super::*;
 
-/// The fake server's side of the framing: it reads requests and writes answers and pushes.
-struct ServerSideCodec;
-
-impl Decoder for ServerSideCodec {
-    type Item = Line;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
-        wire::decode(src, Direction::ToServer)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-    }
-}
-
-impl Encoder<Line> for ServerSideCodec {
-    type Error = std::io::Error;
-
-    fn encode(&mut self, line: Line, dst: &mut BytesMut) -> Result<(), std::io::Error> {
-        wire::encode(&line, dst, Direction::ToClient)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-    }
-}
-
-type Fake = Framed<TlsStream<TcpStream>, ServerSideCodec>;
+/// The fake server reads requests and writes answers and pushes with the server's codec.
+type Fake = Framed<TlsStream<TcpStream>, LineCodec>;
 
 /// A TLS identity for a fake server: its certificate chain, key and key fingerprint.
 struct Identity {
@@ -95,8 +72,8 @@ fn server_binding(fake: &Fake) -> ChannelBinding {
 async fn accept(listener: &TcpListener, identity: &Identity) -> Fake {
     let (stream, _) = listener.accept().await.unwrap();
     let tls = identity.acceptor().accept(stream).await.unwrap();
-    let mut fake = Framed::new(tls, ServerSideCodec);
-    let ver = fake.next().await.unwrap().unwrap();
+    let mut fake = Framed::new(tls, LineCodec::new(Side::Server));
+    let ver = fake.next().await.unwrap().unwrap().unwrap();
     assert_eq!(
         (ver.command.as_str(), ver.params.clone()),
         ("VER", vec!["P2P1".to_owned()])
@@ -140,6 +117,7 @@ async fn pair() -> (RendezvousClient, Fake) {
 async fn recv(fake: &mut Fake) -> Line {
     tokio::time::timeout(Duration::from_secs(5), fake.next())
         .await
+        .unwrap()
         .unwrap()
         .unwrap()
         .unwrap()

@@ -12,16 +12,13 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shared::rendezvous::{Kdf, RendezvousConfig};
-use shared::stun_server::ServerSocket;
-use stun_server::rendezvous::RendezvousOptions;
-use stun_server::services::{self, Services, ServicesOptions};
-use stun_server::switchboard::SwitchboardOptions;
+use stun_server::ServerHandle;
+use stun_server::services::Services;
 use stun_server::tls::ServerTls;
-use stun_server::{ServerHandle, ServerOptions};
+
+use crate::loopback::{self, KDF};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
-pub const KDF: &str = "argon2id:m=8:t=1:p=1";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -39,14 +36,7 @@ pub struct Servers {
 
 impl Servers {
     pub fn start() -> Servers {
-        let stun = ServerHandle::start(ServerOptions {
-            port: 0,
-            alt_port: 0,
-            workers: 1,
-            tcp: true,
-            ..ServerOptions::default()
-        })
-        .unwrap();
+        let stun = loopback::stun(true);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let db = std::env::temp_dir().join(format!("p2p-sessions-{pid}-{n}.db"));
@@ -65,30 +55,10 @@ impl Servers {
     }
 
     fn up(&mut self) {
-        let config = RendezvousConfig {
-            min_kdf: Kdf {
-                memory_kib: 8,
-                iterations: 1,
-                lanes: 1,
-            },
-            stun_addr: self.stun.udp_addr(ServerSocket::PRIMARY),
-            ..RendezvousConfig::default()
-        };
-        let services = services::start(ServicesOptions {
-            rendezvous: RendezvousOptions {
-                listen: self.rendezvous,
-                db_path: self.db.clone(),
-                config,
-                max_queued_lines: 256,
-                tls: self.tls.clone(),
-            },
-            switchboard: Some(SwitchboardOptions {
-                listen: self.switchboard,
-                ..SwitchboardOptions::default()
-            }),
-            advertise_switchboard: None,
-        })
-        .unwrap();
+        let config = loopback::config(loopback::stun_addr(&self.stun));
+        let options =
+            loopback::rendezvous(self.rendezvous, self.db.clone(), config, self.tls.clone());
+        let services = loopback::services(options, self.switchboard);
         self.rendezvous = services.rendezvous().local_addr();
         self.switchboard = services.switchboard_addr().unwrap();
         self.services = Some(services);

@@ -12,18 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use shared::rendezvous::{Kdf, RendezvousConfig};
-use shared::stun_server::ServerSocket;
-use stun_server::rendezvous::RendezvousOptions;
-use stun_server::services::{self, Services, ServicesOptions};
-use stun_server::switchboard::SwitchboardOptions;
+use stun_server::ServerHandle;
+use stun_server::services::Services;
 use stun_server::tls::ServerTls;
-use stun_server::{ServerHandle, ServerOptions};
+
+use crate::loopback;
+/// A cheap KDF, accepted by the servers the tests start.
+pub use crate::loopback::KDF;
 
 /// The client binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
-/// A cheap KDF, accepted by the servers the tests start.
-pub const KDF: &str = "argon2id:m=8:t=1:p=1";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -69,41 +67,13 @@ pub struct Servers {
 impl Servers {
     /// Starts them.
     pub fn start() -> Servers {
-        let stun = ServerHandle::start(ServerOptions {
-            port: 0,
-            alt_port: 0,
-            workers: 1,
-            tcp: false,
-            ..ServerOptions::default()
-        })
-        .expect("STUN server");
+        let stun = loopback::stun(false);
         let state = TempDir::new("trust-server");
         let tls = ServerTls::ephemeral().expect("TLS");
-        let config = RendezvousConfig {
-            min_kdf: Kdf {
-                memory_kib: 8,
-                iterations: 1,
-                lanes: 1,
-            },
-            stun_addr: stun.udp_addr(ServerSocket::PRIMARY),
-            ..RendezvousConfig::default()
-        };
-        let services = services::start(ServicesOptions {
-            rendezvous: RendezvousOptions {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-                db_path: state.path().join("rendezvous.db"),
-                config,
-                max_queued_lines: 256,
-                tls: tls.clone(),
-            },
-            switchboard: Some(SwitchboardOptions {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-                tls: tls.clone(),
-                ..SwitchboardOptions::default()
-            }),
-            advertise_switchboard: None,
-        })
-        .expect("services");
+        let config = loopback::config(loopback::stun_addr(&stun));
+        let db = state.path().join("rendezvous.db");
+        let options = loopback::rendezvous(loopback::any_port(), db, config, tls.clone());
+        let services = loopback::services(options, loopback::any_port());
         let rendezvous = services.rendezvous().local_addr();
         let switchboard = services.switchboard_addr().expect("switchboard");
         Servers {

@@ -99,6 +99,18 @@ impl NatInfo {
         }
     }
 
+    /// What a peer announced in its offer (`nat=`, `alloc=`), in the vocabulary the puncher
+    /// works in; words it did not send, or `unknown`, leave the field unknown.
+    pub fn announced(
+        nat: Option<crate::rendezvous::offer::OfferNat>,
+        alloc: Option<crate::rendezvous::offer::AllocKind>,
+    ) -> Self {
+        Self {
+            nat_type: nat.and_then(|w| w.nat_type()),
+            port_allocation: alloc.map(|w| w.port_allocation()),
+        }
+    }
+
     /// Whether the mapping depends on the destination (a new outside port per peer address).
     pub fn is_symmetric(&self) -> bool {
         self.nat_type == Some(NatType::Symmetric)

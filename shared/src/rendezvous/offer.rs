@@ -128,6 +128,37 @@ impl From<NatType> for OfferNat {
     }
 }
 
+impl OfferNat {
+    /// The classification this word stands for, the inverse of `From<NatType>`: a peer's
+    /// announcement becomes the observed vocabulary its punching configuration is written in
+    /// ([`crate::punch::NatInfo::announced`]). `unknown` claims none.
+    pub fn nat_type(self) -> Option<NatType> {
+        match self {
+            OfferNat::Open => Some(NatType::OpenInternet),
+            OfferNat::FullCone => Some(NatType::FullCone),
+            OfferNat::Restricted => Some(NatType::RestrictedCone),
+            OfferNat::PortRestricted => Some(NatType::PortRestrictedCone),
+            OfferNat::Symmetric => Some(NatType::Symmetric),
+            OfferNat::SymmetricFirewall => Some(NatType::SymmetricUdpFirewall),
+            OfferNat::UdpBlocked => Some(NatType::UdpBlocked),
+            OfferNat::Unknown => None,
+        }
+    }
+}
+
+impl AllocKind {
+    /// The allocation this word stands for. The offer carries no step, so a sequential NAT is
+    /// taken to step by 1 (what [`crate::punch::NatInfo`] documents for that case).
+    pub fn port_allocation(self) -> crate::nat_classifier::PortAllocation {
+        use crate::nat_classifier::PortAllocation as P;
+        match self {
+            AllocKind::Preserving => P::Preserving,
+            AllocKind::Sequential => P::Sequential { step: 1 },
+            AllocKind::Random => P::Random,
+        }
+    }
+}
+
 impl From<crate::nat_classifier::PortAllocation> for AllocKind {
     fn from(p: crate::nat_classifier::PortAllocation) -> AllocKind {
         use crate::nat_classifier::PortAllocation as P;
@@ -172,21 +203,40 @@ mod tests {
         assert_eq!(err.to_string(), "unknown nat \"Open\"");
     }
 
+    /// Every verdict a classification can give.
+    const EVERY_VERDICT: [NatType; 8] = [
+        NatType::OpenInternet,
+        NatType::FullCone,
+        NatType::RestrictedCone,
+        NatType::PortRestrictedCone,
+        NatType::Symmetric,
+        NatType::SymmetricUdpFirewall,
+        NatType::UdpBlocked,
+        NatType::UnsupportedServer,
+    ];
+
     #[test]
     fn every_classification_has_a_distinct_word() {
-        use NatType::*;
-        let all = [
-            OpenInternet,
-            FullCone,
-            RestrictedCone,
-            PortRestrictedCone,
-            Symmetric,
-            SymmetricUdpFirewall,
-            UdpBlocked,
-            UnsupportedServer,
-        ];
         let words: std::collections::HashSet<OfferNat> =
-            all.into_iter().map(OfferNat::from).collect();
+            EVERY_VERDICT.into_iter().map(OfferNat::from).collect();
         assert_eq!(words.len(), OfferNat::ALL.len());
+    }
+
+    #[test]
+    fn words_convert_back_to_what_was_observed() {
+        use crate::nat_classifier::PortAllocation;
+        for t in EVERY_VERDICT {
+            // The server that cannot classify claims no type, so its word claims none back.
+            let back = (t != NatType::UnsupportedServer).then_some(t);
+            assert_eq!(OfferNat::from(t).nat_type(), back, "{t:?}");
+        }
+        assert_eq!(OfferNat::Unknown.nat_type(), None);
+        for w in AllocKind::ALL {
+            assert_eq!(AllocKind::from(w.port_allocation()), *w);
+        }
+        assert_eq!(
+            AllocKind::Sequential.port_allocation(),
+            PortAllocation::Sequential { step: 1 }
+        );
     }
 }

@@ -40,8 +40,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::codec::Decoder;
 
-use super::codec::{LineCodec, Side};
 use super::driver::Counts;
+use codecs::line::{LineCodec, Side};
 
 /// The read buffer a connection starts with.
 const READ_BUFFER: usize = 512;

@@ -17,11 +17,11 @@ use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Encoder;
 
-use super::codec::{LineCodec, Side};
 use super::connection::{self, Event, Outbox, SendError, Stream};
 use super::store::Store;
 use super::tickets::TicketBook;
 use crate::switchboard::TicketGranter;
+use codecs::line::{LineCodec, Side};
 
 /// How often users added by the operator are picked up from the database.
 const USER_POLL: Duration = Duration::from_secs(2);
@@ -44,6 +44,8 @@ pub(crate) struct Counts {
     pub(crate) online: AtomicUsize,
     /// TLS handshakes that failed or timed out.
     pub(crate) failed_handshakes: AtomicU64,
+    /// Users the operator added while the server ran, counted once the core knows them.
+    pub(crate) operator_users: AtomicU64,
 }
 
 /// Where the tickets the core issues go.
@@ -359,6 +361,7 @@ impl Driver {
                     if !self.created.contains(&record.name) {
                         tracing::info!(user = %record.name, "user added by the operator");
                         self.core.handle_user_added(record);
+                        self.counts.operator_users.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 self.created.clear();

@@ -43,7 +43,6 @@
 //! answers `500 TrID internal server error` instead of the success answer, sends none of the
 //! pushes it would have caused, and forgets the change.
 
-mod codec;
 mod connection;
 mod driver;
 mod store;
@@ -61,7 +60,7 @@ use rand::RngCore;
 use shared::rendezvous::{RendezvousConfig, RendezvousServer};
 use tokio::sync::oneshot;
 
-pub use codec::{CodecError, LineCodec, Side};
+pub use codecs::line::{CodecError, LineCodec, Side};
 pub use store::{SCHEMA_VERSION, Store, StoreError, UserSummary};
 pub use tickets::TicketBook;
 
@@ -413,6 +412,13 @@ impl RendezvousHandle {
     /// The switchboard tickets issued so far (shared with the running server).
     pub fn tickets(&self) -> &TicketBook {
         &self.tickets
+    }
+
+    /// Users added by the operator (`stun-server user add`) while the server ran and picked up
+    /// from the database since. The pick-up runs on a timer; this is how an embedder (or a
+    /// test) sees that it happened, instead of guessing a delay.
+    pub fn users_added_by_operator(&self) -> u64 {
+        self.counts.operator_users.load(Ordering::Relaxed)
     }
 
     /// Open connections, as of the core task's last step.

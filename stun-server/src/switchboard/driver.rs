@@ -24,7 +24,8 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::codec::{OutBatch, SbCodec};
+use super::batch::OutBatch;
+use codecs::switchboard::{CodecError, SbCodec};
 
 /// A read asks for at least this much room.
 const READ_MIN: usize = 4 * 1024;
@@ -440,7 +441,7 @@ async fn read_loop(
             for frame in frames.drain(..) {
                 core.handle_frame(now, conn, frame);
             }
-            if let Some(super::codec::CodecError::Wire(e)) = error {
+            if let Some(CodecError::Wire(e)) = error {
                 core.handle_frame_error(now, conn, e);
                 broken = true;
             }

@@ -44,7 +44,7 @@
 //! way through: the reader splits them off its receive buffer as `Bytes`, and the writer sends
 //! large ones by reference in a vectored write (small ones are gathered into one run).
 
-mod codec;
+mod batch;
 mod driver;
 
 use std::future::Future;
@@ -61,7 +61,7 @@ use tokio::sync::watch;
 
 use crate::tls::ServerTls;
 
-pub use codec::{CodecError, SbCodec};
+pub use codecs::switchboard::{CodecError, SbCodec};
 use driver::{DriverLimits, Shared};
 
 /// The switchboard port (MSN's).

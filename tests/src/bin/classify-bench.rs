@@ -20,14 +20,14 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use p2p_client::classify::{ClassifyOptions, classify};
 use shared::nat_classifier::NatType as Verdict;
-use tests::lab::{Lab, SERVER_IPS, require_lab, server_addrs};
+use tests::lab::{Lab, SERVER_IPS, require_lab, server_addrs, stun_server_command};
 use tests::nat_types::{NatType, RouterOptions};
 
 /// Wall time of NAT classification in the real kernel NAT lab.
@@ -203,31 +203,9 @@ impl Drop for Server {
 }
 
 fn start_server(lab: &Lab, bin: &Path) -> anyhow::Result<Server> {
-    let (a1, a2) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
-    let args = [
-        bin.as_os_str().to_string_lossy().into_owned(),
-        "--primary".into(),
-        a1,
-        "--alternate".into(),
-        a2,
-        "--port".into(),
-        PORT.to_string(),
-        "--alt-port".into(),
-        ALT_PORT.to_string(),
-        "--workers".into(),
-        "1".into(),
-        "--no-tcp".into(),
-        "--rate-limit".into(),
-        "0".into(),
-        "--stats-interval".into(),
-        "0".into(),
-    ];
+    let args = stun_server_command(bin, PORT, ALT_PORT);
     let child = lab
-        .command(&lab.server().ns, &args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+        .spawn_quiet(&lab.server().ns, &args)
         .context("spawn stun-server")?;
     let server = Server(child);
     lab.wait_for_stun(&server_addrs(PORT, ALT_PORT), Duration::from_secs(10))

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use super::{Host, Lab, LabError, Router, SERVER_IPS, server_addrs};
+use super::{Host, Lab, LabError, Router, SERVER_IPS, server_addrs, stun_server_command};
 
 /// STUN ports of the server in the lab.
 pub const STUN_PORT: u16 = 3478;
@@ -132,10 +132,18 @@ fn build(profile_dir: &Path) {
 }
 
 /// Reads `pipe` to its end on a thread, appending to the returned buffer.
-fn collect(mut pipe: impl io::Read + Send + 'static) -> Arc<Mutex<String>> {
+fn collect(pipe: impl io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    collect_joinable(pipe).0
+}
+
+/// [`collect`], with the reader thread: joining it waits until the pipe has closed and
+/// everything written to it is in the buffer.
+fn collect_joinable(
+    mut pipe: impl io::Read + Send + 'static,
+) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
     let sink = Arc::new(Mutex::new(String::new()));
     let out = sink.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = pipe.read(&mut buf) {
             if n == 0 {
@@ -147,7 +155,14 @@ fn collect(mut pipe: impl io::Read + Send + 'static) -> Arc<Mutex<String>> {
                 .push_str(&text);
         }
     });
-    sink
+    (sink, reader)
+}
+
+/// Joins a pipe reader. It ends when the pipe closes, which the process's exit does.
+fn join_reader(reader: Option<std::thread::JoinHandle<()>>) {
+    if let Some(reader) = reader {
+        let _ = reader.join();
+    }
 }
 
 fn text_of(buffer: &Mutex<String>) -> String {
@@ -210,24 +225,8 @@ impl ChatServer {
     fn spawn(lab: &Lab, dir: &Path) -> Result<(Child, Arc<Mutex<String>>), LabError> {
         let bins = binaries()?;
         let db = dir.join("rendezvous.db");
-        let (primary, alternate) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
-        let args: Vec<OsString> = vec![
-            bins.server.clone().into(),
-            "--primary".into(),
-            primary.into(),
-            "--alternate".into(),
-            alternate.into(),
-            "--port".into(),
-            STUN_PORT.to_string().into(),
-            "--alt-port".into(),
-            STUN_ALT_PORT.to_string().into(),
-            "--workers".into(),
-            "1".into(),
-            "--no-tcp".into(),
-            "--rate-limit".into(),
-            "0".into(),
-            "--stats-interval".into(),
-            "0".into(),
+        let mut args = stun_server_command(&bins.server, STUN_PORT, STUN_ALT_PORT);
+        args.extend([
             "--rendezvous".into(),
             Self::rendezvous().to_string().into(),
             "--switchboard".into(),
@@ -236,7 +235,7 @@ impl ChatServer {
             db.into(),
             "--min-kdf".into(),
             TEST_KDF.into(),
-        ];
+        ]);
         let mut child = lab
             .command(&lab.server().ns, &args)
             .env("RUST_LOG", "info")
@@ -350,9 +349,11 @@ fn client_command(lab: &Lab, host: &Host, user: &str, args: &[&str]) -> Result<O
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| io_error(&described, e))?;
     let (stdout, stderr) = (
-        child.stdout.take().map(collect),
-        child.stderr.take().map(collect),
+        child.stdout.take().map(collect_joinable),
+        child.stderr.take().map(collect_joinable),
     );
+    let (stdout, stdout_reader) = stdout.unzip();
+    let (stderr, stderr_reader) = stderr.unzip();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| io_error(&described, e))? {
@@ -365,8 +366,9 @@ fn client_command(lab: &Lab, host: &Host, user: &str, args: &[&str]) -> Result<O
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    // The pipes close with the process; give the readers a moment to finish.
-    std::thread::sleep(Duration::from_millis(20));
+    // The pipes close with the process: the readers then have everything.
+    join_reader(stdout_reader);
+    join_reader(stderr_reader);
     let text = |b: &Option<Arc<Mutex<String>>>| b.as_deref().map(text_of).unwrap_or_default();
     let (out, err) = (text(&stdout), text(&stderr));
     match status {
@@ -407,95 +409,19 @@ impl ChatEvent {
 }
 
 /// Parses one flat JSON object whose values are strings (what `chat --json` prints); other
-/// scalar values are kept as their literal text. `None` if the line is not such an object.
+/// values are kept as their JSON text. `None` if the line is not a JSON object.
 pub fn parse_json_object(line: &str) -> Option<BTreeMap<String, String>> {
-    let mut chars = line.trim().chars().peekable();
-    let mut fields = BTreeMap::new();
-    let skip_ws = |c: &mut std::iter::Peekable<std::str::Chars<'_>>| {
-        while c.peek().is_some_and(|c| c.is_whitespace()) {
-            c.next();
-        }
-    };
-    fn string(c: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<String> {
-        if c.next()? != '"' {
-            return None;
-        }
-        let mut s = String::new();
-        let mut pending_high: Option<u32> = None;
-        loop {
-            match c.next()? {
-                '"' => return Some(s),
-                '\\' => {
-                    let e = c.next()?;
-                    if e == 'u' {
-                        let hex: String = (0..4).map_while(|_| c.next()).collect();
-                        let unit = u32::from_str_radix(&hex, 16).ok()?;
-                        if (0xD800..0xDC00).contains(&unit) {
-                            pending_high = Some(unit);
-                            continue;
-                        }
-                        let code = match pending_high.take() {
-                            Some(high) if (0xDC00..0xE000).contains(&unit) => {
-                                0x10000 + ((high - 0xD800) << 10) + (unit - 0xDC00)
-                            }
-                            _ => unit,
-                        };
-                        s.push(char::from_u32(code)?);
-                        continue;
-                    }
-                    s.push(match e {
-                        'n' => '\n',
-                        't' => '\t',
-                        'r' => '\r',
-                        'b' => '\u{8}',
-                        'f' => '\u{c}',
-                        other => other,
-                    });
-                }
-                other => s.push(other),
-            }
-        }
-    }
-    skip_ws(&mut chars);
-    if chars.next()? != '{' {
+    let serde_json::Value::Object(map) = serde_json::from_str(line).ok()? else {
         return None;
-    }
-    skip_ws(&mut chars);
-    if chars.peek() == Some(&'}') {
-        chars.next();
-        return chars.next().is_none().then_some(fields);
-    }
-    loop {
-        skip_ws(&mut chars);
-        let key = string(&mut chars)?;
-        skip_ws(&mut chars);
-        if chars.next()? != ':' {
-            return None;
-        }
-        skip_ws(&mut chars);
-        let value = if chars.peek() == Some(&'"') {
-            string(&mut chars)?
-        } else {
-            let mut raw = String::new();
-            while let Some(&c) = chars.peek() {
-                if c == ',' || c == '}' || c.is_whitespace() {
-                    break;
-                }
-                raw.push(c);
-                chars.next();
-            }
-            raw
-        };
-        fields.insert(key, value);
-        skip_ws(&mut chars);
-        match chars.next()? {
-            ',' => continue,
-            '}' => break,
-            _ => return None,
-        }
-    }
-    skip_ws(&mut chars);
-    chars.next().is_none().then_some(fields)
+    };
+    Some(
+        map.into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect(),
+    )
 }
 
 /// One `p2p-client chat --json` process inside a lab namespace.
@@ -510,6 +436,8 @@ pub struct ChatPeer {
     events: mpsc::Receiver<ChatEvent>,
     seen: Vec<ChatEvent>,
     stderr: Arc<Mutex<String>>,
+    /// The stdout and stderr readers, joined by [`finish`](Self::finish).
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// How a chat ended.
@@ -568,9 +496,9 @@ impl ChatPeer {
             .map_err(|e| io_error(format!("spawn p2p-client chat as {user}"), e))?;
         let no_pipe = || io_error("p2p-client pipes", io::Error::other("missing"));
         let stdout = child.stdout.take().ok_or_else(no_pipe)?;
-        let stderr = collect(child.stderr.take().ok_or_else(no_pipe)?);
+        let (stderr, stderr_reader) = collect_joinable(child.stderr.take().ok_or_else(no_pipe)?);
         let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
+        let stdout_reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let at = Instant::now();
@@ -588,6 +516,7 @@ impl ChatPeer {
             events,
             seen: Vec::new(),
             stderr,
+            readers: vec![stdout_reader, stderr_reader],
         })
     }
 
@@ -682,11 +611,13 @@ impl ChatPeer {
                 }
             }
         };
-        // The reader ends with the process's stdout.
-        while let Ok(e) = self.events.recv_timeout(Duration::from_secs(2)) {
+        // The readers end with the process's stdout and stderr; then every line is here.
+        for reader in self.readers.drain(..) {
+            join_reader(Some(reader));
+        }
+        while let Ok(e) = self.events.try_recv() {
             self.seen.push(e);
         }
-        std::thread::sleep(Duration::from_millis(20));
         let events = std::mem::take(&mut self.seen);
         let (events, stray): (Vec<ChatEvent>, Vec<ChatEvent>) =
             events.into_iter().partition(|e| !e.fields.is_empty());

@@ -1,8 +1,11 @@
-//! What every lab test needs around a lab: one lab at a time, bounded receives, and waiting
-//! until a freshly started STUN server answers.
+//! What every lab test needs around a lab: one lab at a time, bounded receives, the
+//! `stun-server` command line, and waiting until a freshly started STUN server answers.
 
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -39,7 +42,77 @@ pub fn server_addrs(port: u16, alt_port: u16) -> [SocketAddr; 4] {
     [at(0, port), at(0, alt_port), at(1, port), at(1, alt_port)]
 }
 
+/// The `stun-server` binary at `bin` with the flags every lab run gives it: STUN on both
+/// server addresses at `port` and `alt_port`, one worker, UDP only, no rate limit (the lab's
+/// clients all come from a few addresses) and no periodic stats line. The classifier benchmark
+/// and the chat lab both start it so, and append their own flags; one list, so a change to the
+/// binary's flags is made once.
+pub fn stun_server_command(bin: &Path, port: u16, alt_port: u16) -> Vec<OsString> {
+    let (primary, alternate) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
+    let (port, alt_port) = (port.to_string(), alt_port.to_string());
+    let args = [
+        "--primary",
+        &primary,
+        "--alternate",
+        &alternate,
+        "--port",
+        &port,
+        "--alt-port",
+        &alt_port,
+        "--workers",
+        "1",
+        "--no-tcp",
+        "--rate-limit",
+        "0",
+        "--stats-interval",
+        "0",
+    ];
+    std::iter::once(bin.as_os_str().to_owned())
+        .chain(args.into_iter().map(OsString::from))
+        .collect()
+}
+
+/// coturn (`turnserver`) as a STUN-only server on the server host at `port` and `alt_port`,
+/// on both server addresses or (`both_ips` false) the first only, logging to stdout, its pid
+/// in `pidfile` (it forks helpers: the file is how a test finds what to stop). The reference
+/// server of the classifier tests and of the third-party matrix.
+pub fn coturn_command(pidfile: &Path, both_ips: bool, port: u16, alt_port: u16) -> Vec<OsString> {
+    let (primary, alternate) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
+    let mut args = vec!["turnserver", "-n", "--listening-ip", &primary];
+    if both_ips {
+        args.extend(["--listening-ip", &alternate]);
+    }
+    let (port, alt_port) = (port.to_string(), alt_port.to_string());
+    args.extend([
+        "--listening-port",
+        &port,
+        "--alt-listening-port",
+        &alt_port,
+        "--stun-only",
+        "--no-cli",
+        "--no-tls",
+        "--no-dtls",
+        "--log-file",
+        "stdout",
+        "--simple-log",
+        "--pidfile",
+    ]);
+    let mut args: Vec<OsString> = args.into_iter().map(OsString::from).collect();
+    args.push(pidfile.as_os_str().to_owned());
+    args
+}
+
 impl Lab {
+    /// Starts `args` in namespace `ns` with stdin closed and its output discarded: a server
+    /// nobody reads, so a full pipe can never stall it.
+    pub fn spawn_quiet<S: AsRef<OsStr>>(&self, ns: &str, args: &[S]) -> io::Result<Child> {
+        self.command(ns, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    }
+
     /// Sends Binding requests from inside the server host until each of `addrs` answers
     /// (a server just started, coturn especially, can take a while), at most `within` in all.
     pub fn wait_for_stun(&self, addrs: &[SocketAddr], within: Duration) -> io::Result<()> {

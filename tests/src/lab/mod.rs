@@ -59,7 +59,7 @@ mod harness;
 mod nft;
 pub mod probe;
 
-pub use harness::{recv_text, serial, server_addrs};
+pub use harness::{coturn_command, recv_text, serial, server_addrs, stun_server_command};
 
 use std::ffi::OsStr;
 use std::fs::File;

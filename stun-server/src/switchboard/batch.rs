@@ -1,69 +1,12 @@
-//! The switchboard framing as a `tokio_util` codec, and the batch a writer task sends with one
-//! vectored write.
+//! The batch a writer task sends with one vectored write (the framing itself is
+//! [`codecs::switchboard::SbCodec`], shared with the client).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use shared::switchboard::wire::{self, EncodeError, WireError};
-use shared::switchboard::{Frame, MAX_DATA};
-use tokio_util::codec::{Decoder, Encoder};
-
-/// [`shared::switchboard::wire`] as a [`Decoder`] and [`Encoder`], for clients and tests
-/// (`tokio_util::codec::Framed`). The server's reader decodes with it directly, a whole read at a
-/// time.
-#[derive(Clone, Copy, Debug)]
-pub struct SbCodec {
-    max_data: usize,
-}
-
-impl SbCodec {
-    /// A codec that accepts `DATA` payloads of at most `max_data` bytes.
-    pub fn new(max_data: usize) -> SbCodec {
-        SbCodec {
-            max_data: max_data.min(MAX_DATA),
-        }
-    }
-}
-
-impl Default for SbCodec {
-    /// Accepts the protocol's largest frames.
-    fn default() -> Self {
-        SbCodec::new(MAX_DATA)
-    }
-}
-
-/// Why a stream could not be framed or written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CodecError {
-    /// The bytes are not switchboard frames.
-    #[error(transparent)]
-    Wire(#[from] WireError),
-    /// A frame that cannot be encoded.
-    #[error(transparent)]
-    Encode(#[from] EncodeError),
-    /// The connection failed.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
-
-impl Decoder for SbCodec {
-    type Item = Frame;
-    type Error = CodecError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        Ok(wire::decode(src, self.max_data)?)
-    }
-}
-
-impl Encoder<Frame> for SbCodec {
-    type Error = CodecError;
-
-    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
-        Ok(wire::encode(&frame, dst)?)
-    }
-}
+use shared::switchboard::Frame;
+use shared::switchboard::wire;
 
 /// `DATA` payloads at least this long go out as their own buffer (no copy); shorter frames are
 /// copied into one contiguous run, which costs less than an extra `iovec` each.
