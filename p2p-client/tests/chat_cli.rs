@@ -64,6 +64,7 @@ impl Servers {
             rendezvous: RendezvousOptions {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 db_path: db.clone(),
+                postgres: None,
                 config,
                 max_queued_lines: 256,
                 tls: ServerTls::ephemeral().unwrap(),

@@ -76,6 +76,7 @@ impl Server {
         let handle = RendezvousHandle::start(RendezvousOptions {
             listen: listen.parse().unwrap(),
             db_path: db.clone(),
+            postgres: None,
             config,
             max_queued_lines: 256,
             tls: ServerTls::ephemeral().unwrap(),

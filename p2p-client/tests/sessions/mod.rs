@@ -78,6 +78,7 @@ impl Servers {
             rendezvous: RendezvousOptions {
                 listen: self.rendezvous,
                 db_path: self.db.clone(),
+                postgres: None,
                 config,
                 max_queued_lines: 256,
                 tls: self.tls.clone(),

@@ -92,6 +92,7 @@ impl Servers {
             rendezvous: RendezvousOptions {
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 db_path: state.path().join("rendezvous.db"),
+                postgres: None,
                 config,
                 max_queued_lines: 256,
                 tls: tls.clone(),
