@@ -99,7 +99,7 @@ const fn top_byte_7f_after(low: u8) -> [u8; 32] {
 }
 
 /// Whether `key` is unusable as an X25519 identity key because it has small order (see
-/// [`SMALL_ORDER_KEYS`]). Real keys (a clamped secret times the base point) never are.
+/// `SMALL_ORDER_KEYS` below). Real keys (a clamped secret times the base point) never are.
 pub fn is_small_order_key(key: &[u8; 32]) -> bool {
     let mut masked = *key;
     masked[31] &= 0x7f;
