@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use shared::rendezvous::{Kdf, RendezvousConfig, UserName};
 use shared::stun_server::RateLimitConfig;
-use stun_server::rendezvous::{DEFAULT_MAX_QUEUED_LINES, default_db_path};
+use stun_server::rendezvous::{
+    DEFAULT_MAX_QUEUED_LINES, PostgresUrl, StoreLocation, StoreUrlError, default_db_path,
+};
 use stun_server::services::ServicesOptions;
 use stun_server::switchboard::SwitchboardOptions;
 use stun_server::tls::ServerTls;
@@ -33,7 +35,8 @@ use stun_server::{DEFAULT_ALT_PORT, DEFAULT_PORT, RendezvousOptions, ServerOptio
 #[command(
     version,
     after_help = "Logging: set RUST_LOG (default \"info\"), e.g. RUST_LOG=debug.\n\
-                  Accounts: `stun-server user add NAME`, `stun-server user list` (see `user --help`)."
+                  Accounts: `stun-server user add NAME`, `stun-server user list` (see `user --help`);\n\
+                  with --store postgres://... they live in PostgreSQL instead of --db."
 )]
 pub struct Cli {
     /// TOML config file with the same keys as the long flags (e.g. `alt_port = 3479`).
@@ -208,45 +211,53 @@ pub struct Settings {
     /// $HOME/.local/share/p2p-toolkit/rendezvous.db, else ./rendezvous.db].
     #[arg(long, value_name = "PATH", global = true, display_order = STUN_ORDER + 3)]
     db: Option<PathBuf>,
+    /// Keep the rendezvous state (accounts, lists, device keys, the server secret) in this
+    /// PostgreSQL database instead of the SQLite file at --db, so several servers can share it:
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE. Its tables are created on first use.
+    /// The connection is plain (no TLS; sslmode=require is refused): use a database on
+    /// loopback or a trusted network [default: the SQLite file].
+    #[arg(long, value_name = "URL", global = true, value_parser = store_url)]
+    #[arg(display_order = STUN_ORDER + 4)]
+    store: Option<String>,
     /// `open`: anyone may register with REG; `closed`: only the operator adds accounts, with
     /// `stun-server user add` [default: open].
-    #[arg(long, value_name = "MODE", display_order = STUN_ORDER + 4)]
+    #[arg(long, value_name = "MODE", display_order = STUN_ORDER + 5)]
     registration: Option<Registration>,
     /// The weakest password KDF accepted at registration and password change
     /// [default: argon2id:m=19456:t=2:p=1].
-    #[arg(long, value_name = "KDF", value_parser = kdf_text, display_order = STUN_ORDER + 5)]
+    #[arg(long, value_name = "KDF", value_parser = kdf_text, display_order = STUN_ORDER + 6)]
     min_kdf: Option<String>,
     /// Seconds of silence from a rendezvous client before the server sends PNG [default: 30].
-    #[arg(long, value_name = "SECS", display_order = STUN_ORDER + 6)]
+    #[arg(long, value_name = "SECS", display_order = STUN_ORDER + 7)]
     ping_interval: Option<u64>,
     /// Seconds of silence after which a rendezvous client is dropped (OUT TMO) [default: 75].
-    #[arg(long, value_name = "SECS", display_order = STUN_ORDER + 7)]
+    #[arg(long, value_name = "SECS", display_order = STUN_ORDER + 8)]
     idle_timeout: Option<u64>,
     /// Switchboard (relay for peers that cannot punch through) TCP address; port 0 picks a free
     /// one. Rendezvous clients are told the bound address in CFG and ITR (sb=), and introductions
     /// hand it their tickets [default: port 1865 on --primary if that is not a loopback
     /// address, else 127.0.0.1:1865].
     #[arg(long, value_name = "ADDR", value_parser = listen_on)]
-    #[arg(conflicts_with = "no_switchboard", display_order = STUN_ORDER + 8)]
+    #[arg(conflicts_with = "no_switchboard", display_order = STUN_ORDER + 9)]
     switchboard: Option<ServiceKey>,
     /// Do not run the switchboard: clients get no sb= and must connect directly. Implied by
     /// --no-rendezvous (only introductions issue switchboard tickets).
-    #[arg(long, display_order = STUN_ORDER + 9)]
+    #[arg(long, display_order = STUN_ORDER + 10)]
     #[serde(skip)]
     no_switchboard: bool,
     /// Public switchboard address to tell clients instead of the bound one, for hosts behind
     /// 1:1 NAT (cloud VMs); port 0 keeps the bound port.
     #[arg(long, value_name = "ADDR", conflicts_with = "no_switchboard")]
-    #[arg(display_order = STUN_ORDER + 10)]
+    #[arg(display_order = STUN_ORDER + 11)]
     advertise_switchboard: Option<SocketAddr>,
     /// PEM certificate chain (end entity first) for the rendezvous server and the switchboard,
     /// which speak TLS 1.3 only; needs --tls-key. Without both, a self-signed certificate is
     /// generated on first start and kept next to the database (tls-cert.pem, tls-key.pem),
     /// and clients pin its key on first use.
-    #[arg(long, value_name = "FILE", requires = "tls_key", display_order = STUN_ORDER + 11)]
+    #[arg(long, value_name = "FILE", requires = "tls_key", display_order = STUN_ORDER + 12)]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert", display_order = STUN_ORDER + 12)]
+    #[arg(long, value_name = "FILE", requires = "tls_cert", display_order = STUN_ORDER + 13)]
     tls_key: Option<PathBuf>,
     /// Log counters every N seconds; 0 = only at shutdown [default: 60].
     #[arg(long, value_name = "SECS", display_order = STUN_ORDER - 1)]
@@ -261,6 +272,11 @@ const STUN_ORDER: usize = 16;
 /// `--rendezvous` and `--switchboard` take an address (the file also takes `true`/`false`).
 fn listen_on(text: &str) -> Result<ServiceKey, std::net::AddrParseError> {
     text.parse().map(ServiceKey::Listen)
+}
+
+/// `--store`: checked when the flags are parsed, kept as text like the file's key.
+fn store_url(text: &str) -> Result<String, StoreUrlError> {
+    text.parse::<PostgresUrl>().map(|_| text.to_owned())
 }
 
 /// `--min-kdf`: checked when the flags are parsed, kept as text like the file's key.
@@ -364,6 +380,7 @@ impl Settings {
     /// switchboard has a rendezvous server to issue its tickets.
     fn validate(&self) -> anyhow::Result<()> {
         self.min_kdf()?;
+        self.store_location()?;
         let switchboard = self.switchboard_listen().is_some();
         if switchboard && self.rendezvous_listen().is_none() {
             anyhow::bail!(
@@ -484,9 +501,17 @@ impl Settings {
         }))
     }
 
-    /// The rendezvous database.
+    /// The SQLite rendezvous database (also where the self-signed certificate is kept).
     pub fn db_path(&self) -> PathBuf {
         self.db.clone().unwrap_or_else(default_db_path)
+    }
+
+    /// `--store`: a PostgreSQL database if given, else the SQLite file at `--db`.
+    pub fn store_location(&self) -> anyhow::Result<StoreLocation> {
+        match &self.store {
+            Some(url) => Ok(StoreLocation::Postgres(url.parse()?)),
+            None => Ok(StoreLocation::Sqlite(self.db_path())),
+        }
     }
 
     /// The options to start the rendezvous server with (`None` when it is turned off);
@@ -516,6 +541,10 @@ impl Settings {
         Ok(Some(RendezvousOptions {
             listen,
             db_path: self.db_path(),
+            postgres: match self.store_location()? {
+                StoreLocation::Postgres(url) => Some(url),
+                StoreLocation::Sqlite(_) => None,
+            },
             config,
             max_queued_lines: DEFAULT_MAX_QUEUED_LINES,
             ..RendezvousOptions::default()

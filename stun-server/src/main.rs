@@ -42,7 +42,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(cli::Command::User(command)) = &cli.command {
-        return user_cmd::run(command, &settings.db_path());
+        return user_cmd::run(command, &settings.store_location()?);
     }
     if cli.print_fingerprint {
         println!("{}", settings.server_tls()?.fingerprint());
@@ -154,7 +154,9 @@ fn log_services(services: &Services, settings: &cli::Settings, stun_addr: Option
     }
     let server = services.rendezvous();
     tracing::info!(
-        db = %server.db_path().display(),
+        store = %settings
+            .store_location()
+            .map_or_else(|e| e.to_string(), |l| l.to_string()),
         registration = if settings.registration_open() { "open" } else { "closed" },
         stun = %stun_addr.map_or("none".into(), |a| a.to_string()),
         sb = %services.switchboard_addr().map_or("none".into(), |a| a.to_string()),

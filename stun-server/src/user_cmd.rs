@@ -1,5 +1,6 @@
 //! `stun-server user add|list`: the operator's account management, straight on the database
-//! (safe while the server runs: SQLite WAL, and the server polls for new users).
+//! (safe while the server runs: SQLite WAL or PostgreSQL transactions, and the server polls for
+//! new users).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::ffi::OsStringExt;
@@ -8,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use rand::RngCore;
 use shared::rendezvous::scram::derive_credentials;
-use stun_server::rendezvous::Store;
+use stun_server::rendezvous::{Store, StoreLocation};
 use zeroize::Zeroizing;
 
 use crate::cli::UserCommand;
@@ -17,7 +18,7 @@ use crate::cli::UserCommand;
 const PASSWORD_ENV: &str = "P2P_PASSWORD";
 
 /// Runs one `user` subcommand against the database at `db`.
-pub fn run(command: &UserCommand, db: &Path) -> anyhow::Result<()> {
+pub fn run(command: &UserCommand, db: &StoreLocation) -> anyhow::Result<()> {
     match command {
         UserCommand::Add {
             name,
@@ -26,9 +27,9 @@ pub fn run(command: &UserCommand, db: &Path) -> anyhow::Result<()> {
         } => {
             let kdf = kdf.unwrap_or_default();
             // Open first: a bad --db should not cost the operator a password prompt.
-            let mut store = Store::open(db)?;
+            let mut store = Store::open_location(db)?;
             if store.has_user(name)? {
-                bail!("user {name} already exists in {}", db.display());
+                bail!("user {name} already exists in {}", db);
             }
             let password = password(password_file.as_deref())?;
             let mut salt = [0u8; 16];
@@ -38,12 +39,12 @@ pub fn run(command: &UserCommand, db: &Path) -> anyhow::Result<()> {
             store.add_user(name, &credentials)?;
             println!(
                 "added user {name} ({kdf}) to {}; a running server picks it up within 2 s",
-                db.display()
+                db
             );
             Ok(())
         }
         UserCommand::List => {
-            let store = Store::open(db)?;
+            let store = Store::open_location(db)?;
             let users = store.list_users()?;
             for user in &users {
                 println!(
@@ -53,7 +54,7 @@ pub fn run(command: &UserCommand, db: &Path) -> anyhow::Result<()> {
                     utc(user.created)
                 );
             }
-            eprintln!("{} users in {}", users.len(), db.display());
+            eprintln!("{} users in {}", users.len(), db);
             Ok(())
         }
     }

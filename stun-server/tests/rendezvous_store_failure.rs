@@ -4,12 +4,14 @@
 //! the change, the connection stays open, and a fresh connection (and a restarted server) sees
 //! the old state.
 //!
-//! The database is made to fail from outside, like a full disk would: the test opens the file
-//! itself and adds triggers that abort every write to the tables the server writes.
+//! The database is made to fail from outside, like a full disk would: the test opens it itself
+//! and adds triggers that abort every write to the tables the server writes. Both backends:
+//! the SQLite file, and a real PostgreSQL server the test starts (`pg_support`).
 
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod pg_support;
 mod rendezvous_support;
 
 use std::path::{Path, PathBuf};
@@ -105,6 +107,36 @@ fn a_database_that_refuses_writes_gets_500_and_nothing_changes() {
         std::env::temp_dir().join(format!("rdv-store-failure-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let options = options(&dir);
+    let db = options.db_path.clone();
+    check(options, || break_writes(&db), || mend_writes(&db));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_postgres_database_that_refuses_writes_gets_500_and_nothing_changes() {
+    let test = "a_postgres_database_that_refuses_writes_gets_500_and_nothing_changes";
+    let Some(cluster) = pg_support::cluster(test) else {
+        return;
+    };
+    let database = cluster.create_database("failure");
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("rdv-store-failure-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut options = options(&dir);
+    options.postgres = Some(cluster.url(&database).parse().unwrap());
+    check(
+        options,
+        || pg_support::break_writes(&cluster, &database),
+        || pg_support::mend_writes(&cluster, &database),
+    );
+    // The SQLite file was never made.
+    assert!(!dir.join("rendezvous.db").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The scenario, on whichever database `options` names; `break_writes` and `mend_writes` make
+/// it refuse writes and take them again.
+fn check(options: RendezvousOptions, break_writes: impl Fn(), mend_writes: impl Fn()) {
     let server = RendezvousHandle::start(options.clone()).unwrap();
     // Before the disk fills up: alice and bob are mutual contacts, alice blocks carol, bob's
     // device key is known.
@@ -125,7 +157,7 @@ fn a_database_that_refuses_writes_gets_500_and_nothing_changes() {
     let before = list(&mut alice);
     assert_eq!(before, "bob NLN C\r\ncarol FLN B\r\n");
 
-    break_writes(&options.db_path);
+    break_writes();
     let [kdf, salt, stored, server_key] = credentials("new-pw");
     let fresh = [kdf.as_str(), &salt, &stored, &server_key];
     refused(&mut setup, "REG", &[&["dave"][..], &fresh].concat());
@@ -162,7 +194,7 @@ fn a_database_that_refuses_writes_gets_500_and_nothing_changes() {
     // The database agrees: a restarted server on it sees the same.
     drop((alice, bob, again, setup));
     server.shutdown();
-    mend_writes(&options.db_path);
+    mend_writes();
     let server = RendezvousHandle::start(options).unwrap();
     let mut alice = user(&server, "alice", "pw");
     assert_eq!(list(&mut alice), "bob FLN C\r\ncarol FLN B\r\n");
@@ -171,5 +203,4 @@ fn a_database_that_refuses_writes_gets_500_and_nothing_changes() {
     assert_eq!(keys.params, ["alice"], "{keys:?}");
     assert_ne!(keys.trid, TrId::PUSH);
     server.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
 }

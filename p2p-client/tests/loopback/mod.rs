@@ -108,6 +108,7 @@ pub fn rendezvous(
     RendezvousOptions {
         listen,
         db_path: db,
+        postgres: None,
         config,
         max_queued_lines: 256,
         tls,

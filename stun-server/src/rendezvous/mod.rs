@@ -61,7 +61,10 @@ use shared::rendezvous::{RendezvousConfig, RendezvousServer};
 use tokio::sync::oneshot;
 
 pub use codecs::line::{CodecError, LineCodec, Side};
-pub use store::{SCHEMA_VERSION, Store, StoreError, UserSummary};
+pub use store::{
+    PostgresStore, PostgresUrl, SCHEMA_VERSION, SqliteStore, Store, StoreError, StoreLocation,
+    StoreUrlError, UserSummary,
+};
 pub use tickets::TicketBook;
 
 use crate::switchboard::TicketGranter;
@@ -100,8 +103,11 @@ pub fn default_db_path() -> PathBuf {
 pub struct RendezvousOptions {
     /// Address to listen on; port 0 picks a free one (see [`RendezvousHandle::local_addr`]).
     pub listen: SocketAddr,
-    /// The SQLite database, created with its parent directories if missing.
+    /// The SQLite database, created with its parent directories if missing; unused when
+    /// [`postgres`](Self::postgres) is set.
     pub db_path: PathBuf,
+    /// A PostgreSQL database to keep the state in instead of the SQLite file (`--store`).
+    pub postgres: Option<PostgresUrl>,
     /// The protocol core's settings.
     pub config: RendezvousConfig,
     /// Outgoing lines queued per connection beyond 64 KiB of pending output; a client whose
@@ -110,6 +116,17 @@ pub struct RendezvousOptions {
     /// The certificate and TLS settings (the default: [`ServerTls::ephemeral`], a new key on
     /// every start). [`crate::services::start`] gives the switchboard the same one.
     pub tls: ServerTls,
+}
+
+impl RendezvousOptions {
+    /// The database the server keeps its state in: [`postgres`](Self::postgres) if set, else
+    /// the SQLite file at [`db_path`](Self::db_path).
+    pub fn store_location(&self) -> StoreLocation {
+        match &self.postgres {
+            Some(url) => StoreLocation::Postgres(url.clone()),
+            None => StoreLocation::Sqlite(self.db_path.clone()),
+        }
+    }
 }
 
 impl Default for RendezvousOptions {
@@ -122,6 +139,7 @@ impl Default for RendezvousOptions {
                 DEFAULT_RENDEZVOUS_PORT,
             )),
             db_path: default_db_path(),
+            postgres: None,
             config: RendezvousConfig::default(),
             max_queued_lines: DEFAULT_MAX_QUEUED_LINES,
             tls: ServerTls::ephemeral().expect("an in-memory certificate can be generated"),
@@ -209,7 +227,7 @@ impl BoundRendezvous {
                 "max_queued_lines must be at least 1".into(),
             ));
         }
-        let store = Store::open(&options.db_path)?;
+        let store = Store::open_location(&options.store_location())?;
         let snapshot = store.load()?;
         let last_rowid = store.max_user_rowid()?;
         let listener = listener(options.listen)?;

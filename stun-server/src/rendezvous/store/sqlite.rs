@@ -1,25 +1,21 @@
-//! The rendezvous server's SQLite database: accounts, contact and block lists, device identity
-//! keys, and the server secret that makes the fake logins of unknown users stable across
-//! restarts.
-//!
-//! One file, opened in WAL mode so the operator's `stun-server user add` can write while the
-//! server runs (the server picks new users up with [`Store::users_since`]). The schema version
-//! lives in `PRAGMA user_version`; a database written by a newer server is refused rather than
-//! misread, and an older one is migrated in place when opened.
-//!
-//! Schema versions: 1 had `users`, `contacts`, `blocks` and `meta`; 2 adds `devices`.
+//! The SQLite backend: one file, opened in WAL mode so the operator's `stun-server user add`
+//! can write while the server runs (the server picks new users up with
+//! [`SqliteStore::users_since`]). The schema version lives in `PRAGMA user_version`; a database
+//! written by a newer server is refused rather than misread, and an older one is migrated in
+//! place when opened.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
 use shared::rendezvous::{
-    Credentials, DirectorySnapshot, Kdf, MAX_DEVICE_KEYS, StoreOp, UserName, UserRecord,
+    Credentials, DirectorySnapshot, MAX_DEVICE_KEYS, StoreOp, UserName, UserRecord,
 };
 
-/// The schema this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+use super::{
+    SCHEMA_VERSION, StoreError, UserSummary, device_key, kdf, name, now_secs, user_record,
+};
 
 /// How long a write waits for another process (the operator's CLI) holding the lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,74 +58,17 @@ CREATE TABLE IF NOT EXISTS devices (
 CREATE INDEX IF NOT EXISTS devices_by_seq ON devices (owner, seq);
 ";
 
-/// Why the database could not be opened, read or written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The directory that should hold the database could not be created.
-    #[error("cannot create directory {} for the database: {error}", dir.display())]
-    CreateDir {
-        /// The directory.
-        dir: PathBuf,
-        /// The system error (not a `source`: it is part of this message).
-        error: std::io::Error,
-    },
-    /// The file could not be opened or is not a usable SQLite database.
-    #[error("cannot open database {}: {error}", path.display())]
-    Open {
-        /// The database file.
-        path: PathBuf,
-        /// What SQLite said (not a `source`: it is part of this message).
-        error: rusqlite::Error,
-    },
-    /// The database was written by a newer server with a schema this one does not know.
-    #[error(
-        "database {} has schema version {found}, newer than this server's {SCHEMA_VERSION}: \
-         run a newer stun-server",
-        path.display()
-    )]
-    NewerSchema {
-        /// The database file.
-        path: PathBuf,
-        /// The version found in the file.
-        found: i64,
-    },
-    /// `add_user` for a name that already has an account.
-    #[error("user {0} already exists")]
-    NameTaken(UserName),
-    /// A row that does not decode (a bad name, KDF or key length).
-    #[error("corrupt database: {0}")]
-    Corrupt(String),
-    /// A store operation this driver does not know how to persist.
-    #[error("unsupported store operation: {0}")]
-    Unsupported(String),
-    /// Any other SQLite failure.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-}
-
-/// One account as `stun-server user list` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserSummary {
-    /// The name.
-    pub name: UserName,
-    /// The KDF the verifier was made with.
-    pub kdf: Kdf,
-    /// When the account was created, in seconds since the Unix epoch.
-    pub created: i64,
-}
-
-/// An open database.
+/// An open SQLite database.
 #[derive(Debug)]
-pub struct Store {
+pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     secret: [u8; 32],
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens the database at `path`, creating it (and its parent directories) if needed.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|error| StoreError::CreateDir {
                 dir: dir.to_owned(),
@@ -148,7 +87,7 @@ impl Store {
             .map_err(open_err)?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
-                path: path.to_owned(),
+                database: path.display().to_string(),
                 found,
             });
         }
@@ -158,7 +97,7 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
-        let mut store = Store {
+        let mut store = SqliteStore {
             conn,
             path: path.to_owned(),
             secret: [0; 32],
@@ -250,10 +189,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (owner, key) = row?;
-            let key: [u8; 32] = key.try_into().map_err(|_| {
-                StoreError::Corrupt(format!("a device key of user {owner:?} is not 32 bytes"))
-            })?;
-            out.push((name(&owner)?, key));
+            out.push(device_key(&owner, key)?);
         }
         Ok(out)
     }
@@ -341,24 +277,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (id, n, k, salt, stored_key, server_key) = row?;
-            let key = |v: Vec<u8>, what: &str| -> Result<[u8; 32], StoreError> {
-                v.try_into().map_err(|_| {
-                    StoreError::Corrupt(format!("{what} of user {n:?} is not 32 bytes"))
-                })
-            };
-            let credentials = Credentials {
-                kdf: kdf(&k)?,
-                salt,
-                stored_key: key(stored_key, "stored_key")?,
-                server_key: key(server_key, "server_key")?,
-            };
-            out.push((
-                id,
-                UserRecord {
-                    name: name(&n)?,
-                    credentials,
-                },
-            ));
+            out.push((id, user_record(&n, &k, salt, stored_key, server_key)?));
         }
         Ok(out)
     }
@@ -463,9 +382,7 @@ fn insert_user(
     name: &UserName,
     credentials: &Credentials,
 ) -> Result<(), StoreError> {
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let created = now_secs();
     let inserted = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO users (name, kdf, salt, stored_key, server_key, created) \
@@ -485,20 +402,12 @@ fn insert_user(
     Ok(())
 }
 
-fn name(text: &str) -> Result<UserName, StoreError> {
-    UserName::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn kdf(text: &str) -> Result<Kdf, StoreError> {
-    text.parse()
-        .map_err(|e: shared::rendezvous::KdfError| StoreError::Corrupt(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use shared::rendezvous::Kdf;
 
     fn temp_db(tag: &str) -> PathBuf {
         std::env::temp_dir()
@@ -528,7 +437,7 @@ mod tests {
     fn round_trips_users_lists_and_the_secret() {
         let path = temp_db("rt");
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
-        let mut store = Store::open(&path).unwrap();
+        let mut store = SqliteStore::open(&path).unwrap();
         let secret = store.secret();
         store.add_user(&user("alice"), &creds(1)).unwrap();
         store
@@ -571,7 +480,7 @@ mod tests {
         assert_eq!(store.max_user_rowid().unwrap(), 2);
         drop(store);
 
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.secret(), secret);
         let mode: String = store
             .conn
@@ -598,12 +507,12 @@ mod tests {
     fn a_newer_schema_is_refused() {
         let path = temp_db("newer");
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
-        drop(Store::open(&path).unwrap());
+        drop(SqliteStore::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         drop(conn);
-        let err = Store::open(&path).unwrap_err();
+        let err = SqliteStore::open(&path).unwrap_err();
         assert!(
             matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
             "{err}"
@@ -618,7 +527,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("junk.db");
         std::fs::write(&path, vec![b'x'; 4096]).unwrap();
-        let err = Store::open(&path).unwrap_err();
+        let err = SqliteStore::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Open { .. }), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -634,7 +543,7 @@ mod tests {
     fn device_keys_round_trip_most_recent_last_and_bounded() {
         let path = temp_db("devices");
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
-        let mut store = Store::open(&path).unwrap();
+        let mut store = SqliteStore::open(&path).unwrap();
         store.add_user(&user("alice"), &creds(1)).unwrap();
         store.add_user(&user("bob"), &creds(2)).unwrap();
         for op in [
@@ -648,7 +557,7 @@ mod tests {
             store.apply(&op).unwrap();
         }
         drop(store);
-        let mut store = Store::open(&path).unwrap();
+        let mut store = SqliteStore::open(&path).unwrap();
         assert_eq!(
             store.load().unwrap().device_keys,
             vec![
@@ -706,7 +615,7 @@ mod tests {
         .unwrap();
         drop(conn);
 
-        let mut store = Store::open(&path).unwrap();
+        let mut store = SqliteStore::open(&path).unwrap();
         let version: i64 = store
             .conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -719,7 +628,7 @@ mod tests {
         assert!(snap.device_keys.is_empty());
         store.apply(&key_op("alice", 5)).unwrap();
         drop(store);
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(
             store.load().unwrap().device_keys,
             vec![(user("alice"), [5; 32])]
