@@ -20,6 +20,8 @@
 //!   out, naming which of the four server sockets must send it.
 //! - [`switchboard`]: the relay that joins two peers' TCP connections by a one-time ticket.
 //! - [`token_bucket`]: the token bucket both rate limits (STUN requests, relayed bytes) use.
+//! - [`transmit`]: [`Transmit`] and [`SocketIndex`], the outgoing datagram every datagram core
+//!   returns, and the order a driver drains a core in.
 //!
 //! # Driving a core
 //! Every core is a value the driver owns: it feeds inputs in with `handle_*(now, ..)`, then
@@ -62,3 +64,6 @@ pub mod stun_client;
 pub mod stun_server;
 pub mod switchboard;
 pub mod token_bucket;
+pub mod transmit;
+
+pub use transmit::{SocketIndex, Transmit};

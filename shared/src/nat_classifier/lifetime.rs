@@ -11,7 +11,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::machine::{ClassifierTransmit, socket};
+use super::machine::socket;
+use crate::transmit::{SocketIndex, Transmit};
 use super::report::BindingLifetime;
 use crate::rng::SplitMix64;
 use crate::stun::{Class, Message, MessageWriter, Method, TransactionId};
@@ -100,7 +101,7 @@ impl LifetimeSearch {
             last_wait_factor: 2,
             backoff: false,
         };
-        BindingTransaction::new(request, retransmit, now)
+        BindingTransaction::new(request, retransmit, now).on_socket(socket::LIFETIME_X)
     }
 
     /// Whether the server honoured RESPONSE-PORT (known after the first step).
@@ -117,15 +118,10 @@ impl LifetimeSearch {
         &mut self,
         now: Instant,
         buf: &mut [u8],
-    ) -> Option<ClassifierTransmit> {
+    ) -> Option<Transmit> {
         match &mut self.stage {
             Stage::Refresh(t) => {
-                let (len, to) = t.poll_transmit(now, buf)?;
-                Some(ClassifierTransmit {
-                    socket: socket::LIFETIME_X,
-                    to,
-                    len,
-                })
+                t.poll_transmit(now, buf)
             }
             Stage::Probe {
                 tid,
@@ -142,10 +138,11 @@ impl LifetimeSearch {
                 let len = w.finish();
                 *sends_left -= 1;
                 *next = now + self.rto;
-                Some(ClassifierTransmit {
+                Some(Transmit {
+                    destination: self.server,
                     socket: socket::LIFETIME_Y,
-                    to: self.server,
-                    len,
+                    ttl: None,
+                    size: len,
                 })
             }
             Stage::Wait { .. } => None,
@@ -172,10 +169,16 @@ impl LifetimeSearch {
         }
     }
 
-    pub(crate) fn handle_input(&mut self, now: Instant, on: usize, from: SocketAddr, data: &[u8]) {
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        on: SocketIndex,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
         match &mut self.stage {
             Stage::Refresh(t) if on == socket::LIFETIME_X => {
-                t.handle_input(now, from, data);
+                t.handle_datagram(now, on, from, data);
                 self.after_refresh(now);
             }
             Stage::Probe { tid, .. } => {

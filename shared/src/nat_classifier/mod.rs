@@ -31,5 +31,6 @@ mod tests;
 
 pub use decide::{Observations, ProbeResult, decide};
 pub use lifetime::LifetimeSearch;
-pub use machine::{Classifier, ClassifierConfig, ClassifierTransmit, socket};
+pub use crate::transmit::{SocketIndex, Transmit};
+pub use machine::{Classifier, ClassifierConfig, socket};
 pub use report::{Behaviour, BindingLifetime, NatType, PortAllocation, Report, ServerSupport};

@@ -176,7 +176,7 @@ impl Agent for PunchAgent {
 
     fn handle_datagram(&mut self, now: Instant, d: Datagram) {
         let socket = SocketIndex(d.dst.port() - self.base_port);
-        let punch = self.puncher.handle_packet(now, socket, d.src, &d.payload);
+        let punch = self.puncher.handle_datagram(now, socket, d.src, &d.payload);
         if !punch && d.payload.first() == Some(&CHAT_KIND) {
             debug_assert!(!is_punch_packet(&d.payload));
             self.log.chat_received.push((socket, d.src));

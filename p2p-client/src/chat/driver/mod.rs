@@ -543,15 +543,15 @@ impl Driver {
         match classify(&d.data) {
             PacketClass::Punch => {
                 if let Some(p) = &mut self.puncher {
-                    p.handle_packet(now, d.socket, d.from, &d.data);
+                    p.handle_datagram(now, d.socket, d.from, &d.data);
                 }
             }
             PacketClass::Chat => {
                 // Chat packets from the peer keep the puncher's path alive too.
                 if let Some(p) = &mut self.puncher {
-                    p.handle_packet(now, d.socket, d.from, &d.data);
+                    p.handle_datagram(now, d.socket, d.from, &d.data);
                 }
-                match self.chat.handle_packet(now, &d.data) {
+                match self.chat.handle_datagram(now, &d.data) {
                     Ok(()) => self.path.direct_rx(now, d.socket, d.from),
                     Err(e) => tracing::debug!(error = %e, from = %d.from, "chat packet dropped"),
                 }
@@ -580,7 +580,7 @@ impl Driver {
                 self.chat.handle_path_up(now);
             }
             RelayEvent::Data(packet) => {
-                if let Err(e) = self.chat.handle_packet(now, &packet) {
+                if let Err(e) = self.chat.handle_datagram(now, &packet) {
                     tracing::debug!(error = %e, "relayed chat packet dropped");
                 }
             }
