@@ -30,6 +30,7 @@ use p2p_client::classify::STUN_PORT;
 use p2p_client::home::Home;
 use p2p_client::stdout;
 use p2p_client::tls::resolve_server;
+use shared::SocketIndex;
 use shared::stun::{ChangeRequest, TransactionId};
 use shared::stun_client::{BindingError, BindingRequest, BindingTransaction, RetransmitConfig};
 
@@ -289,9 +290,10 @@ fn binding(args: BindingArgs) -> anyhow::Result<()> {
     let mut buf = [0u8; 2048];
     loop {
         let now = Instant::now();
-        while let Some((len, to)) = transaction.poll_transmit(now, &mut buf) {
+        while let Some(t) = transaction.poll_transmit(now, &mut buf) {
+            let to = t.destination;
             socket
-                .send_to(&buf[..len], to)
+                .send_to(&buf[..t.size], to)
                 .with_context(|| format!("cannot send to {to}"))?;
         }
         transaction.handle_timeout(now);
@@ -307,7 +309,7 @@ fn binding(args: BindingArgs) -> anyhow::Result<()> {
         socket.set_read_timeout(Some(wait))?;
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
-                transaction.handle_input(Instant::now(), from, &buf[..n]);
+                transaction.handle_datagram(Instant::now(), SocketIndex::ENDPOINT, from, &buf[..n]);
             }
             Err(e)
                 if matches!(

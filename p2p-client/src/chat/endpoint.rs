@@ -210,11 +210,9 @@ impl Endpoint {
         let mut buf = [0u8; 512];
         loop {
             let now = Instant::now();
-            while let Some((len, to)) = transaction.poll_transmit(now, &mut buf) {
-                if let Err(e) = self
-                    .send(SocketIndex::ENDPOINT, to, &buf[..len], None)
-                    .await
-                {
+            while let Some(t) = transaction.poll_transmit(now, &mut buf) {
+                let to = t.destination;
+                if let Err(e) = self.send(t.socket, to, &buf[..t.size], t.ttl).await {
                     tracing::debug!(error = %e, %to, "STUN send failed");
                 }
             }
@@ -233,7 +231,7 @@ impl Endpoint {
                         return Err("the endpoint socket closed".into());
                     };
                     if d.socket == SocketIndex::ENDPOINT && classify(&d.data) == PacketClass::Stun {
-                        transaction.handle_input(Instant::now(), d.from, &d.data);
+                        transaction.handle_datagram(Instant::now(), d.socket, d.from, &d.data);
                     } else {
                         tracing::debug!(from = %d.from, "dropped a datagram during STUN");
                     }

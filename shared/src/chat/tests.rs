@@ -270,7 +270,10 @@ fn a_goodbye_is_reported_once_and_only_from_the_peer() {
     let (mut c, mut d) = pair(t0);
     pump(&mut c, &mut d, t0);
     events(&mut d);
-    assert_eq!(d.handle_datagram(t0, &forged), Err(ChatError::Authentication));
+    assert_eq!(
+        d.handle_datagram(t0, &forged),
+        Err(ChatError::Authentication)
+    );
     assert_eq!(events(&mut d), []);
     // No goodbye before the handshake.
     let (mut e, _f) = pair(t0);

@@ -12,13 +12,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::machine::socket;
-use crate::transmit::{SocketIndex, Transmit};
 use super::report::BindingLifetime;
 use crate::rng::SplitMix64;
 use crate::stun::{Class, Message, MessageWriter, Method, TransactionId};
 use crate::stun_client::{
     BindingRequest, BindingTransaction, RetransmitConfig, random_transaction_id,
 };
+use crate::transmit::{SocketIndex, Transmit};
 
 enum Stage {
     /// X sends a plain request.
@@ -114,15 +114,9 @@ impl LifetimeSearch {
         self.result
     }
 
-    pub(crate) fn poll_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Option<Transmit> {
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         match &mut self.stage {
-            Stage::Refresh(t) => {
-                t.poll_transmit(now, buf)
-            }
+            Stage::Refresh(t) => t.poll_transmit(now, buf),
             Stage::Probe {
                 tid,
                 port,

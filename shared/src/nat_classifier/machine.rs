@@ -7,11 +7,11 @@ use super::decide::{Observations, ProbeResult, decide};
 use super::lifetime::LifetimeSearch;
 use super::report::Report;
 use crate::rng::SplitMix64;
-use crate::transmit::{SocketIndex, Transmit};
 use crate::stun::{ChangeRequest, Class, Message, MessageWriter, Method, TransactionId};
 use crate::stun_client::{
     BindingError, BindingRequest, BindingTransaction, RetransmitConfig, random_transaction_id,
 };
+use crate::transmit::{SocketIndex, Transmit};
 
 /// The sockets a classification uses, each bound by the driver to the same local IP with its
 /// own port. Tests that could bias each other (one test's outbound packet opening the NAT's

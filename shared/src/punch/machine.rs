@@ -615,7 +615,13 @@ impl Puncher {
         .encode()
     }
 
-    fn queue(&mut self, socket: SocketIndex, destination: SocketAddr, ttl: Option<u8>, data: Vec<u8>) {
+    fn queue(
+        &mut self,
+        socket: SocketIndex,
+        destination: SocketAddr,
+        ttl: Option<u8>,
+        data: Vec<u8>,
+    ) {
         let transmit = Transmit {
             destination,
             socket,

@@ -128,10 +128,10 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use crate::transmit::Transmit;
 pub use config::{
     Candidate, CandidateKind, NatInfo, PeerInfo, PunchConfig, PunchError, Role, SocketIndex,
 };
-pub use crate::transmit::Transmit;
 pub use machine::{PunchEvent, PunchStats, Puncher};
 pub use strategy::{Strategy, birthday_success_probability};
 pub use wire::is_punch_packet;

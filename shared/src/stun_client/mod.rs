@@ -17,11 +17,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::transmit::{SocketIndex, Transmit};
 use crate::stun::{
     Attribute, ChangeRequest, Class, EncodeError, ErrorCode, Message, MessageWriter, Method,
     TransactionId, attr,
 };
+use crate::transmit::{SocketIndex, Transmit};
 
 /// A fresh transaction id from `rng`, classic (128 bits, no cookie) or modern (96 bits).
 pub fn random_transaction_id(rng: &mut crate::rng::SplitMix64, classic: bool) -> TransactionId {

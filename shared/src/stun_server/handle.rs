@@ -7,11 +7,11 @@ use super::template::Templates;
 use super::{
     ConfigError, MAX_SOFTWARE_LEN, RateLimiter, ServerConfig, ServerSocket, ServerStats, Transport,
 };
-use crate::transmit::Transmit;
 use crate::stun::{
     Attribute, ChangeRequest, Class, EncodeError, HEADER_LEN, Message, MessageWriter, Method,
     TransactionId, attr,
 };
+use crate::transmit::Transmit;
 
 /// At most this many unknown attribute types are listed in a 420 response.
 pub const MAX_UNKNOWN_LISTED: usize = 16;

@@ -47,8 +47,8 @@ mod rate_limit;
 mod socket;
 mod template;
 
-pub use config::{ConfigError, MAX_SOFTWARE_LEN, RateLimitConfig, ServerConfig};
 pub use crate::transmit::{SocketIndex, Transmit};
+pub use config::{ConfigError, MAX_SOFTWARE_LEN, RateLimitConfig, ServerConfig};
 pub use handle::{MAX_RESPONSE_OVERHEAD, MAX_UNKNOWN_LISTED, Received, StunServer};
 pub use rate_limit::RateLimiter;
 pub use socket::{IpSlot, PortSlot, ServerSocket, Transport};

@@ -149,7 +149,11 @@ fn each_change_request_combination_comes_from_the_right_socket() {
                 let data = request(tid, |w| w.add_change_request(change).unwrap());
                 let reply = send_udp(&mut s, local, &data).unwrap();
                 let expected = local.changed(change);
-                assert_eq!(reply.transmit.socket, expected.into(), "{local:?} {change:?}");
+                assert_eq!(
+                    reply.transmit.socket,
+                    expected.into(),
+                    "{local:?} {change:?}"
+                );
                 assert_eq!(expected.ip != local.ip, change_ip);
                 assert_eq!(expected.port != local.port, change_port);
                 let origin = config.address_of(expected).unwrap();
@@ -322,7 +326,10 @@ fn response_port_redirects_to_the_same_ip_only() {
     let mut s = server();
     let data = request(modern_tid(), |w| w.add_response_port(5555).unwrap());
     let reply = send_udp(&mut s, ServerSocket::PRIMARY, &data).unwrap();
-    assert_eq!(reply.transmit.destination, SocketAddr::new(client().ip(), 5555));
+    assert_eq!(
+        reply.transmit.destination,
+        SocketAddr::new(client().ip(), 5555)
+    );
     assert_eq!(
         reply.attr(attr::XOR_MAPPED_ADDRESS),
         Some(Attribute::XorMappedAddress(client()))

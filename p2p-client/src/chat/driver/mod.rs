@@ -26,6 +26,7 @@ use shared::chat::{
     self, ChatConfig, ChatError, ChatEvent, ChatSession, MessageId, PublicKey, StaticKeypair,
 };
 use shared::nat_classifier::{NatType, PortAllocation};
+use shared::punch::wire::PACKET_LEN as PUNCH_PACKET_LEN;
 use shared::punch::{PunchEvent, Puncher, SocketIndex};
 use shared::rendezvous::{Presence, SessionId, UserName};
 use shared::stun_client::BindingTransaction;
@@ -352,6 +353,16 @@ impl Driver {
             {
                 p.handle_timeout(now);
             }
+            // The order of every core (docs/DESIGN.md section 8): transmits, then events.
+            if let Some(p) = &mut self.puncher {
+                let mut buf = [0u8; PUNCH_PACKET_LEN];
+                while let Some(t) = p.poll_transmit(now, &mut buf) {
+                    let (to, data) = (t.destination, &buf[..t.size]);
+                    if let Err(e) = self.endpoint.send(t.socket, to, data, t.ttl).await {
+                        tracing::debug!(error = %e, %to, "punch send failed");
+                    }
+                }
+            }
             let events: Vec<PunchEvent> = match &mut self.puncher {
                 Some(p) => std::iter::from_fn(|| p.poll_event()).collect(),
                 None => Vec::new(),
@@ -359,13 +370,6 @@ impl Driver {
             for event in events {
                 again = true;
                 self.on_punch_event(now, event).await;
-            }
-            if let Some(p) = &mut self.puncher {
-                while let Some(t) = p.poll_transmit(now) {
-                    if let Err(e) = self.endpoint.send(t.socket, t.to, &t.data, t.ttl).await {
-                        tracing::debug!(error = %e, to = %t.to, "punch send failed");
-                    }
-                }
             }
             self.path.handle_timeout(now);
             self.drive_repunch(now).await;
@@ -558,7 +562,7 @@ impl Driver {
             }
             PacketClass::Stun => match &mut self.gather {
                 Some(transaction) if d.socket == SocketIndex::ENDPOINT => {
-                    transaction.handle_input(now, d.from, &d.data);
+                    transaction.handle_datagram(now, d.socket, d.from, &d.data);
                 }
                 _ => tracing::debug!(from = %d.from, "late STUN datagram ignored"),
             },

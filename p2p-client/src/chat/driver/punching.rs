@@ -94,8 +94,8 @@ impl Driver {
         transaction.handle_timeout(now);
         let mut buf = [0u8; 512];
         let mut sends = Vec::new();
-        while let Some((len, to)) = transaction.poll_transmit(now, &mut buf) {
-            sends.push((to, buf[..len].to_vec()));
+        while let Some(t) = transaction.poll_transmit(now, &mut buf) {
+            sends.push((t.destination, buf[..t.size].to_vec()));
         }
         let outcome = binding_outcome(transaction);
         for (to, data) in sends {
