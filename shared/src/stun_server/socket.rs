@@ -109,6 +109,13 @@ pub enum Transport {
     Tcp,
 }
 
+impl From<ServerSocket> for SocketIndex {
+    /// The [`ServerSocket::index`] as the index a [`crate::Transmit`] names.
+    fn from(socket: ServerSocket) -> SocketIndex {
+        SocketIndex(socket.index() as u16)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,12 +136,5 @@ mod tests {
             assert_eq!(o.other(), s);
             assert_eq!(s.changed(ChangeRequest::default()), s);
         }
-    }
-}
-
-impl From<ServerSocket> for SocketIndex {
-    /// The [`ServerSocket::index`] as the index a [`crate::Transmit`] names.
-    fn from(socket: ServerSocket) -> SocketIndex {
-        SocketIndex(socket.index() as u16)
     }
 }
