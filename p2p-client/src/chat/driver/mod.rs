@@ -2,10 +2,11 @@
 //! session, the path choice, the relay connection and the endpoint sockets, and wakes up for
 //! a datagram, a relay frame, a rendezvous push, a line of input or the earliest timer.
 //!
-//! After every wake-up, `Driver::pump` drains the cores in the order their docs ask for:
-//! puncher events, then puncher transmits; chat transmits (sent on the path
-//! [`PathSelector::route`] names), then chat events; then re-punching (`punching.rs`); then
-//! path changes, which are announced.
+//! After every wake-up, `Driver::pump` drains the cores in the order of every core
+//! (docs/DESIGN.md section 8): puncher transmits, then puncher events; then re-punching
+//! (`punching.rs`, whose STUN Binding is a [`crate::binding::StunBinding`]); chat transmits
+//! (sent on the path [`PathSelector::route`] names), then chat events; then path changes,
+//! which are announced.
 //!
 //! Around the loop: a lost rendezvous connection is re-made in the background (`server.rs`),
 //! after which a new introduction rejoins the relay; the chat's end sends the authenticated
@@ -27,13 +28,13 @@ use shared::chat::{
 };
 use shared::nat_classifier::{NatType, PortAllocation};
 use shared::punch::wire::PACKET_LEN as PUNCH_PACKET_LEN;
-use shared::punch::{PunchEvent, Puncher, SocketIndex};
+use shared::punch::{PunchEvent, Puncher};
 use shared::rendezvous::{Presence, SessionId, UserName};
-use shared::stun_client::BindingTransaction;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use zeroize::Zeroize;
 
+use crate::binding::StunBinding;
 use crate::rendezvous::{
     Event, Introduction, LoginInfo, Offer, OutReason, Relogin, RendezvousClient, RendezvousError,
     Role,
@@ -158,7 +159,7 @@ pub struct Driver {
     had_direct: bool,
     repunch: Repunch,
     /// The STUN Binding of a re-punch, while it runs.
-    gather: Option<BindingTransaction>,
+    gather: Option<StunBinding>,
     /// `INV`/`ANS` of a re-punch, while they run.
     requests: JoinSet<RequestDone>,
 }
@@ -560,12 +561,15 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, from = %d.from, "chat packet dropped"),
                 }
             }
-            PacketClass::Stun => match &mut self.gather {
-                Some(transaction) if d.socket == SocketIndex::ENDPOINT => {
-                    transaction.handle_datagram(now, d.socket, d.from, &d.data);
+            PacketClass::Stun => {
+                let taken = self
+                    .gather
+                    .as_mut()
+                    .is_some_and(|b| b.handle_datagram(now, d.socket, d.from, &d.data));
+                if !taken {
+                    tracing::debug!(from = %d.from, "late STUN datagram ignored");
                 }
-                _ => tracing::debug!(from = %d.from, "late STUN datagram ignored"),
-            },
+            }
             PacketClass::Other => tracing::debug!(from = %d.from, "unknown datagram dropped"),
         }
     }
@@ -713,9 +717,7 @@ impl Driver {
             self.drain_deadline,
             self.next_relay_keepalive,
             self.repunch.poll_timeout(),
-            self.gather
-                .as_ref()
-                .and_then(BindingTransaction::poll_timeout),
+            self.gather.as_ref().and_then(StunBinding::poll_timeout),
         ]
         .into_iter()
         .flatten()
