@@ -25,8 +25,9 @@
 //!
 //! # Driving a core
 //! Every core is a value the driver owns: it feeds inputs in with `handle_*(now, ..)`, then
-//! drains the outputs (`poll_transmit` / `poll_output`, events) and sleeps until
-//! `poll_timeout`, calling `handle_timeout(now)` then. For example the STUN server core, which
+//! drains the outputs in one order (`poll_transmit`, then `poll_event`; `poll_output` for the
+//! two stream-based cores) and sleeps until `poll_timeout`, calling `handle_timeout(now)` then
+//! ([`transmit`] and docs/DESIGN.md section 8 say which core differs how, and why). For example the STUN server core, which
 //! answers one datagram at a time:
 //!
 //! ```

@@ -18,7 +18,11 @@
 //!
 //! Transmits come first so that whatever a core queued in one step leaves before the driver
 //! reacts to the step's events (an event may close a socket a transmit still names).
-//! docs/DESIGN.md section 8 states the same for every core in the workspace.
+//! docs/DESIGN.md section 8 states the same for every core in the workspace, and how each one
+//! differs: the STUN server returns its one transmit from `handle_datagram`, the STUN client
+//! and the classifier have no events, the chat session's transmits are payloads for the
+//! current path, and the stream-based rendezvous and switchboard cores drain one
+//! `poll_output` queue.
 
 use std::net::SocketAddr;
 
