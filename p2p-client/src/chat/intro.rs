@@ -124,9 +124,11 @@ pub async fn await_introduction(
                         }
                     }
                     Event::LoggedOut(reason) => {
-                        return Err(ChatRunError::Rendezvous(format!(
-                            "the server logged us out: {reason}"
-                        )));
+                        // The connection closes right after; its end (above) reports it with
+                        // the close reason in place, which tells the caller whether to log in
+                        // again (a shutting-down server) or not (a login elsewhere). Returning
+                        // now would race with that reason being set.
+                        tracing::debug!(%reason, "logged out; waiting for the connection to close");
                     }
                     other => tracing::debug!(event = ?other, "ignored while waiting"),
                 }
