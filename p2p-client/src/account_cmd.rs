@@ -216,11 +216,15 @@ where
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    runtime()?.block_on(command)
+}
+
+/// The single-threaded runtime every async command runs on.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(command)
+        .context("cannot start the async runtime")
 }
 
 /// Connects to the server over TLS (trusted as `--ca` says, else pinned in `home`), saying

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use shared::SocketIndex;
 use shared::nat_classifier::{Classifier, ClassifierConfig, Report, socket};
 
 /// The port of a STUN server named without one
@@ -72,9 +73,9 @@ pub fn classify(server: SocketAddr, options: ClassifyOptions) -> Result<Report, 
     // One reader thread per socket feeds a channel; the loop below is the only place that
     // touches the classifier.
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>();
+    let (tx, rx) = mpsc::channel::<(SocketIndex, SocketAddr, Vec<u8>)>();
     let mut readers = Vec::new();
-    for (index, s) in sockets.iter().enumerate() {
+    for (index, s) in (0u16..).map(SocketIndex).zip(sockets.iter()) {
         let s = s.try_clone()?;
         // Short, because the readers notice the stop flag only between reads and the caller
         // waits for them: a classification returns at most this much after its verdict.
@@ -100,7 +101,7 @@ pub fn classify(server: SocketAddr, options: ClassifyOptions) -> Result<Report, 
         let now = Instant::now();
         while let Some(t) = classifier.poll_transmit(now, &mut buf) {
             // A send error (say, an unreachable network) is a lost datagram to the tests.
-            let _ = sockets[t.socket].send_to(&buf[..t.len], t.to);
+            let _ = sockets[t.socket.index()].send_to(&buf[..t.size], t.destination);
         }
         if let Some(report) = classifier.report() {
             break Ok(report.clone());
@@ -114,7 +115,9 @@ pub fn classify(server: SocketAddr, options: ClassifyOptions) -> Result<Report, 
                 t.saturating_duration_since(now)
             });
         match rx.recv_timeout(wait) {
-            Ok((index, from, data)) => classifier.handle_input(Instant::now(), index, from, &data),
+            Ok((index, from, data)) => {
+                classifier.handle_datagram(Instant::now(), index, from, &data)
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break Err(ClassifyError::Stuck),
         }

@@ -1,5 +1,7 @@
 //! Client library of the p2p toolkit: drivers for the sans-IO cores in `shared`.
 //!
+//! - [`binding`]: one STUN Binding transaction over a socket the caller owns, the one driver
+//!   of the `binding` command and of the chat's gatherings.
 //! - [`chat`]: the `chat` command's driver: hole punching, the switchboard relay and the
 //!   end-to-end encrypted chat session over whichever path is up.
 //! - [`classify`]: classify the NAT between this host and a STUN server with two addresses.
@@ -21,6 +23,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod binding;
 pub mod chat;
 pub mod classify;
 pub mod home;

@@ -18,13 +18,14 @@ mod nat_type_cmd;
 mod prompt;
 mod status_cmd;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use p2p_client::binding::StunBinding;
 use p2p_client::chat::{Account, ChatRunError};
 use p2p_client::classify::STUN_PORT;
 use p2p_client::home::Home;
@@ -32,6 +33,7 @@ use p2p_client::stdout;
 use p2p_client::tls::resolve_server;
 use shared::stun::{ChangeRequest, TransactionId};
 use shared::stun_client::{BindingError, BindingRequest, BindingTransaction, RetransmitConfig};
+use tokio::net::UdpSocket;
 
 /// Client for the p2p toolkit: find out what the network does to your traffic.
 #[derive(Parser, Debug)]
@@ -257,8 +259,6 @@ fn binding(args: BindingArgs) -> anyhow::Result<()> {
         SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
         SocketAddr::V6(_) => "[::]:0".parse().expect("literal"),
     });
-    let socket = UdpSocket::bind(bind).with_context(|| format!("cannot bind {bind}"))?;
-    let local = socket.local_addr()?;
     let change = (args.change_ip || args.change_port).then_some(ChangeRequest {
         change_ip: args.change_ip,
         change_port: args.change_port,
@@ -281,48 +281,24 @@ fn binding(args: BindingArgs) -> anyhow::Result<()> {
         last_wait_factor: args.last_wait,
         ..RetransmitConfig::default()
     };
-    let started = Instant::now();
-    let mut transaction = BindingTransaction::new(request, config, started);
-    if change.is_some() {
-        // The reply comes from elsewhere by design, and where is only known from OTHER-ADDRESS
-        // after a first exchange: accept any source, and report it as `reply from`.
-        transaction = transaction.accept_any_source();
-    }
-    let mut buf = [0u8; 2048];
-    loop {
-        let now = Instant::now();
-        while let Some((len, to)) = transaction.poll_transmit(now, &mut buf) {
-            socket
-                .send_to(&buf[..len], to)
-                .with_context(|| format!("cannot send to {to}"))?;
+    // Without the log set-up of `account_cmd::block_on`: stdout and stderr carry the report
+    // and its errors alone.
+    let (local, started, outcome) = account_cmd::runtime()?.block_on(async {
+        let mut socket = UdpSocket::bind(bind)
+            .await
+            .with_context(|| format!("cannot bind {bind}"))?;
+        let local = socket.local_addr()?;
+        let started = Instant::now();
+        let mut transaction = BindingTransaction::new(request, config, started);
+        if change.is_some() {
+            // The reply comes from elsewhere by design, and where is only known from
+            // OTHER-ADDRESS after a first exchange: accept any source, and report it as
+            // `reply from`.
+            transaction = transaction.accept_any_source();
         }
-        transaction.handle_timeout(now);
-        if transaction.outcome().is_some() {
-            break;
-        }
-        let Some(deadline) = transaction.poll_timeout() else {
-            break;
-        };
-        let wait = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        socket.set_read_timeout(Some(wait))?;
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                transaction.handle_input(Instant::now(), from, &buf[..n]);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(e).context("receive failed"),
-        }
-    }
-    let outcome = transaction
-        .outcome()
-        .cloned()
-        .context("transaction ended without outcome")?;
+        let outcome = StunBinding::new(transaction).run(&mut socket).await?;
+        anyhow::Ok((local, started, outcome))
+    })?;
     let response = match outcome {
         Ok(response) => response,
         Err(BindingError::Timeout { sends }) => bail!(

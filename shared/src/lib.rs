@@ -20,11 +20,14 @@
 //!   out, naming which of the four server sockets must send it.
 //! - [`switchboard`]: the relay that joins two peers' TCP connections by a one-time ticket.
 //! - [`token_bucket`]: the token bucket both rate limits (STUN requests, relayed bytes) use.
+//! - [`transmit`]: [`Transmit`] and [`SocketIndex`], the outgoing datagram every datagram core
+//!   returns, and the order a driver drains a core in.
 //!
 //! # Driving a core
 //! Every core is a value the driver owns: it feeds inputs in with `handle_*(now, ..)`, then
-//! drains the outputs (`poll_transmit` / `poll_output`, events) and sleeps until
-//! `poll_timeout`, calling `handle_timeout(now)` then. For example the STUN server core, which
+//! drains the outputs in one order (`poll_transmit`, then `poll_event`; `poll_output` for the
+//! two stream-based cores) and sleeps until `poll_timeout`, calling `handle_timeout(now)` then
+//! ([`transmit`] and docs/DESIGN.md section 8 say which core differs how, and why). For example the STUN server core, which
 //! answers one datagram at a time:
 //!
 //! ```
@@ -62,3 +65,6 @@ pub mod stun_client;
 pub mod stun_server;
 pub mod switchboard;
 pub mod token_bucket;
+pub mod transmit;
+
+pub use transmit::{SocketIndex, Transmit};

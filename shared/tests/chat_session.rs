@@ -153,7 +153,7 @@ struct Peer {
     delivered: Vec<MessageId>,
     /// Events other than `Message` and `Delivered`.
     events: Vec<ChatEvent>,
-    /// handle_packet errors by variant, for honest and forged packets together.
+    /// handle_datagram errors by variant, for honest and forged packets together.
     errors: BTreeMap<String, u64>,
     /// Packets this peer accepted, for replaying later.
     accepted: Vec<Vec<u8>>,
@@ -259,7 +259,7 @@ impl Sim {
 
     fn deliver(&mut self, to: usize, bytes: Vec<u8>, forged: bool) {
         let peer = &mut self.peers[to];
-        match peer.s.handle_packet(self.now, &bytes) {
+        match peer.s.handle_datagram(self.now, &bytes) {
             Ok(()) => {
                 assert!(!forged, "forged packet accepted: {bytes:?}");
                 peer.accepted.push(bytes);
@@ -549,7 +549,7 @@ fn forged_and_corrupted_packets_are_rejected_and_do_not_disturb_the_stream() {
             p.resize(len, 0);
             rng.fill(&mut p[9..]);
             for peer in &mut sim.peers {
-                assert!(peer.s.handle_packet(sim.now, &p).is_err());
+                assert!(peer.s.handle_datagram(sim.now, &p).is_err());
             }
         }
     }
@@ -570,7 +570,7 @@ fn forged_and_corrupted_packets_are_rejected_and_do_not_disturb_the_stream() {
     for p in &packets {
         for peer in &mut sim.peers {
             // Refused by the replay window when the nonce is old, else by authentication.
-            let r = peer.s.handle_packet(sim.now, p);
+            let r = peer.s.handle_datagram(sim.now, p);
             assert!(
                 matches!(r, Err(ChatError::Authentication | ChatError::Replay)),
                 "{r:?}"
@@ -578,7 +578,7 @@ fn forged_and_corrupted_packets_are_rejected_and_do_not_disturb_the_stream() {
             // With a nonce the window has not seen, it gets to the AEAD and fails there.
             let mut fresh_nonce = p.clone();
             fresh_nonce[9..17].copy_from_slice(&(u64::MAX - 5).to_be_bytes());
-            let r = peer.s.handle_packet(sim.now, &fresh_nonce);
+            let r = peer.s.handle_datagram(sim.now, &fresh_nonce);
             assert_eq!(r, Err(ChatError::Authentication));
         }
     }
@@ -614,7 +614,7 @@ fn replayed_packets_never_duplicate_a_message_and_are_counted() {
         let rx_before = sim.peers[to].s.last_authenticated_rx();
         // Replay everything, twice, in reverse order too.
         for p in captured.iter().chain(captured.iter().rev()) {
-            let r = sim.peers[to].s.handle_packet(sim.now, p);
+            let r = sim.peers[to].s.handle_datagram(sim.now, p);
             match p[0] {
                 TAG_TRANSPORT => assert_eq!(r, Err(ChatError::Replay)),
                 // A copy of the accepted handshake message only earns a resent answer.
@@ -654,13 +654,13 @@ fn packets_of_another_session_are_rejected() {
     two.peers[0].s.send_text(now, "wrong session").unwrap();
     let p = two.peers[0].s.poll_transmit(now).unwrap();
     assert_eq!(
-        one.peers[1].s.handle_packet(one.now, &p),
+        one.peers[1].s.handle_datagram(one.now, &p),
         Err(ChatError::WrongSession)
     );
     let mut retagged = p.clone();
     retagged[1..9].copy_from_slice(&tag_one.0);
     assert_eq!(
-        one.peers[1].s.handle_packet(one.now, &retagged),
+        one.peers[1].s.handle_datagram(one.now, &retagged),
         Err(ChatError::Authentication)
     );
     // A handshake of the other session, retagged, fails on the prologue.
@@ -673,7 +673,7 @@ fn packets_of_another_session_are_rejected() {
     init[1..9].copy_from_slice(&tag_one.0);
     let mut responder = ChatSession::new(b4, now).unwrap();
     assert_eq!(
-        responder.handle_packet(now, &init),
+        responder.handle_datagram(now, &init),
         Err(ChatError::Authentication)
     );
     assert!(!responder.is_established());
@@ -684,7 +684,7 @@ fn packets_of_another_session_are_rejected() {
     ];
     assert!(!is_chat_packet(&stun) && session_tag(&stun).is_none());
     assert_eq!(
-        one.peers[1].s.handle_packet(now, &stun),
+        one.peers[1].s.handle_datagram(now, &stun),
         Err(ChatError::NotChat)
     );
     one.run_for(Duration::from_secs(1));
@@ -776,7 +776,7 @@ proptest! {
             }
             for input in [&bytes, &framed] {
                 for s in [&mut t.a, &mut t.b, &mut t.fresh_initiator, &mut t.fresh_responder] {
-                    prop_assert!(s.handle_packet(now, input).is_err());
+                    prop_assert!(s.handle_datagram(now, input).is_err());
                     prop_assert_eq!(s.poll_event(), None);
                 }
             }
@@ -787,10 +787,10 @@ proptest! {
             t.a.send_text(now, "ok").unwrap();
             for _ in 0..10 {
                 while let Some(p) = t.a.poll_transmit(now) {
-                    t.b.handle_packet(now, &p).unwrap();
+                    t.b.handle_datagram(now, &p).unwrap();
                 }
                 while let Some(p) = t.b.poll_transmit(now) {
-                    t.a.handle_packet(now, &p).unwrap();
+                    t.a.handle_datagram(now, &p).unwrap();
                 }
             }
             let expected = ChatEvent::Message { id: MessageId(t.sent), bytes: b"ok".to_vec() };

@@ -116,7 +116,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, core: Arc<Mutex<StunServ
             Err(_) => return,
         };
         if let Some(t) = transmit {
-            let write = stream.write_all(&response[..t.len]);
+            let write = stream.write_all(&response[..t.size]);
             if !matches!(tokio::time::timeout(IDLE_TIMEOUT, write).await, Ok(Ok(()))) {
                 return;
             }

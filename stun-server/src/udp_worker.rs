@@ -125,20 +125,20 @@ impl UdpWorker {
                         let Some(t) = self.core.handle_datagram(now, received, slot) else {
                             continue;
                         };
-                        let out = t.from.index();
+                        let out = t.socket.index();
                         if out == here {
-                            tx[here].commit(t.len, t.to);
+                            tx[here].commit(t.size, t.destination);
                             continue;
                         }
                         if let Some(slot) = tx[here].next_slot() {
-                            scratch[..t.len].copy_from_slice(&slot[..t.len]);
+                            scratch[..t.size].copy_from_slice(&slot[..t.size]);
                         }
                         if tx[out].is_full() {
                             if let Some(s) = &self.sockets[out] {
                                 stats.send_dropped += tx[out].flush(s).dropped as u64;
                             }
                         }
-                        tx[out].push(&scratch[..t.len], t.to);
+                        tx[out].push(&scratch[..t.size], t.destination);
                     }
                     for (out, queue) in tx.iter_mut().enumerate() {
                         if let (false, Some(s)) = (queue.is_empty(), &self.sockets[out]) {

@@ -15,12 +15,17 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use rand::rngs::OsRng;
+use shared::Transmit;
 use shared::punch::SocketIndex;
 use shared::stun::TransactionId;
-use shared::stun_client::{BindingRequest, BindingTransaction, RetransmitConfig};
+use shared::stun_client::{
+    BindingError, BindingRequest, BindingResponse, BindingTransaction, RetransmitConfig,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use crate::binding::{BindingSocket, StunBinding};
 
 /// Datagrams queued from the reader tasks before they wait for the driver.
 const QUEUE: usize = 1024;
@@ -206,39 +211,34 @@ impl Endpoint {
         server: SocketAddr,
         budget: Duration,
     ) -> Result<SocketAddr, String> {
-        let mut transaction = binding_transaction(server, budget, Instant::now());
-        let mut buf = [0u8; 512];
-        loop {
-            let now = Instant::now();
-            while let Some((len, to)) = transaction.poll_transmit(now, &mut buf) {
-                if let Err(e) = self
-                    .send(SocketIndex::ENDPOINT, to, &buf[..len], None)
-                    .await
-                {
-                    tracing::debug!(error = %e, %to, "STUN send failed");
-                }
-            }
-            transaction.handle_timeout(now);
-            if let Some(outcome) = binding_outcome(&transaction) {
-                return outcome;
-            }
-            let Some(deadline) = transaction.poll_timeout() else {
-                return Err("STUN transaction ended without outcome".into());
-            };
-            let wait = tokio::time::sleep_until(deadline.into());
-            tokio::select! {
-                () = wait => {}
-                datagram = self.rx.recv() => {
-                    let Some(d) = datagram else {
-                        return Err("the endpoint socket closed".into());
-                    };
-                    if d.socket == SocketIndex::ENDPOINT && classify(&d.data) == PacketClass::Stun {
-                        transaction.handle_input(Instant::now(), d.from, &d.data);
-                    } else {
-                        tracing::debug!(from = %d.from, "dropped a datagram during STUN");
-                    }
-                }
-            }
+        let binding = StunBinding::new(binding_transaction(server, budget, Instant::now()));
+        let outcome = binding.run(&mut EndpointIo(self)).await?;
+        outcome_address(server, &outcome)
+    }
+}
+
+/// The endpoint as a [`BindingSocket`]: sends are best effort (a failure is logged, as UDP
+/// loss is expected anyway), receiving ends only when the endpoint socket closes. The chat
+/// driver sends a re-punch's requests through it too.
+pub(crate) struct EndpointIo<'a>(pub(crate) &'a mut Endpoint);
+
+impl BindingSocket for EndpointIo<'_> {
+    type Error = String;
+
+    async fn send(&mut self, t: &Transmit, data: &[u8]) -> Result<(), String> {
+        let to = t.destination;
+        if let Err(e) = self.0.send(t.socket, to, data, t.ttl).await {
+            tracing::debug!(error = %e, %to, "STUN send failed");
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self, deadline: Instant) -> Result<Option<Datagram>, String> {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.into()) => Ok(None),
+            datagram = self.0.rx.recv() => datagram
+                .map(Some)
+                .ok_or_else(|| "the endpoint socket closed".into()),
         }
     }
 }
@@ -275,14 +275,21 @@ pub fn binding_transaction(
 
 /// The server-reflexive address a finished [`binding_transaction`] learnt, or why it learnt
 /// none; `None` while it runs.
-pub fn binding_outcome(transaction: &BindingTransaction) -> Option<Result<SocketAddr, String>> {
-    let server = transaction.request().server;
-    Some(match transaction.outcome()? {
+pub fn binding_outcome(binding: &StunBinding) -> Option<Result<SocketAddr, String>> {
+    let server = binding.transaction().request().server;
+    Some(outcome_address(server, binding.outcome()?))
+}
+
+fn outcome_address(
+    server: SocketAddr,
+    outcome: &Result<BindingResponse, BindingError>,
+) -> Result<SocketAddr, String> {
+    match outcome {
         Ok(response) => response
             .mapped
             .ok_or_else(|| format!("{server} sent no mapped address")),
         Err(e) => Err(format!("STUN Binding to {server}: {e}")),
-    })
+    }
 }
 
 /// Reads `socket` until the queue closes; datagrams go to `tx` tagged with `index`.

@@ -10,7 +10,7 @@ use std::time::Instant;
 use shared::rendezvous::{Presence, SessionId, UserName};
 use tokio::sync::mpsc;
 
-use crate::rendezvous::{CancelReason, Event, Introduction, Offer, OutReason, RendezvousClient};
+use crate::rendezvous::{CancelReason, Event, Introduction, Offer, RendezvousClient};
 
 use super::output::Output;
 use super::{ChatRunError, Input};
@@ -123,16 +123,12 @@ pub async fn await_introduction(
                             invited = invite(client, peer, offer).await?;
                         }
                     }
-                    // Replaced by a newer login of this same session: that one waits now.
-                    Event::LoggedOut(reason @ OutReason::OtherLogin) => {
-                        return Err(ChatRunError::Rendezvous(format!(
-                            "the server logged us out: {reason}"
-                        )));
-                    }
-                    // Shutting down, idle, ...: the close follows, and the caller logs in
-                    // again once it has seen it (`next_event` then ends).
                     Event::LoggedOut(reason) => {
-                        tracing::info!(%reason, "the server is logging us out");
+                        // The connection closes right after; its end (above) reports it with
+                        // the close reason in place, which tells the caller whether to log in
+                        // again (a shutting-down server) or not (a login elsewhere). Returning
+                        // now would race with that reason being set.
+                        tracing::debug!(%reason, "logged out; waiting for the connection to close");
                     }
                     other => tracing::debug!(event = ?other, "ignored while waiting"),
                 }

@@ -39,21 +39,26 @@
 //!
 //! # Driving a session
 //!
-//! The driver owns the sockets, the clock and the path choice:
+//! The driver owns the sockets, the clock and the path choice. The session has the shape of
+//! every core here ([`crate::transmit`]: `handle_*` inputs, then `poll_transmit`, `poll_event`,
+//! `poll_timeout` in that order) with one difference: it sits above the path, which may be a
+//! UDP socket or the relay's TCP connection, so its transmits are payloads for "the current
+//! path" rather than [`crate::Transmit`]s naming a socket and destination; the driver's path
+//! choice supplies those.
 //!
 //! 1. Create the session with [`ChatSession::new`].
-//! 2. After every input ([`ChatSession::new`], [`ChatSession::handle_packet`],
+//! 2. After every input ([`ChatSession::new`], [`ChatSession::handle_datagram`],
 //!    [`ChatSession::send_message`], [`ChatSession::handle_timeout`]), drain in this order:
 //!    [`ChatSession::poll_transmit`] until `None` (send each packet on the current path),
 //!    then [`ChatSession::poll_event`] until `None`, then ask
 //!    [`ChatSession::poll_timeout`] and call [`ChatSession::handle_timeout`] at that instant
 //!    unless a packet arrives first.
 //! 3. Feed every packet for which [`is_chat_packet`] holds (and whose [`session_tag`] matches
-//!    [`ChatSession::session_tag`]) to [`ChatSession::handle_packet`]. An `Err` means that one
+//!    [`ChatSession::session_tag`]) to [`ChatSession::handle_datagram`]. An `Err` means that one
 //!    packet was dropped; the session is unaffected and the error is for logs and counters
 //!    ([`ChatSession::stats`]).
 //! 4. Judge paths by [`ChatSession::last_authenticated_rx`] (overall) and by which path
-//!    recently delivered packets that `handle_packet` accepted. When idle, the session sends a
+//!    recently delivered packets that `handle_datagram` accepted. When idle, the session sends a
 //!    keepalive every [`ChatTiming::keepalive_interval`], which the peer acknowledges at once;
 //!    [`ChatSession::probe_packet`] makes one on demand, to send on a particular path.
 //! 5. Ending: [`ChatSession::goodbye_packet`] makes a packet with a CLOSE frame to send on
@@ -318,7 +323,7 @@ pub struct ChatStats {
     pub duplicate_chunks: u64,
 }
 
-/// Why an operation failed. From [`ChatSession::handle_packet`] it means the packet was
+/// Why an operation failed. From [`ChatSession::handle_datagram`] it means the packet was
 /// dropped and the session carries on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

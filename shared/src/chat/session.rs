@@ -215,7 +215,7 @@ impl ChatSession {
 
     /// Takes a packet that arrived on any path. `Err` means it was dropped (and counted in
     /// [`Self::stats`]); the session is unaffected.
-    pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), ChatError> {
+    pub fn handle_datagram(&mut self, now: Instant, packet: &[u8]) -> Result<(), ChatError> {
         let result = self.dispatch(now, packet);
         if let Err(e) = &result {
             let counter = match e {

@@ -41,12 +41,12 @@ fn pump(a: &mut ChatSession, b: &mut ChatSession, now: Instant) -> (Vec<Vec<u8>>
     for _ in 0..1000 {
         let mut quiet = true;
         while let Some(p) = a.poll_transmit(now) {
-            b.handle_packet(now, &p).unwrap();
+            b.handle_datagram(now, &p).unwrap();
             ab.push(p);
             quiet = false;
         }
         while let Some(p) = b.poll_transmit(now) {
-            a.handle_packet(now, &p).unwrap();
+            a.handle_datagram(now, &p).unwrap();
             ba.push(p);
             quiet = false;
         }
@@ -140,23 +140,23 @@ fn keepalive_when_idle_and_probe_on_demand() {
     assert_eq!(a.poll_transmit(idle - Duration::from_millis(1)), None);
     let ping = a.poll_transmit(idle).unwrap();
     assert!(ping.len() < 40, "keepalive is small: {}", ping.len());
-    b.handle_packet(idle, &ping).unwrap();
+    b.handle_datagram(idle, &ping).unwrap();
     assert_eq!(b.last_authenticated_rx(), Some(idle));
     // The probe is answered by an immediate ACK (with b's own keepalive, also due), which
     // refreshes a's liveness.
     let t1 = idle + Duration::from_millis(5);
     let ack_and_ping = b.poll_transmit(idle).unwrap();
     assert_eq!(b.poll_transmit(idle), None);
-    a.handle_packet(t1, &ack_and_ping).unwrap();
+    a.handle_datagram(t1, &ack_and_ping).unwrap();
     assert_eq!(a.last_authenticated_rx(), Some(t1));
     // a acknowledges b's ping with a lone ACK, which b does not acknowledge.
     let ack = a.poll_transmit(t1).unwrap();
     assert_eq!(a.poll_transmit(t1), None);
-    b.handle_packet(t1, &ack).unwrap();
+    b.handle_datagram(t1, &ack).unwrap();
     assert_eq!(b.poll_transmit(t1), None);
     assert_eq!(b.poll_timeout(), Some(idle + every));
     let probe = a.probe_packet(idle).unwrap();
-    b.handle_packet(idle, &probe).unwrap();
+    b.handle_datagram(idle, &probe).unwrap();
     assert!(b.poll_transmit(idle).is_some());
     // No keepalives at all when disabled; no probe before the handshake.
     let (x, y) = keys();
@@ -197,27 +197,27 @@ fn duplicate_initiation_is_answered_again() {
     let t0 = Instant::now();
     let (mut a, mut b) = pair(t0);
     let m1 = a.poll_transmit(t0).unwrap();
-    b.handle_packet(t0, &m1).unwrap();
+    b.handle_datagram(t0, &m1).unwrap();
     let m2 = b.poll_transmit(t0).unwrap();
     // m2 is lost; a resends m1 after the handshake RTO and b answers with the same m2.
     let t1 = t0 + Duration::from_millis(500);
     let m1_again = a.poll_transmit(t1).unwrap();
     assert_eq!(m1_again, m1);
-    b.handle_packet(t1, &m1_again).unwrap();
+    b.handle_datagram(t1, &m1_again).unwrap();
     assert_eq!(b.poll_transmit(t1), Some(m2.clone()));
     assert_eq!(b.stats().duplicate_handshakes, 1);
-    a.handle_packet(t1, &m2).unwrap();
+    a.handle_datagram(t1, &m2).unwrap();
     assert!(a.is_established());
     // Late copies change nothing; a different initiation is refused.
-    a.handle_packet(t1, &m2).unwrap();
+    a.handle_datagram(t1, &m2).unwrap();
     let mut other = m1.clone();
     other[20] ^= 0x40;
     assert_eq!(
-        b.handle_packet(t1, &other),
+        b.handle_datagram(t1, &other),
         Err(ChatError::UnexpectedHandshake)
     );
     assert_eq!(
-        a.handle_packet(t1, &m1),
+        a.handle_datagram(t1, &m1),
         Err(ChatError::UnexpectedHandshake)
     );
     assert_eq!(events(&mut b), [ChatEvent::Established]);
@@ -258,19 +258,22 @@ fn a_goodbye_is_reported_once_and_only_from_the_peer() {
     let bye = a.goodbye_packet(t0).unwrap();
     let again = a.goodbye_packet(t0).unwrap();
     assert!(a.is_closed());
-    b.handle_packet(t0, &bye).unwrap();
-    b.handle_packet(t0, &again).unwrap();
+    b.handle_datagram(t0, &bye).unwrap();
+    b.handle_datagram(t0, &again).unwrap();
     assert_eq!(events(&mut b), [ChatEvent::PeerClosed]);
     assert!(b.is_peer_closed());
     // A replayed goodbye is refused; a forged one does not authenticate.
-    assert_eq!(b.handle_packet(t0, &bye), Err(ChatError::Replay));
+    assert_eq!(b.handle_datagram(t0, &bye), Err(ChatError::Replay));
     let mut forged = again.clone();
     let last = forged.len() - 1;
     forged[last] ^= 1;
     let (mut c, mut d) = pair(t0);
     pump(&mut c, &mut d, t0);
     events(&mut d);
-    assert_eq!(d.handle_packet(t0, &forged), Err(ChatError::Authentication));
+    assert_eq!(
+        d.handle_datagram(t0, &forged),
+        Err(ChatError::Authentication)
+    );
     assert_eq!(events(&mut d), []);
     // No goodbye before the handshake.
     let (mut e, _f) = pair(t0);
@@ -301,7 +304,7 @@ fn a_silent_peer_is_reported_after_the_idle_timeout() {
     a.handle_timeout(later);
     assert_eq!(events(&mut a), []);
     let ping = b.probe_packet(later).unwrap();
-    a.handle_packet(later, &ping).unwrap();
+    a.handle_datagram(later, &ping).unwrap();
     a.handle_timeout(later + timeout);
     assert_eq!(events(&mut a), [ChatEvent::PeerUnresponsive]);
 }
@@ -329,7 +332,7 @@ fn a_path_that_comes_up_gets_every_unacknowledged_chunk_at_once() {
     let t2 = t1 + Duration::from_millis(1);
     a.handle_path_up(t2);
     let resent = a.poll_transmit(t2).unwrap();
-    b.handle_packet(t2, &resent).unwrap();
+    b.handle_datagram(t2, &resent).unwrap();
     assert_eq!(
         events(&mut b).len(),
         3,

@@ -11,13 +11,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::machine::{ClassifierTransmit, socket};
+use super::machine::socket;
 use super::report::BindingLifetime;
 use crate::rng::SplitMix64;
 use crate::stun::{Class, Message, MessageWriter, Method, TransactionId};
 use crate::stun_client::{
     BindingRequest, BindingTransaction, RetransmitConfig, random_transaction_id,
 };
+use crate::transmit::{SocketIndex, Transmit};
 
 enum Stage {
     /// X sends a plain request.
@@ -100,7 +101,7 @@ impl LifetimeSearch {
             last_wait_factor: 2,
             backoff: false,
         };
-        BindingTransaction::new(request, retransmit, now)
+        BindingTransaction::new(request, retransmit, now).on_socket(socket::LIFETIME_X)
     }
 
     /// Whether the server honoured RESPONSE-PORT (known after the first step).
@@ -113,20 +114,9 @@ impl LifetimeSearch {
         self.result
     }
 
-    pub(crate) fn poll_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Option<ClassifierTransmit> {
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         match &mut self.stage {
-            Stage::Refresh(t) => {
-                let (len, to) = t.poll_transmit(now, buf)?;
-                Some(ClassifierTransmit {
-                    socket: socket::LIFETIME_X,
-                    to,
-                    len,
-                })
-            }
+            Stage::Refresh(t) => t.poll_transmit(now, buf),
             Stage::Probe {
                 tid,
                 port,
@@ -142,10 +132,11 @@ impl LifetimeSearch {
                 let len = w.finish();
                 *sends_left -= 1;
                 *next = now + self.rto;
-                Some(ClassifierTransmit {
+                Some(Transmit {
+                    destination: self.server,
                     socket: socket::LIFETIME_Y,
-                    to: self.server,
-                    len,
+                    ttl: None,
+                    size: len,
                 })
             }
             Stage::Wait { .. } => None,
@@ -172,10 +163,16 @@ impl LifetimeSearch {
         }
     }
 
-    pub(crate) fn handle_input(&mut self, now: Instant, on: usize, from: SocketAddr, data: &[u8]) {
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        on: SocketIndex,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
         match &mut self.stage {
             Stage::Refresh(t) if on == socket::LIFETIME_X => {
-                t.handle_input(now, from, data);
+                t.handle_datagram(now, on, from, data);
                 self.after_refresh(now);
             }
             Stage::Probe { tid, .. } => {

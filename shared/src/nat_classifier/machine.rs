@@ -11,28 +11,31 @@ use crate::stun::{ChangeRequest, Class, Message, MessageWriter, Method, Transact
 use crate::stun_client::{
     BindingError, BindingRequest, BindingTransaction, RetransmitConfig, random_transaction_id,
 };
+use crate::transmit::{SocketIndex, Transmit};
 
 /// The sockets a classification uses, each bound by the driver to the same local IP with its
 /// own port. Tests that could bias each other (one test's outbound packet opening the NAT's
 /// filter for another) never share a socket.
 pub mod socket {
+    use crate::transmit::SocketIndex;
+
     /// Tests I, II and III of RFC 5780 section 4.3 (mapping), and the hairpin receiver.
-    pub const MAIN: usize = 0;
+    pub const MAIN: SocketIndex = SocketIndex(0);
     /// Filtering test II: asks for a reply from the other IP and port.
-    pub const FILTER_EIF: usize = 1;
+    pub const FILTER_EIF: SocketIndex = SocketIndex(1);
     /// Filtering test III: asks for a reply from the other port.
-    pub const FILTER_ADF: usize = 2;
+    pub const FILTER_ADF: SocketIndex = SocketIndex(2);
     /// Sends to our own mapped address, to test hairpinning.
-    pub const HAIRPIN: usize = 3;
+    pub const HAIRPIN: SocketIndex = SocketIndex(3);
     /// Opens its own filter to A2:P2, then asks for a reply from there: proves the server
     /// really changes its source.
-    pub const CONTROL: usize = 4;
+    pub const CONTROL: SocketIndex = SocketIndex(4);
     /// One more port allocation sample.
-    pub const ALLOCATION: usize = 5;
+    pub const ALLOCATION: SocketIndex = SocketIndex(5);
     /// The lifetime search's long-lived binding (X in RFC 5780 section 4.6).
-    pub const LIFETIME_X: usize = 6;
+    pub const LIFETIME_X: SocketIndex = SocketIndex(6);
     /// The lifetime search's prober (Y).
-    pub const LIFETIME_Y: usize = 7;
+    pub const LIFETIME_Y: SocketIndex = SocketIndex(7);
     /// How many sockets the driver must bind.
     pub const COUNT: usize = 8;
 }
@@ -74,17 +77,6 @@ impl ClassifierConfig {
     }
 }
 
-/// A datagram to send from one of the classifier's sockets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClassifierTransmit {
-    /// Which socket ([`socket`]) sends it.
-    pub socket: usize,
-    /// Where to.
-    pub to: SocketAddr,
-    /// Bytes at the start of the buffer given to `poll_transmit`.
-    pub len: usize,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
     First,
@@ -101,7 +93,6 @@ enum Purpose {
 }
 
 struct Probe {
-    socket: usize,
     purpose: Purpose,
     transaction: BindingTransaction,
 }
@@ -120,10 +111,12 @@ struct Hairpin {
 
 /// Classifies the NAT between the driver's sockets and a STUN server.
 ///
-/// Drive it like every core here: after `new`, repeatedly send everything
-/// [`Classifier::poll_transmit`] gives, feed received datagrams to
-/// [`Classifier::handle_input`], and call [`Classifier::handle_timeout`] when
-/// [`Classifier::poll_timeout`] is due, until [`Classifier::report`] is `Some`.
+/// Drive it like every core here, in the order of [`crate::transmit`]: after `new` and after
+/// every input, send everything [`Classifier::poll_transmit`] gives (each [`Transmit`] names
+/// which of the [`socket`]s sends it), then sleep until [`Classifier::poll_timeout`]; feed
+/// received datagrams to [`Classifier::handle_datagram`] and call
+/// [`Classifier::handle_timeout`] when the time is due, until [`Classifier::report`] is `Some`
+/// (the classifier has no events: the report is its one result).
 pub struct Classifier {
     config: ClassifierConfig,
     locals: [SocketAddr; socket::COUNT],
@@ -153,9 +146,9 @@ impl Classifier {
     ) -> Self {
         let obs = Observations {
             server: config.server,
-            main_local: locals[socket::MAIN],
-            control_local: locals[socket::CONTROL],
-            allocation_local: locals[socket::ALLOCATION],
+            main_local: locals[socket::MAIN.index()],
+            control_local: locals[socket::CONTROL.index()],
+            allocation_local: locals[socket::ALLOCATION.index()],
             first: ProbeResult::Pending,
             other_ip: ProbeResult::Pending,
             other_both: ProbeResult::Pending,
@@ -201,7 +194,7 @@ impl Classifier {
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
-        socket: usize,
+        socket: SocketIndex,
         purpose: Purpose,
         to: SocketAddr,
         expect_from: SocketAddr,
@@ -216,9 +209,8 @@ impl Classifier {
             expect_from: Some(expect_from),
             fingerprint: false,
         };
-        let transaction = BindingTransaction::new(request, retransmit, now);
+        let transaction = BindingTransaction::new(request, retransmit, now).on_socket(socket);
         self.probes.push(Probe {
-            socket,
             purpose,
             transaction,
         });
@@ -244,17 +236,13 @@ impl Classifier {
     }
 
     /// The next datagram to send now, written into `buf`.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<ClassifierTransmit> {
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if self.report.is_some() {
             return None;
         }
         for probe in &mut self.probes {
-            if let Some((len, to)) = probe.transaction.poll_transmit(now, buf) {
-                return Some(ClassifierTransmit {
-                    socket: probe.socket,
-                    to,
-                    len,
-                });
+            if let Some(t) = probe.transaction.poll_transmit(now, buf) {
+                return Some(t);
             }
         }
         if let Some(h) = &mut self.hairpin {
@@ -263,10 +251,11 @@ impl Classifier {
                 let len = w.finish();
                 h.sends_left -= 1;
                 h.next = now + h.rto;
-                return Some(ClassifierTransmit {
+                return Some(Transmit {
+                    destination: h.to,
                     socket: socket::HAIRPIN,
-                    to: h.to,
-                    len,
+                    ttl: None,
+                    size: len,
                 });
             }
         }
@@ -277,16 +266,22 @@ impl Classifier {
     }
 
     /// A datagram arrived on `socket` from `from`.
-    pub fn handle_input(&mut self, now: Instant, socket: usize, from: SocketAddr, data: &[u8]) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        socket: SocketIndex,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
         if self.report.is_some() {
             return;
         }
         if let Some(search) = &mut self.lifetime {
-            search.handle_input(now, socket, from, data);
+            search.handle_datagram(now, socket, from, data);
         } else {
             let mut consumed = false;
             for probe in &mut self.probes {
-                if probe.socket == socket && probe.transaction.handle_input(now, from, data) {
+                if probe.transaction.handle_datagram(now, socket, from, data) {
                     consumed = true;
                     break;
                 }
@@ -552,7 +547,7 @@ impl Classifier {
             rt,
             now,
         );
-        if mapped != self.locals[socket::MAIN] {
+        if mapped != self.locals[socket::MAIN.index()] {
             let tid = self.tid();
             let deadline = now + self.rto * (self.config.sends + 1);
             self.hairpin = Some(Hairpin {
@@ -573,7 +568,7 @@ impl Classifier {
         report.rtt = self.measured_rtt.or(report.rtt);
         let searchable = report
             .mapped_address
-            .is_some_and(|m| m != self.locals[socket::MAIN])
+            .is_some_and(|m| m != self.locals[socket::MAIN.index()])
             && report.unsupported_reason.is_none();
         match self.config.lifetime_max {
             Some(max) if searchable && self.lifetime.is_none() => {

@@ -29,7 +29,8 @@ mod report;
 #[cfg(test)]
 mod tests;
 
+pub use crate::transmit::{SocketIndex, Transmit};
 pub use decide::{Observations, ProbeResult, decide};
 pub use lifetime::LifetimeSearch;
-pub use machine::{Classifier, ClassifierConfig, ClassifierTransmit, socket};
+pub use machine::{Classifier, ClassifierConfig, socket};
 pub use report::{Behaviour, BindingLifetime, NatType, PortAllocation, Report, ServerSupport};

@@ -8,18 +8,7 @@ use crate::nat_classifier::{NatType, PortAllocation};
 
 use super::wire::SESSION_ID_LEN;
 
-/// Which of the driver's sockets a datagram leaves from or arrived on.
-///
-/// Index 0 is the endpoint socket (the one whose mapping STUN reported and whose addresses are
-/// our candidates). Indices `1..=n` are the extra sockets the driver opened after
-/// [`super::PunchEvent::OpenSockets`]`(n)`, in the order it opened them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SocketIndex(pub u16);
-
-impl SocketIndex {
-    /// The endpoint socket.
-    pub const ENDPOINT: SocketIndex = SocketIndex(0);
-}
+pub use crate::transmit::SocketIndex;
 
 /// Our role in the introduction (`role=` of PROTOCOL.md section 8): the inviter is the
 /// initiator. Probes carry it so that a peer ignores its own packets reflected back to it.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::rng::SplitMix64;
+use crate::transmit::Transmit;
 
 use super::wire::{Packet, PacketKind, is_punch_packet};
 use super::{CandidateKind, PunchConfig, PunchError, SocketIndex, Strategy};
@@ -15,18 +16,11 @@ const MAX_NONCES: usize = 16_384;
 /// learned from probes up to this bound (probes from further addresses are still acked).
 const MAX_TARGETS: usize = 2_048;
 
-/// A datagram the driver must send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PunchTransmit {
-    /// The socket to send it from.
-    pub socket: SocketIndex,
-    /// Where to.
-    pub to: SocketAddr,
-    /// The IP TTL (hop limit) to send it with, for priming probes; `None` for the socket's
-    /// default.
-    pub ttl: Option<u8>,
-    /// The payload.
-    pub data: Vec<u8>,
+/// A datagram queued for [`Puncher::poll_transmit`]: its header and its payload.
+#[derive(Clone, Debug)]
+struct Queued {
+    transmit: Transmit,
+    data: Vec<u8>,
 }
 
 /// Something the driver must act on.
@@ -142,7 +136,7 @@ pub struct Puncher {
     probing: Probing,
     nonces: HashMap<u64, SocketIndex>,
     nonce_order: VecDeque<u64>,
-    transmits: VecDeque<PunchTransmit>,
+    transmits: VecDeque<Queued>,
     events: VecDeque<PunchEvent>,
     stats: PunchStats,
 }
@@ -282,7 +276,7 @@ impl Puncher {
     /// A datagram arrived on `socket` from `from`. Returns whether it was a punch packet
     /// (probe or ack, by [`is_punch_packet`]); other packets belong to the chat layer, but
     /// those from the connected peer still count as signs of life for the path.
-    pub fn handle_packet(
+    pub fn handle_datagram(
         &mut self,
         now: Instant,
         socket: SocketIndex,
@@ -326,12 +320,8 @@ impl Puncher {
     fn on_probe(&mut self, socket: SocketIndex, from: SocketAddr, nonce: u64) {
         // The ack goes back to where the probe came from: it passed our NAT, so the answer
         // leaves through the same mapping.
-        self.queue(PunchTransmit {
-            socket,
-            to: from,
-            ttl: None,
-            data: self.packet(PacketKind::Ack, nonce),
-        });
+        let data = self.packet(PacketKind::Ack, nonce);
+        self.queue(socket, from, None, data);
         self.stats.acks += 1;
         // A peer sends full probes only after priming its own NAT.
         self.peer_primed = true;
@@ -374,15 +364,23 @@ impl Puncher {
         self.advance(now);
     }
 
-    /// The next datagram to send, if any. Drain it after every `handle_*` call. Only the
+    /// The next datagram to send, if any, written into `buf` (which must hold
+    /// [`PACKET_LEN`](super::wire::PACKET_LEN) bytes; a datagram that does not fit is dropped).
+    /// Drain it after every `handle_*` call, before [`Puncher::poll_event`]. Only the
     /// `handle_*` calls queue datagrams (a scheduled send waits for
     /// [`Puncher::handle_timeout`]); `now` is taken for symmetry with the other cores.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<PunchTransmit> {
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let _ = now;
-        self.transmits.pop_front()
+        while let Some(Queued { transmit, data }) = self.transmits.pop_front() {
+            if let Some(out) = buf.get_mut(..data.len()) {
+                out.copy_from_slice(&data);
+                return Some(transmit);
+            }
+        }
+        None
     }
 
-    /// The next event, if any. Drain it after every `handle_*` call, before sending.
+    /// The next event, if any. Drain it after every `handle_*` call, after the transmits.
     pub fn poll_event(&mut self) -> Option<PunchEvent> {
         self.events.pop_front()
     }
@@ -491,12 +489,8 @@ impl Puncher {
             let targets: Vec<Target> = self.targets.iter().copied().filter(|t| t.prime).collect();
             for t in targets {
                 let nonce = self.nonce(t.socket);
-                self.queue(PunchTransmit {
-                    socket: t.socket,
-                    to: t.addr,
-                    ttl: Some(self.config.prime_ttl),
-                    data: self.packet(PacketKind::Probe, nonce),
-                });
+                let data = self.packet(PacketKind::Probe, nonce);
+                self.queue(t.socket, t.addr, Some(self.config.prime_ttl), data);
                 self.stats.primes += 1;
             }
             round += 1;
@@ -594,12 +588,8 @@ impl Puncher {
 
     fn send_probe(&mut self, socket: SocketIndex, to: SocketAddr) {
         let nonce = self.nonce(socket);
-        self.queue(PunchTransmit {
-            socket,
-            to,
-            ttl: None,
-            data: self.packet(PacketKind::Probe, nonce),
-        });
+        let data = self.packet(PacketKind::Probe, nonce);
+        self.queue(socket, to, None, data);
     }
 
     /// A fresh nonce, remembered as sent from `socket`.
@@ -625,7 +615,19 @@ impl Puncher {
         .encode()
     }
 
-    fn queue(&mut self, t: PunchTransmit) {
-        self.transmits.push_back(t);
+    fn queue(
+        &mut self,
+        socket: SocketIndex,
+        destination: SocketAddr,
+        ttl: Option<u8>,
+        data: Vec<u8>,
+    ) {
+        let transmit = Transmit {
+            destination,
+            socket,
+            ttl,
+            size: data.len(),
+        };
+        self.transmits.push_back(Queued { transmit, data });
     }
 }

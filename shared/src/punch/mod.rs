@@ -8,15 +8,23 @@
 //! (peer-reflexive, possibly none of the candidates) is the path.
 //!
 //! # Driving it
+//! In the order every core here uses ([`crate::transmit`]): transmits, then events, then the
+//! timeout.
 //! ```no_run
 //! # use std::time::{Duration, Instant};
 //! # use shared::punch::*;
-//! # fn send(_: &PunchTransmit) {}
+//! # fn send(_: &Transmit, _: &[u8]) {}
 //! # fn relay_primed_to_peer() {}
 //! # let (config, start) = (PunchConfig::default(), Instant::now());
 //! let mut puncher = Puncher::new(config, start, 7)?;
+//! let mut buf = [0u8; 64];
 //! loop {
-//!     // 1. After new() and after every handle_*(): drain events first ...
+//!     // 1. After new() and after every handle_*(): drain transmits first (with the TTL they
+//!     //    name, from the socket they name) ...
+//!     while let Some(t) = puncher.poll_transmit(Instant::now(), &mut buf) {
+//!         send(&t, &buf[..t.size]);
+//!     }
+//!     // 2. ... then events ...
 //!     while let Some(event) = puncher.poll_event() {
 //!         match event {
 //!             PunchEvent::OpenSockets(n) => { /* open n sockets */
@@ -27,14 +35,11 @@
 //!             _ => {}
 //!         }
 //!     }
-//!     // 2. ... then transmits (with the TTL they name, from the socket they name) ...
-//!     while let Some(t) = puncher.poll_transmit(Instant::now()) {
-//!         send(&t);
-//!     }
 //!     // 3. ... then sleep until poll_timeout() or a datagram, and feed what happened:
-//!     //    handle_packet(now, socket, from, data) for every datagram on a punch socket
+//!     //    handle_datagram(now, socket, from, data) for every datagram on a punch socket
 //!     //    (false: not a punch packet, give it to the chat), handle_peer_primed(now) when
 //!     //    the server relays the peer's signal, handle_timeout(now) when the time is up.
+//!     //    An input made inside step 2 (handle_sockets_opened) is followed by step 1 again.
 //!     let Some(deadline) = puncher.poll_timeout() else { break };
 //!     # let _ = deadline; break;
 //! }
@@ -101,7 +106,7 @@
 //! [`PunchConfig::keepalive_interval`] (15 s, below the common 30 s NAT UDP timeout; `None`
 //! if the chat layer sends its own). If nothing arrived on the path for
 //! [`PunchConfig::path_timeout`] (40 s) — acks, probes, or the chat's packets, which the
-//! driver passes through [`Puncher::handle_packet`] too — the puncher reports
+//! driver passes through [`Puncher::handle_datagram`] too — the puncher reports
 //! [`PunchEvent::PathLost`]: the driver falls back to the relay and may punch again with a new
 //! puncher.
 //!
@@ -123,9 +128,10 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use crate::transmit::Transmit;
 pub use config::{
     Candidate, CandidateKind, NatInfo, PeerInfo, PunchConfig, PunchError, Role, SocketIndex,
 };
-pub use machine::{PunchEvent, PunchStats, PunchTransmit, Puncher};
+pub use machine::{PunchEvent, PunchStats, Puncher};
 pub use strategy::{Strategy, birthday_success_probability};
 pub use wire::is_punch_packet;

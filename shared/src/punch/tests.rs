@@ -39,11 +39,32 @@ fn config(role: Role, local: NatInfo, peer_nat: NatInfo, peer: &str) -> PunchCon
     )
 }
 
+/// A transmit with its payload copied out of the buffer, for asserting on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Sent {
+    socket: SocketIndex,
+    to: SocketAddr,
+    ttl: Option<u8>,
+    data: Vec<u8>,
+}
+
+/// [`Puncher::poll_transmit`] with a fresh buffer.
+fn poll(p: &mut Puncher, now: Instant) -> Option<Sent> {
+    let mut buf = [0u8; 64];
+    let t = p.poll_transmit(now, &mut buf)?;
+    Some(Sent {
+        socket: t.socket,
+        to: t.destination,
+        ttl: t.ttl,
+        data: buf[..t.size].to_vec(),
+    })
+}
+
 /// Everything the puncher sends up to `until`, following its own timeouts.
-fn run_alone(p: &mut Puncher, mut now: Instant, until: Instant) -> Vec<(Instant, PunchTransmit)> {
+fn run_alone(p: &mut Puncher, mut now: Instant, until: Instant) -> Vec<(Instant, Sent)> {
     let mut out = Vec::new();
     for _ in 0..100_000 {
-        while let Some(t) = p.poll_transmit(now) {
+        while let Some(t) = poll(p, now) {
             out.push((now, t));
         }
         match p.poll_timeout() {
@@ -61,7 +82,7 @@ fn events(p: &mut Puncher) -> Vec<PunchEvent> {
     std::iter::from_fn(|| p.poll_event()).collect()
 }
 
-fn decode(t: &PunchTransmit) -> Packet {
+fn decode(t: &Sent) -> Packet {
     Packet::decode(&t.data).unwrap()
 }
 
@@ -82,7 +103,7 @@ fn primes_with_the_ttl_then_waits_for_the_peer_before_full_probes() {
     let c = config(Role::Initiator, pr, pr, "198.51.100.9:40000");
     let mut p = Puncher::new(c, t0, 1).unwrap();
     assert_eq!(p.strategy(), Strategy::Plain);
-    assert!(p.poll_transmit(t0 - Duration::from_millis(1)).is_none());
+    assert!(poll(&mut p, t0 - Duration::from_millis(1)).is_none());
     let sent = run_alone(&mut p, t0, t0 + Duration::from_millis(900));
     // Three priming rounds to both candidates, srflx first, TTL 2; nothing else.
     assert_eq!(sent.len(), 6, "{sent:?}");
@@ -93,7 +114,7 @@ fn primes_with_the_ttl_then_waits_for_the_peer_before_full_probes() {
     // The peer's signal: full probes at once.
     let now = t0 + Duration::from_millis(900);
     p.handle_peer_primed(now);
-    let full: Vec<_> = std::iter::from_fn(|| p.poll_transmit(now)).collect();
+    let full: Vec<_> = std::iter::from_fn(|| poll(&mut p, now)).collect();
     assert_eq!(full.len(), 2);
     assert!(
         full.iter()
@@ -127,7 +148,7 @@ fn an_open_host_does_not_prime_but_still_waits() {
     let pr = nat(NatType::PortRestrictedCone);
     let mut p = Puncher::new(config(Role::Responder, open, pr, "198.51.100.9:1"), t0, 1).unwrap();
     p.handle_timeout(t0);
-    assert!(p.poll_transmit(t0).is_none());
+    assert!(poll(&mut p, t0).is_none());
     assert_eq!(events(&mut p), vec![PunchEvent::Primed]);
     let sent = run_alone(&mut p, t0, t0 + Duration::from_millis(500));
     assert!(sent.is_empty(), "{sent:?}");
@@ -141,13 +162,13 @@ fn a_probe_is_acked_and_counts_as_the_peer_being_primed() {
     run_alone(&mut p, t0, t0 + Duration::from_millis(100));
     let from = addr("198.51.100.9:2222");
     let now = t0 + Duration::from_millis(100);
-    assert!(p.handle_packet(
+    assert!(p.handle_datagram(
         now,
         SocketIndex(0),
         from,
         &probe_from_peer(Role::Responder, 77)
     ));
-    let out: Vec<_> = std::iter::from_fn(|| p.poll_transmit(now)).collect();
+    let out: Vec<_> = std::iter::from_fn(|| poll(&mut p, now)).collect();
     let ack = &out[0];
     assert_eq!((ack.socket, ack.to, ack.ttl), (SocketIndex(0), from, None));
     let packet = decode(ack);
@@ -171,17 +192,17 @@ fn foreign_sessions_reflections_and_chat_packets_are_not_answered() {
     let from = addr("198.51.100.9:1");
     let mut foreign = probe_from_peer(Role::Responder, 1);
     foreign[5] ^= 1;
-    assert!(p.handle_packet(now, SocketIndex(0), from, &foreign));
-    assert!(p.handle_packet(
+    assert!(p.handle_datagram(now, SocketIndex(0), from, &foreign));
+    assert!(p.handle_datagram(
         now,
         SocketIndex(0),
         from,
         &probe_from_peer(Role::Initiator, 1)
     ));
-    assert!(p.handle_packet(now, SocketIndex(0), from, &[PROBE_KIND, 1, 2]));
-    assert!(!p.handle_packet(now, SocketIndex(0), from, &[0xC1, 1, 2, 3]));
-    assert!(!p.handle_packet(now, SocketIndex(0), from, &[0x00, 1, 0, 0]));
-    assert!(p.poll_transmit(now).is_none());
+    assert!(p.handle_datagram(now, SocketIndex(0), from, &[PROBE_KIND, 1, 2]));
+    assert!(!p.handle_datagram(now, SocketIndex(0), from, &[0xC1, 1, 2, 3]));
+    assert!(!p.handle_datagram(now, SocketIndex(0), from, &[0x00, 1, 0, 0]));
+    assert!(poll(&mut p, now).is_none());
     assert_eq!(p.stats().received, 0);
 }
 
@@ -208,11 +229,11 @@ fn only_an_ack_to_our_own_probe_on_the_same_socket_connects() {
     };
     let now = t0 + Duration::from_millis(30);
     let from = addr("198.51.100.9:5555");
-    p.handle_packet(now, SocketIndex(0), from, &ack(nonce ^ 1));
-    p.handle_packet(now, SocketIndex(3), from, &ack(nonce));
+    p.handle_datagram(now, SocketIndex(0), from, &ack(nonce ^ 1));
+    p.handle_datagram(now, SocketIndex(3), from, &ack(nonce));
     assert_eq!(events(&mut p), vec![PunchEvent::Primed]);
     assert!(p.path().is_none());
-    assert!(p.handle_packet(now, SocketIndex(0), from, &ack(nonce)));
+    assert!(p.handle_datagram(now, SocketIndex(0), from, &ack(nonce)));
     assert_eq!(
         events(&mut p),
         vec![PunchEvent::Connected {
@@ -222,13 +243,13 @@ fn only_an_ack_to_our_own_probe_on_the_same_socket_connects() {
     );
     assert_eq!(p.path(), Some((SocketIndex(0), from)));
     // Still answers probes, and no more probing rounds.
-    p.handle_packet(
+    p.handle_datagram(
         now,
         SocketIndex(0),
         from,
         &probe_from_peer(Role::Initiator, 9),
     );
-    let out: Vec<_> = std::iter::from_fn(|| p.poll_transmit(now)).collect();
+    let out: Vec<_> = std::iter::from_fn(|| poll(&mut p, now)).collect();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].data[0], ACK_KIND);
 }
@@ -255,7 +276,7 @@ fn pair(a: PunchConfig, b: PunchConfig, t0: Instant) -> (Option<Instant>, Option
                     _ => {}
                 }
             }
-            while let Some(t) = ps[i].poll_transmit(now) {
+            while let Some(t) = poll(&mut ps[i], now) {
                 if let Some(j) = me.iter().position(|m| *m == t.to) {
                     wire.push((now + Duration::from_millis(10), j, me[i], t.data));
                 }
@@ -276,7 +297,7 @@ fn pair(a: PunchConfig, b: PunchConfig, t0: Instant) -> (Option<Instant>, Option
         now = now.max(next);
         if let Some(k) = wire.iter().position(|w| w.0 <= now) {
             let (_, j, from, data) = wire.remove(k);
-            ps[j].handle_packet(now, SocketIndex(0), from, &data);
+            ps[j].handle_datagram(now, SocketIndex(0), from, &data);
         } else if let Some(k) = signals.iter().position(|s| s.0 <= now) {
             let (_, j) = signals.remove(k);
             ps[j].handle_peer_primed(now);
@@ -319,7 +340,7 @@ fn prediction_probes_the_ports_after_the_symmetric_peers_srflx_port() {
     assert_eq!(p.strategy(), Strategy::Predict { step: 2 });
     let now = t0;
     p.handle_timeout(now);
-    let primed: Vec<u16> = std::iter::from_fn(|| p.poll_transmit(now))
+    let primed: Vec<u16> = std::iter::from_fn(|| poll(&mut p, now))
         .map(|t| t.to.port())
         .collect();
     assert_eq!(primed, [40000, 40000, 40002, 40004, 40006, 40008]);
@@ -340,7 +361,7 @@ fn the_birthday_listener_primes_from_every_extra_socket_and_answers_from_the_hit
     assert_eq!(p.strategy(), Strategy::BirthdayListen);
     assert_eq!(events(&mut p), vec![PunchEvent::OpenSockets(256)]);
     // Nothing until the sockets are there.
-    assert!(p.poll_transmit(t0).is_none());
+    assert!(poll(&mut p, t0).is_none());
     assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(1)));
     p.handle_sockets_opened(t0, 256);
     let sent = run_alone(&mut p, t0, t0 + Duration::from_millis(30));
@@ -355,17 +376,17 @@ fn the_birthday_listener_primes_from_every_extra_socket_and_answers_from_the_hit
     // After the peer's signal, only the host candidate gets full probes.
     let now = t0 + Duration::from_millis(30);
     p.handle_peer_primed(now);
-    let full: Vec<_> = std::iter::from_fn(|| p.poll_transmit(now)).collect();
+    let full: Vec<_> = std::iter::from_fn(|| poll(&mut p, now)).collect();
     assert_eq!(full.len(), 1);
     assert_eq!(full[0].to, addr("10.0.0.9:40000"));
     // A random probe finds socket 42: ack and probe back from it.
-    p.handle_packet(
+    p.handle_datagram(
         now,
         SocketIndex(42),
         peer,
         &probe_from_peer(Role::Initiator, 5),
     );
-    let out: Vec<_> = std::iter::from_fn(|| p.poll_transmit(now)).collect();
+    let out: Vec<_> = std::iter::from_fn(|| poll(&mut p, now)).collect();
     assert_eq!(out.len(), 2);
     assert!(
         out.iter()
@@ -378,7 +399,7 @@ fn the_birthday_listener_primes_from_every_extra_socket_and_answers_from_the_hit
         role: Role::Initiator,
         nonce,
     };
-    p.handle_packet(now, SocketIndex(42), peer, &ack.encode());
+    p.handle_datagram(now, SocketIndex(42), peer, &ack.encode());
     assert_eq!(
         events(&mut p),
         vec![PunchEvent::Connected {
@@ -461,16 +482,16 @@ fn keepalives_flow_and_silence_means_path_lost() {
         role: Role::Responder,
         nonce,
     };
-    p.handle_packet(t0, SocketIndex(0), remote, &ack.encode());
+    p.handle_datagram(t0, SocketIndex(0), remote, &ack.encode());
     assert!(p.path().is_some());
     // Chat packets from the peer keep the path alive; keepalives go every 15 s.
     let mut keepalives = 0;
     let mut now = t0;
     while now < t0 + Duration::from_secs(100) {
         now += Duration::from_secs(5);
-        p.handle_packet(now, SocketIndex(0), remote, &[0xC1, 0, 0]);
+        p.handle_datagram(now, SocketIndex(0), remote, &[0xC1, 0, 0]);
         p.handle_timeout(now);
-        keepalives += std::iter::from_fn(|| p.poll_transmit(now)).count();
+        keepalives += std::iter::from_fn(|| poll(&mut p, now)).count();
     }
     assert_eq!(keepalives, 6);
     assert!(p.path().is_some());

@@ -30,7 +30,7 @@ pub const PACKET_LEN: usize = 1 + SESSION_ID_LEN + 1 + 8;
 /// Whether a datagram is a punch packet (a probe or an ack), judged by its first byte alone.
 ///
 /// A driver that shares the endpoint socket with STUN and the chat session demultiplexes on
-/// this: punch packets go to [`super::Puncher::handle_packet`], whatever their length (a
+/// this: punch packets go to [`super::Puncher::handle_datagram`], whatever their length (a
 /// malformed one is dropped there).
 pub fn is_punch_packet(data: &[u8]) -> bool {
     matches!(data.first(), Some(&PROBE_KIND | &ACK_KIND))

@@ -1,10 +1,12 @@
 //! Client-side STUN: one Binding transaction as a sans-IO state machine.
 //!
-//! The driver owns the socket and the clock. It calls [`BindingTransaction::poll_transmit`] to
-//! get the datagram to send (the request, and each retransmission when due),
-//! [`BindingTransaction::poll_timeout`] to learn when to call
-//! [`BindingTransaction::handle_timeout`], feeds every datagram that arrives to
-//! [`BindingTransaction::handle_input`], and stops when [`BindingTransaction::outcome`] is set.
+//! The driver owns the socket and the clock, and drives it in the order every core here uses
+//! ([`crate::transmit`]): after each input it sends every [`Transmit`]
+//! [`BindingTransaction::poll_transmit`] gives (the request, and each retransmission when
+//! due), then sleeps until [`BindingTransaction::poll_timeout`] and calls
+//! [`BindingTransaction::handle_timeout`], feeding every datagram that arrives meanwhile to
+//! [`BindingTransaction::handle_datagram`]. It stops when [`BindingTransaction::outcome`] is
+//! set. The transaction has no events: the outcome is its one result.
 //!
 //! Retransmission follows RFC 8489 section 6.2.1: the request is resent after RTO, 2 RTO,
 //! 4 RTO, ...; after the last send the client waits `last_wait_factor` RTO more before giving
@@ -19,6 +21,7 @@ use crate::stun::{
     Attribute, ChangeRequest, Class, EncodeError, ErrorCode, Message, MessageWriter, Method,
     TransactionId, attr,
 };
+use crate::transmit::{SocketIndex, Transmit};
 
 /// A fresh transaction id from `rng`, classic (128 bits, no cookie) or modern (96 bits).
 pub fn random_transaction_id(rng: &mut crate::rng::SplitMix64, classic: bool) -> TransactionId {
@@ -125,6 +128,7 @@ pub struct BindingTransaction {
     /// Replies from an unexpected address, for diagnosing servers that ignore CHANGE-REQUEST.
     wrong_source: Option<SocketAddr>,
     any_source: bool,
+    socket: SocketIndex,
 }
 
 impl BindingTransaction {
@@ -140,6 +144,7 @@ impl BindingTransaction {
             outcome: None,
             wrong_source: None,
             any_source: false,
+            socket: SocketIndex::ENDPOINT,
         }
     }
 
@@ -150,14 +155,21 @@ impl BindingTransaction {
         self
     }
 
+    /// Sends from, and listens on, `socket` (default [`SocketIndex::ENDPOINT`]), for drivers
+    /// that run transactions on more than one socket.
+    pub fn on_socket(mut self, socket: SocketIndex) -> Self {
+        self.socket = socket;
+        self
+    }
+
     /// The request's parameters.
     pub fn request(&self) -> &BindingRequest {
         &self.request
     }
 
-    /// Writes the request into `buf` if a send is due at `now`; returns its length and where to
-    /// send it.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    /// Writes the request into `buf` if a send is due at `now`; the [`Transmit`] says how many
+    /// bytes, where to and from which socket.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if self.outcome.is_some() || self.next_send.is_none_or(|t| t > now) {
             return None;
         }
@@ -182,7 +194,12 @@ impl BindingTransaction {
             self.next_send = Some(now + wait);
             self.deadline = now + wait;
         }
-        Some((len, self.request.server))
+        Some(Transmit {
+            destination: self.request.server,
+            socket: self.socket,
+            ttl: None,
+            size: len,
+        })
     }
 
     fn encode(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
@@ -213,9 +230,19 @@ impl BindingTransaction {
         }
     }
 
-    /// Offers a received datagram; returns true if it belonged to this transaction (even if
-    /// it was refused for coming from the wrong address).
-    pub fn handle_input(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> bool {
+    /// Offers a datagram received on `socket` from `from`; returns true if it belonged to this
+    /// transaction (even if it was refused for coming from the wrong address). Datagrams on
+    /// another socket than the transaction's are never its own.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        socket: SocketIndex,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        if socket != self.socket {
+            return false;
+        }
         let Ok(msg) = Message::parse(data) else {
             return false;
         };

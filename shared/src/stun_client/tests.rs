@@ -34,7 +34,8 @@ fn run(
     let mut sent = 0;
     for _ in 0..100 {
         let mut buf = [0u8; 512];
-        if let Some((len, to)) = t.poll_transmit(now, &mut buf) {
+        if let Some(tx) = t.poll_transmit(now, &mut buf) {
+            let (len, to) = (tx.size, tx.destination);
             sent += 1;
             let local = ServerSocket::ALL
                 .into_iter()
@@ -49,8 +50,10 @@ fn run(
                     data: &buf[..len],
                 };
                 if let Some(tx) = s.handle_datagram(now, received, &mut out) {
-                    let from = config.address_of(tx.from).unwrap();
-                    t.handle_input(now + Duration::from_millis(1), from, &out[..tx.len]);
+                    let socket = ServerSocket::from_socket_index(tx.socket).unwrap();
+                    let from = config.address_of(socket).unwrap();
+                    let at = now + Duration::from_millis(1);
+                    t.handle_datagram(at, SocketIndex::ENDPOINT, from, &out[..tx.size]);
                 }
             }
         }

@@ -11,6 +11,7 @@ use crate::stun::{
     Attribute, ChangeRequest, Class, EncodeError, HEADER_LEN, Message, MessageWriter, Method,
     TransactionId, attr,
 };
+use crate::transmit::Transmit;
 
 /// At most this many unknown attribute types are listed in a 420 response.
 pub const MAX_UNKNOWN_LISTED: usize = 16;
@@ -37,18 +38,6 @@ pub struct Received<'a> {
     pub from: SocketAddr,
     /// The bytes: one whole message.
     pub data: &'a [u8],
-}
-
-/// A response to send: `len` bytes at the start of the buffer given to
-/// [`StunServer::handle_datagram`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// The socket to send from (for TCP, always the connection the request came on).
-    pub from: ServerSocket,
-    /// Where to send.
-    pub to: SocketAddr,
-    /// Bytes of the response.
-    pub len: usize,
 }
 
 /// The STUN server state machine; see the [module docs](super).
@@ -163,7 +152,10 @@ impl StunServer {
         &self.stats
     }
 
-    /// Handles one datagram, writing the response (if any) into `out`.
+    /// Handles one datagram, writing the response (if any) into `out`: the returned
+    /// [`Transmit`] says how many bytes of `out` to send, where to, and from which server socket
+    /// (a [`SocketIndex`](crate::SocketIndex) in [`ServerSocket::index`] order; for TCP, always
+    /// the connection the request came on).
     ///
     /// `out` should hold `received.data.len() + MAX_RESPONSE_OVERHEAD` bytes; a smaller buffer
     /// can only make the server drop a response, never write a truncated one. Nothing in `out`
@@ -190,9 +182,10 @@ impl StunServer {
                 let len = tail.write(id, from, out)?;
                 self.stats.responses += 1;
                 return Some(Transmit {
-                    from: received.local,
-                    to: from,
-                    len,
+                    destination: from,
+                    socket: received.local.into(),
+                    ttl: None,
+                    size: len,
                 });
             }
         }
@@ -287,9 +280,10 @@ impl StunServer {
         };
         match written {
             Ok((socket, to, len)) => Some(Transmit {
-                from: socket,
-                to,
-                len,
+                destination: to,
+                socket: socket.into(),
+                ttl: None,
+                size: len,
             }),
             Err(_) => {
                 self.stats.malformed += 1;

@@ -2,12 +2,16 @@
 //!
 //! The server owns four UDP sockets: two IP addresses times two ports ([RFC 5780 section 6]).
 //! The driver reads a datagram from one of them and calls [`StunServer::handle_datagram`] with
-//! which socket it came in on; the server answers with at most one [`Transmit`] naming the
-//! socket to send from (which is how CHANGE-REQUEST picks the reply's source) and where to.
+//! which socket it came in on; the server answers with at most one [`Transmit`] (the same type
+//! every datagram core returns, [`crate::transmit`]) naming the socket to send from (which is
+//! how CHANGE-REQUEST picks the reply's source, in [`ServerSocket::index`] order) and where to.
 //!
 //! One request makes at most one response, synchronously, so instead of queueing responses for a
 //! later `poll_transmit` (and allocating for each) the response is written straight into a buffer
-//! the driver owns. A driver therefore looks like this:
+//! the driver owns: `handle_datagram` is the input and its return value is the one transmit
+//! that would otherwise be drained. The server has no events and no timers (its rate limiter
+//! ages by the `now` of each request), so there is nothing else to drain. A driver therefore
+//! looks like this:
 //!
 //! ```
 //! # use std::time::Instant;
@@ -17,7 +21,7 @@
 //! # let (datagram, from) = (&[0u8; 20][..], "127.0.0.1:5000".parse().unwrap());
 //! let received = Received { local: ServerSocket::PRIMARY, transport: Transport::Udp, from, data: datagram };
 //! if let Some(transmit) = server.handle_datagram(Instant::now(), received, &mut out) {
-//!     // send out[..transmit.len] from socket `transmit.from` to `transmit.to`
+//!     // send out[..transmit.size] from socket `transmit.socket` to `transmit.destination`
 //! }
 //! ```
 //!
@@ -43,8 +47,9 @@ mod rate_limit;
 mod socket;
 mod template;
 
+pub use crate::transmit::{SocketIndex, Transmit};
 pub use config::{ConfigError, MAX_SOFTWARE_LEN, RateLimitConfig, ServerConfig};
-pub use handle::{MAX_RESPONSE_OVERHEAD, MAX_UNKNOWN_LISTED, Received, StunServer, Transmit};
+pub use handle::{MAX_RESPONSE_OVERHEAD, MAX_UNKNOWN_LISTED, Received, StunServer};
 pub use rate_limit::RateLimiter;
 pub use socket::{IpSlot, PortSlot, ServerSocket, Transport};
 

@@ -1,6 +1,7 @@
 //! Naming the server's four sockets.
 
 use crate::stun::ChangeRequest;
+use crate::transmit::SocketIndex;
 
 /// Which of the server's two IP addresses.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -69,6 +70,11 @@ impl ServerSocket {
         ip + port
     }
 
+    /// The socket a [`SocketIndex`] names ([`ServerSocket::index`] order); `None` past 3.
+    pub fn from_socket_index(socket: SocketIndex) -> Option<ServerSocket> {
+        ServerSocket::ALL.get(socket.index()).copied()
+    }
+
     /// The socket with the other IP and the other port: what OTHER-ADDRESS names.
     pub fn other(self) -> ServerSocket {
         self.changed(ChangeRequest {
@@ -101,6 +107,13 @@ pub enum Transport {
     /// A message on a TCP connection (the response must go back on that connection, so
     /// CHANGE-REQUEST and RESPONSE-PORT cannot be honoured).
     Tcp,
+}
+
+impl From<ServerSocket> for SocketIndex {
+    /// The [`ServerSocket::index`] as the index a [`crate::Transmit`] names.
+    fn from(socket: ServerSocket) -> SocketIndex {
+        SocketIndex(socket.index() as u16)
+    }
 }
 
 #[cfg(test)]

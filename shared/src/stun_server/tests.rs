@@ -81,8 +81,8 @@ fn send(
         data,
     };
     let transmit = server.handle_datagram(Instant::now(), received, &mut out)?;
-    assert!(transmit.len <= data.len() + MAX_RESPONSE_OVERHEAD);
-    out.truncate(transmit.len);
+    assert!(transmit.size <= data.len() + MAX_RESPONSE_OVERHEAD);
+    out.truncate(transmit.size);
     Some(Reply {
         transmit,
         bytes: out,
@@ -99,8 +99,8 @@ fn every_socket_reports_its_origin_and_the_other_ip_and_port() {
     let config = s.config().clone();
     for local in ServerSocket::ALL {
         let reply = send_udp(&mut s, local, &request(modern_tid(), |_| {})).unwrap();
-        assert_eq!(reply.transmit.from, local);
-        assert_eq!(reply.transmit.to, client());
+        assert_eq!(reply.transmit.socket, local.into());
+        assert_eq!(reply.transmit.destination, client());
         let origin = config.address_of(local).unwrap();
         let other = config.address_of(local.other()).unwrap();
         assert_eq!(
@@ -149,7 +149,11 @@ fn each_change_request_combination_comes_from_the_right_socket() {
                 let data = request(tid, |w| w.add_change_request(change).unwrap());
                 let reply = send_udp(&mut s, local, &data).unwrap();
                 let expected = local.changed(change);
-                assert_eq!(reply.transmit.from, expected, "{local:?} {change:?}");
+                assert_eq!(
+                    reply.transmit.socket,
+                    expected.into(),
+                    "{local:?} {change:?}"
+                );
                 assert_eq!(expected.ip != local.ip, change_ip);
                 assert_eq!(expected.port != local.port, change_port);
                 let origin = config.address_of(expected).unwrap();
@@ -221,7 +225,7 @@ fn unknown_required_attribute_gets_420_listing_it() {
         });
         let reply = send_udp(&mut s, ServerSocket::PRIMARY, &data).unwrap();
         assert_eq!(reply.message().class(), Class::ErrorResponse);
-        assert_eq!(reply.transmit.to, client());
+        assert_eq!(reply.transmit.destination, client());
         match reply.attr(attr::ERROR_CODE) {
             Some(Attribute::ErrorCode(e)) => assert_eq!(e.code, 420),
             other => panic!("{other:?}"),
@@ -253,7 +257,7 @@ fn response_address_is_never_honoured() {
             w.add_address(attr::RESPONSE_ADDRESS, victim).unwrap()
         });
         let reply = send_udp(&mut s, ServerSocket::PRIMARY, &data).unwrap();
-        assert_eq!(reply.transmit.to, client());
+        assert_eq!(reply.transmit.destination, client());
         assert!(reply.attr(attr::REFLECTED_FROM).is_none());
     }
     assert_eq!(s.stats().response_address_ignored, 2);
@@ -295,7 +299,7 @@ fn single_address_server_never_answers_from_the_wrong_address() {
         // Modern: 420 naming CHANGE-REQUEST, sent from the socket the request came in on.
         let data = request(modern_tid(), |w| w.add_change_request(change).unwrap());
         let reply = send_udp(&mut s, ServerSocket::PRIMARY, &data).unwrap();
-        assert_eq!(reply.transmit.from, ServerSocket::PRIMARY);
+        assert_eq!(reply.transmit.socket, ServerSocket::PRIMARY.into());
         assert!(
             matches!(reply.attr(attr::ERROR_CODE), Some(Attribute::ErrorCode(e)) if e.code == 420)
         );
@@ -312,8 +316,9 @@ fn single_address_server_never_answers_from_the_wrong_address() {
     };
     let data = request(classic_tid(), |w| w.add_change_request(change).unwrap());
     let reply = send_udp(&mut s, ServerSocket::PRIMARY, &data).unwrap();
-    assert_eq!(reply.transmit.from.port, PortSlot::Alternate);
-    assert_eq!(reply.transmit.from.ip, IpSlot::Primary);
+    let from = ServerSocket::from_socket_index(reply.transmit.socket).unwrap();
+    assert_eq!(from.port, PortSlot::Alternate);
+    assert_eq!(from.ip, IpSlot::Primary);
 }
 
 #[test]
@@ -321,7 +326,10 @@ fn response_port_redirects_to_the_same_ip_only() {
     let mut s = server();
     let data = request(modern_tid(), |w| w.add_response_port(5555).unwrap());
     let reply = send_udp(&mut s, ServerSocket::PRIMARY, &data).unwrap();
-    assert_eq!(reply.transmit.to, SocketAddr::new(client().ip(), 5555));
+    assert_eq!(
+        reply.transmit.destination,
+        SocketAddr::new(client().ip(), 5555)
+    );
     assert_eq!(
         reply.attr(attr::XOR_MAPPED_ADDRESS),
         Some(Attribute::XorMappedAddress(client()))
@@ -351,7 +359,7 @@ fn padding_is_echoed_at_the_request_length_and_never_with_response_port() {
     let reply = send_udp(&mut s, ServerSocket::PRIMARY, &data).unwrap();
     assert!(matches!(reply.attr(attr::ERROR_CODE), Some(Attribute::ErrorCode(e)) if e.code == 400));
     assert_eq!(
-        reply.transmit.to,
+        reply.transmit.destination,
         client(),
         "errors go to the source, not RESPONSE-PORT"
     );
@@ -482,11 +490,11 @@ fn ipv6_server_and_client() {
     let t = s
         .handle_datagram(Instant::now(), received, &mut out)
         .unwrap();
-    let m = Message::parse(&out[..t.len]).unwrap();
+    let m = Message::parse(&out[..t.size]).unwrap();
     let xma = m.get(attr::XOR_MAPPED_ADDRESS).unwrap().parse().unwrap();
     assert_eq!(xma, Attribute::XorMappedAddress(from));
     // The worst case the overhead constant allows for: IPv6 everywhere, maximum SOFTWARE.
-    assert!(t.len <= data.len() + MAX_RESPONSE_OVERHEAD);
+    assert!(t.size <= data.len() + MAX_RESPONSE_OVERHEAD);
 }
 
 #[test]
@@ -586,7 +594,7 @@ fn documented_response_sizes() {
             server
                 .handle_datagram(Instant::now(), received, &mut out)
                 .unwrap()
-                .len,
+                .size,
         )
     };
     let v4: SocketAddr = "198.51.100.7:40000".parse().unwrap();

@@ -10,7 +10,10 @@
 //! The rendezvous hands every ticket it issues to [`Switchboard::handle_ticket`]. The driver
 //! numbers connections ([`SbConnId`], never reused), decodes frames with [`wire::decode`] and
 //! feeds them in; after every input it drains [`Switchboard::poll_output`], and it calls
-//! [`Switchboard::handle_timeout`] once [`Switchboard::poll_timeout`] has passed.
+//! [`Switchboard::handle_timeout`] once [`Switchboard::poll_timeout`] has passed. That is the
+//! shape of every core (docs/DESIGN.md section 8) for a stream-based one: frames of TCP
+//! connections in, and one ordered queue of sends and closes out instead of
+//! [`crate::Transmit`]s and events (a close must follow the sends queued before it).
 //!
 //! ```
 //! # use std::time::{Duration, Instant};

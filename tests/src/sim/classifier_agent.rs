@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use shared::SocketIndex;
 use shared::nat_classifier::{Classifier, ClassifierConfig, Report, socket};
 
 use super::{Agent, Datagram};
@@ -49,7 +50,9 @@ impl Agent for ClassifierAgent {
 
     fn handle_datagram(&mut self, now: Instant, d: Datagram) {
         if let Some(index) = self.locals.iter().position(|l| *l == d.dst) {
-            self.classifier.handle_input(now, index, d.src, &d.payload);
+            let socket = SocketIndex(index as u16);
+            self.classifier
+                .handle_datagram(now, socket, d.src, &d.payload);
         }
     }
 
@@ -57,9 +60,9 @@ impl Agent for ClassifierAgent {
         let mut buf = [0u8; 1500];
         let t = self.classifier.poll_transmit(now, &mut buf)?;
         Some(Datagram::new(
-            self.locals[t.socket],
-            t.to,
-            buf[..t.len].to_vec(),
+            self.locals[t.socket.index()],
+            t.destination,
+            buf[..t.size].to_vec(),
         ))
     }
 

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use shared::punch::wire::PACKET_LEN;
 use shared::punch::{PunchConfig, PunchEvent, PunchStats, Puncher, SocketIndex, is_punch_packet};
 
 use super::{Agent, Datagram};
@@ -176,7 +177,7 @@ impl Agent for PunchAgent {
 
     fn handle_datagram(&mut self, now: Instant, d: Datagram) {
         let socket = SocketIndex(d.dst.port() - self.base_port);
-        let punch = self.puncher.handle_packet(now, socket, d.src, &d.payload);
+        let punch = self.puncher.handle_datagram(now, socket, d.src, &d.payload);
         if !punch && d.payload.first() == Some(&CHAT_KIND) {
             debug_assert!(!is_punch_packet(&d.payload));
             self.log.chat_received.push((socket, d.src));
@@ -184,11 +185,18 @@ impl Agent for PunchAgent {
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
-        self.drain_events(now);
-        let d = if let Some(t) = self.puncher.poll_transmit(now) {
+        // Transmits first, then events (docs/DESIGN.md section 8); an event's input (sockets
+        // opened) may queue more transmits, which go out before the chat's.
+        let mut buf = [0u8; PACKET_LEN];
+        let mut next = self.puncher.poll_transmit(now, &mut buf);
+        if next.is_none() {
+            self.drain_events(now);
+            next = self.puncher.poll_transmit(now, &mut buf);
+        }
+        let d = if let Some(t) = next {
             Datagram {
                 ttl: t.ttl.unwrap_or(64),
-                ..Datagram::new(self.local(t.socket), t.to, t.data)
+                ..Datagram::new(self.local(t.socket), t.destination, buf[..t.size].to_vec())
             }
         } else {
             self.chat_out.pop()?

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use shared::SocketIndex;
 use shared::stun_client::BindingTransaction;
 use shared::stun_server::{Received, ServerConfig, ServerSocket, StunServer, Transport};
 
@@ -77,15 +78,18 @@ impl Agent for StunServerAgent {
         let Some(t) = self.core.handle_datagram(now, received, &mut out) else {
             return;
         };
+        let Some(answer_from) = ServerSocket::from_socket_index(t.socket) else {
+            return;
+        };
         let from = match self.behaviour {
-            ServerBehaviour::Correct => t.from,
+            ServerBehaviour::Correct => answer_from,
             ServerBehaviour::AnswersFromReceivingSocket => local,
-            ServerBehaviour::DropsChangeRequests if t.from != local => return,
-            ServerBehaviour::DropsChangeRequests => t.from,
+            ServerBehaviour::DropsChangeRequests if answer_from != local => return,
+            ServerBehaviour::DropsChangeRequests => answer_from,
         };
         if let Some(src) = self.core.config().address_of(from) {
-            out.truncate(t.len);
-            self.queue.push_back(Datagram::new(src, t.to, out));
+            out.truncate(t.size);
+            self.queue.push_back(Datagram::new(src, t.destination, out));
         }
     }
 
@@ -121,7 +125,7 @@ impl Agent for BindingClient {
 
     fn handle_datagram(&mut self, now: Instant, d: Datagram) {
         for (local, t) in &mut self.transactions {
-            if *local == d.dst && t.handle_input(now, d.src, &d.payload) {
+            if *local == d.dst && t.handle_datagram(now, SocketIndex::ENDPOINT, d.src, &d.payload) {
                 return;
             }
         }
@@ -130,8 +134,8 @@ impl Agent for BindingClient {
     fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
         let mut buf = [0u8; 1500];
         for (local, t) in &mut self.transactions {
-            if let Some((len, to)) = t.poll_transmit(now, &mut buf) {
-                return Some(Datagram::new(*local, to, buf[..len].to_vec()));
+            if let Some(t) = t.poll_transmit(now, &mut buf) {
+                return Some(Datagram::new(*local, t.destination, buf[..t.size].to_vec()));
             }
         }
         None

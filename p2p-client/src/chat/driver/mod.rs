@@ -2,10 +2,11 @@
 //! session, the path choice, the relay connection and the endpoint sockets, and wakes up for
 //! a datagram, a relay frame, a rendezvous push, a line of input or the earliest timer.
 //!
-//! After every wake-up, `Driver::pump` drains the cores in the order their docs ask for:
-//! puncher events, then puncher transmits; chat transmits (sent on the path
-//! [`PathSelector::route`] names), then chat events; then re-punching (`punching.rs`); then
-//! path changes, which are announced.
+//! After every wake-up, `Driver::pump` drains the cores in the order of every core
+//! (docs/DESIGN.md section 8): puncher transmits, then puncher events; then re-punching
+//! (`punching.rs`, whose STUN Binding is a [`crate::binding::StunBinding`]); chat transmits
+//! (sent on the path [`PathSelector::route`] names), then chat events; then path changes,
+//! which are announced.
 //!
 //! Around the loop: a lost rendezvous connection is re-made in the background (`server.rs`),
 //! after which a new introduction rejoins the relay; the chat's end sends the authenticated
@@ -26,13 +27,14 @@ use shared::chat::{
     self, ChatConfig, ChatError, ChatEvent, ChatSession, MessageId, PublicKey, StaticKeypair,
 };
 use shared::nat_classifier::{NatType, PortAllocation};
-use shared::punch::{PunchEvent, Puncher, SocketIndex};
+use shared::punch::wire::PACKET_LEN as PUNCH_PACKET_LEN;
+use shared::punch::{PunchEvent, Puncher};
 use shared::rendezvous::{Presence, SessionId, UserName};
-use shared::stun_client::BindingTransaction;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use zeroize::Zeroize;
 
+use crate::binding::StunBinding;
 use crate::rendezvous::{
     Event, Introduction, LoginInfo, Offer, OutReason, Relogin, RendezvousClient, RendezvousError,
     Role,
@@ -157,7 +159,7 @@ pub struct Driver {
     had_direct: bool,
     repunch: Repunch,
     /// The STUN Binding of a re-punch, while it runs.
-    gather: Option<BindingTransaction>,
+    gather: Option<StunBinding>,
     /// `INV`/`ANS` of a re-punch, while they run.
     requests: JoinSet<RequestDone>,
 }
@@ -352,6 +354,16 @@ impl Driver {
             {
                 p.handle_timeout(now);
             }
+            // The order of every core (docs/DESIGN.md section 8): transmits, then events.
+            if let Some(p) = &mut self.puncher {
+                let mut buf = [0u8; PUNCH_PACKET_LEN];
+                while let Some(t) = p.poll_transmit(now, &mut buf) {
+                    let (to, data) = (t.destination, &buf[..t.size]);
+                    if let Err(e) = self.endpoint.send(t.socket, to, data, t.ttl).await {
+                        tracing::debug!(error = %e, %to, "punch send failed");
+                    }
+                }
+            }
             let events: Vec<PunchEvent> = match &mut self.puncher {
                 Some(p) => std::iter::from_fn(|| p.poll_event()).collect(),
                 None => Vec::new(),
@@ -359,13 +371,6 @@ impl Driver {
             for event in events {
                 again = true;
                 self.on_punch_event(now, event).await;
-            }
-            if let Some(p) = &mut self.puncher {
-                while let Some(t) = p.poll_transmit(now) {
-                    if let Err(e) = self.endpoint.send(t.socket, t.to, &t.data, t.ttl).await {
-                        tracing::debug!(error = %e, to = %t.to, "punch send failed");
-                    }
-                }
             }
             self.path.handle_timeout(now);
             self.drive_repunch(now).await;
@@ -543,25 +548,28 @@ impl Driver {
         match classify(&d.data) {
             PacketClass::Punch => {
                 if let Some(p) = &mut self.puncher {
-                    p.handle_packet(now, d.socket, d.from, &d.data);
+                    p.handle_datagram(now, d.socket, d.from, &d.data);
                 }
             }
             PacketClass::Chat => {
                 // Chat packets from the peer keep the puncher's path alive too.
                 if let Some(p) = &mut self.puncher {
-                    p.handle_packet(now, d.socket, d.from, &d.data);
+                    p.handle_datagram(now, d.socket, d.from, &d.data);
                 }
-                match self.chat.handle_packet(now, &d.data) {
+                match self.chat.handle_datagram(now, &d.data) {
                     Ok(()) => self.path.direct_rx(now, d.socket, d.from),
                     Err(e) => tracing::debug!(error = %e, from = %d.from, "chat packet dropped"),
                 }
             }
-            PacketClass::Stun => match &mut self.gather {
-                Some(transaction) if d.socket == SocketIndex::ENDPOINT => {
-                    transaction.handle_input(now, d.from, &d.data);
+            PacketClass::Stun => {
+                let taken = self
+                    .gather
+                    .as_mut()
+                    .is_some_and(|b| b.handle_datagram(now, d.socket, d.from, &d.data));
+                if !taken {
+                    tracing::debug!(from = %d.from, "late STUN datagram ignored");
                 }
-                _ => tracing::debug!(from = %d.from, "late STUN datagram ignored"),
-            },
+            }
             PacketClass::Other => tracing::debug!(from = %d.from, "unknown datagram dropped"),
         }
     }
@@ -580,7 +588,7 @@ impl Driver {
                 self.chat.handle_path_up(now);
             }
             RelayEvent::Data(packet) => {
-                if let Err(e) = self.chat.handle_packet(now, &packet) {
+                if let Err(e) = self.chat.handle_datagram(now, &packet) {
                     tracing::debug!(error = %e, "relayed chat packet dropped");
                 }
             }
@@ -709,9 +717,7 @@ impl Driver {
             self.drain_deadline,
             self.next_relay_keepalive,
             self.repunch.poll_timeout(),
-            self.gather
-                .as_ref()
-                .and_then(BindingTransaction::poll_timeout),
+            self.gather.as_ref().and_then(StunBinding::poll_timeout),
         ]
         .into_iter()
         .flatten()

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use shared::nat_classifier::{NatType, PortAllocation};
-use shared::punch::{self, NatInfo, PeerInfo, PunchConfig, Puncher, SocketIndex};
+use shared::punch::{self, NatInfo, PeerInfo, PunchConfig, Puncher};
 use shared::rendezvous::SessionId;
 
+use crate::binding::StunBinding;
 use crate::rendezvous::{Allocation, CandidateKind, Introduction, NatKind, RendezvousError, Role};
 
-use super::super::endpoint::{self, binding_outcome, binding_transaction};
+use super::super::endpoint::{self, EndpointIo, binding_outcome, binding_transaction};
 use super::super::output::Shown;
 use super::super::relay::Relay;
 use super::super::repunch::RepunchAction;
@@ -63,7 +64,8 @@ impl Driver {
                     }
                     match self.stun {
                         Some(server) => {
-                            self.gather = Some(binding_transaction(server, GATHER_BUDGET, now));
+                            let transaction = binding_transaction(server, GATHER_BUDGET, now);
+                            self.gather = Some(StunBinding::new(transaction));
                         }
                         None => self.repunch.handle_gathered(now),
                     }
@@ -88,26 +90,14 @@ impl Driver {
     /// Sends what the STUN transaction of a re-punch has to send; when it is over, puts the
     /// address it learnt (or, failing that, the last one) in the offer.
     async fn step_gather(&mut self, now: Instant) {
-        let Some(transaction) = &mut self.gather else {
+        let Some(binding) = &mut self.gather else {
             return;
         };
-        transaction.handle_timeout(now);
-        let mut buf = [0u8; 512];
-        let mut sends = Vec::new();
-        while let Some((len, to)) = transaction.poll_transmit(now, &mut buf) {
-            sends.push((to, buf[..len].to_vec()));
+        let io = &mut EndpointIo(&mut self.endpoint);
+        if let Err(e) = binding.send_due(now, io).await {
+            tracing::debug!(error = %e, "STUN send failed");
         }
-        let outcome = binding_outcome(transaction);
-        for (to, data) in sends {
-            if let Err(e) = self
-                .endpoint
-                .send(SocketIndex::ENDPOINT, to, &data, None)
-                .await
-            {
-                tracing::debug!(error = %e, %to, "STUN send failed");
-            }
-        }
-        let Some(outcome) = outcome else {
+        let Some(outcome) = binding_outcome(binding) else {
             return;
         };
         self.gather = None;

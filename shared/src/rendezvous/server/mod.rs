@@ -12,6 +12,13 @@
 //! and 8).
 //!
 //! # Driving it
+//! The shape of every core (docs/DESIGN.md section 8: `handle_*` inputs, then drain, then
+//! `poll_timeout`), for a stream-based core: the inputs are the decoded lines of TCP
+//! connections rather than datagrams, and everything it wants done comes out of one
+//! [`poll_output`](RendezvousServer::poll_output) queue instead of separate transmits and
+//! events, because the order between a database write and the answer that announces it
+//! matters.
+//!
 //! 1. Feed every event: [`handle_connected`](RendezvousServer::handle_connected), then each
 //!    decoded [`Line`] ([`handle_line`](RendezvousServer::handle_line)) or framing error
 //!    ([`handle_frame_error`](RendezvousServer::handle_frame_error)),

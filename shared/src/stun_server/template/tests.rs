@@ -90,7 +90,7 @@ fn run(
     } else {
         server.handle_datagram(now, received, &mut out)
     };
-    let bytes = transmit.map_or(Vec::new(), |t| out[..t.len].to_vec());
+    let bytes = transmit.map_or(Vec::new(), |t| out[..t.size].to_vec());
     Outcome { transmit, bytes }
 }
 
@@ -189,10 +189,10 @@ proptest! {
                 prop_assert_eq!(echoed, &id);
                 let mut out = [JUNK; 1024];
                 let to = SocketAddr::new(from.ip().to_canonical(), from.port());
-                prop_assert_eq!(tail.response_len(&to), t.len);
-                prop_assert_eq!(tail.write(echoed, to, &mut out), Some(t.len));
-                prop_assert_eq!(&out[..t.len], &want.bytes[..]);
-                prop_assert_eq!(tail.write(echoed, to, &mut out[..t.len - 1]), None);
+                prop_assert_eq!(tail.response_len(&to), t.size);
+                prop_assert_eq!(tail.write(echoed, to, &mut out), Some(t.size));
+                prop_assert_eq!(&out[..t.size], &want.bytes[..]);
+                prop_assert_eq!(tail.write(echoed, to, &mut out[..t.size - 1]), None);
             }
         }
         prop_assert_eq!(fast.stats(), general.stats());
