@@ -92,8 +92,8 @@ none) PRIO_CMD=() ;;
 esac
 
 if [[ -z ${NO_BUILD:-} ]]; then
-    log "building (cargo build --release -p stun-server --bins)"
-    cargo build --release -p stun-server --bins >&2
+    log "building (cargo build --release -p p2p-servers --bins)"
+    cargo build --release -p p2p-servers --bins >&2
 fi
 
 have() {

@@ -89,8 +89,8 @@ if [[ $PRIO == fifo ]] && ! chrt -f 10 true 2>/dev/null; then
 fi
 
 if [[ -z ${NO_BUILD:-} ]]; then
-    log "building (cargo build --release -p stun-server)"
-    cargo build --release -p stun-server >&2
+    log "building (cargo build --release -p p2p-servers)"
+    cargo build --release -p p2p-servers >&2
 fi
 [[ -x $BIN/stun-loadgen && -x $BIN/udp-echo ]] || die "stun-loadgen/udp-echo not built"
 

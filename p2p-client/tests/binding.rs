@@ -8,8 +8,8 @@ mod loopback;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use p2p_servers::ServerHandle;
 use shared::stun_server::ServerSocket;
-use stun_server::ServerHandle;
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
 

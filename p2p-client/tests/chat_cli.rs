@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use loopback::KDF;
+use p2p_servers::ServerHandle;
+use p2p_servers::services::Services;
+use p2p_servers::tls::ServerTls;
 use serde_json::Value;
-use stun_server::ServerHandle;
-use stun_server::services::Services;
-use stun_server::tls::ServerTls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
 const MESSAGES: usize = 100;

@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use loopback::KDF;
+use p2p_servers::services::Services;
+use p2p_servers::tls::{CERT_FILE, ServerTls};
 use serde_json::Value;
 use shared::identity::Fingerprint;
-use stun_server::services::Services;
-use stun_server::tls::{CERT_FILE, ServerTls};
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
 

@@ -16,8 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use loopback::KDF;
-use stun_server::RendezvousHandle;
-use stun_server::tls::ServerTls;
+use p2p_servers::RendezvousHandle;
+use p2p_servers::tls::ServerTls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
 

@@ -17,10 +17,10 @@ use p2p_client::rendezvous::{
     Role,
 };
 use p2p_client::tls::ServerTrust;
+use p2p_servers::RendezvousHandle;
+use p2p_servers::tls::ServerTls;
 use shared::identity::Fingerprint;
 use shared::rendezvous::{Presence, RendezvousConfig, UserName};
-use stun_server::RendezvousHandle;
-use stun_server::tls::ServerTls;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 

@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use p2p_servers::rendezvous::{
+    DEFAULT_MAX_QUEUED_LINES, PostgresUrl, StoreLocation, StoreUrlError, default_db_path,
+};
+use p2p_servers::services::ServicesOptions;
+use p2p_servers::switchboard::SwitchboardOptions;
+use p2p_servers::tls::ServerTls;
+use p2p_servers::{DEFAULT_ALT_PORT, DEFAULT_PORT, RendezvousOptions, ServerOptions};
 use serde::{Deserialize, Serialize};
 use shared::rendezvous::{Kdf, RendezvousConfig, UserName};
 use shared::stun_server::RateLimitConfig;
-use stun_server::rendezvous::{
-    DEFAULT_MAX_QUEUED_LINES, PostgresUrl, StoreLocation, StoreUrlError, default_db_path,
-};
-use stun_server::services::ServicesOptions;
-use stun_server::switchboard::SwitchboardOptions;
-use stun_server::tls::ServerTls;
-use stun_server::{DEFAULT_ALT_PORT, DEFAULT_PORT, RendezvousOptions, ServerOptions};
 
 /// STUN server with the classic two-address setup: RFC 3489 (classic), RFC 8489 and RFC 5780
 /// (NAT behaviour discovery), and the rendezvous server (accounts, presence, introductions;
@@ -33,6 +33,8 @@ use stun_server::{DEFAULT_ALT_PORT, DEFAULT_PORT, RendezvousOptions, ServerOptio
 /// server a reflector); responses are at most 172 bytes larger than their request.
 #[derive(Parser, Debug)]
 #[command(
+    // The binary's name, not the package's (`p2p-servers`), in --version and --help.
+    name = "stun-server",
     version,
     after_help = "Logging: set RUST_LOG (default \"info\"), e.g. RUST_LOG=debug.\n\
                   Accounts: `stun-server user add NAME`, `stun-server user list` (see `user --help`);\n\

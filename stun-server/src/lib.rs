@@ -2,11 +2,11 @@
 //! in [`shared::stun_server`].
 //!
 //! ```no_run
-//! use stun_server::{ServerHandle, ServerOptions};
+//! use p2p_servers::{ServerHandle, ServerOptions};
 //! let server = ServerHandle::start(ServerOptions::default())?; // 127.0.0.1 + 127.0.0.2
 //! println!("listening on {:?}", server.udp_addrs());
 //! let stats = server.shutdown();
-//! # Ok::<(), stun_server::StartError>(())
+//! # Ok::<(), p2p_servers::StartError>(())
 //! ```
 //!
 //! Each UDP worker thread owns its own four sockets (SO_REUSEPORT), reads and writes them in

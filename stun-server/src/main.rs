@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use stun_server::ServerHandle;
-use stun_server::services::{self, Services};
+use p2p_servers::ServerHandle;
+use p2p_servers::services::{self, Services};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -51,7 +51,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     if !settings.stun_enabled() && settings.rendezvous_listen().is_none() {
         anyhow::bail!("--no-stun and --no-rendezvous together leave nothing to serve");
     }
-    let open_files = stun_server::raise_open_file_limit();
+    let open_files = p2p_servers::raise_open_file_limit();
     // The one runtime of the process: signals, the shutdown wait and the rendezvous server run
     // on it (the switchboard keeps its own current-thread runtime, see its module docs; STUN
     // runs on plain threads). Signal handlers first: a Ctrl-C that arrives while the server

@@ -5,10 +5,10 @@
 //! `ITR` lines that carry it are sent.
 //!
 //! ```no_run
-//! use stun_server::rendezvous::RendezvousOptions;
-//! use stun_server::services::{self, ServicesOptions};
-//! use stun_server::switchboard::SwitchboardOptions;
-//! use stun_server::tls::ServerTls;
+//! use p2p_servers::rendezvous::RendezvousOptions;
+//! use p2p_servers::services::{self, ServicesOptions};
+//! use p2p_servers::switchboard::SwitchboardOptions;
+//! use p2p_servers::tls::ServerTls;
 //! let running = services::start(ServicesOptions {
 //!     rendezvous: RendezvousOptions {
 //!         listen: "127.0.0.1:0".parse()?,

@@ -5,7 +5,7 @@
 //! for tests, benchmarks and tools that were told the server's fingerprint.
 //!
 //! ```no_run
-//! use stun_server::tls::ServerTls;
+//! use p2p_servers::tls::ServerTls;
 //! let dir = std::env::temp_dir().join("tls-example");
 //! // Generated on the first call, the same certificate on every later one.
 //! let tls = ServerTls::self_signed_in(&dir, &["127.0.0.1".parse()?])?;

@@ -7,9 +7,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use p2p_servers::rendezvous::{Store, StoreLocation};
 use rand::RngCore;
 use shared::rendezvous::scram::derive_credentials;
-use stun_server::rendezvous::{Store, StoreLocation};
 use zeroize::Zeroizing;
 
 use crate::cli::UserCommand;

@@ -7,11 +7,11 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use p2p_servers::rendezvous::{BoundRendezvous, RendezvousOptions};
+use p2p_servers::switchboard::{BoundSwitchboard, SbCodec, SwitchboardOptions};
+use p2p_servers::tls::{any_server_name, pinned_client_config};
 use shared::rendezvous::{SessionId, Ticket, UserName};
 use shared::switchboard::{ErrorCode, Frame, VERSION};
-use stun_server::rendezvous::{BoundRendezvous, RendezvousOptions};
-use stun_server::switchboard::{BoundSwitchboard, SbCodec, SwitchboardOptions};
-use stun_server::tls::{any_server_name, pinned_client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;

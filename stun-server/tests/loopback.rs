@@ -8,11 +8,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use p2p_servers::{ServerHandle, ServerOptions};
 use shared::stun::{
     Attribute, ChangeRequest, Class, Message, MessageWriter, Method, TransactionId, attr,
 };
 use shared::stun_server::{RateLimitConfig, ServerSocket};
-use stun_server::{ServerHandle, ServerOptions};
 
 fn options() -> ServerOptions {
     ServerOptions {

@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use p2p_servers::rendezvous::Store;
+use p2p_servers::{RendezvousHandle, RendezvousOptions};
 use rendezvous_support::{CHEAP, Client, WAIT, b64, text};
 use shared::rendezvous::scram::derive_credentials;
 use shared::rendezvous::{RendezvousConfig, UserName};
-use stun_server::rendezvous::Store;
-use stun_server::{RendezvousHandle, RendezvousOptions};
 
 // ---------------------------------------------------------------------------------------------
 // Server

@@ -16,10 +16,10 @@ mod rendezvous_support;
 
 use std::path::{Path, PathBuf};
 
+use p2p_servers::{RendezvousHandle, RendezvousOptions};
 use rendezvous_support::{CHEAP, Client, b64, text};
 use shared::rendezvous::RendezvousConfig;
 use shared::rendezvous::wire::TrId;
-use stun_server::{RendezvousHandle, RendezvousOptions};
 
 const TABLES: [&str; 4] = ["users", "contacts", "blocks", "devices"];
 

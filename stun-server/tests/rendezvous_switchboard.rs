@@ -1,7 +1,7 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
-//! The rendezvous server and the switchboard wired together by `stun_server::services` (the
+//! The rendezvous server and the switchboard wired together by `p2p_servers::services` (the
 //! code the binary runs), over TLS on 127.0.0.1: an introduction's tickets work at the
 //! switchboard, once each, and the switchboard is the one whose key `sbfp=` names.
 
@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use p2p_servers::rendezvous::RendezvousOptions;
+use p2p_servers::services::{self, Services, ServicesOptions};
+use p2p_servers::switchboard::{SbCodec, SwitchboardOptions};
+use p2p_servers::tls::{ServerTls, any_server_name, pinned_client_config};
 use rendezvous_support::{CHEAP, Client, b64, text};
 use shared::rendezvous::wire::Line;
 use shared::rendezvous::{RendezvousConfig, SessionId};
 use shared::switchboard::{ErrorCode, Frame, VERSION};
-use stun_server::rendezvous::RendezvousOptions;
-use stun_server::services::{self, Services, ServicesOptions};
-use stun_server::switchboard::{SbCodec, SwitchboardOptions};
-use stun_server::tls::{ServerTls, any_server_name, pinned_client_config};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;

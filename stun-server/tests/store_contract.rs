@@ -12,8 +12,8 @@ mod pg_support;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use p2p_servers::rendezvous::{SCHEMA_VERSION, Store, StoreError, StoreLocation};
 use shared::rendezvous::{Credentials, Kdf, MAX_DEVICE_KEYS, StoreOp, UserName, UserRecord};
-use stun_server::rendezvous::{SCHEMA_VERSION, Store, StoreError, StoreLocation};
 
 /// One backend with a fresh, empty database.
 enum Fixture {

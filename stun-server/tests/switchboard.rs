@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use p2p_servers::switchboard::{SbCodec, SwitchboardHandle, SwitchboardOptions};
+use p2p_servers::tls::{any_server_name, pinned_client_config};
 use shared::rendezvous::{SessionId, Ticket, UserName};
 use shared::switchboard::{ErrorCode, Frame, SwitchboardConfig, VERSION};
-use stun_server::switchboard::{SbCodec, SwitchboardHandle, SwitchboardOptions};
-use stun_server::tls::{any_server_name, pinned_client_config};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

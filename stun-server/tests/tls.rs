@@ -15,16 +15,16 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use p2p_servers::rendezvous::RendezvousOptions;
+use p2p_servers::services::{self, Services, ServicesOptions};
+use p2p_servers::switchboard::SwitchboardOptions;
+use p2p_servers::tls::{CERT_FILE, KEY_FILE, PinnedServerKey, ServerTls};
 use rendezvous_support::{CHEAP, Client, WAIT, tls_handshake};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use shared::identity::Fingerprint;
 use shared::rendezvous::RendezvousConfig;
 use shared::rendezvous::scram::ChannelBinding;
-use stun_server::rendezvous::RendezvousOptions;
-use stun_server::services::{self, Services, ServicesOptions};
-use stun_server::switchboard::SwitchboardOptions;
-use stun_server::tls::{CERT_FILE, KEY_FILE, PinnedServerKey, ServerTls};
 
 /// A directory named after the test and this process, removed on drop.
 struct TempDir(PathBuf);
@@ -148,7 +148,7 @@ fn plaintext_gets_no_protocol_line_and_a_silent_client_blocks_nobody() {
 }
 
 #[test]
-#[allow(deprecated)] // rustls::crypto::ring::default_provider: see stun_server::tls
+#[allow(deprecated)] // rustls::crypto::ring::default_provider: see p2p_servers::tls
 fn a_tls_1_2_client_is_refused() {
     let dir = TempDir::new("tls12");
     let services = start(&dir, ServerTls::ephemeral().unwrap());
@@ -166,7 +166,7 @@ fn a_tls_1_2_client_is_refused() {
     for addr in addrs {
         let mut conn = rustls::ClientConnection::new(
             Arc::new(config.clone()),
-            stun_server::tls::any_server_name(),
+            p2p_servers::tls::any_server_name(),
         )
         .unwrap();
         let mut tcp = TcpStream::connect(addr).unwrap();

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use stun_server::{ServerHandle, ServerOptions};
+use p2p_servers::{ServerHandle, ServerOptions};
 
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const ALTERNATE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);

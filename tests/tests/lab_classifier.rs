@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use p2p_client::classify::{ClassifyOptions, classify};
+use p2p_servers::{ServerHandle, ServerOptions};
 use shared::nat_classifier::{Behaviour, NatType as Verdict, Report};
 use shared::stun_server::RateLimitConfig;
-use stun_server::{ServerHandle, ServerOptions};
 use tests::lab::{Lab, SERVER_IPS, coturn_command, require_lab, serial};
 use tests::nat_types::{NatType, RouterOptions};
 

@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use p2p_servers::{ServerHandle, ServerOptions};
 use shared::stun_server::RateLimitConfig;
-use stun_server::{ServerHandle, ServerOptions};
 use tests::lab::{Lab, SERVER_IPS, coturn_command, require_lab, serial, server_addrs};
 use tests::nat_types::{NatType, RouterOptions};
 

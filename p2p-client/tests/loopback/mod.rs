@@ -9,13 +9,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
+use p2p_servers::rendezvous::RendezvousOptions;
+use p2p_servers::services::{self, Services, ServicesOptions};
+use p2p_servers::switchboard::SwitchboardOptions;
+use p2p_servers::tls::ServerTls;
+use p2p_servers::{ServerHandle, ServerOptions};
 use shared::rendezvous::{Kdf, RendezvousConfig};
 use shared::stun_server::ServerSocket;
-use stun_server::rendezvous::RendezvousOptions;
-use stun_server::services::{self, Services, ServicesOptions};
-use stun_server::switchboard::SwitchboardOptions;
-use stun_server::tls::ServerTls;
-use stun_server::{ServerHandle, ServerOptions};
 
 /// The cheapest KDF the servers accept, as `--kdf` spells it.
 pub const KDF: &str = "argon2id:m=8:t=1:p=1";

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use p2p_servers::ServerHandle;
+use p2p_servers::services::Services;
+use p2p_servers::tls::ServerTls;
 use serde_json::Value;
-use stun_server::ServerHandle;
-use stun_server::services::Services;
-use stun_server::tls::ServerTls;
 
 use crate::loopback::{self, KDF};
 

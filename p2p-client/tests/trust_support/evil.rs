@@ -12,12 +12,12 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
+use p2p_servers::rendezvous::{LineCodec, Side};
+use p2p_servers::switchboard::{SwitchboardHandle, SwitchboardOptions};
+use p2p_servers::tls::{ServerTls, channel_binding};
 use shared::rendezvous::{
     ConnId, DirectorySnapshot, Kdf, Line, Output, RendezvousConfig, RendezvousServer,
 };
-use stun_server::rendezvous::{LineCodec, Side};
-use stun_server::switchboard::{SwitchboardHandle, SwitchboardOptions};
-use stun_server::tls::{ServerTls, channel_binding};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use stun_server::ServerHandle;
-use stun_server::services::Services;
-use stun_server::tls::ServerTls;
+use p2p_servers::ServerHandle;
+use p2p_servers::services::Services;
+use p2p_servers::tls::ServerTls;
 
 use crate::loopback;
 /// A cheap KDF, accepted by the servers the tests start.

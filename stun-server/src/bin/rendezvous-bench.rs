@@ -111,7 +111,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.source_ips == 0 || args.source_ips > 200 {
         bail!("--source-ips must be 1..=200");
     }
-    stun_server::raise_open_file_limit();
+    p2p_servers::raise_open_file_limit();
     let dir = std::env::temp_dir().join(format!("rendezvous-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("bench.db");
@@ -154,7 +154,7 @@ fn build_database(path: &std::path::Path, n: usize, contacts: usize) -> anyhow::
             }
         }
     }
-    let mut store = stun_server::rendezvous::Store::open(path)?;
+    let mut store = p2p_servers::rendezvous::Store::open(path)?;
     store.apply_batch(&ops)?;
     Ok(())
 }
@@ -185,7 +185,7 @@ impl ServerProcess {
             .arg("--db")
             .arg(db)
             .args(["--min-kdf", "argon2id:m=8:t=1:p=1"])
-            .env("RUST_LOG", "warn,stun_server=info")
+            .env("RUST_LOG", "warn,p2p_servers=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd
@@ -275,7 +275,7 @@ enum Report {
 
 async fn drive(args: &Args, server_pid: u32, fingerprint: Fingerprint) -> anyhow::Result<()> {
     let server: SocketAddr = (Ipv4Addr::LOCALHOST, args.port).into();
-    let tls = TlsConnector::from(stun_server::tls::pinned_client_config(fingerprint));
+    let tls = TlsConnector::from(p2p_servers::tls::pinned_client_config(fingerprint));
     let (report_tx, mut reports) = mpsc::unbounded_channel();
     let gate = Arc::new(tokio::sync::Semaphore::new(args.login_window));
     let in_login = Arc::new(AtomicUsize::new(0));
@@ -521,13 +521,13 @@ impl BenchClient {
             tcp.set_nodelay(true)?;
             let tls = self
                 .tls
-                .connect(stun_server::tls::any_server_name(), tcp)
+                .connect(p2p_servers::tls::any_server_name(), tcp)
                 .await?;
             anyhow::Ok(tls)
         })
         .await
         .context("connect and TLS handshake timed out")??;
-        let binding = stun_server::tls::channel_binding(stream.get_ref().1)?;
+        let binding = p2p_servers::tls::channel_binding(stream.get_ref().1)?;
         let mut conn = Connection::new(stream);
         let name = UserName::parse(&name_of(self.index))?;
         conn.request(Line::new("VER", TrId(1), ["P2P1".to_owned()]))

@@ -29,9 +29,9 @@ use anyhow::{Context, bail};
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Parser;
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use p2p_servers::switchboard::{SbCodec, SwitchboardHandle, SwitchboardOptions};
 use shared::rendezvous::{SessionId, Ticket, UserName};
 use shared::switchboard::{Frame, MAX_DATA, SwitchboardConfig, VERSION};
-use stun_server::switchboard::{SbCodec, SwitchboardHandle, SwitchboardOptions};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
@@ -338,7 +338,7 @@ async fn bench(sb: &SwitchboardHandle, args: &Args) -> anyhow::Result<Report> {
             .min(Semaphore::MAX_PERMITS)
     }));
     let mut pairs = Vec::new();
-    let connector = TlsConnector::from(stun_server::tls::pinned_client_config(sb.fingerprint()));
+    let connector = TlsConnector::from(p2p_servers::tls::pinned_client_config(sb.fingerprint()));
     let setup_started = Instant::now();
     let mut joined = Vec::new();
     for n in 0..args.pairs {
@@ -432,7 +432,7 @@ async fn join_pair(
         let stream = TcpStream::connect(sb.local_addr()).await?;
         stream.set_nodelay(true)?;
         let stream = connector
-            .connect(stun_server::tls::any_server_name(), stream)
+            .connect(p2p_servers::tls::any_server_name(), stream)
             .await?;
         let mut client = Framed::new(stream, SbCodec::default());
         client

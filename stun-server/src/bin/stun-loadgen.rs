@@ -1,7 +1,7 @@
 //! `stun-loadgen`: a pipelined STUN Binding load generator that validates every response.
 //!
 //! One thread keeps `--window` requests in flight over `--sockets` client sockets, sending and
-//! receiving in `sendmmsg`/`recvmmsg` batches (see [`stun_server::udp_batch`]). Every request
+//! receiving in `sendmmsg`/`recvmmsg` batches (see [`p2p_servers::udp_batch`]). Every request
 //! carries a transaction id that encodes its slot and sequence number, so a response maps back
 //! to its request in O(1) and stale or foreign responses are recognised. Every response is
 //! checked (parses, success class, matching id, the socket's own address reflected); invalid
@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use p2p_servers::udp_batch::{BatchReceiver, BatchSender, GSO_MAX_SEGMENTS, gso_control};
 use shared::stun::{
     Attribute, Class, HEADER_LEN, Message, MessageWriter, Method, TransactionId, attr,
 };
 use socket2::{Domain, Protocol, Socket, Type};
-use stun_server::udp_batch::{BatchReceiver, BatchSender, GSO_MAX_SEGMENTS, gso_control};
 
 /// Marker in the first four id bytes of a classic request (anything but the magic cookie).
 const CLASSIC_MARKER: u32 = 0x4C47_454E; // "LGEN"

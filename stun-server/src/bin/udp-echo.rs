@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use stun_server::udp_batch::{BatchReceiver, BatchSender, GSO_MAX_SEGMENTS, gso_control};
+use p2p_servers::udp_batch::{BatchReceiver, BatchSender, GSO_MAX_SEGMENTS, gso_control};
 
 /// Largest datagram echoed; longer ones are dropped (the kernel truncates them).
 const SLOT_LEN: usize = 2048;

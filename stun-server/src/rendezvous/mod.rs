@@ -2,7 +2,7 @@
 //! sans-IO core [`shared::rendezvous::RendezvousServer`] (docs/PROTOCOL.md).
 //!
 //! ```no_run
-//! use stun_server::rendezvous::{RendezvousHandle, RendezvousOptions};
+//! use p2p_servers::rendezvous::{RendezvousHandle, RendezvousOptions};
 //! let server = RendezvousHandle::start(RendezvousOptions {
 //!     listen: "127.0.0.1:0".parse()?,
 //!     db_path: std::env::temp_dir().join("rendezvous-example.db"),
@@ -19,8 +19,8 @@
 //! mini-redis style, so a program can embed the server:
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), stun_server::RendezvousError> {
-//! use stun_server::rendezvous::{BoundRendezvous, RendezvousOptions};
+//! # async fn example() -> Result<(), p2p_servers::RendezvousError> {
+//! use p2p_servers::rendezvous::{BoundRendezvous, RendezvousOptions};
 //! let server = BoundRendezvous::bind(RendezvousOptions::default(), None)?;
 //! println!("rendezvous listening on {}", server.local_addr());
 //! server.run(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await;

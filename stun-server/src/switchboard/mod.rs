@@ -2,13 +2,13 @@
 //! the sans-IO core in [`shared::switchboard`], whose docs give the wire format and the rules.
 //!
 //! ```no_run
-//! use stun_server::switchboard::{SwitchboardHandle, SwitchboardOptions};
+//! use p2p_servers::switchboard::{SwitchboardHandle, SwitchboardOptions};
 //! let sb = SwitchboardHandle::start(SwitchboardOptions::default())?; // 127.0.0.1:1865
 //! println!("switchboard on {}", sb.local_addr());
 //! let granter = sb.granter(); // give this to the rendezvous driver: granter.grant(ticket)
 //! let stats = sb.shutdown();
 //! # drop(granter);
-//! # Ok::<(), stun_server::switchboard::SwitchboardError>(())
+//! # Ok::<(), p2p_servers::switchboard::SwitchboardError>(())
 //! ```
 //!
 //! # On whose runtime
@@ -17,8 +17,8 @@
 //! completes, mini-redis style, so a program can embed the switchboard:
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), stun_server::switchboard::SwitchboardError> {
-//! use stun_server::switchboard::{BoundSwitchboard, SwitchboardOptions};
+//! # async fn example() -> Result<(), p2p_servers::switchboard::SwitchboardError> {
+//! use p2p_servers::switchboard::{BoundSwitchboard, SwitchboardOptions};
 //! let sb = BoundSwitchboard::bind(SwitchboardOptions::default())?;
 //! let granter = sb.granter(); // for the rendezvous server
 //! sb.run(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await;

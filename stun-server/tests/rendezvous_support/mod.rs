@@ -1,5 +1,5 @@
 //! A raw rendezvous protocol client for the tests: blocking sockets with TLS 1.3 that trusts
-//! exactly the server's key (`stun_server::tls::pinned_client_config`), the real framing, and a
+//! exactly the server's key (`p2p_servers::tls::pinned_client_config`), the real framing, and a
 //! SCRAM login with the real client half, bound to the TLS session.
 
 // Test code: a panic with the failing value is the report we want.
@@ -43,8 +43,8 @@ pub fn tls_handshake(
     tcp: TcpStream,
     fingerprint: Fingerprint,
 ) -> Result<(Tls, ChannelBinding), rustls::Error> {
-    let config = stun_server::tls::pinned_client_config(fingerprint);
-    let conn = ClientConnection::new(config, stun_server::tls::any_server_name())?;
+    let config = p2p_servers::tls::pinned_client_config(fingerprint);
+    let conn = ClientConnection::new(config, p2p_servers::tls::any_server_name())?;
     let mut tls = StreamOwned::new(conn, tcp);
     tls.sock.set_read_timeout(Some(WAIT)).unwrap();
     while tls.conn.is_handshaking() {
@@ -57,7 +57,7 @@ pub fn tls_handshake(
                 .unwrap_or(rustls::Error::General(e.to_string())));
         }
     }
-    let binding = stun_server::tls::channel_binding(&tls.conn)?;
+    let binding = p2p_servers::tls::channel_binding(&tls.conn)?;
     Ok((tls, binding))
 }
 

@@ -9,7 +9,7 @@
 //! Needs root with `ip`, `nft` and `conntrack`; missing clients are left out (and said so).
 //! For each NAT type one lab is built (`Lab::one_client`) and our server runs in its server
 //! namespace: the `stun-server` binary of the same build profile (next to this one, brought
-//! up to date with `cargo build -p stun-server` first), two addresses, ports 3478/3479,
+//! up to date with `cargo build -p p2p-servers` first), two addresses, ports 3478/3479,
 //! one worker, no TCP, no rate limit. Then, `--runs` times, interleaved: our classifier
 //! (`p2p_client::classify::classify`, in-process, in the client namespace), `stun A1`,
 //! `turnutils_natdiscovery -m -f -L CLIENT A1` and `pystun3 -H A1 -P 3478 -i CLIENT`, each

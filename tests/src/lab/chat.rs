@@ -83,7 +83,7 @@ fn find_binaries() -> Result<Binaries, String> {
             Ok(path)
         } else {
             Err(format!(
-                "{} is missing (cargo build -p stun-server -p p2p-client)",
+                "{} is missing (cargo build -p p2p-servers -p p2p-client)",
                 path.display()
             ))
         }
