@@ -123,8 +123,8 @@ server_cmd() {
     case $1 in
     echo) echo "$BIN/udp-echo --bind $PRIMARY:$PORT --max-secs 600" ;;
     echo-gso) echo "$BIN/udp-echo --bind $PRIMARY:$PORT --max-secs 600 --gso --batch 64" ;;
-    ours) echo "$BIN/stun-server --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0" ;;
-    ours-base) echo "$OURS_BASE --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0" ;;
+    ours) echo "$BIN/stun-server --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0 --no-rendezvous --no-switchboard" ;;
+    ours-base) echo "$OURS_BASE --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0 --no-rendezvous --no-switchboard" ;;
     coturn | coturn-default)
         local extra=$COTURN_ARGS
         [[ $1 == coturn-default ]] && extra=""
