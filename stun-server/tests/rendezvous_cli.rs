@@ -7,34 +7,12 @@ mod rendezvous_support;
 mod server_process;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use rendezvous_support::{Client, WAIT, tls_handshake};
+use rendezvous_support::{Client, TempDir, WAIT, tls_handshake};
 use server_process::{BIN, CHEAP_KDF as CHEAP, Running, interrupt_and_wait};
 use shared::identity::Fingerprint;
-
-/// A temporary directory named after the test and this process, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("rdv-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn db(&self) -> String {
-        self.0.join("rendezvous.db").to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// [`server_process::start_rendezvous`], and the TLS fingerprint the log announced.
 fn spawn(args: &[&str]) -> (Running, String, SocketAddr, Fingerprint) {
@@ -119,7 +97,7 @@ fn user_add_and_list_and_a_user_added_while_running_can_log_in() {
     let mut alice = Client::connect(addr, fp);
     alice.login("alice", "alice pw").unwrap();
     // Added while the server runs, from a password file.
-    let file = dir.0.join("password");
+    let file = dir.path("password");
     std::fs::write(&file, "bob pw\n").unwrap();
     let file = file.to_str().unwrap();
     let added = user(
@@ -151,7 +129,7 @@ fn user_add_and_list_and_a_user_added_while_running_can_log_in() {
 fn a_database_that_cannot_be_created_is_a_one_line_error() {
     let dir = TempDir::new("baddb");
     // A regular file where a directory should be.
-    let blocker = dir.0.join("file");
+    let blocker = dir.path("file");
     std::fs::write(&blocker, "").unwrap();
     let db = blocker.join("sub").join("rendezvous.db");
     let out = Command::new(BIN)

@@ -8,6 +8,7 @@
 
 mod pg_support;
 mod rendezvous_support;
+use rendezvous_support::TempDir;
 mod server_process;
 
 use std::net::SocketAddr;
@@ -19,28 +20,6 @@ use server_process::{BIN, Running, interrupt_and_wait};
 use shared::identity::Fingerprint;
 
 const CHEAP: &str = "argon2id:m=8:t=1:p=1";
-
-/// A temporary directory for the certificate (and an SQLite file that must not appear).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("rdv-pg-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn db(&self) -> String {
-        self.0.join("rendezvous.db").to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Starts the rendezvous server alone on `store`; returns it, its address and fingerprint.
 fn spawn(db: &str, store: &str) -> (Running, String, SocketAddr, Fingerprint) {

@@ -10,7 +10,7 @@ mod server_process;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,38 +19,12 @@ use p2p_servers::rendezvous::RendezvousOptions;
 use p2p_servers::services::{self, Services, ServicesOptions};
 use p2p_servers::switchboard::SwitchboardOptions;
 use p2p_servers::tls::{CERT_FILE, KEY_FILE, PinnedServerKey, ServerTls};
-use rendezvous_support::{CHEAP, Client, WAIT, tls_handshake};
+use rendezvous_support::{CHEAP, Client, TempDir, WAIT, tls_handshake};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use shared::identity::Fingerprint;
 use shared::rendezvous::RendezvousConfig;
 use shared::rendezvous::scram::ChannelBinding;
-
-/// A directory named after the test and this process, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("stun-tls-it-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn db(&self) -> String {
-        self.path("rendezvous.db").to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Both services on free ports with `tls`.
 fn start(dir: &TempDir, tls: ServerTls) -> Services {
@@ -190,7 +164,7 @@ fn a_tls_1_2_client_is_refused() {
 #[test]
 fn cfg_names_the_switchboards_real_key_and_only_that_key_is_accepted() {
     let dir = TempDir::new("sbfp");
-    let tls = ServerTls::self_signed_in(&dir.0, &[]).unwrap();
+    let tls = ServerTls::self_signed_in(dir.root(), &[]).unwrap();
     let services = start(&dir, tls.clone());
     let sb = services.switchboard().unwrap();
     assert_eq!(sb.fingerprint(), tls.fingerprint());

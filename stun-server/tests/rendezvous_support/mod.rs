@@ -315,3 +315,38 @@ pub fn unb64(text: &str) -> String {
     }
     String::from_utf8(out).unwrap()
 }
+
+/// A temporary directory named after the test and this process, removed on drop: the home of
+/// a server's database and certificate in the binary's tests.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// `$TMPDIR/p2p-servers-<tag>-<pid>`, emptied first.
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("p2p-servers-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// `name` inside it.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+
+    /// The path of an SQLite database inside it, as a flag value.
+    pub fn db(&self) -> String {
+        self.path("rendezvous.db").to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
