@@ -74,6 +74,27 @@ pub fn require_lab() -> bool {
     }
 }
 
+/// Whether the program `name` is on `PATH` or in one of the system binary directories.
+pub fn tool_installed(name: &str) -> bool {
+    find_tool(name).is_some()
+}
+
+/// The prologue of a lab test that also needs a third-party program: `true` if `tool` is
+/// installed. Otherwise prints a loud `SKIPPED: <tool> not installed` line to stderr and
+/// returns `false`, except when `CI=true`, where it panics (as [`require_lab`] does).
+pub fn require_tool(tool: &str) -> bool {
+    if tool_installed(tool) {
+        return true;
+    }
+    let line = format!("SKIPPED: {tool} not installed");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{line}; mandatory when CI=true");
+    }
+    // Straight to the stderr handle, as in `require_lab`.
+    let _ = writeln!(io::stderr(), "{line}");
+    false
+}
+
 /// Whether `NATLAB_TRACE` is set: every lab command is then printed with its duration.
 pub(super) fn trace() -> bool {
     static TRACE: OnceLock<bool> = OnceLock::new();

@@ -62,11 +62,13 @@ mod nft;
 pub mod probe;
 mod processes;
 mod routers;
+mod servers;
 mod topology;
 
-pub use commands::{available, require_lab};
+pub use commands::{available, require_lab, require_tool, tool_installed};
 pub use harness::{coturn_command, recv_text, serial, server_addrs, stun_server_command};
 pub use namespaces::{cleanup_stale, in_namespace, lab_namespaces, ns_pid, udp_socket_in};
+pub use servers::LabServer;
 
 use std::io;
 use std::net::Ipv4Addr;
