@@ -5,6 +5,7 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod client;
 mod loopback;
 mod sessions;
 
@@ -12,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use sessions::{Proc, Servers, chat, connected, direct, of_kind, status, texts};
+use client::Proc;
+use sessions::{Servers, chat, connected, direct, of_kind, status, texts};
 
 fn server_states(events: &[Value]) -> Vec<String> {
     of_kind(events, "server")
@@ -417,7 +419,7 @@ fn status_reconnects_after_a_server_restart() {
 /// the undelivered report and the exit status; `--classify` is still accepted (hidden).
 #[test]
 fn chat_help_documents_classification_and_the_exit_status() {
-    let out = std::process::Command::new(sessions::BIN)
+    let out = std::process::Command::new(client::BIN)
         .args(["chat", "--help"])
         .output()
         .unwrap();
