@@ -273,7 +273,9 @@ async fn the_client_answers_keepalives_by_itself() {
         ..RendezvousConfig::default()
     });
     let (alice, _) = server.user("alice").await;
-    // Silent for longer than the idle timeout: only the automatic QNG keeps us in.
+    // Silent for longer than the idle timeout: only the automatic QNG keeps us in. A fixed
+    // wait on purpose: the idle timer (2.5 s) must run out, nearly twice, with nothing sent by
+    // the test; there is no event to await, the point is that none comes.
     tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(alice.close_reason(), None);
     alice.ping().await.unwrap();

@@ -781,12 +781,16 @@ fn a_nat_mapping_that_expires_mid_chat_loses_no_message() {
     lab.nft(&router.ns, CUT).unwrap();
     let cut = Instant::now();
     type_phase(&mut peers, &mut sent, &mut phase, "during the cut");
+    // Deliberately a fixed wait: the router's 5 s UDP timeout must run out while the cut
+    // holds (what an expiry in a quiet spell is); nothing the test could await marks it.
     std::thread::sleep(Duration::from_secs(7));
     let stale = lab.conntrack_udp(&router).unwrap();
     let client_ip = lab.client(0).ip().to_string();
     let left: Vec<&String> = stale.iter().filter(|l| l.contains(&client_ip)).collect();
     type_phase(&mut peers, &mut sent, &mut phase, "late in the cut");
     wait_delivered(&mut peers, &sent, Duration::from_secs(2));
+    // Deliberately a fixed wait: the cut lasts 9 s in all, long enough for the chat to give
+    // up on the quiet direct path and carry on over the relay.
     std::thread::sleep(Duration::from_secs(9).saturating_sub(cut.elapsed()));
     let during: Vec<Vec<String>> = peers
         .iter_mut()

@@ -96,6 +96,9 @@ fn restart_mid_chat(nat: NatType, want: &str) {
             peer.logs()
         );
     }
+    // Deliberately a fixed wait: the server stays down a second after both noticed, so their
+    // first attempts to log in again fail and the restart is found by the back-off retries
+    // (what the 5 s bound below is about).
     std::thread::sleep(Duration::from_secs(1));
     server.restart(&lab).unwrap();
     let restarted = Instant::now();

@@ -71,10 +71,13 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `cmd` with stdin, stdout and stderr piped and [`DEBUG_LOGS`].
+    /// Starts `cmd` with stdin, stdout and stderr piped, and [`DEBUG_LOGS`] unless `cmd`
+    /// names a `RUST_LOG` of its own.
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        if !cmd.get_envs().any(|(key, _)| key == "RUST_LOG") {
+            cmd.env("RUST_LOG", DEBUG_LOGS);
+        }
         let mut child = cmd
-            .env("RUST_LOG", DEBUG_LOGS)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
