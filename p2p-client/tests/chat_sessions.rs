@@ -130,18 +130,7 @@ fn a_direct_chat_carries_on_through_a_server_restart() {
         "the direct path stayed: {:#?}",
         b.events()
     );
-    a.close_stdin();
-    b.close_stdin();
-    assert!(
-        a.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        a.logs()
-    );
-    assert!(
-        b.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        b.logs()
-    );
+    client::finish_all(&mut [&mut a, &mut b], Duration::from_secs(20));
 }
 
 /// A chat still waiting for its peer when the server dies logs in again, and the peer who
@@ -165,18 +154,7 @@ fn a_chat_waiting_for_its_peer_survives_a_server_restart() {
     b.wait_for("the message", Duration::from_secs(10), |e| {
         texts(e).len() == 1
     });
-    a.close_stdin();
-    b.close_stdin();
-    assert!(
-        a.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        a.logs()
-    );
-    assert!(
-        b.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        b.logs()
-    );
+    client::finish_all(&mut [&mut a, &mut b], Duration::from_secs(20));
 }
 
 /// Ctrl-C on one side says goodbye: on a direct path the other side knows within a second and
@@ -354,18 +332,7 @@ fn a_one_shot_command_disturbs_neither_a_chat_nor_status() {
     );
     let events = a.events();
     assert!(server_states(&events).is_empty(), "{events:#?}");
-    a.close_stdin();
-    b.close_stdin();
-    assert!(
-        a.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        a.logs()
-    );
-    assert!(
-        b.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        b.logs()
-    );
+    client::finish_all(&mut [&mut a, &mut b], Duration::from_secs(20));
     mia_status.close_stdin();
     watcher.close_stdin();
     assert!(mia_status.wait_exit(Duration::from_secs(10)).success());

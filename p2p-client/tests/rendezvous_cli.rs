@@ -117,11 +117,7 @@ impl Drop for Server {
         if let Some(handle) = self.handle.take() {
             handle.shutdown();
         }
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut path = self.db.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
+        loopback::remove_database(&self.db);
         let _ = std::fs::remove_dir_all(&self.home);
     }
 }

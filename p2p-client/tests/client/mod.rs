@@ -250,3 +250,20 @@ impl Drop for Proc {
         }
     }
 }
+
+/// Ends the input of each of `procs`, all before any exit is awaited (each chat's end reaches
+/// the other), and asserts that each exits successfully within `timeout`.
+pub fn finish_all(procs: &mut [&mut Proc], timeout: Duration) {
+    for proc in procs.iter_mut() {
+        proc.close_stdin();
+    }
+    for proc in procs.iter_mut() {
+        let status = proc.wait_exit(timeout);
+        assert!(
+            status.success(),
+            "{}: exit {status}\nstderr:\n{}",
+            proc.name,
+            proc.logs()
+        );
+    }
+}

@@ -121,7 +121,7 @@ impl Drop for Servers {
         if let Some(services) = self.services.take() {
             services.shutdown();
         }
-        let _ = std::fs::remove_file(&self.db);
+        loopback::remove_database(&self.db);
         let _ = std::fs::remove_dir_all(&self.home);
     }
 }
