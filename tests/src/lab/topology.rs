@@ -38,7 +38,7 @@ pub(super) enum Step {
 
 impl Lab {
     /// The core and the two-address server host, with no sites yet; fails with
-    /// [`LabUnavailable`] unless running as root with `ip`, `nft` and `conntrack` present.
+    /// [`LabUnavailable`](super::LabUnavailable) unless running as root with `ip`, `nft` and `conntrack` present.
     /// Deletes stale namespaces of dead processes first.
     pub fn new() -> Result<Lab, LabError> {
         tools()?;
