@@ -5,6 +5,7 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod client;
 mod loopback;
 mod sessions;
 
@@ -12,13 +13,28 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use sessions::{Proc, Servers, chat, connected, direct, of_kind, status, texts};
+use client::Proc;
+use sessions::{Servers, chat, connected, direct, of_kind, status, texts};
 
 fn server_states(events: &[Value]) -> Vec<String> {
     of_kind(events, "server")
         .into_iter()
         .map(|e| e["state"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// What a chat logs (info) when its invitation found the peer offline: it is then logged in
+/// and waiting.
+const NOT_ONLINE: &str = "not online (or not a mutual contact); waiting";
+
+/// What a chat's driver logs (trace) when the peer acknowledged our messages.
+const DELIVERED: &str = "delivered";
+
+/// The chat saw the rendezvous connection go.
+fn lost(events: &[Value]) -> bool {
+    server_states(events)
+        .first()
+        .is_some_and(|s| s == "reconnecting")
 }
 
 fn reconnected(events: &[Value]) -> bool {
@@ -45,7 +61,10 @@ fn a_relayed_chat_survives_a_server_restart_without_losing_a_message() {
     });
     servers.kill();
     a.send_lines(&lines[500..700]);
-    std::thread::sleep(Duration::from_millis(300));
+    // Restarted once both have seen the server go, so the messages above met no server.
+    for p in [&mut a, &mut b] {
+        p.wait_for("the loss noticed", Duration::from_secs(5), lost);
+    }
     servers.restart();
     let restarted = Instant::now();
     a.send_lines(&lines[700..]);
@@ -111,18 +130,7 @@ fn a_direct_chat_carries_on_through_a_server_restart() {
         "the direct path stayed: {:#?}",
         b.events()
     );
-    a.close_stdin();
-    b.close_stdin();
-    assert!(
-        a.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        a.logs()
-    );
-    assert!(
-        b.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        b.logs()
-    );
+    client::finish_all(&mut [&mut a, &mut b], Duration::from_secs(20));
 }
 
 /// A chat still waiting for its peer when the server dies logs in again, and the peer who
@@ -133,10 +141,10 @@ fn a_chat_waiting_for_its_peer_survives_a_server_restart() {
     servers.pair("erin", "frank");
     let mut a = chat(&servers, "erin", "frank", &["--no-direct", "--wait", "60"]);
     // erin is online and waiting (her invitation is refused until frank comes).
-    std::thread::sleep(Duration::from_millis(1500));
+    a.wait_stderr(NOT_ONLINE, 1, Duration::from_secs(10));
     assert!(a.running(), "{}", a.logs());
     servers.kill();
-    std::thread::sleep(Duration::from_millis(300));
+    a.wait_for("the loss noticed", Duration::from_secs(5), lost);
     servers.restart();
     a.wait_for("a reconnection", Duration::from_secs(5), reconnected);
     let mut b = chat(&servers, "frank", "erin", &["--no-direct"]);
@@ -146,18 +154,7 @@ fn a_chat_waiting_for_its_peer_survives_a_server_restart() {
     b.wait_for("the message", Duration::from_secs(10), |e| {
         texts(e).len() == 1
     });
-    a.close_stdin();
-    b.close_stdin();
-    assert!(
-        a.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        a.logs()
-    );
-    assert!(
-        b.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        b.logs()
-    );
+    client::finish_all(&mut [&mut a, &mut b], Duration::from_secs(20));
 }
 
 /// Ctrl-C on one side says goodbye: on a direct path the other side knows within a second and
@@ -166,7 +163,14 @@ fn a_chat_waiting_for_its_peer_survives_a_server_restart() {
 fn ctrl_c_is_seen_by_the_peer_within_a_second() {
     let servers = Servers::start();
     servers.pair("erin", "frank");
-    let mut a = chat(&servers, "erin", "frank", &[]);
+    // erin logs her driver's trace: its `delivered` line is when frank's acknowledgement
+    // reached her.
+    let mut erin = servers.command("erin", &client::chat_args("frank", &[]));
+    erin.env(
+        "RUST_LOG",
+        "p2p_client=debug,p2p_client::chat::driver=trace",
+    );
+    let mut a = Proc::spawn("erin", erin);
     let mut b = chat(&servers, "frank", "erin", &[]);
     a.wait_for("a direct path", Duration::from_secs(20), direct);
     b.wait_for("a direct path", Duration::from_secs(20), direct);
@@ -174,8 +178,8 @@ fn ctrl_c_is_seen_by_the_peer_within_a_second() {
     b.wait_for("the message", Duration::from_secs(5), |e| {
         texts(e).len() == 1
     });
-    // Let the acknowledgement reach erin: nothing of hers is pending.
-    std::thread::sleep(Duration::from_millis(200));
+    // Nothing of erin's is pending once her message is acknowledged.
+    a.wait_stderr(DELIVERED, 1, Duration::from_secs(5));
     let sent = Instant::now();
     a.signal(libc::SIGINT);
     b.wait_for("peer_left", Duration::from_secs(5), |e| {
@@ -297,7 +301,11 @@ fn a_one_shot_command_disturbs_neither_a_chat_nor_status() {
                 .any(|v| v["name"] == "mia" && v["presence"] == "online")
         },
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Both of mia's sessions are logged in (the status command has printed its contacts)
+    // before the baseline is taken.
+    mia_status.wait_for("mia's status logged in", Duration::from_secs(10), |e| {
+        !e.is_empty()
+    });
     watcher.drain();
     let before = watcher.seen.len();
     servers.run("mia", &["contacts", "list"]);
@@ -306,6 +314,8 @@ fn a_one_shot_command_disturbs_neither_a_chat_nor_status() {
     b.wait_for("the message", Duration::from_secs(10), |e| {
         texts(e).len() == 1
     });
+    // Deliberately a fixed wait: the assertion is that NO presence line comes, and there is
+    // nothing to wait for but time (half a second is ample on loopback).
     std::thread::sleep(Duration::from_millis(500));
     watcher.drain();
     assert_eq!(
@@ -322,18 +332,7 @@ fn a_one_shot_command_disturbs_neither_a_chat_nor_status() {
     );
     let events = a.events();
     assert!(server_states(&events).is_empty(), "{events:#?}");
-    a.close_stdin();
-    b.close_stdin();
-    assert!(
-        a.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        a.logs()
-    );
-    assert!(
-        b.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        b.logs()
-    );
+    client::finish_all(&mut [&mut a, &mut b], Duration::from_secs(20));
     mia_status.close_stdin();
     watcher.close_stdin();
     assert!(mia_status.wait_exit(Duration::from_secs(10)).success());
@@ -417,7 +416,7 @@ fn status_reconnects_after_a_server_restart() {
 /// the undelivered report and the exit status; `--classify` is still accepted (hidden).
 #[test]
 fn chat_help_documents_classification_and_the_exit_status() {
-    let out = std::process::Command::new(sessions::BIN)
+    let out = std::process::Command::new(client::BIN)
         .args(["chat", "--help"])
         .output()
         .unwrap();

@@ -10,23 +10,21 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod client;
 mod loopback;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use client::{BIN, Proc};
 use loopback::KDF;
 use p2p_servers::services::Services;
 use p2p_servers::tls::{CERT_FILE, ServerTls};
 use serde_json::Value;
 use shared::identity::Fingerprint;
-
-const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -71,16 +69,7 @@ impl Servers {
 
     /// [`command`](Self::command) naming the server `server`.
     fn command_at(&self, server: &str, user: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        // The test servers take cheap verifiers; the client must accept their KDF.
-        cmd.env("P2P_MIN_KDF", "argon2id:m=8:t=1:p=1");
-        cmd.args(args)
-            .args(["--server", server, "--user", user])
-            .env("P2P_PASSWORD", format!("{user}-password"))
-            .env("P2P_HOME", &self.home)
-            .env_remove("P2P_USER")
-            .stdin(Stdio::null());
-        cmd
+        client::command_as(server, &self.home, user, args)
     }
 
     fn output(&self, user: &str, args: &[&str]) -> Output {
@@ -142,113 +131,16 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// One `chat --json` process: stdout parsed line by line, stderr collected.
-struct Chat {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
-    stderr: Arc<Mutex<String>>,
+/// `chat --json` as `user` with `peer`.
+fn chat(servers: &Servers, user: &str, peer: &str, extra: &[&str]) -> Proc {
+    Proc::spawn(user, servers.command(user, &client::chat_args(peer, extra)))
 }
 
-impl Chat {
-    fn start(servers: &Servers, user: &str, peer: &str, extra: &[&str]) -> Chat {
-        let mut args = vec!["chat", "--json", "--peer", peer, "--bind", "127.0.0.1"];
-        args.extend_from_slice(extra);
-        let mut child = servers
-            .command(user, &args)
-            .env("RUST_LOG", "p2p_client=debug")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line {line:?} is not JSON: {e}"));
-                if tx.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (mut pipe, sink) = (child.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&text(&buf[..n]));
-            }
-        });
-        Chat {
-            stdin: child.stdin.take(),
-            child,
-            events,
-            seen: Vec::new(),
-            stderr,
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Reads events until one satisfies `want`.
-    fn wait_for(&mut self, what: &str, want: impl Fn(&Value) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.seen.iter().any(&want) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(value) => self.seen.push(value),
-                Err(e) => panic!(
-                    "no {what} ({e}); events {:#?}\nstderr:\n{}",
-                    self.seen,
-                    self.stderr.lock().unwrap()
-                ),
-            }
-        }
-    }
-
-    /// Closes stdin, waits (at most 20 s, then kills) and returns the exit code, every event
-    /// and the stderr text.
-    fn finish(mut self) -> (Option<i32>, Vec<Value>, String) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        while let Ok(value) = self.events.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(value);
-        }
-        let stderr = self.stderr.lock().unwrap().clone();
-        (status, std::mem::take(&mut self.seen), stderr)
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        // Only if the test failed first: kill our own child by its handle.
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Closes the chat's input, waits (at most 20 s) for its exit and returns the exit code, every
+/// event and the stderr text.
+fn finish(mut chat: Proc) -> (Option<i32>, Vec<Value>, String) {
+    let status = chat.finish(Duration::from_secs(20));
+    (status.code(), chat.events(), chat.logs())
 }
 
 fn messages(events: &[Value]) -> Vec<String> {
@@ -430,11 +322,11 @@ fn a_changed_identity_key_stops_the_chat_until_accepted() {
     let new = s.fingerprint_json("bob", "alice")["my_fingerprint"].clone();
     assert_ne!(new, before["peer_fingerprint"]);
 
-    let mut alice = Chat::start(&s, "alice", "bob", &[]);
-    let mut bob = Chat::start(&s, "bob", "alice", &[]);
-    alice.say("secret from alice");
-    bob.say("secret from bob");
-    let (code, alice_events, alice_err) = alice.finish();
+    let mut alice = chat(&s, "alice", "bob", &[]);
+    let mut bob = chat(&s, "bob", "alice", &[]);
+    alice.send_lines(&["secret from alice".to_owned()]);
+    bob.send_lines(&["secret from bob".to_owned()]);
+    let (code, alice_events, alice_err) = finish(alice);
     assert_eq!(code, Some(3), "{alice_events:#?}\n{alice_err}");
     // The safety number alice is shown for bob's new key is what bob sees on his side.
     let bobs_view = s.fingerprint_json("bob", "alice")["safety_number"].clone();
@@ -457,7 +349,7 @@ fn a_changed_identity_key_stops_the_chat_until_accepted() {
         new.as_str().unwrap()
     );
     assert!(alice_err.lines().any(|l| l == line), "{alice_err}");
-    let (bob_code, bob_events, bob_err) = bob.finish();
+    let (bob_code, bob_events, bob_err) = finish(bob);
     assert!(messages(&bob_events).is_empty(), "{bob_events:#?}");
     assert_ne!(bob_code, None, "bob ends when alice leaves: {bob_err}");
     // Still the old pin, still verified.
@@ -465,28 +357,32 @@ fn a_changed_identity_key_stops_the_chat_until_accepted() {
 
     // Accepting some other key lets nothing through: still exit 3, still the old pin.
     let other = shared::identity::Fingerprint::of_identity_key(&[7; 32]).to_string();
-    let mut alice = Chat::start(&s, "alice", "bob", &["--accept-new-key", &other]);
-    let mut bob = Chat::start(&s, "bob", "alice", &[]);
-    alice.say("not for a key nobody compared");
-    bob.say("nor this");
-    let (code, _, alice_err) = alice.finish();
+    let mut alice = chat(&s, "alice", "bob", &["--accept-new-key", &other]);
+    let mut bob = chat(&s, "bob", "alice", &[]);
+    alice.send_lines(&["not for a key nobody compared".to_owned()]);
+    bob.send_lines(&["nor this".to_owned()]);
+    let (code, _, alice_err) = finish(alice);
     assert_eq!(code, Some(3), "{alice_err}");
-    let (_, bob_events, _) = bob.finish();
+    let (_, bob_events, _) = finish(bob);
     assert!(messages(&bob_events).is_empty(), "{bob_events:#?}");
     assert_eq!(s.fingerprint_json("alice", "bob"), before_verified(&before));
 
     // Accepted by its fingerprint: the chat goes on, and bob is pinned again, unverified.
     let accepted = new.as_str().unwrap().to_owned();
-    let mut alice = Chat::start(&s, "alice", "bob", &["--accept-new-key", &accepted]);
-    let mut bob = Chat::start(&s, "bob", "alice", &[]);
-    alice.say("hello bob");
-    bob.say("hello alice");
+    let mut alice = chat(&s, "alice", "bob", &["--accept-new-key", &accepted]);
+    let mut bob = chat(&s, "bob", "alice", &[]);
+    alice.send_lines(&["hello bob".to_owned()]);
+    bob.send_lines(&["hello alice".to_owned()]);
     let message_from =
         |from: &'static str| move |e: &Value| e["event"] == "message" && e["from"] == from;
-    alice.wait_for("bob's message", message_from("bob"));
-    bob.wait_for("alice's message", message_from("alice"));
-    let (code, alice_events, alice_err) = alice.finish();
-    let (bob_code, bob_events, bob_err) = bob.finish();
+    alice.wait_for("bob's message", Duration::from_secs(20), |events| {
+        events.iter().any(message_from("bob"))
+    });
+    bob.wait_for("alice's message", Duration::from_secs(20), |events| {
+        events.iter().any(message_from("alice"))
+    });
+    let (code, alice_events, alice_err) = finish(alice);
+    let (bob_code, bob_events, bob_err) = finish(bob);
     assert_eq!(code, Some(0), "{alice_err}");
     assert_eq!(bob_code, Some(0), "{bob_err}");
     assert_eq!(messages(&alice_events), ["hello alice"]);

@@ -4,6 +4,7 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod client;
 mod loopback;
 mod sessions;
 
@@ -14,7 +15,7 @@ use sessions::Servers;
 
 fn contacts_list_at(servers: &Servers, server: &str) -> (bool, String, Duration) {
     let started = Instant::now();
-    let out = std::process::Command::new(sessions::BIN)
+    let out = std::process::Command::new(client::BIN)
         .args(["contacts", "list", "--server", server, "--user", "alice"])
         .env("P2P_PASSWORD", "alice-password")
         .env("P2P_HOME", &servers.home)

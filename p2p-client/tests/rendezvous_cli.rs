@@ -6,20 +6,18 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+mod client;
 mod loopback;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use client::Proc;
 use loopback::KDF;
 use p2p_servers::RendezvousHandle;
 use p2p_servers::tls::ServerTls;
-
-const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -85,17 +83,7 @@ impl Server {
 
     /// A `p2p-client` command against this server, with a clean environment and no stdin.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        // The test servers take cheap verifiers; the client must accept their KDF.
-        cmd.env("P2P_MIN_KDF", "argon2id:m=8:t=1:p=1");
-        cmd.args(args)
-            .args(["--server", &self.addr])
-            .env("P2P_HOME", &self.home)
-            .env_remove("P2P_USER")
-            .env_remove("P2P_PASSWORD")
-            .env_remove("P2P_NEW_PASSWORD")
-            .stdin(Stdio::null());
-        cmd
+        client::command(&self.addr, &self.home, args)
     }
 
     /// Runs `args` as `user` with `password` from the environment.
@@ -129,11 +117,7 @@ impl Drop for Server {
         if let Some(handle) = self.handle.take() {
             handle.shutdown();
         }
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut path = self.db.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
+        loopback::remove_database(&self.db);
         let _ = std::fs::remove_dir_all(&self.home);
     }
 }
@@ -239,11 +223,8 @@ fn server_takes_ipv6_bare_or_in_brackets_and_the_default_port() {
     // to [::1]:1863 and never rejects the form.
     for given in ["::1", "[::1]"] {
         let home = temp_path("home-v6");
-        let out = Command::new(BIN)
-            .args(["contacts", "list", "--user", "alice", "--server", given])
-            .env("P2P_HOME", &home)
+        let out = client::command(given, &home, &["contacts", "list", "--user", "alice"])
             .env("P2P_PASSWORD", "password-alice")
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         let err = stderr(&out);
@@ -254,11 +235,8 @@ fn server_takes_ipv6_bare_or_in_brackets_and_the_default_port() {
         assert!(!err.contains("cannot resolve"), "{given}: {err}");
         let _ = std::fs::remove_dir_all(&home);
     }
-    let out = Command::new(BIN)
-        .args(["contacts", "list", "--user", "alice", "--server", "[::1]x"])
-        .env("P2P_HOME", &s.home)
+    let out = client::command("[::1]x", &s.home, &["contacts", "list", "--user", "alice"])
         .env("P2P_PASSWORD", "password-alice")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_error(&out, "expected HOST, HOST:PORT, IPv6 or [IPv6]:PORT");
@@ -383,98 +361,8 @@ fn contacts_add_list_block_allow_and_remove() {
     assert_eq!(list.len(), 1, "only carol (blocked) is left: {list:?}");
 }
 
-/// A child process killed (by its handle) if the test ends before it does.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn spawn(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for an output line that parses as JSON and satisfies `want`.
-    fn expect(&mut self, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = self.lines.recv_timeout(left) else {
-                panic!("no matching line; seen {:?}", self.seen);
-            };
-            self.seen.push(line.clone());
-            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if want(&value) {
-                return value;
-            }
-        }
-    }
-
-    fn stdin(&mut self) -> &mut ChildStdin {
-        self.child.stdin.as_mut().unwrap()
-    }
-
-    /// Closes stdin and waits for the exit.
-    fn finish(&mut self) -> std::process::ExitStatus {
-        drop(self.child.stdin.take());
-        self.wait()
-    }
-
-    /// Everything the process wrote on stderr (call after it exited).
-    fn stderr(&mut self) -> String {
-        let mut text = String::new();
-        if let Some(mut err) = self.child.stderr.take() {
-            std::io::Read::read_to_string(&mut err, &mut text).unwrap();
-        }
-        text
-    }
-
-    /// Waits (at most 10 s) for the exit.
-    fn wait(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "did not exit; output {:?}",
-                self.seen
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// How long a status process gets for each expected line and for its exit.
+const STATUS_WAIT: Duration = Duration::from_secs(10);
 
 fn presence_is(name: &'static str, presence: &'static str) -> impl Fn(&serde_json::Value) -> bool {
     move |v| v["name"] == name && v["presence"] == presence
@@ -491,28 +379,28 @@ fn status_presence_reaches_a_mutual_contact_and_ending_input_logs_out() {
     let status_as = |user: &str, state: &str| {
         let mut cmd = s.command(&["status", state, "--json", "--user", user]);
         cmd.env("P2P_PASSWORD", format!("password-{user}"));
-        Running::spawn(cmd)
+        Proc::spawn(user, cmd)
     };
     let mut alice = status_as("alice", "busy");
     // Alice is online before Bob: her first line is Bob's initial (offline) presence.
-    let first = alice.expect(|_| true);
+    let first = alice.expect(STATUS_WAIT, |_| true);
     assert_eq!(
         first,
         serde_json::json!({"name": "bob", "presence": "offline", "initial": true})
     );
 
     let mut bob = status_as("bob", "online");
-    let seen = bob.expect(presence_is("alice", "busy"));
+    let seen = bob.expect(STATUS_WAIT, presence_is("alice", "busy"));
     assert_eq!(seen["name"], "alice", "{seen}");
-    alice.expect(presence_is("bob", "online"));
+    alice.expect(STATUS_WAIT, presence_is("bob", "online"));
 
     // Writing to stdin does nothing; ending it logs Alice out.
-    alice.stdin().write_all(b"anything\n").unwrap();
-    let status = alice.finish();
+    alice.send_lines(&["anything".to_owned()]);
+    let status = alice.finish(STATUS_WAIT);
     assert!(status.success(), "{status:?}");
-    bob.expect(presence_is("alice", "offline"));
+    bob.expect(STATUS_WAIT, presence_is("alice", "offline"));
 
-    let status = bob.finish();
+    let status = bob.finish(STATUS_WAIT);
     assert!(status.success(), "{status:?}");
     // Nobody is left online.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -535,8 +423,8 @@ fn status_is_hidden_from_a_one_sided_contact_and_a_login_elsewhere_leaves_it() {
     assert_success(&s.run_as("carol", "password-carol", &["contacts", "add", "bob"]));
     let mut cmd = s.command(&["status", "online", "--json", "--user", "bob"]);
     cmd.env("P2P_PASSWORD", "password-bob");
-    let mut bob = Running::spawn(cmd);
-    bob.expect(presence_is("carol", "offline"));
+    let mut bob = Proc::spawn("bob", cmd);
+    bob.expect(STATUS_WAIT, presence_is("carol", "offline"));
     let carol = s.contacts_json("carol", "password-carol");
     assert_eq!(
         entry(&carol, "bob")["presence"],
@@ -552,16 +440,16 @@ fn status_is_hidden_from_a_one_sided_contact_and_a_login_elsewhere_leaves_it() {
     assert_success(&s.run_as("bob", "password-bob", &["contacts", "list"]));
     let mut cmd = s.command(&["status", "lunch", "--json", "--user", "carol"]);
     cmd.env("P2P_PASSWORD", "password-carol");
-    let mut carol_status = Running::spawn(cmd);
-    bob.expect(presence_is("carol", "lunch"));
-    assert!(bob.child.try_wait().unwrap().is_none(), "status ended");
+    let mut carol_status = Proc::spawn("carol", cmd);
+    bob.expect(STATUS_WAIT, presence_is("carol", "lunch"));
+    assert!(bob.running(), "status ended");
     let carol = s.contacts_json("carol", "password-carol");
     assert_eq!(entry(&carol, "bob")["presence"], "online", "{carol:?}");
-    let status = bob.finish();
-    let err = bob.stderr();
+    let status = bob.finish(STATUS_WAIT);
+    let err = bob.logs();
     assert_eq!(status.code(), Some(0), "{err}");
-    let status = carol_status.finish();
-    let err = carol_status.stderr();
+    let status = carol_status.finish(STATUS_WAIT);
+    let err = carol_status.logs();
     assert_eq!(status.code(), Some(0), "{err}");
 
     let out = s.run_as("alice", "password-alice", &["status", "offline"]);
@@ -681,30 +569,18 @@ fn an_unreachable_server_is_a_one_line_error() {
         .local_addr()
         .unwrap()
         .port();
-    let out = Command::new(BIN)
-        .args(["contacts", "list", "--user", "alice"])
-        .args(["--server", &format!("127.0.0.1:{port}")])
-        .env("P2P_HOME", &home)
+    let server = format!("127.0.0.1:{port}");
+    let out = client::command(&server, &home, &["contacts", "list", "--user", "alice"])
         .env("P2P_PASSWORD", "x")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_error(
         &out,
         &format!("cannot connect to 127.0.0.1:{port}: connection refused"),
     );
-    let out = Command::new(BIN)
-        .args([
-            "contacts",
-            "list",
-            "--user",
-            "alice",
-            "--server",
-            "no-such-host.invalid:1863",
-        ])
-        .env("P2P_HOME", &home)
+    let server = "no-such-host.invalid:1863";
+    let out = client::command(server, &home, &["contacts", "list", "--user", "alice"])
         .env("P2P_PASSWORD", "x")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_error(&out, "cannot resolve \"no-such-host.invalid:1863\"");
@@ -713,7 +589,7 @@ fn an_unreachable_server_is_a_one_line_error() {
 
 #[test]
 fn help_says_how_status_ends_and_where_passwords_come_from() {
-    let out = Command::new(BIN)
+    let out = Command::new(client::BIN)
         .args(["status", "--help"])
         .output()
         .unwrap();
@@ -730,7 +606,7 @@ fn help_says_how_status_ends_and_where_passwords_come_from() {
             "{needle:?} not in status --help:\n{help}"
         );
     }
-    let out = Command::new(BIN)
+    let out = Command::new(client::BIN)
         .args(["passwd", "--help"])
         .output()
         .unwrap();

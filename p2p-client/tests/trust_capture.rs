@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod client;
 mod loopback;
 mod trust_support;
 
@@ -72,10 +73,19 @@ fn start_capture(file: &std::path::Path, ports: [u16; 2]) -> Child {
     child
 }
 
-/// Stops our tcpdump with SIGINT (it then flushes the file) and waits for it.
-fn stop_capture(mut child: Child) {
-    // Let it write out what the kernel has handed it.
-    std::thread::sleep(Duration::from_millis(500));
+/// Stops our tcpdump with SIGINT (it then flushes the file) and waits for it. First a marker
+/// is sent to `port` on loopback and awaited in `file`: tcpdump writes packets in the order it
+/// captured them (`-U`), so once the marker is there, so is everything sent before it.
+fn stop_capture(mut child: Child, file: &std::path::Path, port: u16) {
+    const MARKER: &[u8] = b"end-of-capture-marker";
+    let mut marker = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    marker.write_all(MARKER).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read(file).is_ok_and(|bytes| contains(&bytes, MARKER)) {
+        assert!(Instant::now() < deadline, "tcpdump never wrote the marker");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(marker);
     let pid = libc::pid_t::try_from(child.id()).unwrap();
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
     unsafe { libc::kill(pid, libc::SIGINT) };
@@ -239,7 +249,7 @@ fn a_capture_of_a_whole_session_shows_no_names_passwords_addresses_or_messages()
     let received = |events: &[Value]| events.iter().filter(|e| e["event"] == "message").count();
     assert_eq!(received(&a_events), 3, "{a_events:#?}");
     assert_eq!(received(&b_events), 3, "{b_events:#?}");
-    stop_capture(capture);
+    stop_capture(capture, &pcap, servers.rendezvous.port());
 
     let bytes = std::fs::read(&pcap).unwrap();
     // The capture really holds the session, on both services: TCP payload to each port, and

@@ -17,18 +17,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
-use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use p2p_client::classify::{ClassifyOptions, classify};
-use p2p_servers::{ServerHandle, ServerOptions};
 use shared::nat_classifier::{Behaviour, NatType as Verdict, Report};
-use shared::stun_server::RateLimitConfig;
-use tests::lab::{Lab, SERVER_IPS, coturn_command, require_lab, serial};
+use tests::lab::{Lab, LabServer, SERVER_IPS, coturn_command, require_lab, require_tool, serial};
 use tests::nat_types::{NatType, RouterOptions};
 
 /// Runs in a row per type and server.
@@ -81,82 +77,25 @@ impl Kind {
     }
 }
 
-/// A running server in the lab's server namespace; stopped on drop (a child by its pid).
-enum Server {
-    Ours(Option<Box<ServerHandle>>),
-    Child(Child, Option<PathBuf>),
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        match self {
-            Server::Ours(handle) => {
-                if let Some(h) = handle.take() {
-                    h.shutdown();
-                }
-            }
-            Server::Child(child, pidfile) => {
-                // `Child::kill` is SIGKILL to this child's own pid.
-                let _ = child.kill();
-                let _ = child.wait();
-                if let Some(p) = pidfile.take() {
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-        }
-    }
-}
-
-fn tool_installed(name: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .any(|d| d.join(name).is_file())
-}
-
-/// `true` if `kind`'s binary is present; otherwise a loud `SKIPPED:` line (a panic if CI).
+/// `true` if `kind`'s binary is present (see [`require_tool`]).
 fn require_server(kind: Kind) -> bool {
-    let Some(tool) = kind.tool() else { return true };
-    if tool_installed(tool) {
-        return true;
-    }
-    let line = format!("SKIPPED: {tool} not installed");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{line}; mandatory when CI=true");
-    }
-    let _ = writeln!(io::stderr(), "{line}");
-    false
+    kind.tool().is_none_or(require_tool)
 }
 
 static PIDFILES: AtomicU32 = AtomicU32::new(0);
 
 /// Starts `kind` in the server namespace and waits (at most 10 s) until every address it
 /// should answer on does.
-fn start(lab: &Lab, kind: Kind) -> Server {
-    let (a1, a2) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
-    let (p1, p2) = (PORT.to_string(), ALT_PORT.to_string());
+fn start(lab: &Lab, kind: Kind) -> LabServer {
     let server = match kind {
         Kind::Ours | Kind::OursSingle => {
-            let options = ServerOptions {
-                primary: IpAddr::V4(SERVER_IPS[0]),
-                alternate: (kind == Kind::Ours).then_some(IpAddr::V4(SERVER_IPS[1])),
-                port: PORT,
-                alt_port: ALT_PORT,
-                workers: 1,
-                tcp: false,
-                rate_limit: RateLimitConfig {
-                    per_second: 0,
-                    burst: 0,
-                },
-                ..ServerOptions::default()
-            };
-            let handle = in_ns(&lab.server().ns, || ServerHandle::start(options)).unwrap();
-            Server::Ours(Some(Box::new(handle)))
+            LabServer::start_ours(lab, kind == Kind::Ours, PORT, ALT_PORT).unwrap()
         }
         Kind::Stund => {
+            let (a1, a2) = (SERVER_IPS[0].to_string(), SERVER_IPS[1].to_string());
+            let (p1, p2) = (PORT.to_string(), ALT_PORT.to_string());
             let args = ["stund", "-h", &a1, "-a", &a2, "-p", &p1, "-o", &p2];
-            let child = lab.spawn_quiet(&lab.server().ns, &args).unwrap();
-            Server::Child(child, None)
+            LabServer::start_child(lab, &args, None).unwrap()
         }
         Kind::Coturn | Kind::CoturnSingle => {
             let n = PIDFILES.fetch_add(1, Ordering::Relaxed);
@@ -165,8 +104,7 @@ fn start(lab: &Lab, kind: Kind) -> Server {
                 std::process::id()
             ));
             let args = coturn_command(&pidfile, kind == Kind::Coturn, PORT, ALT_PORT);
-            let child = lab.spawn_quiet(&lab.server().ns, &args).unwrap();
-            Server::Child(child, Some(pidfile))
+            LabServer::start_child(lab, &args, Some(pidfile)).unwrap()
         }
     };
     let mut addrs = vec![SocketAddr::new(IpAddr::V4(SERVER_IPS[0]), PORT)];

@@ -17,44 +17,17 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
-use std::io::{self, Write as _};
-use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
-use p2p_servers::{ServerHandle, ServerOptions};
-use shared::stun_server::RateLimitConfig;
-use tests::lab::{Lab, SERVER_IPS, coturn_command, require_lab, serial, server_addrs};
+use tests::lab::{
+    Lab, LabServer, SERVER_IPS, coturn_command, require_lab, require_tool, serial, server_addrs,
+    tool_installed,
+};
 use tests::nat_types::{NatType, RouterOptions};
 
 const PORT: u16 = 3478;
 const ALT_PORT: u16 = 3479;
-
-/// Runs `f` inside network namespace `ns` (see [`tests::lab::in_namespace`]).
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    tests::lab::in_namespace(ns, || Ok(f())).unwrap()
-}
-
-fn tool_installed(name: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .any(|d| d.join(name).is_file())
-}
-
-/// `true` if `tool` is installed; otherwise a loud `SKIPPED:` line (a panic if `CI=true`).
-fn require_tool(tool: &str) -> bool {
-    if tool_installed(tool) {
-        return true;
-    }
-    let line = format!("SKIPPED: {tool} not installed");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{line}; mandatory when CI=true");
-    }
-    let _ = writeln!(io::stderr(), "{line}");
-    false
-}
 
 /// The reference server, or ours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,49 +36,9 @@ enum Which {
     Coturn,
 }
 
-/// A server running in the lab's server namespace; stopped on drop (coturn by its pid).
-enum Server {
-    Ours(Option<Box<ServerHandle>>),
-    Coturn(Child, PathBuf),
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        match self {
-            Server::Ours(h) => {
-                if let Some(h) = h.take() {
-                    h.shutdown();
-                }
-            }
-            Server::Coturn(child, pidfile) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = std::fs::remove_file(pidfile);
-            }
-        }
-    }
-}
-
-fn start(lab: &Lab, which: Which) -> Server {
+fn start(lab: &Lab, which: Which) -> LabServer {
     let server = match which {
-        Which::Ours => {
-            let options = ServerOptions {
-                primary: IpAddr::V4(SERVER_IPS[0]),
-                alternate: Some(IpAddr::V4(SERVER_IPS[1])),
-                port: PORT,
-                alt_port: ALT_PORT,
-                workers: 1,
-                tcp: false,
-                rate_limit: RateLimitConfig {
-                    per_second: 0,
-                    burst: 0,
-                },
-                ..ServerOptions::default()
-            };
-            Server::Ours(Some(Box::new(
-                in_ns(&lab.server().ns, || ServerHandle::start(options)).unwrap(),
-            )))
-        }
+        Which::Ours => LabServer::start_ours(lab, true, PORT, ALT_PORT).unwrap(),
         Which::Coturn => {
             let pidfile = PathBuf::from(format!(
                 "/tmp/lab-third-party-{}-{}.pid",
@@ -113,8 +46,7 @@ fn start(lab: &Lab, which: Which) -> Server {
                 lab.server().ns
             ));
             let args = coturn_command(&pidfile, true, PORT, ALT_PORT);
-            let child = lab.spawn_quiet(&lab.server().ns, &args).unwrap();
-            Server::Coturn(child, pidfile)
+            LabServer::start_child(lab, &args, Some(pidfile)).unwrap()
         }
     };
     lab.wait_for_stun(&server_addrs(PORT, ALT_PORT), Duration::from_secs(10))

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use p2p_servers::rendezvous::RendezvousOptions;
 use p2p_servers::services::{self, Services, ServicesOptions};
@@ -127,4 +127,13 @@ pub fn services(rendezvous: RendezvousOptions, switchboard: SocketAddr) -> Servi
         advertise_switchboard: None,
     })
     .expect("rendezvous server and switchboard")
+}
+
+/// Removes the SQLite database at `db` with the journal files SQLite may leave beside it.
+pub fn remove_database(db: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
 }

@@ -1,14 +1,13 @@
 //! Helpers of the session tests: the servers on loopback (restartable on the same ports with
-//! the same key and database), `chat --json` and `status` processes.
+//! the same key and database), `chat --json` and `status` processes (a [`Proc`] each). Test
+//! files that say `mod sessions;` also say `mod client;` and `mod loopback;`.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use p2p_servers::ServerHandle;
@@ -16,9 +15,9 @@ use p2p_servers::services::Services;
 use p2p_servers::tls::ServerTls;
 use serde_json::Value;
 
-use crate::loopback::{self, KDF};
+use crate::client::{self, DEBUG_LOGS, Proc};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
+use crate::loopback::{self, KDF};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -85,16 +84,11 @@ impl Servers {
         }
     }
 
+    /// `p2p-client ARGS` as `user` against the rendezvous server, with debug logs.
     pub fn command(&self, user: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        // The test servers take cheap verifiers; the client must accept their KDF.
-        cmd.env("P2P_MIN_KDF", "argon2id:m=8:t=1:p=1");
-        cmd.args(args)
-            .args(["--server", &self.rendezvous.to_string(), "--user", user])
-            .env("P2P_PASSWORD", format!("{user}-password"))
-            .env("P2P_HOME", &self.home)
-            .env_remove("P2P_USER")
-            .env("RUST_LOG", "p2p_client=debug");
+        let server = self.rendezvous.to_string();
+        let mut cmd = client::command_as(&server, &self.home, user, args);
+        cmd.env("RUST_LOG", DEBUG_LOGS);
         cmd
     }
 
@@ -127,183 +121,14 @@ impl Drop for Servers {
         if let Some(services) = self.services.take() {
             services.shutdown();
         }
-        let _ = std::fs::remove_file(&self.db);
+        loopback::remove_database(&self.db);
         let _ = std::fs::remove_dir_all(&self.home);
-    }
-}
-
-/// A child process whose stdout lines go to a channel and whose stderr is kept.
-pub struct Proc {
-    pub name: String,
-    pub child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<(Instant, String)>,
-    /// Stdout lines seen so far, with when they arrived.
-    pub seen: Vec<(Instant, String)>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send((Instant::now(), line)).is_err() {
-                    return;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Proc {
-            name: name.to_owned(),
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            seen: Vec::new(),
-            stderr,
-        }
-    }
-
-    pub fn logs(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// JSON objects seen on stdout.
-    pub fn events(&self) -> Vec<Value> {
-        self.seen
-            .iter()
-            .map(|(_, l)| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("{}: stdout line {l:?} is not JSON: {e}", self.name))
-            })
-            .collect()
-    }
-
-    /// Reads stdout until `done` holds for the JSON objects seen so far.
-    pub fn wait_for(&mut self, what: &str, timeout: Duration, done: impl Fn(&[Value]) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !done(&self.events()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(e) => panic!(
-                    "{}: no {what} within {timeout:?} ({e}); stdout: {:#?}\nstderr:\n{}",
-                    self.name,
-                    self.seen,
-                    self.logs()
-                ),
-            }
-        }
-    }
-
-    /// Waits until stderr contains `text` `count` times.
-    pub fn wait_stderr(&self, text: &str, count: usize, timeout: Duration) -> Instant {
-        let deadline = Instant::now() + timeout;
-        while self.logs().matches(text).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "{}: {text:?} x{count} not on stderr within {timeout:?}:\n{}",
-                self.name,
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Instant::now()
-    }
-
-    /// Takes whatever stdout lines arrived, without waiting.
-    pub fn drain(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    pub fn send_lines(&mut self, lines: &[String]) {
-        let stdin = self.stdin.as_mut().unwrap();
-        for line in lines {
-            writeln!(stdin, "{line}").unwrap();
-        }
-        stdin.flush().unwrap();
-    }
-
-    pub fn close_stdin(&mut self) {
-        drop(self.stdin.take());
-    }
-
-    /// Sends a signal to this child (ours, by its pid).
-    pub fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    }
-
-    /// Waits for the exit; then takes the rest of stdout.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "{}: did not exit within {timeout:?}; stdout: {:#?}\nstderr:\n{}",
-                    self.name,
-                    self.seen,
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(line);
-        }
-        status
-    }
-
-    /// Whether it is still running.
-    pub fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // Only if the test failed before the exit: kill our own child by its handle.
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
 /// `chat --json --peer PEER --bind 127.0.0.1` as `user`.
 pub fn chat(servers: &Servers, user: &str, peer: &str, extra: &[&str]) -> Proc {
-    let mut args = vec!["chat", "--json", "--peer", peer, "--bind", "127.0.0.1"];
-    args.extend_from_slice(extra);
-    Proc::spawn(user, servers.command(user, &args))
+    Proc::spawn(user, servers.command(user, &client::chat_args(peer, extra)))
 }
 
 /// `status STATE --json` as `user`.

@@ -9,7 +9,7 @@ pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use p2p_servers::ServerHandle;
@@ -19,9 +19,6 @@ use p2p_servers::tls::ServerTls;
 use crate::loopback;
 /// A cheap KDF, accepted by the servers the tests start.
 pub use crate::loopback::KDF;
-
-/// The client binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_p2p-client");
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -102,21 +99,12 @@ impl Drop for Servers {
     }
 }
 
-/// `p2p-client ARGS --server SERVER --user USER --home HOME` with the user's password in the
-/// environment (`USER-password`), stdin closed.
+/// `p2p-client ARGS --server SERVER --user USER` with `home` as `P2P_HOME`, the user's
+/// password in the environment (`USER-password`), stdin closed and only warnings logged (see
+/// [`crate::client::command_as`]).
 pub fn client(server: SocketAddr, home: &Path, user: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    // The test servers take cheap verifiers; the client must accept their KDF.
-    cmd.env("P2P_MIN_KDF", "argon2id:m=8:t=1:p=1");
-    cmd.args(args)
-        .args(["--server", &server.to_string(), "--user", user])
-        .arg("--home")
-        .arg(home)
-        .env("P2P_PASSWORD", format!("{user}-password"))
-        .env_remove("P2P_USER")
-        .env_remove("P2P_HOME")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
+    let mut cmd = crate::client::command_as(&server.to_string(), home, user, args);
+    cmd.env("RUST_LOG", "warn");
     cmd
 }
 

@@ -20,14 +20,14 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use p2p_client::classify::{ClassifyOptions, classify};
 use shared::nat_classifier::NatType as Verdict;
-use tests::lab::{Lab, SERVER_IPS, require_lab, server_addrs, stun_server_command};
+use tests::lab::{Lab, LabServer, SERVER_IPS, require_lab, server_addrs, stun_server_command};
 use tests::nat_types::{NatType, RouterOptions};
 
 /// Wall time of NAT classification in the real kernel NAT lab.
@@ -193,21 +193,9 @@ fn server_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// Our server in the lab's server namespace; killed (by its pid) on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(lab: &Lab, bin: &Path) -> anyhow::Result<Server> {
+fn start_server(lab: &Lab, bin: &Path) -> anyhow::Result<LabServer> {
     let args = stun_server_command(bin, PORT, ALT_PORT);
-    let child = lab
-        .spawn_quiet(&lab.server().ns, &args)
-        .context("spawn stun-server")?;
-    let server = Server(child);
+    let server = LabServer::start_child(lab, &args, None).context("spawn stun-server")?;
     lab.wait_for_stun(&server_addrs(PORT, ALT_PORT), Duration::from_secs(10))
         .context("our server does not answer")?;
     Ok(server)

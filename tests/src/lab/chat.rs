@@ -16,6 +16,8 @@
 //! identity key and pins live in it under the user's name. The server keeps its database and
 //! its self-signed TLS certificate in a directory of its own.
 
+pub mod phases;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, BufRead as _, BufReader, Write as _};

@@ -104,7 +104,15 @@ impl Agent for StunServerAgent {
     fn handle_timeout(&mut self, _now: Instant) {}
 }
 
-/// Binding transactions, each on its own client socket.
+/// Binding transactions, each on its own client socket: the virtual-time driver of
+/// [`BindingTransaction`].
+///
+/// The client's own driver (`p2p_client::binding::StunBinding`) runs on tokio sockets and the
+/// wall clock, so the simulator drives the core itself, in the one order of docs/DESIGN.md
+/// section 8: after every input [`Simulation::run_until`](super::Simulation::run_until) takes
+/// `poll_transmit` until `None` (the transaction has no events: `outcome()` is its result),
+/// then sleeps until the earliest `poll_timeout`, and `handle_timeout` goes to the
+/// transactions that are due. Retransmission and the give-up stay the transaction's.
 #[derive(Default)]
 pub struct BindingClient {
     /// (local socket address, transaction).
@@ -150,7 +158,9 @@ impl Agent for BindingClient {
 
     fn handle_timeout(&mut self, now: Instant) {
         for (_, t) in &mut self.transactions {
-            t.handle_timeout(now);
+            if t.poll_timeout().is_some_and(|due| due <= now) {
+                t.handle_timeout(now);
+            }
         }
     }
 }
