@@ -35,7 +35,7 @@ pub use rendezvous::{
     BoundRendezvous, RendezvousError, RendezvousHandle, RendezvousOptions, TicketBook,
 };
 pub use server::{ServerHandle, StartError};
-pub use sockets::BindError;
+pub use sockets::{BindError, set_buffers};
 pub use stats::Stats;
 
 /// Lifts the soft limit on open files to the hard limit (every rendezvous client and every

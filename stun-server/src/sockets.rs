@@ -71,6 +71,19 @@ fn force_buffer(socket: &Socket, option: libc::c_int, bytes: usize) -> bool {
     rc == 0
 }
 
+/// Sets the receive and send buffers to `bytes` each: past `net.core.rmem_max`/`wmem_max` when
+/// allowed (root), else as far as those limits let a plain request go. The servers and the load
+/// generator size their sockets this one way.
+pub fn set_buffers(socket: &Socket, bytes: usize) -> std::io::Result<()> {
+    if !force_buffer(socket, libc::SO_RCVBUFFORCE, bytes) {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    if !force_buffer(socket, libc::SO_SNDBUFFORCE, bytes) {
+        socket.set_send_buffer_size(bytes)?;
+    }
+    Ok(())
+}
+
 /// A non-blocking UDP socket on `addr` that other workers can share (SO_REUSEPORT), with
 /// large buffers so bursts are absorbed rather than dropped.
 pub fn bind_udp(addr: SocketAddr, buffer: usize) -> Result<UdpSocket, BindError> {
@@ -81,12 +94,7 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize) -> Result<UdpSocket, BindError>
         socket.set_only_v6(true).map_err(wrap)?;
     }
     socket.set_reuse_port(true).map_err(wrap)?;
-    if !force_buffer(&socket, libc::SO_RCVBUFFORCE, buffer) {
-        socket.set_recv_buffer_size(buffer).map_err(wrap)?;
-    }
-    if !force_buffer(&socket, libc::SO_SNDBUFFORCE, buffer) {
-        socket.set_send_buffer_size(buffer).map_err(wrap)?;
-    }
+    set_buffers(&socket, buffer).map_err(wrap)?;
     socket.set_nonblocking(true).map_err(wrap)?;
     socket.bind(&addr.into()).map_err(wrap)?;
     Ok(socket.into())

@@ -498,7 +498,8 @@ fn open_socket(
         Domain::IPV6
     };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).context("socket()")?;
-    set_buffers(&socket, sockbuf);
+    // Best effort: an unprivileged run gets what the sysctl limits allow.
+    let _ = p2p_servers::set_buffers(&socket, sockbuf);
     socket.set_nonblocking(true).context("set_nonblocking")?;
     socket
         .bind(&SocketAddr::new(bind, 0).into())
@@ -511,40 +512,6 @@ fn open_socket(
     let std_socket: UdpSocket = socket.into();
     let local = std_socket.local_addr().context("local_addr")?;
     Ok((mio::net::UdpSocket::from_std(std_socket), local))
-}
-
-/// Sets SO_RCVBUF/SO_SNDBUF, forcing past the sysctl limits when allowed (root).
-fn set_buffers(socket: &Socket, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for (force, plain) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-    ] {
-        // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from a live c_int.
-        let forced = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                force,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if forced != 0 {
-            // Not privileged: ask normally (the kernel caps it at rmem_max/wmem_max).
-            // SAFETY: as above.
-            unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    plain,
-                    (&value as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
-    }
 }
 
 /// A per-process value mixed into every transaction id, so replies meant for an earlier run
