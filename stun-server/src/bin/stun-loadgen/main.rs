@@ -24,6 +24,12 @@ use shared::stun::{
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
+mod histogram;
+mod replies;
+
+use histogram::Histogram;
+use replies::{Invalid, Validator, write_request};
+
 /// Marker in the first four id bytes of a classic request (anything but the magic cookie).
 const CLASSIC_MARKER: u32 = 0x4C47_454E; // "LGEN"
 
@@ -152,69 +158,6 @@ struct Args {
     allow_remote: bool,
 }
 
-/// A fixed log-linear latency histogram in nanoseconds: 128 linear sub-buckets per power of
-/// two (under 0.8 % relative error), allocated once.
-struct Histogram {
-    counts: Vec<u64>,
-    total: u64,
-    max: u64,
-}
-
-impl Histogram {
-    const SUB_BITS: u32 = 7;
-    const SUB: u64 = 1 << Self::SUB_BITS;
-    const BUCKETS: usize = (Self::SUB as usize) * (64 - Self::SUB_BITS as usize + 1);
-
-    fn new() -> Self {
-        Self {
-            counts: vec![0; Self::BUCKETS],
-            total: 0,
-            max: 0,
-        }
-    }
-
-    fn index(v: u64) -> usize {
-        if v < Self::SUB {
-            return v as usize;
-        }
-        let shift = 63 - v.leading_zeros() - Self::SUB_BITS;
-        (((u64::from(shift) + 1) << Self::SUB_BITS) + ((v >> shift) - Self::SUB)) as usize
-    }
-
-    /// The lowest value of bucket `i` and the bucket's width.
-    fn bucket(i: usize) -> (u64, u64) {
-        let i = i as u64;
-        if i < Self::SUB {
-            return (i, 1);
-        }
-        let shift = (i >> Self::SUB_BITS) - 1;
-        ((Self::SUB + (i & (Self::SUB - 1))) << shift, 1 << shift)
-    }
-
-    fn record(&mut self, v: u64) {
-        self.counts[Self::index(v)] += 1;
-        self.total += 1;
-        self.max = self.max.max(v);
-    }
-
-    /// The value at quantile `q` (0..=1): the midpoint of its bucket, never above the maximum.
-    fn quantile(&self, q: f64) -> u64 {
-        if self.total == 0 {
-            return 0;
-        }
-        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
-        let mut seen = 0;
-        for (i, &c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                let (low, width) = Self::bucket(i);
-                return (low + (width - 1) / 2).min(self.max);
-            }
-        }
-        self.max
-    }
-}
-
 /// One request position in the window.
 #[derive(Clone, Copy, Default)]
 struct Slot {
@@ -224,53 +167,6 @@ struct Slot {
     sent_ns: u64,
     /// Whether that request still awaits its response.
     outstanding: bool,
-}
-
-/// Why a reply was rejected.
-enum Invalid {
-    /// It came from an address other than the server's.
-    WrongSource(SocketAddr),
-    /// It was larger than a receive slot.
-    Truncated,
-    /// `Message::parse` refused it.
-    Parse(String),
-    /// Its transaction id is not one this run sent.
-    NotOurs,
-    /// Classic reply to a modern request or the reverse.
-    WrongForm,
-    /// Not a Binding message.
-    WrongMethod(u16),
-    /// Not a success response (with the ERROR-CODE, if any).
-    NotSuccess(Class, Option<u16>),
-    /// No (XOR-)MAPPED-ADDRESS.
-    MissingAddress,
-    /// The address attribute does not decode.
-    BadAddress(String),
-    /// The reflected address is not the socket's own.
-    WrongAddress(SocketAddr),
-    /// A reply for a slot that belongs to another of our sockets.
-    WrongSocket,
-    /// An echo reply that differs from the request.
-    EchoMismatch,
-}
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::WrongSource(a) => write!(f, "reply from unexpected source {a}"),
-            Self::Truncated => write!(f, "reply larger than {RESPONSE_SLOT_LEN} bytes"),
-            Self::Parse(e) => write!(f, "not a valid STUN message: {e}"),
-            Self::NotOurs => write!(f, "transaction id not sent by this run"),
-            Self::WrongForm => write!(f, "transaction id of the other form (classic/modern)"),
-            Self::WrongMethod(m) => write!(f, "method 0x{m:03x} is not Binding"),
-            Self::NotSuccess(class, code) => write!(f, "class {class:?}, error code {code:?}"),
-            Self::MissingAddress => write!(f, "no (XOR-)MAPPED-ADDRESS"),
-            Self::BadAddress(e) => write!(f, "address attribute unreadable: {e}"),
-            Self::WrongAddress(a) => write!(f, "reflected address {a} is not the socket's own"),
-            Self::WrongSocket => write!(f, "reply to a request sent from another socket"),
-            Self::EchoMismatch => write!(f, "echo differs from the request"),
-        }
-    }
 }
 
 /// Counters, split by phase where it matters.
@@ -354,136 +250,6 @@ fn send_gso(
         }
     }
     Ok((sent, dropped))
-}
-
-/// Builds the transaction id for a slot's request.
-fn transaction_id(form: Form, nonce: u32, slot: u32, seq: u32) -> TransactionId {
-    match form {
-        Form::Modern => {
-            let mut id = [0u8; 12];
-            id[0..4].copy_from_slice(&nonce.to_be_bytes());
-            id[4..8].copy_from_slice(&slot.to_be_bytes());
-            id[8..12].copy_from_slice(&seq.to_be_bytes());
-            TransactionId::Modern(id)
-        }
-        Form::Classic => {
-            let mut id = [0u8; 16];
-            id[0..4].copy_from_slice(&CLASSIC_MARKER.to_be_bytes());
-            id[4..8].copy_from_slice(&nonce.to_be_bytes());
-            id[8..12].copy_from_slice(&slot.to_be_bytes());
-            id[12..16].copy_from_slice(&seq.to_be_bytes());
-            TransactionId::Classic(id)
-        }
-    }
-}
-
-/// Reads (slot, seq) back from a transaction id, if it is one of this run's.
-fn decode_id(form: Form, nonce: u32, id: &TransactionId) -> Result<(u32, u32), Invalid> {
-    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    let (n, slot, seq) = match (form, id) {
-        (Form::Modern, TransactionId::Modern(id)) => (be(&id[0..4]), be(&id[4..8]), be(&id[8..12])),
-        (Form::Classic, TransactionId::Classic(id)) if be(&id[0..4]) == CLASSIC_MARKER => {
-            (be(&id[4..8]), be(&id[8..12]), be(&id[12..16]))
-        }
-        (Form::Classic, TransactionId::Classic(_)) => return Err(Invalid::NotOurs),
-        _ => return Err(Invalid::WrongForm),
-    };
-    if n != nonce {
-        return Err(Invalid::NotOurs);
-    }
-    Ok((slot, seq))
-}
-
-/// Writes the Binding request for (slot, seq) into `out`, returning its length.
-fn write_request(out: &mut [u8], form: Form, nonce: u32, slot: u32, seq: u32) -> usize {
-    let id = transaction_id(form, nonce, slot, seq);
-    match MessageWriter::new(out, Method::BINDING, Class::Request, id) {
-        Ok(w) => w.finish(),
-        // REQUEST_SLOT_LEN is far above the 20-byte header, so this cannot happen.
-        Err(_) => 0,
-    }
-}
-
-/// Everything a reply is checked against.
-struct Validator {
-    form: Form,
-    expect: Expect,
-    nonce: u32,
-    server: SocketAddr,
-    window: u32,
-}
-
-impl Validator {
-    /// Checks one reply received on a socket bound to `local`; returns the (slot, seq) it
-    /// answers.
-    fn check(
-        &self,
-        from: SocketAddr,
-        data: &[u8],
-        local: SocketAddr,
-    ) -> Result<(u32, u32), Invalid> {
-        if from != self.server {
-            return Err(Invalid::WrongSource(from));
-        }
-        match self.expect {
-            Expect::Echo => self.check_echo(data),
-            Expect::Stun => self.check_stun(data, local),
-        }
-    }
-
-    fn check_echo(&self, data: &[u8]) -> Result<(u32, u32), Invalid> {
-        if data.len() < HEADER_LEN {
-            return Err(Invalid::EchoMismatch);
-        }
-        let mut tail = [0u8; 16];
-        tail.copy_from_slice(&data[4..HEADER_LEN]);
-        let (slot, seq) = decode_id(
-            self.form,
-            self.nonce,
-            &TransactionId::from_header_tail(&tail),
-        )?;
-        let mut expected = [0u8; REQUEST_SLOT_LEN];
-        let n = write_request(&mut expected, self.form, self.nonce, slot, seq);
-        if data != &expected[..n] {
-            return Err(Invalid::EchoMismatch);
-        }
-        if slot >= self.window {
-            return Err(Invalid::NotOurs);
-        }
-        Ok((slot, seq))
-    }
-
-    fn check_stun(&self, data: &[u8], local: SocketAddr) -> Result<(u32, u32), Invalid> {
-        let msg = Message::parse(data).map_err(|e| Invalid::Parse(e.to_string()))?;
-        let (slot, seq) = decode_id(self.form, self.nonce, &msg.transaction_id())?;
-        if slot >= self.window {
-            return Err(Invalid::NotOurs);
-        }
-        if msg.method() != Method::BINDING {
-            return Err(Invalid::WrongMethod(msg.method().0));
-        }
-        if msg.class() != Class::SuccessResponse {
-            let code = msg.get(attr::ERROR_CODE).and_then(|a| match a.parse() {
-                Ok(Attribute::ErrorCode(e)) => Some(e.code),
-                _ => None,
-            });
-            return Err(Invalid::NotSuccess(msg.class(), code));
-        }
-        let typ = match self.form {
-            Form::Modern => attr::XOR_MAPPED_ADDRESS,
-            Form::Classic => attr::MAPPED_ADDRESS,
-        };
-        let raw = msg.get(typ).ok_or(Invalid::MissingAddress)?;
-        let mapped = match raw.parse() {
-            Ok(Attribute::XorMappedAddress(a) | Attribute::MappedAddress(a)) => a,
-            Ok(other) => return Err(Invalid::BadAddress(format!("{other:?}"))),
-            Err(e) => return Err(Invalid::BadAddress(e.to_string())),
-        };
-        if mapped != local {
-            return Err(Invalid::WrongAddress(mapped));
-        }
-        Ok((slot, seq))
-    }
 }
 
 /// Opens one non-blocking client socket with large buffers.
@@ -1003,89 +769,4 @@ fn main() -> ExitCode {
         return ExitCode::from(3);
     }
     ExitCode::SUCCESS
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_are_contiguous_and_accurate() {
-        let mut prev = 0;
-        for v in (0..5000u64).chain([1 << 20, (1 << 20) + 12345, u64::MAX / 3, u64::MAX]) {
-            let i = Histogram::index(v);
-            assert!(i < Histogram::BUCKETS);
-            let (low, width) = Histogram::bucket(i);
-            assert!(
-                low <= v && v - low < width,
-                "v {v} bucket {i} low {low} width {width}"
-            );
-            assert!(width == 1 || (width as f64) / (low as f64) <= 1.0 / 128.0 + 1e-12);
-            if v < 5000 {
-                assert!(i == prev || i == prev + 1 || v == 0);
-                prev = i;
-            }
-        }
-    }
-
-    #[test]
-    fn histogram_quantiles() {
-        let mut h = Histogram::new();
-        for v in 1..=1000u64 {
-            h.record(v * 1000);
-        }
-        let p50 = h.quantile(0.5) as f64;
-        assert!((p50 - 500_000.0).abs() / 500_000.0 < 0.01, "{p50}");
-        assert_eq!(h.quantile(1.0), 1_000_000);
-        assert!((h.quantile(0.999) as f64 - 999_000.0).abs() / 999_000.0 < 0.01);
-    }
-
-    #[test]
-    fn ids_round_trip_in_both_forms() {
-        for form in [Form::Modern, Form::Classic] {
-            let id = transaction_id(form, 77, 5, 9);
-            assert_eq!(id.is_classic(), form == Form::Classic);
-            assert_eq!(decode_id(form, 77, &id).ok(), Some((5, 9)));
-            assert!(decode_id(form, 78, &id).is_err());
-            let mut buf = [0u8; REQUEST_SLOT_LEN];
-            let n = write_request(&mut buf, form, 77, 5, 9);
-            assert_eq!(n, HEADER_LEN);
-            let msg = Message::parse(&buf[..n]).expect("our own request parses");
-            assert_eq!(msg.transaction_id(), id);
-        }
-    }
-
-    #[test]
-    fn stun_validation_checks_address_and_class() {
-        let server: SocketAddr = "127.0.0.1:3478".parse().expect("addr");
-        let local: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
-        let v = Validator {
-            form: Form::Modern,
-            expect: Expect::Stun,
-            nonce: 1,
-            server,
-            window: 8,
-        };
-        let mut buf = [0u8; 128];
-        let id = transaction_id(Form::Modern, 1, 3, 4);
-        let mut w = MessageWriter::new(&mut buf, Method::BINDING, Class::SuccessResponse, id)
-            .expect("writer");
-        w.add_xor_address(attr::XOR_MAPPED_ADDRESS, local)
-            .expect("attr");
-        let n = w.finish();
-        assert_eq!(v.check(server, &buf[..n], local).ok(), Some((3, 4)));
-        let other: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
-        assert!(matches!(
-            v.check(server, &buf[..n], other),
-            Err(Invalid::WrongAddress(_))
-        ));
-        assert!(matches!(
-            v.check(other, &buf[..n], local),
-            Err(Invalid::WrongSource(_))
-        ));
-        assert!(matches!(
-            v.check(server, &buf[..n - 4], local),
-            Err(Invalid::Parse(_))
-        ));
-    }
 }
