@@ -37,6 +37,12 @@
 #                   loop (any server thread preempts it at once). In a VM an idle vCPU halts and
 #                   each wakeup then costs a hypervisor exit; see docs/BENCHMARKS.md
 #   SERVER_CPU=0 GEN_CPU=1
+#   PORT=3478 ALT_PORT=3479   the servers' ports (another checkout's benchmark running at the
+#                   same time holds the defaults now and then: its servers and ours would
+#                   refuse to start or share the load)
+#   OURS_ARGS=""    extra flags for ours, ours-metrics and ours-base, e.g. "--rendezvous
+#                   127.0.0.1:0 --switchboard 127.0.0.1:0 --db /tmp/x.db" to keep their idle
+#                   rendezvous and switchboard off the default ports too
 #   NO_BUILD=1      skip the cargo build (use existing binaries)
 #   OURS_BASE=PATH  another stun-server binary (e.g. a build of an older commit), measured as
 #                   server "ours-base" with the same flags as "ours": an A/B of a change,
@@ -63,11 +69,12 @@ SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 IDLE_SPIN=${IDLE_SPIN:-0}
 SCRAPE_EVERY=${SCRAPE_EVERY:-1}
+OURS_ARGS=${OURS_ARGS:-}
 
 PRIMARY=127.0.0.1
 ALTERNATE=127.0.0.2
-PORT=3478
-ALT_PORT=3479
+PORT=${PORT:-3478}
+ALT_PORT=${ALT_PORT:-3479}
 
 die() { echo "stun-throughput: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -129,9 +136,9 @@ server_cmd() {
     case $1 in
     echo) echo "$BIN/udp-echo --bind $PRIMARY:$PORT --max-secs 600" ;;
     echo-gso) echo "$BIN/udp-echo --bind $PRIMARY:$PORT --max-secs 600 --gso --batch 64" ;;
-    ours) echo "$BIN/stun-server --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0" ;;
+    ours) echo "$BIN/stun-server --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0 $OURS_ARGS" ;;
     ours-metrics) echo "$(server_cmd ours) --metrics 127.0.0.1:0" ;;
-    ours-base) echo "$OURS_BASE --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0" ;;
+    ours-base) echo "$OURS_BASE --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0 $OURS_ARGS" ;;
     coturn | coturn-default)
         local extra=$COTURN_ARGS
         [[ $1 == coturn-default ]] && extra=""
