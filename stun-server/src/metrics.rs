@@ -253,6 +253,12 @@ fn encode_rendezvous(encoder: &mut DescriptorEncoder<'_>, counts: &Counts) -> st
     )?;
     gauge(
         encoder,
+        "rendezvous_sessions_online",
+        "Logged-in rendezvous sessions (a user on two devices has two)",
+        load(&counts.sessions),
+    )?;
+    gauge(
+        encoder,
         "rendezvous_users_online",
         "Users logged in with at least one session",
         load(&counts.online),

@@ -371,6 +371,7 @@ fn a_scrape_counts_exactly_what_was_served() {
     assert_eq!(logins("other"), 0.0);
     assert_eq!(value(&samples, "rendezvous_introductions_total", &[]), 1.0);
     assert_eq!(value(&samples, "rendezvous_users_online", &[]), 2.0);
+    assert_eq!(value(&samples, "rendezvous_sessions_online", &[]), 2.0);
     assert_eq!(value(&samples, "rendezvous_connections", &[]), 3.0);
     assert_eq!(value(&samples, "switchboard_sessions", &[]), 1.0);
     assert_eq!(value(&samples, "switchboard_connections", &[]), 0.0);

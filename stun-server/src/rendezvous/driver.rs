@@ -42,6 +42,8 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 pub(crate) struct Counts {
     pub(crate) connections: AtomicUsize,
     pub(crate) online: AtomicUsize,
+    /// Logged-in sessions (a user on two devices has two).
+    pub(crate) sessions: AtomicUsize,
     /// TLS handshakes that failed or timed out.
     pub(crate) failed_handshakes: AtomicU64,
     /// Users the operator added while the server ran, counted once the core knows them.
@@ -387,6 +389,9 @@ impl Driver {
         self.counts
             .online
             .store(self.core.online_count(), Ordering::Relaxed);
+        self.counts
+            .sessions
+            .store(self.core.session_count(), Ordering::Relaxed);
         if let Ok(mut counters) = self.counts.core.lock() {
             *counters = *self.core.counters();
         }

@@ -288,6 +288,7 @@ impl RendezvousServer {
             self.online += 1;
         }
         u.sessions.push(conn);
+        self.sessions_online += 1;
         let name = u.name.to_string();
         let ok = ["OK".to_owned(), name, B64.encode(server_final)];
         self.send(conn, Line::new("USR", trid, ok));

@@ -290,6 +290,8 @@ pub struct RendezvousServer {
     secret: [u8; 32],
     /// Users with at least one session.
     online: usize,
+    /// Logged-in sessions (connections), over all users.
+    sessions_online: usize,
     next_sweep: Option<Instant>,
     /// Counts inputs: every `handle_*` call is a step.
     step: u64,
@@ -380,6 +382,7 @@ impl RendezvousServer {
             rng: ChaCha20Rng::from_seed(seed),
             secret,
             online: 0,
+            sessions_online: 0,
             next_sweep: None,
             step: 0,
             requester: None,
@@ -489,6 +492,7 @@ impl RendezvousServer {
         self.intros = Introductions::default();
         self.clear_sessions();
         self.online = 0;
+        self.sessions_online = 0;
         self.next_sweep = None;
     }
 
@@ -518,6 +522,11 @@ impl RendezvousServer {
     /// Logins by outcome and introductions, since start.
     pub fn counters(&self) -> &RendezvousCounters {
         &self.counters
+    }
+
+    /// Logged-in sessions: a user logged in from two devices counts twice.
+    pub fn session_count(&self) -> usize {
+        self.sessions_online
     }
 
     /// Invitations waiting for `ANS` or `DEC`.

@@ -584,14 +584,17 @@ fn a_second_login_is_a_second_session() {
     assert!(!to(&h.log, old).contains(&"OUT 0 OTH".to_owned()));
     assert_eq!(to(&h.log, bob).last().unwrap(), "NLN 0 BSY alice");
     assert_eq!(h.server.online_count(), 2);
+    assert_eq!(h.server.session_count(), 3);
     assert_eq!(h.server.connection_count(), 3);
     // Both sessions work.
     assert_eq!(h.ask(new, "CHG 5 NLN"), ["CHG 5 NLN"]);
     assert_eq!(h.ask(old, "CHG 6 AWY"), ["CHG 6 AWY"]);
     h.server.handle_disconnected(h.now, old);
     assert_eq!(h.server.online_count(), 2);
+    assert_eq!(h.server.session_count(), 2);
     h.server.handle_disconnected(h.now, new);
     assert_eq!(h.server.online_count(), 1);
+    assert_eq!(h.server.session_count(), 1);
 }
 
 // ---- accounts ----
