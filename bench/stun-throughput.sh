@@ -37,10 +37,20 @@
 #                   loop (any server thread preempts it at once). In a VM an idle vCPU halts and
 #                   each wakeup then costs a hypervisor exit; see docs/BENCHMARKS.md
 #   SERVER_CPU=0 GEN_CPU=1
+#   PORT=3478 ALT_PORT=3479   the servers' ports (another checkout's benchmark running at the
+#                   same time holds the defaults now and then: its servers and ours would
+#                   refuse to start or share the load)
+#   OURS_ARGS="--no-rendezvous --no-switchboard"   extra flags for ours, ours-metrics and
+#                   ours-base. The default measures STUN alone and opens no database (an older
+#                   build as OURS_BASE would refuse a newer schema in the default home)
 #   NO_BUILD=1      skip the cargo build (use existing binaries)
 #   OURS_BASE=PATH  another stun-server binary (e.g. a build of an older commit), measured as
 #                   server "ours-base" with the same flags as "ours": an A/B of a change,
 #                   interleaved in the same rounds (add ours-base to SERVERS)
+#   Server "ours-metrics" is "ours" with --metrics on 127.0.0.1 (a free port), scraped once a
+#                   second during the run (15 times as often as Prometheus' default) from the
+#                   generator's CPU: what the metrics endpoint costs, as ours-metrics / ours
+#   SCRAPE_EVERY=1  seconds between those scrapes
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -58,11 +68,13 @@ QUIET_MAX=${QUIET_MAX:-10}
 SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 IDLE_SPIN=${IDLE_SPIN:-0}
+SCRAPE_EVERY=${SCRAPE_EVERY:-1}
+OURS_ARGS=${OURS_ARGS---no-rendezvous --no-switchboard}
 
 PRIMARY=127.0.0.1
 ALTERNATE=127.0.0.2
-PORT=3478
-ALT_PORT=3479
+PORT=${PORT:-3478}
+ALT_PORT=${ALT_PORT:-3479}
 
 die() { echo "stun-throughput: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -99,6 +111,7 @@ have_server() {
     case $1 in
     echo | echo-gso) [[ -x $BIN/udp-echo ]] ;;
     ours) [[ -x $BIN/stun-server ]] && timeout 5 "$BIN/stun-server" --help 2>/dev/null | grep -q -- '--rate-limit' ;;
+    ours-metrics) [[ -x $BIN/stun-server ]] && timeout 5 "$BIN/stun-server" --help 2>/dev/null | grep -q -- '--metrics' ;;
     ours-base) [[ -n ${OURS_BASE:-} && -x $OURS_BASE ]] ;;
     coturn | coturn-default) command -v turnserver >/dev/null ;;
     stund) command -v stund >/dev/null ;;
@@ -123,8 +136,9 @@ server_cmd() {
     case $1 in
     echo) echo "$BIN/udp-echo --bind $PRIMARY:$PORT --max-secs 600" ;;
     echo-gso) echo "$BIN/udp-echo --bind $PRIMARY:$PORT --max-secs 600 --gso --batch 64" ;;
-    ours) echo "$BIN/stun-server --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0 --no-rendezvous --no-switchboard" ;;
-    ours-base) echo "$OURS_BASE --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0 --no-rendezvous --no-switchboard" ;;
+    ours) echo "$BIN/stun-server --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0 $OURS_ARGS" ;;
+    ours-metrics) echo "$(server_cmd ours) --metrics 127.0.0.1:0" ;;
+    ours-base) echo "$OURS_BASE --primary $PRIMARY --alternate $ALTERNATE --port $PORT --alt-port $ALT_PORT --workers 1 --rate-limit 0 $OURS_ARGS" ;;
     coturn | coturn-default)
         local extra=$COTURN_ARGS
         [[ $1 == coturn-default ]] && extra=""
@@ -140,9 +154,11 @@ expect_of() { [[ $1 == echo* ]] && echo echo || echo stun; }
 TMPD=$(mktemp -d /tmp/stun-bench.XXXXXX)
 SPID=""
 SPINPID=""
+SCRAPEPID=""
 cleanup() {
     if [[ -n ${AG_SET:-} ]]; then echo "$AG_OLD" >/proc/self/autogroup 2>/dev/null || true; fi
     if [[ -n $SPINPID ]]; then kill "$SPINPID" 2>/dev/null || true; fi
+    if [[ -n $SCRAPEPID ]]; then kill "$SCRAPEPID" 2>/dev/null || true; fi
     if [[ -n $SPID ]] && kill -0 "$SPID" 2>/dev/null; then
         kill -TERM "$SPID" 2>/dev/null || true
         sleep 0.5
@@ -310,6 +326,20 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 bash -c 'while :; do :; done' &
             SPINPID=$!
         fi
+        if [[ $s == ours-metrics ]]; then
+            maddr=$(grep -o 'http://[0-9.:]*/metrics' "$slog" | head -1 | sed 's|http://||; s|/metrics||')
+            [[ -n $maddr ]] || log "round $round $s: no metrics address in the log"
+            # bash's /dev/tcp: no curl needed. Bounded like the run itself.
+            timeout $((DURATION + WARMUP + 30)) taskset -c "$GEN_CPU" bash -c '
+                while :; do
+                    exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || exit 1
+                    printf "GET /metrics HTTP/1.0\r\n\r\n" >&3
+                    cat <&3 >/dev/null
+                    exec 3<&-
+                    sleep "$2"
+                done' scrape "$maddr" "$SCRAPE_EVERY" &
+            SCRAPEPID=$!
+        fi
         t0=$(proc_ticks "$SPID")
         n0=$(proc_nvcsw "$SPID")
         w0=$(date +%s.%N)
@@ -325,6 +355,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
             kill "$SPINPID" 2>/dev/null || true
             wait "$SPINPID" 2>/dev/null || true
             SPINPID=""
+        fi
+        if [[ -n $SCRAPEPID ]]; then
+            kill "$SCRAPEPID" 2>/dev/null || true
+            wait "$SCRAPEPID" 2>/dev/null || true
+            SCRAPEPID=""
         fi
         alive=1
         kill -0 "$SPID" 2>/dev/null || alive=0
@@ -401,5 +436,15 @@ END {
         if (m == 0) continue
         for (j = 1; j <= m; j++) txt = txt sprintf(" %.2f", q[j])
         printf "per-round ours / %-6s: median %.3f  (rounds:%s)\n", r, median(q, m), txt
+    }
+    # Metrics on against off, the same way: the issue-16 target is >= 0.97.
+    m = 0; txt = ""
+    for (rd in rounds)
+        if (((rd, "ours") in byround) && ((rd, "ours-metrics") in byround) && byround[rd, "ours"] > 0)
+            q[++m] = byround[rd, "ours-metrics"] / byround[rd, "ours"]
+    if (m > 0) {
+        for (j = 1; j <= m; j++) txt = txt sprintf(" %.3f", q[j])
+        md = median(q, m)
+        printf "per-round ours-metrics / ours: median %.3f  (target >= 0.97): %s  (rounds:%s)\n", md, (md >= 0.97) ? "MET" : "MISSED", txt
     }
 }' "$RAW"

@@ -264,6 +264,11 @@ pub struct Settings {
     /// Log counters every N seconds; 0 = only at shutdown [default: 60].
     #[arg(long, value_name = "SECS", display_order = STUN_ORDER - 1)]
     stats_interval: Option<u64>,
+    /// Serve the counters of every service at http://ADDR/metrics in the Prometheus text
+    /// format (docs/METRICS.md), e.g. 127.0.0.1:9100; port 0 picks a free one. Unauthenticated:
+    /// keep it on loopback or a monitoring network [default: off].
+    #[arg(long, value_name = "ADDR", display_order = STUN_ORDER + 14)]
+    metrics: Option<SocketAddr>,
 }
 
 /// Where `--no-stun` comes in `--help` (after `--stats-interval`, which is last in the file).
@@ -422,6 +427,11 @@ impl Settings {
     /// Whether anyone may register.
     pub fn registration_open(&self) -> bool {
         self.registration != Some(Registration::Closed)
+    }
+
+    /// Where to serve `/metrics`, if anywhere.
+    pub fn metrics(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// Seconds between counter logs; 0: only at shutdown.

@@ -16,8 +16,9 @@
 //! The same package runs the rendezvous server ([`rendezvous`]): accounts, presence and
 //! introductions over TLS, with its SQLite store, and the switchboard relay ([`switchboard`]);
 //! [`services`] starts the two wired together, as the binary does, with one certificate
-//! ([`tls`]).
+//! ([`tls`]). [`metrics`] serves all their counters to Prometheus.
 
+pub mod metrics;
 mod options;
 pub mod rendezvous;
 mod server;

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use p2p_servers::ServerHandle;
+use p2p_servers::metrics::{BoundMetrics, MetricsSources};
 use p2p_servers::services::{self, Services};
 use tracing_subscriber::EnvFilter;
 
@@ -81,11 +82,35 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         },
         None => None,
     };
+    let metrics = match settings.metrics() {
+        Some(addr) => {
+            let sources = MetricsSources::new(stun.as_ref(), services.as_ref());
+            Some(BoundMetrics::bind(addr, sources)?)
+        }
+        None => None,
+    };
     if let Some(limit) = open_files {
         tracing::info!(limit, "open file limit raised to the hard limit");
     }
     if let Some(server) = &stun {
         log_stun(server, &settings);
+    }
+    // Served on the process's runtime; stopped (by dropping `stop_metrics`) once the servers
+    // have stopped, so a last scrape during shutdown still gets an answer.
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(metrics) = metrics {
+        tracing::info!(
+            "metrics listening on http://{}/metrics",
+            metrics.local_addr()
+        );
+        runtime.spawn(async move {
+            let stopped = async {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(e) = metrics.run(stopped).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
     }
     if let Some(services) = &services {
         log_services(services, &settings, stun_addr);
@@ -111,6 +136,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         let stats = server.shutdown();
         tracing::info!(%stats, "stopped");
     }
+    drop(stop_metrics);
     // Readers still lingering on closed connections are dropped here.
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())

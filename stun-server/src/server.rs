@@ -40,7 +40,39 @@ pub struct ServerHandle {
     workers: Vec<JoinHandle<Stats>>,
     published: Vec<Arc<Mutex<Stats>>>,
     tcp: Option<(watch::Sender<bool>, JoinHandle<Stats>)>,
+    tcp_published: Option<Arc<Mutex<Stats>>>,
     config: ServerConfig,
+}
+
+/// Where a running server's workers publish their counters, readable from any thread without
+/// the [`ServerHandle`] (the metrics endpoint keeps one). Reading sums what each worker last
+/// published, at most one publish interval (250 ms) old.
+#[derive(Clone, Debug)]
+pub(crate) struct StatsSource {
+    udp: Vec<Arc<Mutex<Stats>>>,
+    tcp: Option<Arc<Mutex<Stats>>>,
+}
+
+impl StatsSource {
+    /// The UDP workers' counters, summed.
+    pub(crate) fn udp(&self) -> Stats {
+        sum(&self.udp)
+    }
+
+    /// The TCP listener's counters (zero without TCP).
+    pub(crate) fn tcp(&self) -> Stats {
+        sum(self.tcp.as_slice())
+    }
+}
+
+fn sum(published: &[Arc<Mutex<Stats>>]) -> Stats {
+    let mut total = Stats::default();
+    for published in published {
+        if let Ok(s) = published.lock() {
+            total.merge(&s);
+        }
+    }
+    total
 }
 
 /// A fresh random seed for the rate limiter's hash key, from the operating system (drivers may
@@ -86,6 +118,7 @@ impl ServerHandle {
             workers: Vec::new(),
             published: Vec::new(),
             tcp: None,
+            tcp_published: None,
             config: config.clone(),
         };
         for (i, (worker, waker, published)) in prepared.into_iter().enumerate() {
@@ -99,10 +132,13 @@ impl ServerHandle {
         if let Some((listener, _)) = tcp_listener {
             let core = StunServer::new(config, random_seed(), Instant::now())?;
             let (tx, rx) = watch::channel(false);
+            let published = Arc::new(Mutex::new(Stats::default()));
+            let tcp_published = published.clone();
             let thread = std::thread::Builder::new()
                 .name("stun-tcp".into())
-                .spawn(move || tcp::run(listener, core, rx))?;
+                .spawn(move || tcp::run(listener, core, rx, tcp_published))?;
             handle.tcp = Some((tx, thread));
+            handle.tcp_published = Some(published);
         }
         Ok(handle)
     }
@@ -132,15 +168,20 @@ impl ServerHandle {
         &self.config
     }
 
-    /// Counters so far (workers publish every 250 ms, so this may lag slightly).
+    /// Counters so far, UDP and TCP (each publishes every 250 ms, so this may lag slightly).
     pub fn stats(&self) -> Stats {
-        let mut total = Stats::default();
-        for published in &self.published {
-            if let Ok(s) = published.lock() {
-                total.merge(&s);
-            }
-        }
+        let source = self.stats_source();
+        let mut total = source.udp();
+        total.merge(&source.tcp());
         total
+    }
+
+    /// A handle on the published counters that outlives borrows of `self`.
+    pub(crate) fn stats_source(&self) -> StatsSource {
+        StatsSource {
+            udp: self.published.clone(),
+            tcp: self.tcp_published.clone(),
+        }
     }
 
     /// Stops every worker and the TCP listener, waits for them, and returns the final counters.

@@ -16,18 +16,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::Stats;
-use crate::udp_worker::RX_SLOT;
+use crate::udp_worker::{RX_SLOT, STATS_EVERY};
 
 /// Most simultaneous TCP connections.
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
 /// A connection with no complete message for this long is closed.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves TCP until `shutdown` turns true; returns the counters.
+/// Serves TCP until `shutdown` turns true; returns the counters. They are also copied into
+/// `published` every [`STATS_EVERY`], like the UDP workers', so logs and metrics see TCP live.
 pub(crate) fn run(
     listener: std::net::TcpListener,
     core: StunServer,
     mut shutdown: watch::Receiver<bool>,
+    published: Arc<Mutex<Stats>>,
 ) -> Stats {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -40,7 +42,7 @@ pub(crate) fn run(
         }
     };
     let core = Arc::new(Mutex::new(core));
-    let counters = Arc::new(Mutex::new(Stats::default()));
+    let counters = published;
     let accept_counters = counters.clone();
     let accept_core = core.clone();
     runtime.block_on(async move {
@@ -52,9 +54,11 @@ pub(crate) fn run(
             }
         };
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut publish = tokio::time::interval(STATS_EVERY);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
+                _ = publish.tick() => publish_core(&accept_counters, &accept_core),
                 accepted = listener.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -73,11 +77,15 @@ pub(crate) fn run(
     });
     // Dropping the runtime cancels the connection tasks still running.
     drop(runtime);
-    let mut stats = counters.lock().map(|c| *c).unwrap_or_default();
-    if let Ok(core) = core.lock() {
-        stats.core = *core.stats();
+    publish_core(&counters, &core);
+    counters.lock().map(|c| *c).unwrap_or_default()
+}
+
+/// Copies the core's counters next to the driver's.
+fn publish_core(counters: &Mutex<Stats>, core: &Mutex<StunServer>) {
+    if let (Ok(mut counters), Ok(core)) = (counters.lock(), core.lock()) {
+        counters.core = *core.stats();
     }
-    stats
 }
 
 /// Answers requests on one connection until it closes, idles out or sends garbage.

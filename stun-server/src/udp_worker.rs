@@ -22,8 +22,9 @@ pub(crate) const RX_SLOT: usize = 4096;
 const TX_SLOT: usize = RX_SLOT + MAX_RESPONSE_OVERHEAD;
 /// Token of the waker that interrupts `poll` for shutdown; sockets use their index 0..4.
 pub(crate) const WAKER: Token = Token(usize::MAX);
-/// How often the worker publishes its counters.
-const STATS_EVERY: Duration = Duration::from_millis(250);
+/// How often the worker publishes its counters: how stale `ServerHandle::stats` and a metrics
+/// scrape may be. Publishing takes a lock; per packet it would cost throughput.
+pub(crate) const STATS_EVERY: Duration = Duration::from_millis(250);
 
 /// A worker ready to run: sockets registered with its poll.
 pub(crate) struct UdpWorker {

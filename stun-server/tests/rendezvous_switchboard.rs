@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use p2p_servers::metrics::MetricsSources;
 use p2p_servers::rendezvous::RendezvousOptions;
 use p2p_servers::services::{self, Services, ServicesOptions};
 use p2p_servers::switchboard::{SbCodec, SwitchboardOptions};
@@ -225,6 +226,24 @@ async fn introduced_peers_meet_at_the_switchboard_with_their_tickets() {
     assert_eq!(
         next(&mut b).await,
         Frame::Data(Bytes::from_static(b"still here"))
+    );
+
+    // What a metrics scrape reads is current: the three frames' 40 payload bytes, both joins,
+    // the three logins and the one introduction.
+    let text = MetricsSources::new(None, Some(&services)).render();
+    for line in [
+        "switchboard_relayed_bytes_total 40",
+        "switchboard_relayed_frames_total 3",
+        "switchboard_sessions_started_total 1",
+        "switchboard_joins_total{outcome=\"ok\"} 2",
+        "rendezvous_logins_total{outcome=\"ok\"} 3",
+        "rendezvous_introductions_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("stun_"),
+        "no STUN server, no STUN series:\n{text}"
     );
 
     let stats = services.shutdown().unwrap();

@@ -18,7 +18,10 @@ pub mod types;
 pub mod wire;
 
 pub use scram::ChannelBinding;
-pub use server::{ConnId, Output, RendezvousConfig, RendezvousServer, SessionId, StoreId, Ticket};
+pub use server::{
+    ConnId, Output, RendezvousConfig, RendezvousCounters, RendezvousServer, SessionId, StoreId,
+    Ticket,
+};
 pub use types::{
     Credentials, DirectorySnapshot, Kdf, KdfError, MAX_DEVICE_KEYS, NameError, Presence, StoreOp,
     UserName, UserRecord,

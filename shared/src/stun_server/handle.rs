@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use super::template::Templates;
 use super::{
-    ConfigError, MAX_SOFTWARE_LEN, RateLimiter, ServerConfig, ServerSocket, ServerStats, Transport,
+    ConfigError, MAX_SOFTWARE_LEN, RateLimiter, RequestKind, ServerConfig, ServerSocket,
+    ServerStats, Transport,
 };
 use crate::stun::{
     Attribute, ChangeRequest, Class, EncodeError, HEADER_LEN, Message, MessageWriter, Method,
@@ -170,10 +171,14 @@ impl StunServer {
         // `template.rs`). It passes the same rate limit and counts the same counters as the
         // general path below would for that request: no attributes means no rule but the rate
         // limit can apply, and the reply leaves from the socket it came in on.
-        if let Some((tail, id)) = self.templates.bare_binding(received.local, received.data) {
+        if let Some((tail, id, classic)) =
+            self.templates.bare_binding(received.local, received.data)
+        {
             let from = canonical(received.from);
             if out.len() >= tail.response_len(&from) {
+                let kind = RequestKind::of(classic);
                 self.stats.received += 1;
+                self.stats.requests_by.add(received.local, kind);
                 if !self.limiter.allow(from.ip(), now) {
                     self.stats.rate_limited += 1;
                     return None;
@@ -181,6 +186,7 @@ impl StunServer {
                 // Cannot be `None`: `out` was checked to be long enough above.
                 let len = tail.write(id, from, out)?;
                 self.stats.responses += 1;
+                self.stats.responses_by.add(received.local, kind);
                 return Some(Transmit {
                     destination: from,
                     socket: received.local.into(),
@@ -209,6 +215,8 @@ impl StunServer {
             self.stats.not_request += 1;
             return None;
         }
+        let kind = RequestKind::of(request.is_classic());
+        self.stats.requests_by.add(received.local, kind);
         let from = canonical(received.from);
         if !self.limiter.allow(from.ip(), now) {
             self.stats.rate_limited += 1;
@@ -273,8 +281,11 @@ impl StunServer {
                     self.stats.change_refused += 1;
                     return None;
                 }
-                self.write_error(&request, &reply, out)
-                    .map(|len| (received.local, from, len))
+                let written = self.write_error(&request, &reply, out);
+                if written.is_ok() {
+                    self.stats.error_responses_by.add(received.local, kind);
+                }
+                written.map(|len| (received.local, from, len))
             }
             None => self.write_success(&request, &received, from, &found, out),
         };
@@ -337,6 +348,8 @@ impl StunServer {
             }
         }
         self.stats.responses += 1;
+        let kind = RequestKind::of(request.is_classic());
+        self.stats.responses_by.add(reply_socket, kind);
         Ok((reply_socket, to, w.finish()))
     }
 

@@ -73,6 +73,73 @@ pub struct ServerStats {
     pub change_refused: u64,
     /// Requests that carried RESPONSE-ADDRESS (answered to their source regardless).
     pub response_address_ignored: u64,
+    /// Well-formed requests (counted before the rate limit) by the socket they arrived on.
+    pub requests_by: PerSocket,
+    /// Success responses by the socket they leave from (another one after a CHANGE-REQUEST).
+    pub responses_by: PerSocket,
+    /// Error responses by the socket they leave from (always the one the request came on).
+    pub error_responses_by: PerSocket,
+}
+
+/// A request's flavour: classic (RFC 3489, no magic cookie) or modern (RFC 8489). Operators
+/// watch the classic share to know when old clients are gone.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum RequestKind {
+    /// No magic cookie: RFC 3489.
+    Classic,
+    /// With the magic cookie: RFC 8489 (and RFC 5780).
+    Modern,
+}
+
+impl RequestKind {
+    /// Both kinds, in [`RequestKind::index`] order.
+    pub const ALL: [RequestKind; 2] = [RequestKind::Classic, RequestKind::Modern];
+
+    /// A dense index 0..2, for per-kind arrays.
+    pub fn index(self) -> usize {
+        match self {
+            RequestKind::Classic => 0,
+            RequestKind::Modern => 1,
+        }
+    }
+
+    fn of(classic: bool) -> RequestKind {
+        if classic {
+            RequestKind::Classic
+        } else {
+            RequestKind::Modern
+        }
+    }
+}
+
+/// One counter per server socket and request kind. Plain integers in an array the core owns:
+/// the hot path pays one add, and a driver that wants them per socket (metrics) reads them
+/// whenever it publishes the rest of [`ServerStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerSocket([[u64; 2]; 4]);
+
+impl PerSocket {
+    /// The count for `socket` and `kind`.
+    pub fn get(&self, socket: ServerSocket, kind: RequestKind) -> u64 {
+        self.0[socket.index()][kind.index()]
+    }
+
+    /// The sum over every socket and kind.
+    pub fn total(&self) -> u64 {
+        self.0.iter().flatten().sum()
+    }
+
+    fn add(&mut self, socket: ServerSocket, kind: RequestKind) {
+        self.0[socket.index()][kind.index()] += 1;
+    }
+
+    fn merge(&mut self, other: &PerSocket) {
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m += t;
+            }
+        }
+    }
 }
 
 impl ServerStats {
@@ -86,6 +153,9 @@ impl ServerStats {
         self.rate_limited += other.rate_limited;
         self.change_refused += other.change_refused;
         self.response_address_ignored += other.response_address_ignored;
+        self.requests_by.merge(&other.requests_by);
+        self.responses_by.merge(&other.responses_by);
+        self.error_responses_by.merge(&other.error_responses_by);
     }
 }
 

@@ -67,13 +67,13 @@ impl Templates {
     }
 
     /// The tail to answer `data` with if it is a bare Binding request that arrived at `local`,
-    /// and the header bytes 4..20 (cookie and transaction id) to echo. `None` sends the request
-    /// down the general path.
+    /// the header bytes 4..20 (cookie and transaction id) to echo, and whether it is classic.
+    /// `None` sends the request down the general path.
     pub(super) fn bare_binding<'a>(
         &self,
         local: ServerSocket,
         data: &'a [u8],
-    ) -> Option<(&Tail, &'a [u8; 16])> {
+    ) -> Option<(&Tail, &'a [u8; 16], bool)> {
         let header: &[u8; HEADER_LEN] = data.try_into().ok()?;
         if header[..4] != BARE_BINDING {
             return None;
@@ -81,7 +81,7 @@ impl Templates {
         let id: &[u8; 16] = header[4..].try_into().ok()?;
         let classic = id[..4] != MAGIC_COOKIE.to_be_bytes();
         let tail = self.tails[local.index()][usize::from(classic)].as_ref()?;
-        Some((tail, id))
+        Some((tail, id, classic))
     }
 }
 

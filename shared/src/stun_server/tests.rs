@@ -615,3 +615,48 @@ fn documented_response_sizes() {
     assert_eq!(sizes(&mut s6, v6, &classic), (20, 92));
     assert_eq!(MAX_RESPONSE_OVERHEAD, 172);
 }
+
+#[test]
+fn requests_and_responses_are_counted_by_socket_and_kind() {
+    let mut s = server();
+    let [a1p1, a1p2, a2p1, a2p2] = ServerSocket::ALL;
+    let (classic, modern) = (RequestKind::Classic, RequestKind::Modern);
+    // Bare requests (the template path) answer from the socket they came in on.
+    send_udp(&mut s, a1p1, &request(classic_tid(), |_| {})).unwrap();
+    send_udp(&mut s, a1p2, &request(modern_tid(), |_| {})).unwrap();
+    // A CHANGE-REQUEST is counted where it arrived and where its answer leaves.
+    let both = ChangeRequest {
+        change_ip: true,
+        change_port: true,
+    };
+    let changed = request(modern_tid(), |w| w.add_change_request(both).unwrap());
+    assert_eq!(
+        send_udp(&mut s, a1p1, &changed).unwrap().transmit.socket,
+        a2p2.into()
+    );
+    // An error answer leaves from the arrival socket; garbage is no request at all.
+    let unknown = request(classic_tid(), |w| w.add_raw(0x7F01, b"abcd").unwrap());
+    send_udp(&mut s, a2p1, &unknown).unwrap();
+    assert!(send_udp(&mut s, a2p1, b"not stun at all, not at all").is_none());
+
+    let stats = *s.stats();
+    assert_eq!(stats.requests_by.get(a1p1, classic), 1);
+    assert_eq!(stats.requests_by.get(a1p1, modern), 1);
+    assert_eq!(stats.requests_by.get(a1p2, modern), 1);
+    assert_eq!(stats.requests_by.get(a2p1, classic), 1);
+    assert_eq!(stats.requests_by.total(), 4);
+    assert_eq!(stats.responses_by.get(a1p1, classic), 1);
+    assert_eq!(stats.responses_by.get(a1p2, modern), 1);
+    assert_eq!(stats.responses_by.get(a2p2, modern), 1);
+    assert_eq!(stats.responses_by.total(), 3);
+    assert_eq!(stats.error_responses_by.get(a2p1, classic), 1);
+    assert_eq!(stats.error_responses_by.total(), 1);
+    assert_eq!(stats.responses, 3);
+    assert_eq!(stats.error_responses, 1);
+    assert_eq!(stats.received, 5);
+
+    let mut merged = stats;
+    merged.merge(&stats);
+    assert_eq!(merged.responses_by.get(a2p2, modern), 2);
+    assert_eq!(merged.requests_by.total(), 8);
+}

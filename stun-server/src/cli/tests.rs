@@ -337,7 +337,8 @@ fn help_lists_the_flags_in_their_order_and_every_key_has_a_flag() {
         ["--socket-buffer", "--stats-interval"],
         ["--stats-interval", "--no-stun"],
         ["--no-stun", "--rendezvous"],
-        ["--tls-key", "--print-fingerprint"],
+        ["--tls-key", "--metrics"],
+        ["--metrics", "--print-fingerprint"],
     ] {
         assert_eq!(
             position(pair[0]) + 1,
@@ -352,4 +353,18 @@ fn help_lists_the_flags_in_their_order_and_every_key_has_a_flag() {
         let negated = flags.contains(&format!("--no-{key}").as_str());
         assert!(named || negated, "key {key} has no flag");
     }
+}
+
+#[test]
+fn metrics_are_off_unless_given_by_flag_or_file() {
+    assert_eq!(settings(&[]).metrics(), None);
+    assert!(!settings(&[]).to_toml().unwrap().contains("metrics"));
+    let s = settings(&["--metrics", "127.0.0.1:9100"]);
+    assert_eq!(s.metrics(), Some("127.0.0.1:9100".parse().unwrap()));
+    let text = s.to_toml().unwrap();
+    assert!(text.contains("metrics = \"127.0.0.1:9100\""), "{text}");
+    let mut again = parse_file(&text).unwrap();
+    again.resolve();
+    assert_eq!(again.metrics(), s.metrics());
+    assert!(parse_file("metrics = \"not an address\"\n").is_err());
 }

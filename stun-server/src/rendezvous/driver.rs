@@ -3,14 +3,14 @@
 //! in order (docs/PROTOCOL.md; drain order in `shared::rendezvous::server`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use shared::rendezvous::scram::ChannelBinding;
 use shared::rendezvous::wire::Line;
-use shared::rendezvous::{ConnId, Output, RendezvousServer, StoreOp, UserName};
+use shared::rendezvous::{ConnId, Output, RendezvousCounters, RendezvousServer, StoreOp, UserName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -42,10 +42,21 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 pub(crate) struct Counts {
     pub(crate) connections: AtomicUsize,
     pub(crate) online: AtomicUsize,
+    /// Logged-in sessions (a user on two devices has two).
+    pub(crate) sessions: AtomicUsize,
     /// TLS handshakes that failed or timed out.
     pub(crate) failed_handshakes: AtomicU64,
     /// Users the operator added while the server ran, counted once the core knows them.
     pub(crate) operator_users: AtomicU64,
+    /// The core's logins by outcome and introductions, as of its last step.
+    pub(crate) core: Mutex<RendezvousCounters>,
+}
+
+impl Counts {
+    /// The core's counters as last published.
+    pub(crate) fn core(&self) -> RendezvousCounters {
+        self.core.lock().map(|c| *c).unwrap_or_default()
+    }
 }
 
 /// Where the tickets the core issues go.
@@ -378,6 +389,12 @@ impl Driver {
         self.counts
             .online
             .store(self.core.online_count(), Ordering::Relaxed);
+        self.counts
+            .sessions
+            .store(self.core.session_count(), Ordering::Relaxed);
+        if let Ok(mut counters) = self.counts.core.lock() {
+            *counters = *self.core.counters();
+        }
     }
 }
 

@@ -69,7 +69,8 @@ pub use tickets::TicketBook;
 
 use crate::switchboard::TicketGranter;
 use crate::tls::ServerTls;
-use driver::{Counts, Driver, TicketSinks};
+pub(crate) use driver::Counts;
+use driver::{Driver, TicketSinks};
 
 /// The rendezvous port (MSN's notification server port).
 pub const DEFAULT_RENDEZVOUS_PORT: u16 = 1863;
@@ -447,6 +448,16 @@ impl RendezvousHandle {
     /// Logged-in users, as of the core task's last step.
     pub fn online_count(&self) -> usize {
         self.counts.online.load(Ordering::Relaxed)
+    }
+
+    /// Logins by outcome and introductions so far, as of the core task's last step.
+    pub fn counters(&self) -> shared::rendezvous::RendezvousCounters {
+        self.counts.core()
+    }
+
+    /// The live counts, for the metrics endpoint (which outlives borrows of the handle).
+    pub(crate) fn counts(&self) -> Arc<Counts> {
+        self.counts.clone()
     }
 
     /// Says goodbye to every client, flushes, closes, and waits for the server's threads.

@@ -161,6 +161,33 @@ impl TicketGranter {
     }
 }
 
+/// Reads a running switchboard's counters from any thread: they are current, read under the
+/// core's lock for a moment.
+#[derive(Clone)]
+pub(crate) struct RelayStatsSource(Arc<Shared>);
+
+impl std::fmt::Debug for RelayStatsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayStatsSource").finish_non_exhaustive()
+    }
+}
+
+impl RelayStatsSource {
+    /// The counters now.
+    pub(crate) fn stats(&self) -> RelayStats {
+        let shared = &self.0;
+        let state = shared.lock();
+        RelayStats {
+            core: *state.core.stats(),
+            slow_readers: shared.counts.slow_readers.load(Ordering::Relaxed),
+            over_limit: shared.counts.over_limit.load(Ordering::Relaxed),
+            failed_handshakes: shared.counts.failed_handshakes.load(Ordering::Relaxed),
+            open_connections: state.core.connection_count(),
+            sessions: state.core.session_count(),
+        }
+    }
+}
+
 /// A running switchboard. Dropping it shuts it down, as does [`SwitchboardHandle::shutdown`].
 pub struct SwitchboardHandle {
     local_addr: SocketAddr,
@@ -346,15 +373,13 @@ impl SwitchboardHandle {
 
     /// The counters so far.
     pub fn stats(&self) -> RelayStats {
-        let state = self.shared.lock();
-        RelayStats {
-            core: *state.core.stats(),
-            slow_readers: self.shared.counts.slow_readers.load(Ordering::Relaxed),
-            over_limit: self.shared.counts.over_limit.load(Ordering::Relaxed),
-            failed_handshakes: self.shared.counts.failed_handshakes.load(Ordering::Relaxed),
-            open_connections: state.core.connection_count(),
-            sessions: state.core.session_count(),
-        }
+        self.stats_source().stats()
+    }
+
+    /// A handle on the live counters that outlives borrows of `self` (for the metrics
+    /// endpoint).
+    pub(crate) fn stats_source(&self) -> RelayStatsSource {
+        RelayStatsSource(self.shared.clone())
     }
 
     /// Sends `ERROR 503` to every connection, waits briefly for it to be flushed, stops the

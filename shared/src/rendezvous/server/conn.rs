@@ -183,7 +183,9 @@ impl RendezvousServer {
     /// sessions forgotten. Other sessions of the user are not touched.
     fn logout(&mut self, user: UserId, conn: ConnId) {
         let sessions = &mut self.dir.user_mut(user).sessions;
+        let before = sessions.len();
         sessions.retain(|&c| c != conn);
+        self.sessions_online -= before - sessions.len();
         if sessions.is_empty() {
             self.online = self.online.saturating_sub(1);
         }

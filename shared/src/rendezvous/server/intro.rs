@@ -362,6 +362,7 @@ impl RendezvousServer {
         initiator: Side<'_>,
         responder: Side<'_>,
     ) {
+        self.counters.introductions += 1;
         let expires = now + self.config.ticket_lifetime;
         let start = format!("start={}", self.config.punch_delay.as_millis());
         let mut sb = Vec::new();

@@ -136,8 +136,25 @@ impl RendezvousServer {
         }
     }
 
-    /// `USR TrID SCRAM-SHA-256-ARGON2ID I|S <b64>`.
+    /// `USR TrID SCRAM-SHA-256-ARGON2ID I|S <b64>`, counted by outcome: a login ends either
+    /// at its final step or with a refusal (a first step that was answered is not counted yet).
     pub(super) fn on_usr(&mut self, now: Instant, conn: ConnId, line: &Line) -> Handled {
+        let final_step = line.params.get(1).is_some_and(|step| step == "S");
+        let result = self.usr_step(now, conn, line);
+        let counters = &mut self.counters;
+        match &result {
+            Ok(()) if final_step => counters.logins_ok += 1,
+            Ok(()) => {}
+            Err(refusal) if refusal.code == AUTH_FAILED.code => counters.logins_auth_failed += 1,
+            Err(refusal) if refusal.code == TOO_MANY_FAILURES.code => {
+                counters.logins_throttled += 1;
+            }
+            Err(_) => counters.logins_other += 1,
+        }
+        result
+    }
+
+    fn usr_step(&mut self, now: Instant, conn: ConnId, line: &Line) -> Handled {
         let [mechanism, step, message] = params(line)?;
         if mechanism != MECHANISM {
             return Err(INVALID_PARAMETER);
@@ -271,6 +288,7 @@ impl RendezvousServer {
             self.online += 1;
         }
         u.sessions.push(conn);
+        self.sessions_online += 1;
         let name = u.name.to_string();
         let ok = ["OK".to_owned(), name, B64.encode(server_final)];
         self.send(conn, Line::new("USR", trid, ok));

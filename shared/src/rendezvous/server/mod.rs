@@ -259,6 +259,24 @@ pub struct Ticket {
     pub expires: Instant,
 }
 
+/// What the server has done since it started, for the driver's logs and metrics. Plain
+/// integers the core bumps as it decides; the driver copies them out when it publishes its
+/// other counts (the core reads no clock and shares nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RendezvousCounters {
+    /// Logins that ended with `USR OK`.
+    pub logins_ok: u64,
+    /// Logins refused with 911: a wrong password, an unknown user or a bad channel binding.
+    pub logins_auth_failed: u64,
+    /// Login attempts refused with 800 before any check: too many failures from the address.
+    pub logins_throttled: u64,
+    /// `USR` lines refused otherwise: malformed, out of order, or a step that came too late.
+    pub logins_other: u64,
+    /// Introductions made: `ITR` pairs sent, each with its two switchboard tickets.
+    pub introductions: u64,
+}
+
 /// The rendezvous server's state machine. See the [module docs](self) for how to drive it.
 pub struct RendezvousServer {
     config: RendezvousConfig,
@@ -272,6 +290,8 @@ pub struct RendezvousServer {
     secret: [u8; 32],
     /// Users with at least one session.
     online: usize,
+    /// Logged-in sessions (connections), over all users.
+    sessions_online: usize,
     next_sweep: Option<Instant>,
     /// Counts inputs: every `handle_*` call is a step.
     step: u64,
@@ -284,6 +304,7 @@ pub struct RendezvousServer {
     popped_store: Option<u64>,
     /// Failed logins per source address.
     throttle: throttle::LoginThrottle,
+    counters: RendezvousCounters,
 }
 
 /// An error answer a handler gives instead of its normal answer.
@@ -361,12 +382,14 @@ impl RendezvousServer {
             rng: ChaCha20Rng::from_seed(seed),
             secret,
             online: 0,
+            sessions_online: 0,
             next_sweep: None,
             step: 0,
             requester: None,
             writes: HashMap::new(),
             popped_store: None,
             throttle: throttle::LoginThrottle::default(),
+            counters: RendezvousCounters::default(),
         }
     }
 
@@ -469,6 +492,7 @@ impl RendezvousServer {
         self.intros = Introductions::default();
         self.clear_sessions();
         self.online = 0;
+        self.sessions_online = 0;
         self.next_sweep = None;
     }
 
@@ -493,6 +517,16 @@ impl RendezvousServer {
     /// Logged-in users (with at least one session).
     pub fn online_count(&self) -> usize {
         self.online
+    }
+
+    /// Logins by outcome and introductions, since start.
+    pub fn counters(&self) -> &RendezvousCounters {
+        &self.counters
+    }
+
+    /// Logged-in sessions: a user logged in from two devices counts twice.
+    pub fn session_count(&self) -> usize {
+        self.sessions_online
     }
 
     /// Invitations waiting for `ANS` or `DEC`.

@@ -476,6 +476,10 @@ fn out_of_order_and_malformed_login_steps() {
     assert_eq!(h.ask(c, "CHG 9 NLN"), ["302 9 not logged in"]);
     // Still able to log in.
     assert!(h.try_login(c, "alice", "alice-pw")[0].starts_with("USR 4 OK alice"));
+    // Five refusals that were neither a wrong password nor the brake, then one login.
+    let counted = *h.server.counters();
+    assert_eq!((counted.logins_other, counted.logins_ok), (5, 1));
+    assert_eq!(counted.logins_auth_failed + counted.logins_throttled, 0);
 }
 
 #[test]
@@ -553,6 +557,16 @@ fn failed_logins_are_braked_per_source_address() {
     h.now += Duration::from_secs(6);
     let c = hello_from(&mut h, guesser);
     assert!(h.try_login(c, "alice", "alice-pw")[0].starts_with("USR 4 OK alice "));
+    let counted = *h.server.counters();
+    assert_eq!(
+        (
+            counted.logins_ok,
+            counted.logins_auth_failed,
+            counted.logins_throttled
+        ),
+        (2, 4, 1)
+    );
+    assert_eq!(counted.logins_other, 0);
 }
 
 #[test]
@@ -570,14 +584,17 @@ fn a_second_login_is_a_second_session() {
     assert!(!to(&h.log, old).contains(&"OUT 0 OTH".to_owned()));
     assert_eq!(to(&h.log, bob).last().unwrap(), "NLN 0 BSY alice");
     assert_eq!(h.server.online_count(), 2);
+    assert_eq!(h.server.session_count(), 3);
     assert_eq!(h.server.connection_count(), 3);
     // Both sessions work.
     assert_eq!(h.ask(new, "CHG 5 NLN"), ["CHG 5 NLN"]);
     assert_eq!(h.ask(old, "CHG 6 AWY"), ["CHG 6 AWY"]);
     h.server.handle_disconnected(h.now, old);
     assert_eq!(h.server.online_count(), 2);
+    assert_eq!(h.server.session_count(), 2);
     h.server.handle_disconnected(h.now, new);
     assert_eq!(h.server.online_count(), 1);
+    assert_eq!(h.server.session_count(), 1);
 }
 
 // ---- accounts ----

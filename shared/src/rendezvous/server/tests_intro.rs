@@ -85,9 +85,11 @@ fn introduction_hands_each_peer_the_others_offer() {
     );
     assert_eq!(to(&h.log, bob), [format!("RNG 0 {sid} alice")]);
     assert_eq!(h.server.pending_introductions(), 1);
+    assert_eq!(h.server.counters().introductions, 0);
 
     h.send_raw(bob, &format!("ANS 11 {sid} {}", bob_offer()));
     let out = h.drain();
+    assert_eq!(h.server.counters().introductions, 1);
     let t = tickets(&out);
     assert_eq!(t.len(), 2);
     assert_ne!(t[0].value, t[1].value);

@@ -181,12 +181,13 @@ proptest! {
                 let got = run(&mut fast, false, now, received, 1024);
                 prop_assert_eq!(&got, &want);
 
-                let Some((tail, echoed)) = templates.bare_binding(local, &data) else {
+                let Some((tail, echoed, classic)) = templates.bare_binding(local, &data) else {
                     prop_assert!(config.address_of(local).is_none());
                     continue;
                 };
                 let t = want.transmit.expect("a bare request on an addressed socket is answered");
                 prop_assert_eq!(echoed, &id);
+                prop_assert_eq!(classic, id[..4] != MAGIC_COOKIE.to_be_bytes());
                 let mut out = [JUNK; 1024];
                 let to = SocketAddr::new(from.ip().to_canonical(), from.port());
                 prop_assert_eq!(tail.response_len(&to), t.size);
