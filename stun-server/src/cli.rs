@@ -215,7 +215,8 @@ pub struct Settings {
     db: Option<PathBuf>,
     /// Keep the rendezvous state (accounts, lists, device keys, the server secret) in this
     /// PostgreSQL database instead of the SQLite file at --db, so several servers can share it:
-    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE. Its tables are created on first use.
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (password and port optional). Its tables
+    /// are created on first use.
     /// The connection is plain (no TLS; sslmode=require is refused): use a database on
     /// loopback or a trusted network [default: the SQLite file].
     #[arg(long, value_name = "URL", global = true, value_parser = store_url)]
