@@ -185,7 +185,8 @@ impl ServerProcess {
             .arg("--db")
             .arg(db)
             .args(["--min-kdf", "argon2id:m=8:t=1:p=1"])
-            .env("RUST_LOG", "warn,p2p_servers=info")
+            // The library logs as p2p_servers, the binary (its listening lines) as stun_server.
+            .env("RUST_LOG", "warn,p2p_servers=info,stun_server=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd
