@@ -175,7 +175,7 @@ fn server_binary() -> anyhow::Result<PathBuf> {
     let release = dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "stun-server", "--bin", "stun-server"]);
+    cmd.args(["build", "-q", "-p", "p2p-servers", "--bin", "stun-server"]);
     if release {
         cmd.arg("--release");
     }

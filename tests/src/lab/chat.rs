@@ -107,7 +107,7 @@ fn build(profile_dir: &Path) {
         "build",
         "-q",
         "-p",
-        "stun-server",
+        "p2p-servers",
         "-p",
         "p2p-client",
         "--bins",
