@@ -71,7 +71,7 @@ fn a_line_injected_after_login_is_never_executed() {
         "alice",
         &["register", "--kdf", KDF],
     );
-    let proxy = Proxy::start(servers.rendezvous, Mode::Forward);
+    let proxy = Proxy::start(servers.rendezvous, servers.tls.fingerprint(), Mode::Forward);
 
     // alice stays logged in through the proxy.
     let mut status = client(proxy.addr, home.path(), "alice", &["status", "online"])
@@ -130,7 +130,7 @@ fn a_line_injected_after_login_is_never_executed() {
 fn a_tls_terminating_proxy_is_refused_by_a_client_that_pinned_the_server() {
     let servers = Servers::start();
     let home = TempDir::new("trust-pinned");
-    let proxy = Proxy::start(servers.rendezvous, Mode::Forward);
+    let proxy = Proxy::start(servers.rendezvous, servers.tls.fingerprint(), Mode::Forward);
     // First use, through an honest path: the client pins the real server's key.
     let first = ok(
         proxy.addr,
@@ -187,7 +187,11 @@ fn a_proxy_the_client_trusts_cannot_relay_its_login() {
     // A fresh home has never seen the real server: it pins whatever answers first, here the
     // proxy's own certificate (the client was "told to trust it").
     let fooled = TempDir::new("trust-binding-fooled");
-    let proxy = Proxy::start(servers.rendezvous, Mode::Terminate);
+    let proxy = Proxy::start(
+        servers.rendezvous,
+        servers.tls.fingerprint(),
+        Mode::Terminate,
+    );
     let out = run(proxy.addr, fooled.path(), "alice", &["contacts", "list"]);
     let stderr = text(&out.stderr);
     assert!(

@@ -11,9 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use shared::identity::Fingerprint;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -54,8 +52,9 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts a proxy on 127.0.0.1 (a free port) in front of `upstream`.
-    pub fn start(upstream: SocketAddr, mode: Mode) -> Proxy {
+    /// Starts a proxy on 127.0.0.1 (a free port) in front of `upstream`, whose TLS key has
+    /// `upstream_key` (the proxy's own onward connection trusts exactly that key).
+    pub fn start(upstream: SocketAddr, upstream_key: Fingerprint, mode: Mode) -> Proxy {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
             .expect("self-signed certificate");
         let cert_der = CertificateDer::from(cert.cert.der().to_vec());
@@ -68,14 +67,9 @@ impl Proxy {
             .with_no_client_auth()
             .with_single_cert(vec![cert_der], key)
             .expect("server config");
-        let client_config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider)))
-            .with_no_client_auth();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+        let connector =
+            tokio_rustls::TlsConnector::from(p2p_servers::tls::pinned_client_config(upstream_key));
 
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         std_listener.set_nonblocking(true).expect("nonblocking");
@@ -206,53 +200,4 @@ where
     }
     let _ = server_wr.shutdown().await;
     let _ = down.await;
-}
-
-/// The proxy's upstream verifier: it wants to reach the server whatever it presents.
-#[derive(Debug)]
-struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
