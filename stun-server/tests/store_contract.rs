@@ -276,12 +276,16 @@ fn device_keys_keep_the_most_recent_within_the_limit() {
             .collect();
         assert_eq!(alice.len(), MAX_DEVICE_KEYS, "{}", f.name());
         assert_eq!(alice[0], [11; 32]);
+        assert_eq!(alice[MAX_DEVICE_KEYS - 2], [25; 32]);
         assert_eq!(alice[MAX_DEVICE_KEYS - 1], [3; 32]);
         assert!(!alice.contains(&[1; 32]) && !alice.contains(&[2; 32]));
         assert_eq!(
             store.device_keys().unwrap().last(),
             Some(&(user("bob"), [9; 32]))
         );
+        // The server core rebuilds the same directory from it (bob is untouched).
+        let snap = store.load().unwrap();
+        assert_eq!(snap.device_keys.last(), Some(&(user("bob"), [9; 32])));
     });
 }
 
