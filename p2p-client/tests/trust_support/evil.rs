@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::serve_in_background;
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use p2p_servers::rendezvous::{LineCodec, Side};
@@ -18,7 +19,6 @@ use p2p_servers::tls::{ServerTls, channel_binding};
 use shared::rendezvous::{
     ConnId, DirectorySnapshot, Kdf, Line, Output, RendezvousConfig, RendezvousServer,
 };
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
@@ -71,82 +71,75 @@ impl EvilServer {
         let received = Arc::new(Mutex::new(Vec::new()));
         let conns: Conns = Arc::default();
         let (task_evil, task_received) = (evil.clone(), received.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).expect("listener");
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config().clone());
-                let next = AtomicU64::new(1);
-                loop {
-                    let Ok((stream, remote)) = listener.accept().await else {
-                        continue;
+        serve_in_background(std_listener, move |listener| async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config().clone());
+            let next = AtomicU64::new(1);
+            loop {
+                let Ok((stream, remote)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = ConnId(next.fetch_add(1, Ordering::Relaxed));
+                let (core, conns, acceptor) = (core.clone(), conns.clone(), acceptor.clone());
+                let (evil, received, granter) =
+                    (task_evil.clone(), task_received.clone(), granter.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
                     };
-                    let conn = ConnId(next.fetch_add(1, Ordering::Relaxed));
-                    let (core, conns, acceptor) = (core.clone(), conns.clone(), acceptor.clone());
-                    let (evil, received, granter) =
-                        (task_evil.clone(), task_received.clone(), granter.clone());
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(stream).await else {
-                            return;
-                        };
-                        let Ok(binding) = channel_binding(tls.get_ref().1) else {
-                            return;
-                        };
-                        let (tx, mut rx) = mpsc::unbounded_channel();
-                        conns.lock().expect("conns").insert(conn, tx);
-                        let step = |input: &dyn Fn(&mut RendezvousServer)| {
-                            let mut core = core.lock().expect("core");
-                            input(&mut core);
-                            while let Some(output) = core.poll_output() {
-                                match output {
-                                    Output::Send { conn, mut line } => {
-                                        if evil.load(Ordering::Relaxed) {
-                                            rewrite_key(&mut line);
-                                        }
-                                        if let Some(tx) = conns.lock().expect("conns").get(&conn) {
-                                            let _ = tx.send(line);
-                                        }
+                    let Ok(binding) = channel_binding(tls.get_ref().1) else {
+                        return;
+                    };
+                    let (tx, mut rx) = mpsc::unbounded_channel();
+                    conns.lock().expect("conns").insert(conn, tx);
+                    let step = |input: &dyn Fn(&mut RendezvousServer)| {
+                        let mut core = core.lock().expect("core");
+                        input(&mut core);
+                        while let Some(output) = core.poll_output() {
+                            match output {
+                                Output::Send { conn, mut line } => {
+                                    if evil.load(Ordering::Relaxed) {
+                                        rewrite_key(&mut line);
                                     }
-                                    Output::Close(conn) => {
-                                        conns.lock().expect("conns").remove(&conn);
+                                    if let Some(tx) = conns.lock().expect("conns").get(&conn) {
+                                        let _ = tx.send(line);
                                     }
-                                    Output::Ticket(ticket) => granter.grant(ticket),
-                                    _ => {}
                                 }
-                            }
-                        };
-                        step(&|core| core.handle_connected(Instant::now(), conn, remote, binding));
-                        let mut framed = Framed::new(tls, LineCodec::new(Side::Server));
-                        loop {
-                            tokio::select! {
-                                line = rx.recv() => match line {
-                                    Some(line) => {
-                                        if framed.send(line).await.is_err() {
-                                            break;
-                                        }
-                                    }
-                                    None => break,
-                                },
-                                item = framed.next() => match item {
-                                    Some(Ok(Ok(line))) => {
-                                        received
-                                            .lock()
-                                            .expect("received")
-                                            .push(format!("{} {} {}", line.command, line.trid, line.params.join(" ")));
-                                        step(&|core| core.handle_line(Instant::now(), conn, line.clone()));
-                                    }
-                                    _ => break,
-                                },
+                                Output::Close(conn) => {
+                                    conns.lock().expect("conns").remove(&conn);
+                                }
+                                Output::Ticket(ticket) => granter.grant(ticket),
+                                _ => {}
                             }
                         }
-                        conns.lock().expect("conns").remove(&conn);
-                        step(&|core| core.handle_disconnected(Instant::now(), conn));
-                    });
-                }
-            });
+                    };
+                    step(&|core| core.handle_connected(Instant::now(), conn, remote, binding));
+                    let mut framed = Framed::new(tls, LineCodec::new(Side::Server));
+                    loop {
+                        tokio::select! {
+                            line = rx.recv() => match line {
+                                Some(line) => {
+                                    if framed.send(line).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                None => break,
+                            },
+                            item = framed.next() => match item {
+                                Some(Ok(Ok(line))) => {
+                                    received
+                                        .lock()
+                                        .expect("received")
+                                        .push(format!("{} {} {}", line.command, line.trid, line.params.join(" ")));
+                                    step(&|core| core.handle_line(Instant::now(), conn, line.clone()));
+                                }
+                                _ => break,
+                            },
+                        }
+                    }
+                    conns.lock().expect("conns").remove(&conn);
+                    step(&|core| core.handle_disconnected(Instant::now(), conn));
+                });
+            }
         });
         EvilServer {
             addr,

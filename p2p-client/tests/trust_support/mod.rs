@@ -99,6 +99,25 @@ impl Drop for Servers {
     }
 }
 
+/// Runs `serve` on a thread of its own with a current-thread tokio runtime, handing it
+/// `listener` as a tokio listener: the fake servers here live beside a blocking test body.
+pub fn serve_in_background<F, Fut>(listener: std::net::TcpListener, serve: F)
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            serve(listener).await;
+        });
+    });
+}
+
 /// `p2p-client ARGS --server SERVER --user USER` with `home` as `P2P_HOME`, the user's
 /// password in the environment (`USER-password`), stdin closed and only warnings logged (see
 /// [`crate::client::command_as`]).

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use shared::identity::Fingerprint;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use super::serve_in_background;
 
 /// What the proxy does with the next connections.
 #[derive(Clone, Debug)]
@@ -77,44 +79,37 @@ impl Proxy {
         let mode = Arc::new(Mutex::new(mode));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (task_mode, task_seen) = (mode.clone(), seen.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).expect("listener");
-                loop {
-                    let Ok((client, _)) = listener.accept().await else {
-                        continue;
+        serve_in_background(std_listener, move |listener| async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mode = task_mode.lock().expect("mode").clone();
+                let (seen, acceptor, connector) =
+                    (task_seen.clone(), acceptor.clone(), connector.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
                     };
-                    let mode = task_mode.lock().expect("mode").clone();
-                    let (seen, acceptor, connector) =
-                        (task_seen.clone(), acceptor.clone(), connector.clone());
-                    tokio::spawn(async move {
-                        let Ok(server) = TcpStream::connect(upstream).await else {
-                            return;
-                        };
-                        match mode {
-                            Mode::Forward => relay(client, server, seen).await,
-                            Mode::Terminate => {
-                                let client = match acceptor.accept(client).await {
-                                    Ok(tls) => tls,
-                                    Err(_) => {
-                                        seen.lock().expect("seen").failed_handshakes += 1;
-                                        return;
-                                    }
-                                };
-                                let name = ServerName::try_from("localhost").expect("name");
-                                let Ok(server) = connector.connect(name, server).await else {
+                    match mode {
+                        Mode::Forward => relay(client, server, seen).await,
+                        Mode::Terminate => {
+                            let client = match acceptor.accept(client).await {
+                                Ok(tls) => tls,
+                                Err(_) => {
+                                    seen.lock().expect("seen").failed_handshakes += 1;
                                     return;
-                                };
-                                relay(client, server, seen).await
-                            }
+                                }
+                            };
+                            let name = ServerName::try_from("localhost").expect("name");
+                            let Ok(server) = connector.connect(name, server).await else {
+                                return;
+                            };
+                            relay(client, server, seen).await
                         }
-                    });
-                }
-            });
+                    }
+                });
+            }
         });
         Proxy {
             addr,
