@@ -17,6 +17,7 @@
 //! (the brake fails open rather than refusing honest users).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -93,14 +94,14 @@ impl LoginThrottle {
         let tick = self.tick(now);
         let full = self.sources.len() >= MAX_SOURCES;
         let capacity = limits.capacity();
-        let bucket = match self.sources.get_mut(&source_key(ip)) {
-            Some(bucket) => bucket,
-            None if full => return,
-            None => {
+        let bucket = match self.sources.entry(source_key(ip)) {
+            Entry::Occupied(bucket) => bucket.into_mut(),
+            Entry::Vacant(_) if full => return,
+            Entry::Vacant(slot) => {
                 let mut bucket = TokenBucket::full(capacity);
                 // Start the new bucket's clock now, not at the epoch.
                 bucket.take(0, tick, 1, capacity);
-                self.sources.entry(source_key(ip)).or_insert(bucket)
+                slot.insert(bucket)
             }
         };
         bucket.take(limits.cost(), tick, 1, capacity);
