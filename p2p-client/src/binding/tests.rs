@@ -155,8 +155,8 @@ fn takes_only_stun_on_the_endpoint_socket() {
     );
 
     // Chat and punch packets are the caller's; so is STUN on an extra socket.
-    assert!(!binding.handle_datagram(now, SocketIndex::ENDPOINT, server, &[0xC1, 0, 0]));
-    assert!(!binding.handle_datagram(now, SocketIndex::ENDPOINT, server, &[0xC4, 0, 0]));
+    assert!(!binding.handle_datagram(now, SocketIndex::ENDPOINT, server, &[0x81, 0, 0]));
+    assert!(!binding.handle_datagram(now, SocketIndex::ENDPOINT, server, &[0x84, 0, 0]));
     assert!(!binding.handle_datagram(now, SocketIndex(1), server, &sent[0].1));
     // STUN on the endpoint socket is the transaction's, even one it ignores (our own request
     // echoed back is a request, not an answer).

@@ -38,10 +38,14 @@ pub enum PacketClass {
     /// STUN: first byte 0 to 3 (RFC 7983 section 7; STUN's first two bits are zero and its
     /// message types in use start with 0x00 or 0x01).
     Stun,
-    /// Hole punching: probe 0xC4 or ack 0xC5 ([`shared::punch::wire`]).
+    /// Hole punching: probe 0x84 or ack 0x85 ([`shared::punch::wire`]).
     Punch,
-    /// Chat: 0xC0 to 0xC3 ([`shared::chat`]; 0xC3 is reserved and dropped by the session).
+    /// Chat: 0x80 to 0x83 ([`shared::chat`]; 0x83 is reserved and dropped by the session).
     Chat,
+    /// QUIC version 1 (the streams of a link): short headers 0x40 to 0x7F, long headers 0xC0
+    /// to 0xFF. Exact because our QUIC endpoints never grease the fixed bit (RFC 9287), so a
+    /// QUIC packet never starts with 0x80 to 0xBF, where chat and punching live.
+    Quic,
     /// Anything else; dropped.
     Other,
 }
@@ -50,8 +54,9 @@ pub enum PacketClass {
 pub fn classify(data: &[u8]) -> PacketClass {
     match data.first() {
         Some(0x00..=0x03) => PacketClass::Stun,
-        Some(0xC4 | 0xC5) => PacketClass::Punch,
-        Some(0xC0..=0xC3) => PacketClass::Chat,
+        Some(0x84 | 0x85) => PacketClass::Punch,
+        Some(0x80..=0x83) => PacketClass::Chat,
+        Some(0x40..=0x7F | 0xC0..=0xFF) => PacketClass::Quic,
         _ => PacketClass::Other,
     }
 }
@@ -443,7 +448,7 @@ mod tests {
     fn demux_sorts_by_the_first_byte() {
         assert_eq!(classify(&[0x00, 0x01, 0, 0]), PacketClass::Stun);
         assert_eq!(classify(&[0x01, 0x01, 0, 0]), PacketClass::Stun);
-        for kind in [0xC0, 0xC1, 0xC2, 0xC3] {
+        for kind in [0x80, 0x81, 0x82, 0x83] {
             assert_eq!(classify(&[kind, 1, 2]), PacketClass::Chat, "{kind:#x}");
         }
         for kind in [
@@ -452,7 +457,10 @@ mod tests {
         ] {
             assert_eq!(classify(&[kind]), PacketClass::Punch, "{kind:#x}");
         }
-        for other in [0x04, 0x40, 0x80, 0xBF, 0xC6, 0xFF] {
+        for quic in [0x40, 0x7F, 0xC0, 0xC5, 0xFF] {
+            assert_eq!(classify(&[quic]), PacketClass::Quic, "{quic:#x}");
+        }
+        for other in [0x04, 0x3F, 0x86, 0xBF] {
             assert_eq!(classify(&[other]), PacketClass::Other, "{other:#x}");
         }
         assert_eq!(classify(&[]), PacketClass::Other);

@@ -35,7 +35,7 @@
 //!    the peer did not acknowledge is reported (`undelivered`) and makes the result an error.
 //!
 //! Datagrams on the endpoint socket are told apart by their first byte
-//! ([`endpoint::classify`]): STUN (0x00-0x03), hole punching (0xC4, 0xC5), chat (0xC0-0xC3).
+//! ([`endpoint::classify`]): STUN (0x00-0x03), hole punching (0x84, 0x85), chat (0x80-0x83).
 //!
 //! 6. If a direct path that was up goes quiet (the NAT forgot or changed its mapping, the
 //!    network changed), the chat moves to the relay at once and punches again ([`repunch`]):

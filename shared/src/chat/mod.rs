@@ -72,17 +72,18 @@
 //!
 //! Every packet starts with a kind byte whose top bit is set, so it is never confused with
 //! STUN (whose first byte is `0x00` or `0x01`, RFC 8489 section 5) on a shared socket. Chat
-//! uses `0xC0`..=`0xC2` and keeps `0xC3` in reserve; hole punching uses `0xC4` and `0xC5`
-//! (`crate::punch`). The kinds collide with QUIC long headers (RFC 9443), so do not multiplex
-//! chat with QUIC. Integers are big-endian.
+//! uses `0x80`..=`0x82` and keeps `0x83` in reserve; hole punching uses `0x84` and `0x85`
+//! (`crate::punch`). Both sit in 0x80-0xBF, which QUIC version 1 never uses when the fixed bit
+//! is not greased (RFC 9000 section 17, RFC 9287), so QUIC can share the socket and be told
+//! apart by the first byte alone. Integers are big-endian.
 //!
 //! | Kind | Bytes | Field |
 //! |------|-------|-------|
-//! | all | 1 | kind: `0xC0` handshake init, `0xC2` handshake response, `0xC1` transport |
+//! | all | 1 | kind: `0x80` handshake init, `0x82` handshake response, `0x81` transport |
 //! | all | 8 | session tag: first 8 bytes of SHA-256(`"p2p-chat/v1 session tag"`, len, id) |
-//! | `0xC0`, `0xC2` | 48 | Noise KK message 1 or 2: ephemeral key (32), tag of empty payload (16) |
-//! | `0xC1` | 8 | nonce (0, 1, 2, ... per direction) |
-//! | `0xC1` | n + 16 | ChaCha20-Poly1305 ciphertext of the frames, and its tag |
+//! | `0x80`, `0x82` | 48 | Noise KK message 1 or 2: ephemeral key (32), tag of empty payload (16) |
+//! | `0x81` | 8 | nonce (0, 1, 2, ... per direction) |
+//! | `0x81` | n + 16 | ChaCha20-Poly1305 ciphertext of the frames, and its tag |
 //!
 //! The transport plaintext is a sequence of frames:
 //!

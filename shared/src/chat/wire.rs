@@ -8,11 +8,11 @@ use sha2::{Digest, Sha256};
 use super::ChatError;
 
 /// First byte of a handshake initiation (Noise message 1, initiator to responder).
-pub const TAG_HANDSHAKE_INIT: u8 = 0xC0;
+pub const TAG_HANDSHAKE_INIT: u8 = 0x80;
 /// First byte of a transport packet (nonce plus ciphertext).
-pub const TAG_TRANSPORT: u8 = 0xC1;
+pub const TAG_TRANSPORT: u8 = 0x81;
 /// First byte of a handshake response (Noise message 2, responder to initiator).
-pub const TAG_HANDSHAKE_RESPONSE: u8 = 0xC2;
+pub const TAG_HANDSHAKE_RESPONSE: u8 = 0x82;
 
 /// Length of the session tag that follows the kind byte.
 pub const SESSION_TAG_LEN: usize = 8;
@@ -455,7 +455,7 @@ mod tests {
         #[test]
         fn packet_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
             let parsed = Packet::parse(&bytes);
-            prop_assert_eq!(parsed.is_ok(), bytes.first().is_some_and(|b| (0xC0..=0xC2).contains(b))
+            prop_assert_eq!(parsed.is_ok(), bytes.first().is_some_and(|b| (0x80..=0x82).contains(b))
                 && is_chat_packet(&bytes));
         }
     }

@@ -111,7 +111,7 @@
 //! puncher.
 //!
 //! # Wire format and security
-//! See [`wire`]: a kind byte (0xC4 probe, 0xC5 ack), the 16-byte session id, a role byte and
+//! See [`wire`]: a kind byte (0x84 probe, 0x85 ack), the 16-byte session id, a role byte and
 //! an 8-byte nonce that an ack echoes. The session id is known only to the two peers and the
 //! rendezvous server, so probes are authenticated against *off-path* attackers only: anyone
 //! who can see a probe can forge acks and steer the path. That is acceptable because the path

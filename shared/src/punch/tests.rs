@@ -200,7 +200,7 @@ fn foreign_sessions_reflections_and_chat_packets_are_not_answered() {
         &probe_from_peer(Role::Initiator, 1)
     ));
     assert!(p.handle_datagram(now, SocketIndex(0), from, &[PROBE_KIND, 1, 2]));
-    assert!(!p.handle_datagram(now, SocketIndex(0), from, &[0xC1, 1, 2, 3]));
+    assert!(!p.handle_datagram(now, SocketIndex(0), from, &[0x81, 1, 2, 3]));
     assert!(!p.handle_datagram(now, SocketIndex(0), from, &[0x00, 1, 0, 0]));
     assert!(poll(&mut p, now).is_none());
     assert_eq!(p.stats().received, 0);
@@ -489,7 +489,7 @@ fn keepalives_flow_and_silence_means_path_lost() {
     let mut now = t0;
     while now < t0 + Duration::from_secs(100) {
         now += Duration::from_secs(5);
-        p.handle_datagram(now, SocketIndex(0), remote, &[0xC1, 0, 0]);
+        p.handle_datagram(now, SocketIndex(0), remote, &[0x81, 0, 0]);
         p.handle_timeout(now);
         keepalives += std::iter::from_fn(|| poll(&mut p, now)).count();
     }

@@ -5,12 +5,13 @@
 //! +--------+-----------------+------+-----------------+
 //! |  kind  |   session id    | role |      nonce      |   (then ignored trailing bytes)
 //! +--------+-----------------+------+-----------------+
-//!   0xC4 probe / 0xC5 ack      0 = initiator, 1 = responder
+//!   0x84 probe / 0x85 ack      0 = initiator, 1 = responder
 //! ```
 //!
 //! The kind byte has its top bit set, so a punch packet can never be mistaken for STUN (whose
-//! first byte is 0x00 or 0x01, [RFC 8489 section 5]) and sits next to the chat module's 0xC0
-//! (handshake) and 0xC1 (transport) on the same socket. The nonce is 8 random bytes, big-endian
+//! first byte is 0x00 or 0x01, [RFC 8489 section 5]) and sits next to the chat module's 0x80
+//! (handshake) and 0x81 (transport) on the same socket, in the range QUIC never uses (see the
+//! chat module's wire format). The nonce is 8 random bytes, big-endian
 //! on the wire; an ack carries the nonce of the probe it answers and the role of the peer that
 //! sends the ack. Bytes after the nonce are ignored, so a later version can append fields.
 //!
@@ -19,9 +20,9 @@
 use super::Role;
 
 /// First byte of a probe.
-pub const PROBE_KIND: u8 = 0xC4;
+pub const PROBE_KIND: u8 = 0x84;
 /// First byte of an ack.
-pub const ACK_KIND: u8 = 0xC5;
+pub const ACK_KIND: u8 = 0x85;
 /// Length of the session id.
 pub const SESSION_ID_LEN: usize = 16;
 /// Length of an encoded probe or ack.
@@ -139,7 +140,7 @@ mod tests {
     fn layout_is_as_documented() {
         let bytes = sample().encode();
         assert_eq!(bytes.len(), PACKET_LEN);
-        assert_eq!(bytes[0], 0xC4);
+        assert_eq!(bytes[0], 0x84);
         assert_eq!(&bytes[1..17], b"0123456789abcdef");
         assert_eq!(bytes[17], 1);
         assert_eq!(&bytes[18..], &[1, 2, 3, 4, 5, 6, 7, 8]);
@@ -149,14 +150,14 @@ mod tests {
             ..sample()
         }
         .encode();
-        assert_eq!((ack[0], ack[17]), (0xC5, 0));
+        assert_eq!((ack[0], ack[17]), (0x85, 0));
     }
 
     #[test]
     fn is_punch_packet_tells_punch_from_stun_and_chat() {
         assert!(is_punch_packet(&sample().encode()));
         assert!(is_punch_packet(&[ACK_KIND]));
-        for first in [0x00, 0x01, 0xC0, 0xC1, 0xC3, 0xC6, 0x44] {
+        for first in [0x00, 0x01, 0x80, 0x81, 0x83, 0x86, 0x44] {
             assert!(!is_punch_packet(&[first, 0, 0]), "{first:#x}");
         }
         assert!(!is_punch_packet(&[]));
@@ -176,8 +177,8 @@ mod tests {
         bad_role[17] = 2;
         assert_eq!(Packet::decode(&bad_role), Err(WireError::UnknownRole(2)));
         let mut bad_kind = bytes.clone();
-        bad_kind[0] = 0xC1;
-        assert_eq!(Packet::decode(&bad_kind), Err(WireError::UnknownKind(0xC1)));
+        bad_kind[0] = 0x81;
+        assert_eq!(Packet::decode(&bad_kind), Err(WireError::UnknownKind(0x81)));
         let mut longer = bytes;
         longer.extend_from_slice(b"future");
         assert_eq!(Packet::decode(&longer), Ok(sample()));

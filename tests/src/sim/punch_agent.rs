@@ -12,7 +12,7 @@ use shared::punch::{PunchConfig, PunchEvent, PunchStats, Puncher, SocketIndex, i
 use super::{Agent, Datagram};
 
 /// The first byte of the test's chat datagrams (the chat module's transport kind).
-pub const CHAT_KIND: u8 = 0xC1;
+pub const CHAT_KIND: u8 = 0x81;
 
 /// The rendezvous server's relay of [`PunchEvent::Primed`]: a reliable (TCP) message that
 /// reaches the other peer after a fixed delay. Shared by the two agents of a pair.

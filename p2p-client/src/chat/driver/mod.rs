@@ -570,7 +570,9 @@ impl Driver {
                     tracing::debug!(from = %d.from, "late STUN datagram ignored");
                 }
             }
-            PacketClass::Other => tracing::debug!(from = %d.from, "unknown datagram dropped"),
+            PacketClass::Quic | PacketClass::Other => {
+                tracing::debug!(from = %d.from, "unknown datagram dropped")
+            }
         }
     }
 
