@@ -25,7 +25,7 @@ use shared::stun_client::{BindingError, BindingResponse, BindingTransaction};
 use shared::{SocketIndex, Transmit};
 use tokio::net::UdpSocket;
 
-use crate::chat::endpoint::{Datagram, PacketClass, classify};
+use crate::link::endpoint::{Datagram, PacketClass, classify};
 
 /// Room for a request: the header, CHANGE-REQUEST and FINGERPRINT.
 const REQUEST_BUF: usize = 512;

@@ -25,6 +25,7 @@
 
 pub mod binding;
 pub mod chat;
+pub mod link;
 pub mod classify;
 pub mod home;
 pub mod rendezvous;

@@ -14,6 +14,7 @@
 
 mod account_cmd;
 mod identity_cmd;
+mod link_cmd;
 mod nat_type_cmd;
 mod prompt;
 mod status_cmd;
@@ -130,6 +131,25 @@ enum Command {
     /// any other error (the peer never came or is not a contact, a server key that is not
     /// the pinned one).
     Chat(ChatCmdArgs),
+    /// Send files to a contact over a direct link (or the relay), end-to-end encrypted.
+    ///
+    /// The contact runs `receive --peer YOU`. The link is made as for `chat`, then the files
+    /// go over QUIC streams inside it (congestion controlled; a change of path mid-transfer
+    /// neither restarts nor corrupts anything). Each file arrives complete or not at all:
+    /// the receiver writes it under a temporary name, checks its SHA-256 and only then gives
+    /// it its name. Run the same command again after an interruption and an unfinished file
+    /// resumes where it stopped. Shows a progress bar on a terminal (bytes, rate, ETA, path);
+    /// --json prints {"event":"progress","file","bytes","total"} and
+    /// {"event":"done","file","bytes","sha256"} lines. Exit status: 0 when every file was
+    /// received and checked, 3 when the peer's key changed, 1 on any other failure.
+    Send(link_cmd::SendArgs),
+    /// Receive files a contact sends with `send --peer YOU`, into --out.
+    ///
+    /// Names are checked: absolute paths, `..`, separators and other tricks are refused, a
+    /// link at the name is not followed, and an existing file is never replaced. Exit status:
+    /// 0 when every file announced arrived and was checked, 3 when the peer's key changed, 1
+    /// on any other failure (an unfinished file is kept for the next run to resume).
+    Receive(link_cmd::ReceiveArgs),
 }
 
 /// Arguments of `chat`: the account, then the chat's own options.
@@ -198,6 +218,10 @@ fn main() -> ExitCode {
             home().and_then(|home| account_cmd::block_on(account_cmd::passwd(args, &home)))
         }
         Command::Chat(args) => home().and_then(|home| account_cmd::block_on(chat(args, &home))),
+        Command::Send(args) => home()
+            .and_then(|home| account_cmd::block_on(key_checked(link_cmd::send(args, &home)))),
+        Command::Receive(args) => home()
+            .and_then(|home| account_cmd::block_on(key_checked(link_cmd::receive(args, &home)))),
     };
     match result {
         Ok(code) => code,
@@ -234,6 +258,19 @@ async fn chat(args: ChatCmdArgs, home: &Home) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_KEY_CHANGED))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Exit status 3 for a changed peer key, as `chat` has it.
+async fn key_checked(
+    run: impl Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    match run.await {
+        Err(e) if matches!(e.downcast_ref(), Some(ChatRunError::KeyChanged { .. })) => {
+            stdout::note(format_args!("p2p-client: {e}"));
+            Ok(ExitCode::from(EXIT_KEY_CHANGED))
+        }
+        other => other,
     }
 }
 

@@ -168,7 +168,7 @@ fn ctrl_c_is_seen_by_the_peer_within_a_second() {
     let mut erin = servers.command("erin", &client::chat_args("frank", &[]));
     erin.env(
         "RUST_LOG",
-        "p2p_client=debug,p2p_client::chat::driver=trace",
+        "p2p_client=debug,p2p_client::link::driver=trace",
     );
     let mut a = Proc::spawn("erin", erin);
     let mut b = chat(&servers, "frank", "erin", &[]);

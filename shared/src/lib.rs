@@ -56,6 +56,7 @@
 
 pub mod chat;
 pub mod identity;
+pub mod link;
 pub mod nat_classifier;
 pub mod punch;
 pub mod rendezvous;

@@ -20,24 +20,7 @@ use std::net::SocketAddr;
 
 use serde_json::json;
 
-/// The path chat packets take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PathKind {
-    /// A hole-punched UDP path straight to the peer.
-    Direct,
-    /// Through the switchboard relay over TCP.
-    Relayed,
-}
-
-impl PathKind {
-    /// The word in the output (`direct`, `relayed`).
-    pub fn word(self) -> &'static str {
-        match self {
-            PathKind::Direct => "direct",
-            PathKind::Relayed => "relayed",
-        }
-    }
-}
+pub use crate::link::PathKind;
 
 /// Something to show the user.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use crate::binding::StunBinding;
 use crate::rendezvous::{Allocation, CandidateKind, Introduction, NatKind, RendezvousError, Role};
 
 use super::super::endpoint::{self, EndpointIo, binding_outcome, binding_transaction};
-use super::super::output::Shown;
+use super::super::event::LinkEvent;
 use super::super::relay::Relay;
 use super::super::repunch::RepunchAction;
 use super::Driver;
@@ -57,11 +57,10 @@ impl Driver {
                 RepunchAction::Gather => {
                     let attempt = self.repunch.attempts();
                     tracing::info!(attempt, "punching again");
-                    // Always an event in JSON mode (the lab tests wait for it); for people only
-                    // when a direct path was up before.
-                    if self.out.is_json() || (self.punch_enabled && self.had_direct) {
-                        self.out.show(&Shown::PunchingAgain { attempt });
-                    }
+                    self.emit(LinkEvent::PunchingAgain {
+                        attempt,
+                        after_direct: self.punch_enabled && self.had_direct,
+                    });
                     match self.stun {
                         Some(server) => {
                             let transaction = binding_transaction(server, GATHER_BUDGET, now);
@@ -121,7 +120,7 @@ impl Driver {
             .find(|c| c.kind == CandidateKind::Srflx)
             .map(|c| c.addr);
         let hosts = endpoint::host_candidates(self.endpoint.local_addr(), self.include_loopback);
-        let mut offer = super::super::build_offer(self.offer.key, &hosts, srflx.or(last), None);
+        let mut offer = super::super::setup::build_offer(self.offer.key, &hosts, srflx.or(last), None);
         offer.nat = self.offer.nat;
         offer.alloc = self.offer.alloc;
         if srflx.is_some() && srflx != last {

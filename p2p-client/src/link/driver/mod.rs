@@ -15,6 +15,7 @@
 mod ending;
 mod punching;
 mod server;
+mod streams;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use rand::rngs::OsRng;
+use shared::link::LinkMessage;
 use shared::chat::{
     self, ChatConfig, ChatError, ChatEvent, ChatSession, MessageId, PublicKey, StaticKeypair,
 };
@@ -41,12 +43,11 @@ use crate::rendezvous::{
 };
 
 use super::endpoint::{Datagram, Endpoint, PacketClass, classify};
-use super::intro::Typed;
-use super::output::{Output, Shown};
+use super::event::{LinkEvent, UndeliveredReason};
 use super::path::{PathConfig, PathSelector, Route};
 use super::relay::{Relay, RelayEvent};
 use super::repunch::{Repunch, RepunchConfig};
-use super::{ChatRunError, DRAIN_TIMEOUT, Input};
+use super::{Command, DRAIN_TIMEOUT, LinkError, LinkShared};
 use ending::{End, Entry};
 use punching::{RequestDone, start_puncher};
 
@@ -82,10 +83,10 @@ pub struct Setup {
     pub offer: Offer,
     /// Whether host candidates include loopback addresses (a server on loopback).
     pub include_loopback: bool,
-    /// Lines typed before the introduction.
-    pub typed: Typed,
     /// How to log in again when the rendezvous connection is lost (`None`: do not).
     pub relogin: Option<Arc<Relogin>>,
+    /// Whether to run QUIC over the link for streams.
+    pub streams: bool,
 }
 
 impl std::fmt::Debug for Setup {
@@ -104,10 +105,9 @@ enum Wake {
     Datagram(Option<Datagram>),
     Relay(RelayEvent),
     Rendezvous(Option<Event>),
-    Input(Option<Input>),
+    Command(Option<Command>),
     Request(Option<Result<RequestDone, tokio::task::JoinError>>),
     Reconnected(Box<Result<Relogged, tokio::task::JoinError>>),
-    Interrupt,
 }
 
 /// What a background re-login ends with.
@@ -116,7 +116,8 @@ type Relogged = Result<(RendezvousClient, LoginInfo), RendezvousError>;
 /// The loop's state; see the [module docs](self).
 pub struct Driver {
     client: Arc<RendezvousClient>,
-    out: Output,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    shared: Arc<LinkShared>,
     peer: UserName,
     sid: SessionId,
     endpoint: Endpoint,
@@ -129,10 +130,10 @@ pub struct Driver {
     pending: VecDeque<Entry>,
     /// Lines the session took and the peer has not acknowledged yet, by message id.
     sent: BTreeMap<MessageId, Entry>,
-    /// The number the next typed line gets (from 1).
-    next_number: u64,
     /// Lines refused (too long) and already reported.
     refused: usize,
+    /// Messages the peer acknowledged.
+    delivered: u64,
     eof: bool,
     /// The peer said goodbye, or stopped answering.
     peer_gone: bool,
@@ -162,6 +163,8 @@ pub struct Driver {
     gather: Option<StunBinding>,
     /// `INV`/`ANS` of a re-punch, while they run.
     requests: JoinSet<RequestDone>,
+    /// QUIC, when the link runs streams.
+    streams: Option<streams::Streams>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -178,7 +181,12 @@ impl std::fmt::Debug for Driver {
 impl Driver {
     /// Starts the relay connection, the puncher (at the shared start time) and the chat
     /// session, all at once.
-    pub fn new(setup: Setup, endpoint: Endpoint, out: Output) -> Result<Driver, ChatRunError> {
+    pub fn new(
+        setup: Setup,
+        endpoint: Endpoint,
+        events: mpsc::UnboundedSender<LinkEvent>,
+        shared: Arc<LinkShared>,
+    ) -> Result<Driver, LinkError> {
         let now = Instant::now();
         let intro = &setup.intro;
         let sid = intro.sid;
@@ -196,7 +204,7 @@ impl Driver {
             seed,
         );
         seed.zeroize();
-        let chat = ChatSession::new(config, now).map_err(|e| ChatRunError::Setup(e.to_string()))?;
+        let chat = ChatSession::new(config, now).map_err(|e| LinkError::Setup(e.to_string()))?;
         let relay = match (
             intro.switchboard,
             intro.switchboard_fingerprint,
@@ -206,10 +214,11 @@ impl Driver {
                 Some(Relay::start(addr, fingerprint, sid, ticket.0))
             }
             (Some(_), None, Some(_)) => {
-                out.note(
+                let _ = events.send(LinkEvent::Warning(
                     "the server did not say which key its switchboard has (no sbfp=): \
-                     no relay, direct path only",
-                );
+                     no relay, direct path only"
+                        .into(),
+                ));
                 None
             }
             _ => {
@@ -224,19 +233,21 @@ impl Driver {
             tracing::info!("punching disabled: relay only");
             None
         };
-        out.show(&Shown::Connected {
-            peer: setup.peer.as_str(),
-            sid: &sid.to_string(),
-            role: intro.role.word(),
+        let streams = if setup.streams {
+            shared.set_quic(super::shared_state::QuicState::Pending);
+            Some(streams::Streams::new(intro.role)?)
+        } else {
+            None
+        };
+        let _ = events.send(LinkEvent::Connected {
+            peer: setup.peer.clone(),
+            sid,
+            role: intro.role,
         });
-        let typed = setup.typed.lines.len() as u64;
-        let pending = (1..)
-            .zip(setup.typed.lines)
-            .map(|(number, text)| Entry { number, text })
-            .collect();
         Ok(Driver {
             client: setup.client,
-            out,
+            events,
+            shared,
             peer: setup.peer,
             sid,
             endpoint,
@@ -245,11 +256,11 @@ impl Driver {
             relay,
             chat,
             path,
-            pending,
+            pending: VecDeque::new(),
             sent: BTreeMap::new(),
-            next_number: typed + 1,
             refused: 0,
-            eof: setup.typed.eof,
+            delivered: 0,
+            eof: false,
             peer_gone: false,
             rendezvous_open: true,
             relogin: setup.relogin,
@@ -268,27 +279,23 @@ impl Driver {
             repunch: Repunch::new(RepunchConfig::default()),
             gather: None,
             requests: JoinSet::new(),
+            streams,
         })
     }
 
-    /// Runs until the chat ends: input ended and everything was acknowledged, or the peer
-    /// left (`Ok`), or a failure; a message of `interrupts` (Ctrl-C) ends it at once. Then
-    /// says goodbye to the peer and reports every message it did not acknowledge: with any,
-    /// the result is an error.
-    pub async fn run(
-        mut self,
-        input: &mut mpsc::UnboundedReceiver<Input>,
-        interrupts: &mut mpsc::UnboundedReceiver<()>,
-    ) -> Result<(), ChatRunError> {
-        let result = self.run_loop(input, interrupts).await;
+    /// Runs until the link ends: [`Command::Finish`] and everything was acknowledged, or the
+    /// peer left (`Ok`), or a failure; [`Command::Abort`] ends it at once. Then says goodbye
+    /// to the peer and reports every message it did not acknowledge: with any, the result is
+    /// an error.
+    pub async fn run(mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Result<(), LinkError> {
+        let result = self.run_loop(commands).await;
         self.finish(result).await
     }
 
     async fn run_loop(
         &mut self,
-        input: &mut mpsc::UnboundedReceiver<Input>,
-        interrupts: &mut mpsc::UnboundedReceiver<()>,
-    ) -> Result<End, ChatRunError> {
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Result<End, LinkError> {
         loop {
             let now = Instant::now();
             self.pump(now).await?;
@@ -305,31 +312,29 @@ impl Driver {
                 d = self.endpoint.recv() => Wake::Datagram(d),
                 e = relay_event(&mut self.relay) => Wake::Relay(e),
                 e = self.client.next_event(), if self.rendezvous_open => Wake::Rendezvous(e),
-                i = input.recv(), if !self.eof => Wake::Input(i),
+                c = commands.recv(), if !self.eof => Wake::Command(c),
                 r = self.requests.join_next(), if !self.requests.is_empty() => Wake::Request(r),
                 r = server::relogged(&mut self.reconnecting), if self.reconnecting.is_some() => {
                     Wake::Reconnected(Box::new(r))
                 }
-                Some(()) = interrupts.recv() => Wake::Interrupt,
             };
             let now = Instant::now();
             match wake {
                 Wake::Timer => {}
                 Wake::Datagram(Some(d)) => self.on_datagram(now, d),
                 Wake::Datagram(None) => {
-                    return Err(ChatRunError::NoPath("the UDP endpoint stopped".into()));
+                    return Err(LinkError::NoPath("the UDP endpoint stopped".into()));
                 }
                 Wake::Relay(e) => self.on_relay(now, e),
                 Wake::Rendezvous(e) => self.on_rendezvous(now, e),
-                Wake::Input(Some(Input::Line(line))) => {
-                    // An empty line is not a message.
-                    if !line.is_empty() {
-                        let number = self.next_number;
-                        self.next_number += 1;
-                        self.pending.push_back(Entry { number, text: line });
-                    }
+                Wake::Command(Some(Command::Send { number, bytes })) => {
+                    self.pending.push_back(Entry { number, bytes });
                 }
-                Wake::Input(Some(Input::Eof) | None) => self.eof = true,
+                Wake::Command(Some(Command::Finish) | None) => self.eof = true,
+                Wake::Command(Some(Command::Abort)) => {
+                    tracing::info!("aborted; leaving");
+                    return Ok(End::Interrupted);
+                }
                 Wake::Request(Some(Ok(done))) => self.on_request_done(done),
                 Wake::Request(Some(Err(e))) => {
                     tracing::warn!(error = %e, "a rendezvous request task failed");
@@ -337,16 +342,12 @@ impl Driver {
                 }
                 Wake::Request(None) => {}
                 Wake::Reconnected(r) => self.on_relogged(now, *r),
-                Wake::Interrupt => {
-                    self.out.note("interrupted; leaving");
-                    return Ok(End::Interrupted);
-                }
             }
         }
     }
 
     /// Drains the cores until nothing more happens at `now`.
-    async fn pump(&mut self, now: Instant) -> Result<(), ChatRunError> {
+    async fn pump(&mut self, now: Instant) -> Result<(), LinkError> {
         loop {
             let mut again = false;
             if let Some(p) = &mut self.puncher
@@ -375,6 +376,7 @@ impl Driver {
             self.path.handle_timeout(now);
             self.drive_repunch(now).await;
             self.send_probes(now).await;
+            self.drive_streams(now);
             self.push_pending(now)?;
             while let Some(packet) = self.chat.poll_transmit(now) {
                 self.send_chat(packet).await;
@@ -384,12 +386,16 @@ impl Driver {
                 self.on_chat_event(event)?;
             }
             while let Some(change) = self.path.poll_change() {
-                self.out.show(&Shown::Path {
+                self.update_quic_route();
+                self.shared.record_path(now, change.kind, change.remote);
+                self.emit(LinkEvent::Path {
                     path: change.kind,
                     remote: change.remote,
                 });
             }
             if !again {
+                self.shared
+                    .update_session(self.delivered, self.chat.srtt(), self.chat.stats());
                 return Ok(());
             }
         }
@@ -428,8 +434,8 @@ impl Driver {
                 self.punch_over = true;
                 let again = self.repunch.in_progress();
                 self.repunch.handle_punch_ended(false);
-                if !self.out.is_json() && self.path.relay_alive() && !again {
-                    self.out.note("no direct path; staying on the relay");
+                if self.path.relay_alive() && !again {
+                    self.emit(LinkEvent::NoDirectPath);
                 }
             }
             PunchEvent::PathLost => {
@@ -470,10 +476,11 @@ impl Driver {
         }
     }
 
-    /// Hands typed lines to the session while its send buffer takes them.
-    fn push_pending(&mut self, now: Instant) -> Result<(), ChatRunError> {
+    /// Hands queued messages to the session while its send buffer takes them.
+    fn push_pending(&mut self, now: Instant) -> Result<(), LinkError> {
         while let Some(entry) = self.pending.front() {
-            match self.chat.send_text(now, &entry.text) {
+            let framed = LinkMessage::App(entry.bytes.clone()).encode();
+            match self.chat.send_message(now, &framed) {
                 Ok(id) => {
                     tracing::trace!(%id, "queued");
                     if let Some(entry) = self.pending.pop_front() {
@@ -484,12 +491,12 @@ impl Driver {
                 Err(e @ ChatError::MessageTooLarge { .. }) => {
                     tracing::info!(error = %e, "message refused");
                     if let Some(entry) = self.pending.pop_front() {
-                        self.report_undelivered(&entry, ending::TOO_LONG);
+                        self.report_undelivered(entry, UndeliveredReason::TooLong);
                         self.refused += 1;
                     }
                 }
-                Err(ChatError::Failed) => return Err(ChatRunError::Handshake),
-                Err(e) => return Err(ChatRunError::Setup(e.to_string())),
+                Err(ChatError::Failed) => return Err(LinkError::Handshake),
+                Err(e) => return Err(LinkError::Setup(e.to_string())),
             }
         }
         Ok(())
@@ -511,32 +518,34 @@ impl Driver {
         }
     }
 
-    fn on_chat_event(&mut self, event: ChatEvent) -> Result<(), ChatRunError> {
+    fn on_chat_event(&mut self, event: ChatEvent) -> Result<(), LinkError> {
         match event {
             ChatEvent::Established => tracing::info!("end-to-end session established"),
-            ChatEvent::Message { bytes, .. } => {
-                let text = String::from_utf8_lossy(&bytes);
-                self.out.show(&Shown::Message {
-                    from: self.peer.as_str(),
-                    text: &text,
-                });
-            }
+            ChatEvent::Message { bytes, .. } => match LinkMessage::decode(&bytes) {
+                Ok(LinkMessage::App(bytes)) => {
+                    self.shared.count_received();
+                    self.emit(LinkEvent::Message(bytes));
+                }
+                Ok(LinkMessage::QuicCertificate(fingerprint)) => {
+                    self.on_peer_quic_certificate(fingerprint);
+                }
+                Err(e) => tracing::debug!(error = %e, "link message dropped"),
+            },
             ChatEvent::Delivered(id) => {
                 tracing::trace!(%id, "delivered");
                 // `id` and every earlier message.
+                let before = self.sent.len();
                 self.sent = self.sent.split_off(&MessageId(id.0.saturating_add(1)));
+                self.delivered += (before - self.sent.len()) as u64;
             }
-            ChatEvent::HandshakeTimedOut => return Err(ChatRunError::Handshake),
+            ChatEvent::HandshakeTimedOut => return Err(LinkError::Handshake),
             ChatEvent::PeerClosed => {
                 tracing::info!("the peer said goodbye");
                 self.peer_gone = true;
             }
             ChatEvent::PeerUnresponsive => {
                 tracing::info!("the peer stopped answering");
-                self.out.note(&format!(
-                    "{} stopped answering (nothing heard for 14 s)",
-                    self.peer
-                ));
+                self.emit(LinkEvent::PeerUnresponsive);
                 self.peer_gone = true;
             }
             other => tracing::debug!(event = ?other, "chat event ignored"),
@@ -570,7 +579,8 @@ impl Driver {
                     tracing::debug!(from = %d.from, "late STUN datagram ignored");
                 }
             }
-            PacketClass::Quic | PacketClass::Other => {
+            PacketClass::Quic => self.on_quic_datagram(bytes::Bytes::from(d.data)),
+            PacketClass::Other => {
                 tracing::debug!(from = %d.from, "unknown datagram dropped")
             }
         }
@@ -589,6 +599,9 @@ impl Driver {
                 self.path.relay_up();
                 self.chat.handle_path_up(now);
             }
+            RelayEvent::Data(packet) if classify(&packet) == PacketClass::Quic => {
+                self.on_quic_datagram(packet);
+            }
             RelayEvent::Data(packet) => {
                 if let Err(e) = self.chat.handle_datagram(now, &packet) {
                     tracing::debug!(error = %e, "relayed chat packet dropped");
@@ -600,10 +613,8 @@ impl Driver {
             }
             RelayEvent::Closed(reason) => {
                 tracing::info!(%reason, "relay closed");
-                let ending = self.peer_gone || (self.eof && self.unacked() == 0);
-                if !ending && !self.out.is_json() {
-                    self.out.note(&format!("relay closed: {reason}"));
-                }
+                let expected = self.peer_gone || (self.eof && self.unacked() == 0);
+                self.emit(LinkEvent::RelayClosed { reason, expected });
                 self.path.relay_down();
             }
         }
@@ -657,24 +668,27 @@ impl Driver {
         }
     }
 
+    /// Reports an event to the application (which may have stopped listening).
+    fn emit(&self, event: LinkEvent) {
+        let _ = self.events.send(event);
+    }
+
     fn unacked(&self) -> usize {
         self.pending.len() + self.sent.len()
     }
 
     /// Whether the chat is over (`Ok(true)`), or why it failed.
-    fn finished(&mut self, now: Instant) -> Result<bool, ChatRunError> {
+    fn finished(&mut self, now: Instant) -> Result<bool, LinkError> {
         if self.chat.is_failed() {
-            return Err(ChatRunError::Handshake);
+            return Err(LinkError::Handshake);
         }
         let unacked = self.unacked();
         if self.peer_gone {
-            self.out.show(&Shown::PeerLeft {
-                peer: self.peer.as_str(),
-            });
+            self.emit(LinkEvent::PeerLeft);
             if unacked == 0 {
                 return Ok(true);
             }
-            return Err(ChatRunError::PeerLeft {
+            return Err(LinkError::PeerLeft {
                 peer: self.peer.clone(),
                 count: unacked,
             });
@@ -687,7 +701,7 @@ impl Driver {
             && self.relay.is_none()
             && !self.chat.is_established()
         {
-            return Err(ChatRunError::NoPath(
+            return Err(LinkError::NoPath(
                 "no switchboard and no direct path".into(),
             ));
         }
@@ -704,7 +718,7 @@ impl Driver {
         if self.chat.is_established() {
             let drain = *self.drain_deadline.get_or_insert(now + DRAIN_TIMEOUT);
             if now >= drain {
-                return Err(ChatRunError::Undelivered(unacked));
+                return Err(LinkError::Undelivered(unacked));
             }
         }
         Ok(false)
@@ -720,6 +734,7 @@ impl Driver {
             self.next_relay_keepalive,
             self.repunch.poll_timeout(),
             self.gather.as_ref().and_then(StunBinding::poll_timeout),
+            self.streams.as_ref().and_then(streams::Streams::poll_timeout),
         ]
         .into_iter()
         .flatten()

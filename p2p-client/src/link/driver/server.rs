@@ -11,7 +11,7 @@ use tokio::task::{JoinError, JoinHandle};
 
 use crate::rendezvous::{Backoff, CloseReason, OutReason};
 
-use super::super::output::Shown;
+use super::super::event::{LinkEvent, ServerState};
 use super::{Driver, Relogged};
 
 /// The outcome of the re-login under way (never completes without one).
@@ -38,18 +38,18 @@ impl Driver {
             return;
         }
         if let Some(CloseReason::LoggedOut(OutReason::OtherLogin)) = reason {
-            self.out
-                .note("logged in elsewhere with this session; not reconnecting");
+            self.emit(LinkEvent::Warning(
+                "logged in elsewhere with this session; not reconnecting".into(),
+            ));
             return;
         }
         let Some(relogin) = self.relogin.clone() else {
-            self.out
-                .note("the server connection is gone; the chat goes on without it");
+            self.emit(LinkEvent::Warning(
+                "the server connection is gone; the chat goes on without it".into(),
+            ));
             return;
         };
-        self.out.show(&Shown::Server {
-            state: "reconnecting",
-        });
+        self.emit(LinkEvent::Server(ServerState::Reconnecting));
         self.reconnecting = Some(tokio::spawn(async move {
             relogin.reconnect(&mut Backoff::default()).await
         }));
@@ -62,16 +62,16 @@ impl Driver {
             Ok(Ok((client, _info))) => {
                 self.client = Arc::new(client);
                 self.rendezvous_open = true;
-                self.out.show(&Shown::Server { state: "connected" });
+                self.emit(LinkEvent::Server(ServerState::Connected));
                 if self.relay_lost() {
                     tracing::info!("asking for a new introduction to rejoin the relay");
                     self.repunch.handle_rejoin();
                 }
             }
             Ok(Err(e)) => {
-                self.out.note(&format!(
+                self.emit(LinkEvent::Warning(format!(
                     "cannot log in to the server again ({e}); the chat goes on without it"
-                ));
+                )));
             }
             Err(e) => tracing::warn!(error = %e, "the re-login task failed"),
         }

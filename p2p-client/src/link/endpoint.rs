@@ -10,8 +10,10 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -25,10 +27,13 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::quic::QuicInbound;
 use crate::binding::{BindingSocket, StunBinding};
 
 /// Datagrams queued from the reader tasks before they wait for the driver.
 const QUEUE: usize = 1024;
+/// The endpoint socket's receive and send buffer request, in bytes.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// The largest datagram read (anything longer is cut, and then fails to parse).
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -93,6 +98,8 @@ pub struct Endpoint {
     local: SocketAddr,
     tx: mpsc::Sender<Datagram>,
     rx: mpsc::Receiver<Datagram>,
+    /// Where QUIC datagrams go once the link runs QUIC (set once).
+    quic: Arc<OnceLock<QuicInbound>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -108,6 +115,18 @@ impl Endpoint {
     /// Binds the endpoint socket to `addr` and starts reading it.
     pub async fn bind(addr: SocketAddr) -> io::Result<Endpoint> {
         let socket = UdpSocket::bind(addr).await?;
+        // QUIC streams move bulk data through this socket: the default buffers (about
+        // 200 KiB) overflow at a few hundred MB/s. The kernel caps the request at
+        // net.core.rmem_max / wmem_max; a smaller buffer is not an error.
+        let sock = socket2::SockRef::from(&socket);
+        for (what, set) in [
+            ("receive", socket2::SockRef::set_recv_buffer_size as fn(&_, usize) -> _),
+            ("send", socket2::SockRef::set_send_buffer_size),
+        ] {
+            if let Err(e) = set(&sock, SOCKET_BUFFER) {
+                tracing::debug!(error = %e, what, "cannot enlarge the endpoint socket buffer");
+            }
+        }
         let local = socket.local_addr()?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut endpoint = Endpoint {
@@ -115,6 +134,7 @@ impl Endpoint {
             local,
             tx,
             rx,
+            quic: Arc::new(OnceLock::new()),
         };
         endpoint.add(socket)?;
         Ok(endpoint)
@@ -130,7 +150,12 @@ impl Endpoint {
             SocketAddr::V6(_) => hop_limit(&socket)?,
         };
         let socket = Arc::new(socket);
-        let reader = tokio::spawn(read_loop(socket.clone(), index, self.tx.clone()));
+        let reader = tokio::spawn(read_loop(
+            socket.clone(),
+            index,
+            self.tx.clone(),
+            self.quic.clone(),
+        ));
         self.slots.push(Some(Slot {
             socket,
             reader,
@@ -147,6 +172,22 @@ impl Endpoint {
     /// The next datagram on any socket. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Datagram> {
         self.rx.recv().await
+    }
+
+    /// From now on, QUIC datagrams on every socket go to `inbound` instead of
+    /// [`Endpoint::recv`]. Only the first call counts.
+    pub fn set_quic_inbound(&self, inbound: QuicInbound) {
+        if self.quic.set(inbound).is_err() {
+            tracing::debug!("the endpoint already has a QUIC inbound");
+        }
+    }
+
+    /// The socket `index`, if open (QUIC sends from it directly on a direct path).
+    pub fn socket(&self, index: SocketIndex) -> Option<Arc<UdpSocket>> {
+        self.slots
+            .get(usize::from(index.0))
+            .and_then(Option::as_ref)
+            .map(|slot| slot.socket.clone())
     }
 
     /// Opens `count` extra sockets on the endpoint's IP, numbered after the ones already
@@ -298,11 +339,24 @@ fn outcome_address(
 }
 
 /// Reads `socket` until the queue closes; datagrams go to `tx` tagged with `index`.
-async fn read_loop(socket: Arc<UdpSocket>, index: SocketIndex, tx: mpsc::Sender<Datagram>) {
+async fn read_loop(
+    socket: Arc<UdpSocket>,
+    index: SocketIndex,
+    tx: mpsc::Sender<Datagram>,
+    quic: Arc<OnceLock<QuicInbound>>,
+) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
+                // QUIC goes straight to its endpoint: the bulk of a transfer, and no business
+                // of the driver's loop (the packets are authenticated by QUIC itself).
+                if let Some(quic) = quic.get()
+                    && classify(&buf[..n]) == PacketClass::Quic
+                {
+                    quic.deliver(Bytes::copy_from_slice(&buf[..n]));
+                    continue;
+                }
                 let datagram = Datagram {
                     socket: index,
                     from,

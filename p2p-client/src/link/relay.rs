@@ -104,6 +104,11 @@ impl Relay {
         self.addr
     }
 
+    /// The queue [`Relay::send`] feeds, for QUIC's packets (which it sends itself).
+    pub fn sender(&self) -> mpsc::Sender<Bytes> {
+        self.out.clone()
+    }
+
     /// Queues a chat packet; drops it if the queue is full or the connection is gone (the
     /// chat session retransmits what matters).
     pub fn send(&self, packet: Vec<u8>) {

@@ -3,24 +3,22 @@
 
 use std::time::{Duration, Instant};
 
-use super::super::output::Shown;
-use super::super::{ChatRunError, path::Route};
+use super::super::event::{LinkEvent, UndeliveredReason};
+use super::super::{LinkError, path::Route};
 use super::Driver;
 
-/// Why a message was refused at once: it exceeds [`shared::chat::MAX_MESSAGE_LEN`].
-pub(super) const TOO_LONG: &str = "too long";
 /// Copies of the goodbye sent on each path (a lost datagram should not cost the peer 14 s).
 const GOODBYE_COPIES: usize = 2;
 /// How long the relay connection gets to write the goodbye before the process goes.
 const GOODBYE_FLUSH: Duration = Duration::from_millis(150);
 
-/// One line the user typed.
+/// One message the application sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Entry {
-    /// Its number in the order typed, from 1.
+    /// Its number in the order sent, from 1.
     pub(super) number: u64,
-    /// The text.
-    pub(super) text: String,
+    /// Its bytes.
+    pub(super) bytes: Vec<u8>,
 }
 
 /// How the loop ended, when it did not fail.
@@ -36,44 +34,46 @@ pub(super) enum End {
 
 impl Driver {
     /// Says goodbye, reports what was not delivered, and turns the loop's outcome into the
-    /// chat's: an `Ok` with undelivered messages becomes [`ChatRunError::Undelivered`].
+    /// chat's: an `Ok` with undelivered messages becomes [`LinkError::Undelivered`].
     pub(super) async fn finish(
         &mut self,
-        result: Result<End, ChatRunError>,
-    ) -> Result<(), ChatRunError> {
+        result: Result<End, LinkError>,
+    ) -> Result<(), LinkError> {
+        self.close_streams().await;
         self.say_goodbye().await;
         let reason = match &result {
-            Ok(End::Done) => "not acknowledged",
-            Ok(End::PeerLeft) | Err(ChatRunError::PeerLeft { .. }) => "peer left",
-            Ok(End::Interrupted) => "interrupted",
-            Err(ChatRunError::Undelivered(_)) => "not acknowledged",
-            Err(_) => "chat failed",
+            Ok(End::Done) => UndeliveredReason::NotAcknowledged,
+            Ok(End::PeerLeft) | Err(LinkError::PeerLeft { .. }) => UndeliveredReason::PeerLeft,
+            Ok(End::Interrupted) => UndeliveredReason::Interrupted,
+            Err(LinkError::Undelivered(_)) => UndeliveredReason::NotAcknowledged,
+            Err(_) => UndeliveredReason::LinkFailed,
         };
         let left: Vec<_> = std::mem::take(&mut self.sent)
             .into_values()
             .chain(std::mem::take(&mut self.pending))
             .collect();
-        for entry in &left {
+        let count = left.len();
+        for entry in left {
             self.report_undelivered(entry, reason);
         }
-        let undelivered = left.len() + self.refused;
+        let undelivered = count + self.refused;
         match result {
-            Ok(_) if undelivered > 0 => Err(ChatRunError::Undelivered(undelivered)),
+            Ok(_) if undelivered > 0 => Err(LinkError::Undelivered(undelivered)),
             Ok(_) => Ok(()),
-            Err(ChatRunError::PeerLeft { peer, .. }) => Err(ChatRunError::PeerLeft {
+            Err(LinkError::PeerLeft { peer, .. }) => Err(LinkError::PeerLeft {
                 peer,
                 count: undelivered,
             }),
-            Err(ChatRunError::Undelivered(_)) => Err(ChatRunError::Undelivered(undelivered)),
+            Err(LinkError::Undelivered(_)) => Err(LinkError::Undelivered(undelivered)),
             Err(e) => Err(e),
         }
     }
 
-    /// Shows that the peer did not get `entry`.
-    pub(super) fn report_undelivered(&self, entry: &super::Entry, reason: &str) {
-        self.out.show(&Shown::Undelivered {
-            id: entry.number,
-            text: &entry.text,
+    /// Reports that the peer did not get `entry`.
+    pub(super) fn report_undelivered(&self, entry: Entry, reason: UndeliveredReason) {
+        self.emit(LinkEvent::Undelivered {
+            number: entry.number,
+            bytes: entry.bytes,
             reason,
         });
     }

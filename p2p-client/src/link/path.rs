@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use shared::punch::SocketIndex;
 
-use super::output::PathKind;
+use super::event::PathKind;
 
 /// Timers of the path choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,326 @@
+//! Making a link, up to the introduction: the endpoint socket and its server-reflexive
+//! address, the NAT classification, the offer, the invitation and its answer, and the check
+//! of the peer's identity key against the one pinned for it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shared::identity::{Fingerprint, safety_number};
+use shared::nat_classifier::Report;
+use shared::rendezvous::{SessionId, UserName};
+use tokio::sync::mpsc;
+
+use crate::classify::{ClassifyOptions, classify};
+use crate::home::{KeyCheck, UserHome};
+use crate::rendezvous::{
+    Allocation, Backoff, Candidate, CandidateKind, CloseReason, MAX_CANDIDATES, NatKind, Offer,
+    OutReason, RendezvousClient,
+};
+
+use super::endpoint::{self, Endpoint};
+use super::event::{LinkEvent, ServerState};
+use super::intro::{self, Introduced};
+use super::{LinkConfig, LinkError, LinkSession, driver};
+
+/// How long the STUN Binding may take before we go on without a srflx candidate.
+const STUN_BUDGET: Duration = Duration::from_secs(2);
+
+/// Everything up to the introduction: the endpoint socket, the offer, the wait for the peer
+/// (answering `ring` if given), the key check.
+pub(super) async fn prepare(
+    session: &LinkSession,
+    peer: UserName,
+    ring: Option<SessionId>,
+    config: &LinkConfig,
+    events: &mpsc::UnboundedSender<LinkEvent>,
+) -> Result<(driver::Setup, Endpoint), LinkError> {
+    let (client, info) = (&session.client, &session.info);
+    let args = config;
+    let server = client.server();
+    let bind = args.bind.unwrap_or(match server {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    });
+    let mut endpoint = Endpoint::bind(bind)
+        .await
+        .map_err(|source| LinkError::Io {
+            what: format!("cannot bind the UDP endpoint socket on {bind}"),
+            source,
+        })?;
+    let srflx = match info.stun {
+        Some(stun) => match endpoint.stun_binding(stun, STUN_BUDGET).await {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                tracing::warn!(error = %e, "no server-reflexive address; host candidates only");
+                None
+            }
+        },
+        None => {
+            tracing::warn!("the server advertises no STUN service; host candidates only");
+            None
+        }
+    };
+    let report = if args.classify {
+        classify_nat(info.stun, bind.ip()).await
+    } else {
+        None
+    };
+    let keys = session.identity.keypair();
+    let include_loopback = server.ip().is_loopback();
+    let hosts = endpoint::host_candidates(endpoint.local_addr(), include_loopback);
+    let offer = build_offer(keys.public.0, &hosts, srflx, report.as_ref());
+    tracing::info!(local = %endpoint.local_addr(), offer = ?offer.to_params(), "offer ready");
+
+    let deadline = Instant::now() + args.wait;
+    let (client, Introduced { intro, received }) =
+        await_introduction_reconnecting(session, &peer, &offer, deadline, ring, events).await?;
+    let client = &client;
+    if let Some(event) = check_peer_key(
+        &session.home,
+        (session.home.user(), &session.identity.public()),
+        &peer,
+        &intro.offer.key,
+        args.accept_new_key,
+    )? {
+        let _ = events.send(event);
+    }
+    let setup = driver::Setup {
+        client: client.clone(),
+        peer,
+        intro: *intro,
+        received,
+        keys,
+        local_nat: report.as_ref().map(|r| (r.nat_type, r.port_allocation)),
+        punch: args.direct,
+        stun: info.stun,
+        offer,
+        include_loopback,
+        relogin: Some(session.relogin.clone()),
+        streams: args.streams,
+    };
+    Ok((setup, endpoint))
+}
+
+/// [`intro::await_introduction`], logging in again when the rendezvous connection is lost
+/// while we wait for the peer (a server restart, a network change): the wait goes on until
+/// the deadline with a fresh connection and a fresh invitation. Returns the client that got
+/// the introduction.
+async fn await_introduction_reconnecting(
+    session: &LinkSession,
+    peer: &UserName,
+    offer: &Offer,
+    deadline: Instant,
+    mut ring: Option<SessionId>,
+    events: &mpsc::UnboundedSender<LinkEvent>,
+) -> Result<(Arc<RendezvousClient>, Introduced), LinkError> {
+    let mut client = session.client.clone();
+    loop {
+        let result =
+            intro::await_introduction(&client, peer, offer, deadline, ring).await;
+        let lost = match client.close_reason() {
+            None | Some(CloseReason::ClosedByClient) => false,
+            Some(CloseReason::LoggedOut(OutReason::OtherLogin)) => false,
+            Some(_) => true,
+        };
+        match result {
+            Err(e) if lost && !matches!(e, LinkError::PeerAbsent(_)) => {
+                tracing::info!(error = %e, "the rendezvous connection was lost while waiting");
+            }
+            other => return other.map(|introduced| (client, introduced)),
+        }
+        let _ = events.send(LinkEvent::Server(ServerState::Reconnecting));
+        let mut backoff = Backoff::default();
+        let relogged = tokio::select! {
+            relogged = session.relogin.reconnect(&mut backoff) => relogged?,
+            () = tokio::time::sleep_until(deadline.into()) => {
+                return Err(LinkError::PeerAbsent(peer.clone()));
+            }
+        };
+        client = Arc::new(relogged.0);
+        let _ = events.send(LinkEvent::Server(ServerState::Connected));
+        // A ring from before the loss belongs to the old connection's invitation.
+        ring = None;
+    }
+}
+
+/// The key rule of an introduction: a peer with no pinned key gets `key` pinned (unverified);
+/// the pinned key goes on; another key is [`LinkError::KeyChanged`] unless `accept_new`,
+/// which re-pins it unverified. The check and the pin happen under the pins' lock. A key of
+/// small order is [`LinkError::UnusablePeerKey`] before anything is pinned. Returns the event
+/// to report when something was pinned.
+pub fn check_peer_key(
+    home: &UserHome,
+    me: (&UserName, &[u8; 32]),
+    peer: &UserName,
+    key: &[u8; 32],
+    accept_new: Option<Fingerprint>,
+) -> Result<Option<LinkEvent>, LinkError> {
+    if shared::identity::is_small_order_key(key) {
+        return Err(LinkError::UnusablePeerKey(peer.clone()));
+    }
+    let new = Fingerprint::of_identity_key(key);
+    // Only the very key the user accepted (by its fingerprint) replaces the pin.
+    let accept_new = accept_new == Some(new);
+    let check = home.update_pins(|pins| {
+        let check = pins.check(peer, key);
+        if check == KeyCheck::New || accept_new {
+            pins.pin(peer, *key);
+        }
+        check
+    })?;
+    match check {
+        KeyCheck::Same => Ok(None),
+        KeyCheck::New => Ok(Some(LinkEvent::PeerKeyPinned {
+            peer: peer.clone(),
+            fingerprint: new,
+        })),
+        KeyCheck::Changed { old, .. } if !accept_new => Err(LinkError::KeyChanged {
+            peer: peer.clone(),
+            old: Fingerprint::of_identity_key(&old),
+            new,
+            safety_number: safety_number((me.0.as_str(), me.1), (peer.as_str(), key)),
+        }),
+        KeyCheck::Changed { old, was_verified } => Ok(Some(LinkEvent::PeerKeyReplaced {
+            peer: peer.clone(),
+            old: Fingerprint::of_identity_key(&old),
+            new,
+            was_verified,
+        })),
+    }
+}
+
+/// Classifies the NAT with the STUN service (on a blocking thread); `None` on any failure.
+async fn classify_nat(stun: Option<SocketAddr>, bind_ip: IpAddr) -> Option<Report> {
+    let Some(stun) = stun else {
+        tracing::info!("no STUN service advertised: the NAT is not classified");
+        return None;
+    };
+    let options = ClassifyOptions {
+        local_ip: (!bind_ip.is_unspecified()).then_some(bind_ip),
+        ..ClassifyOptions::default()
+    };
+    match tokio::task::spawn_blocking(move || classify(stun, options)).await {
+        Ok(Ok(report)) => {
+            tracing::info!(nat = ?report.nat_type, alloc = ?report.port_allocation, "classified");
+            Some(report)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot classify the NAT");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the classification panicked");
+            None
+        }
+    }
+}
+
+/// The offer: our key, the srflx candidate first, then host candidates (duplicates of the
+/// srflx address dropped), at most [`MAX_CANDIDATES`] in all; `nat=` and `alloc=` when
+/// classified.
+pub fn build_offer(
+    key: [u8; 32],
+    hosts: &[SocketAddr],
+    srflx: Option<SocketAddr>,
+    report: Option<&Report>,
+) -> Offer {
+    let mut offer = Offer::new(key);
+    if let Some(addr) = srflx {
+        offer.candidates.push(Candidate {
+            kind: CandidateKind::Srflx,
+            addr,
+        });
+    }
+    for &addr in hosts {
+        if offer.candidates.len() >= MAX_CANDIDATES {
+            break;
+        }
+        if Some(addr) != srflx {
+            offer.candidates.push(Candidate {
+                kind: CandidateKind::Host,
+                addr,
+            });
+        }
+    }
+    if let Some(report) = report {
+        offer.nat = Some(NatKind::from(report.nat_type));
+        offer.alloc = report.port_allocation.map(Allocation::from);
+    }
+    offer
+}
+
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::home::Home;
+
+    #[test]
+    fn the_offer_leads_with_srflx_and_drops_duplicates() {
+        let hosts: Vec<SocketAddr> = (1..=9)
+            .map(|i| format!("10.0.0.{i}:4000").parse().unwrap())
+            .collect();
+        let srflx: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let offer = build_offer([1; 32], &hosts, Some(srflx), None);
+        assert_eq!(offer.candidates.len(), MAX_CANDIDATES);
+        assert_eq!(offer.candidates[0].kind, CandidateKind::Srflx);
+        assert!(offer.candidates[1..].iter().all(|c| c.addr != srflx));
+        offer.check().unwrap();
+        assert_eq!(offer.nat, None);
+    }
+
+    /// The pin rules: first sight pins, the same key passes, another key stops the chat
+    /// (with the new safety number) unless `--accept-new-key` names exactly that key, and a
+    /// key of small order is refused before anything is pinned.
+    #[test]
+    fn peer_keys_are_pinned_checked_and_replaced_only_by_the_accepted_one() {
+        let dir = std::env::temp_dir().join(format!(
+            "p2p-chat-pins-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let home = Home::at(&dir);
+        let alice = UserName::parse("alice").unwrap();
+        let bob = UserName::parse("bob").unwrap();
+        let user_home = home.user(&alice).unwrap();
+        let me = (&alice, &[9; 32]);
+        let (first, second, third) = ([1; 32], [2; 32], [3; 32]);
+        let pinned = |h: &UserHome| h.pins().unwrap().get(&bob).map(|p| p.key);
+
+        let mut low_order = [0xff; 32];
+        low_order[0] = 0xec;
+        low_order[31] = 0x7f;
+        assert!(matches!(
+            check_peer_key(&user_home, me, &bob, &low_order, None),
+            Err(LinkError::UnusablePeerKey(_))
+        ));
+        assert_eq!(pinned(&user_home), None, "nothing pinned");
+
+        check_peer_key(&user_home, me, &bob, &first, None).unwrap();
+        assert_eq!(pinned(&user_home), Some(first));
+        check_peer_key(&user_home, me, &bob, &first, None).unwrap();
+
+        let Err(LinkError::KeyChanged {
+            new, safety_number, ..
+        }) = check_peer_key(&user_home, me, &bob, &second, None)
+        else {
+            panic!("a changed key must stop the chat");
+        };
+        assert_eq!(new, Fingerprint::of_identity_key(&second));
+        assert_eq!(
+            safety_number,
+            shared::identity::safety_number(("bob", &second), ("alice", &[9; 32]))
+        );
+        // Accepting another fingerprint does not let this key through.
+        let other = Some(Fingerprint::of_identity_key(&third));
+        assert!(check_peer_key(&user_home, me, &bob, &second, other).is_err());
+        assert_eq!(pinned(&user_home), Some(first));
+        check_peer_key(&user_home, me, &bob, &second, Some(new)).unwrap();
+        assert_eq!(pinned(&user_home), Some(second));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+}
