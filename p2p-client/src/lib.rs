@@ -7,6 +7,7 @@
 //! - [`classify`]: classify the NAT between this host and a STUN server with two addresses.
 //! - [`home`]: the client's home directory: device identity keys, contacts' pinned keys,
 //!   servers' pinned keys.
+//! - [`link`]: what runs over a link between two peers once it is up (QUIC streams).
 //! - [`rendezvous`]: the rendezvous client (accounts, login, presence, contacts,
 //!   introductions).
 //! - [`stdout`]: printing that ends quietly when the reader closes the pipe.
@@ -27,6 +28,7 @@ pub mod binding;
 pub mod chat;
 pub mod classify;
 pub mod home;
+pub mod link;
 pub mod rendezvous;
 pub mod stdout;
 pub mod tls;
