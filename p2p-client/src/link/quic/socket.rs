@@ -7,7 +7,7 @@
 //! path change never looks like a migration to QUIC: no path validation, no new connection IDs,
 //! no congestion reset beyond what the loss itself causes, and no stateless reset. The
 //! authentication that QUIC's address checks would otherwise add comes from the TLS handshake,
-//! bound to the peers' identities (see `super::auth`).
+//! bound to the peers' identities (see [`super::auth`]).
 //!
 //! Incoming QUIC packets reach quinn through a [`QuicInbound`]: the endpoint socket's reader and
 //! the relay task hand it every QUIC-class datagram and the adapter's `poll_recv` drains it.
@@ -270,7 +270,6 @@ pub(crate) struct LinkSocket {
 
 impl LinkSocket {
     /// An adapter sending by `route`, and the inbound handle that feeds it.
-    #[allow(dead_code)] // The façade (next commit) builds it.
     pub(crate) fn new(route: &QuicRoute) -> (LinkSocket, QuicInbound) {
         let inbound = Arc::new(InboundInner {
             queue: Mutex::new(InboundQueue::default()),
