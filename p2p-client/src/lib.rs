@@ -7,6 +7,8 @@
 //! - [`classify`]: classify the NAT between this host and a STUN server with two addresses.
 //! - [`home`]: the client's home directory: device identity keys, contacts' pinned keys,
 //!   servers' pinned keys.
+//! - [`link`]: direct links to a peer for any application: messages, QUIC streams, events
+//!   (`chat`, `send`, `receive` and `tunnel` are programs on it).
 //! - [`rendezvous`]: the rendezvous client (accounts, login, presence, contacts,
 //!   introductions).
 //! - [`stdout`]: printing that ends quietly when the reader closes the pipe.
@@ -25,9 +27,9 @@
 
 pub mod binding;
 pub mod chat;
-pub mod link;
 pub mod classify;
 pub mod home;
+pub mod link;
 pub mod rendezvous;
 pub mod stdout;
 pub mod tls;
