@@ -119,13 +119,11 @@ impl Endpoint {
         // 200 KiB) overflow at a few hundred MB/s. The kernel caps the request at
         // net.core.rmem_max / wmem_max; a smaller buffer is not an error.
         let sock = socket2::SockRef::from(&socket);
-        for (what, set) in [
-            ("receive", socket2::SockRef::set_recv_buffer_size as fn(&_, usize) -> _),
-            ("send", socket2::SockRef::set_send_buffer_size),
-        ] {
-            if let Err(e) = set(&sock, SOCKET_BUFFER) {
-                tracing::debug!(error = %e, what, "cannot enlarge the endpoint socket buffer");
-            }
+        if let Err(e) = sock
+            .set_recv_buffer_size(SOCKET_BUFFER)
+            .and_then(|()| sock.set_send_buffer_size(SOCKET_BUFFER))
+        {
+            tracing::debug!(error = %e, "cannot enlarge the endpoint socket buffers");
         }
         let local = socket.local_addr()?;
         let (tx, rx) = mpsc::channel(QUEUE);
