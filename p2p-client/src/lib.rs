@@ -14,6 +14,7 @@
 //! - [`stdout`]: printing that ends quietly when the reader closes the pipe.
 //! - [`tls`]: TLS 1.3 to the servers and how their keys are trusted (CA, system roots,
 //!   pinning on first use, an exact key).
+//! - [`transfer`]: `send` / `receive`: files over a QUIC connection, verified and resumable.
 //!
 //! The `p2p-client` binary is the command line over these modules. From a program, for
 //! example, classify the NAT towards a two-address STUN server:
@@ -33,3 +34,4 @@ pub mod link;
 pub mod rendezvous;
 pub mod stdout;
 pub mod tls;
+pub mod transfer;

@@ -19,6 +19,7 @@
 //! - [`stun_server`]: the two-address STUN server's logic: one request in, at most one response
 //!   out, naming which of the four server sockets must send it.
 //! - [`switchboard`]: the relay that joins two peers' TCP connections by a one-time ticket.
+//! - [`transfer`]: file transfer between peers: wire format, name validation and resume rules.
 //! - [`token_bucket`]: the token bucket both rate limits (STUN requests, relayed bytes) use.
 //! - [`transmit`]: [`Transmit`] and [`SocketIndex`], the outgoing datagram every datagram core
 //!   returns, and the order a driver drains a core in.
@@ -66,6 +67,7 @@ pub mod stun_client;
 pub mod stun_server;
 pub mod switchboard;
 pub mod token_bucket;
+pub mod transfer;
 pub mod transmit;
 
 pub use transmit::{SocketIndex, Transmit};

@@ -1,0 +1,172 @@
+//! The receiver's file system work: the partial copy, its sidecar, hashing and the final
+//! no-replace move. Blocking; run on tokio's blocking pool.
+//!
+//! Every open of a name in the output directory uses `O_NOFOLLOW` (Unix), and new files are
+//! created with `create_new` (`O_EXCL`, which never follows a symlink either), so a symlink
+//! planted at any of our names makes the operation fail rather than write elsewhere.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use shared::transfer::{ResumeKey, SIDECAR_LEN, partial_name, resume_offset, sidecar_name};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// Where a file goes, and where it stays until verified.
+pub(super) struct Paths {
+    pub(super) target: PathBuf,
+    pub(super) partial: PathBuf,
+    pub(super) sidecar: PathBuf,
+}
+
+impl Paths {
+    /// `name` must have passed `validate_name`.
+    pub(super) fn new(out_dir: &Path, name: &str) -> Self {
+        Self {
+            target: out_dir.join(name),
+            partial: out_dir.join(partial_name(name)),
+            sidecar: out_dir.join(sidecar_name(name)),
+        }
+    }
+}
+
+/// Why a file could not be prepared.
+pub(super) enum PrepareError {
+    /// Something already has the final name.
+    Exists,
+    /// A file system error on `path`.
+    Io(PathBuf, io::Error),
+}
+
+fn nofollow(opts: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NOFOLLOW);
+    }
+    opts
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn read_sidecar(path: &Path) -> Option<ResumeKey> {
+    let file = nofollow(OpenOptions::new().read(true)).open(path).ok()?;
+    let mut bytes = Vec::with_capacity(SIDECAR_LEN + 1);
+    file.take(SIDECAR_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    ResumeKey::from_sidecar(&bytes)
+}
+
+/// Opens the partial copy to resume it, or creates it afresh (with its sidecar). Returns the
+/// file and the offset to resume from; the file's content up to the offset is to be kept.
+pub(super) fn prepare(paths: &Paths, key: &ResumeKey) -> Result<(File, u64), PrepareError> {
+    match fs::symlink_metadata(&paths.target) {
+        Ok(_) => return Err(PrepareError::Exists),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(PrepareError::Io(paths.target.clone(), e)),
+    }
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |e| PrepareError::Io(path, e)
+    };
+    let stored = read_sidecar(&paths.sidecar);
+    if let Ok(file) = nofollow(OpenOptions::new().read(true).write(true)).open(&paths.partial) {
+        let meta = file.metadata().map_err(io_err(&paths.partial))?;
+        let offset = resume_offset(key, stored.as_ref(), meta.len());
+        if meta.is_file() && offset > 0 {
+            debug!(partial = %paths.partial.display(), offset, "resumable partial copy");
+            return Ok((file, offset));
+        }
+    }
+    // Start over: whatever is at our temporary names (stale data, or a symlink, which
+    // remove_file removes rather than follows) goes.
+    remove_if_present(&paths.partial).map_err(io_err(&paths.partial))?;
+    remove_if_present(&paths.sidecar).map_err(io_err(&paths.sidecar))?;
+    let file = nofollow(OpenOptions::new().read(true).write(true).create_new(true))
+        .open(&paths.partial)
+        .map_err(io_err(&paths.partial))?;
+    let mut sidecar = nofollow(OpenOptions::new().write(true).create_new(true))
+        .open(&paths.sidecar)
+        .map_err(io_err(&paths.sidecar))?;
+    sidecar
+        .write_all(&key.to_sidecar())
+        .and_then(|()| sidecar.sync_all())
+        .map_err(io_err(&paths.sidecar))?;
+    Ok((file, 0))
+}
+
+/// Hashes the kept prefix (`offset` bytes) of `file`, then writes and hashes every chunk from
+/// `rx` after it until the channel closes, and syncs. Returns the SHA-256 of everything.
+///
+/// Chunks that arrive are written even if the network side fails later, so an interrupted
+/// transfer leaves the longest possible partial copy to resume from.
+pub(super) fn write_and_hash(
+    mut file: File,
+    offset: u64,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut scratch = vec![0u8; super::CHUNK];
+    let mut left = offset;
+    while left > 0 {
+        let n = usize::try_from(left).map_or(scratch.len(), |l| l.min(scratch.len()));
+        file.read_exact(&mut scratch[..n])?;
+        hasher.update(&scratch[..n]);
+        left -= n as u64;
+    }
+    drop(scratch);
+    // Anything after the offset (there is none unless the file changed under us) goes.
+    file.set_len(offset)?;
+    while let Some(chunk) = rx.blocking_recv() {
+        file.write_all(&chunk)?;
+        hasher.update(&chunk);
+    }
+    file.sync_all()?;
+    Ok(hasher.finalize().into())
+}
+
+/// Moves the verified partial copy to its name without ever replacing an existing entry,
+/// drops the sidecar and syncs the directory so the new name survives a crash.
+pub(super) fn commit(paths: &Paths, out_dir: &Path) -> Result<(), PrepareError> {
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |e| PrepareError::Io(path, e)
+    };
+    match fs::hard_link(&paths.partial, &paths.target) {
+        Ok(()) => remove_if_present(&paths.partial).map_err(io_err(&paths.partial))?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(PrepareError::Exists),
+        // No hard links on this file system: check, then rename (a small race, no worse
+        // than what such file systems allow).
+        Err(_) => {
+            if fs::symlink_metadata(&paths.target).is_ok() {
+                return Err(PrepareError::Exists);
+            }
+            fs::rename(&paths.partial, &paths.target).map_err(io_err(&paths.target))?;
+        }
+    }
+    remove_if_present(&paths.sidecar).map_err(io_err(&paths.sidecar))?;
+    sync_dir(out_dir).map_err(io_err(out_dir))
+}
+
+/// Deletes the partial copy and its sidecar (after a hash mismatch).
+pub(super) fn discard(paths: &Paths) -> io::Result<()> {
+    remove_if_present(&paths.partial)?;
+    remove_if_present(&paths.sidecar)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
