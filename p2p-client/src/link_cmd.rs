@@ -175,7 +175,9 @@ pub fn show_link_event(event: &LinkEvent, peer: &UserName, out: &Output) {
             peer: peer.as_str(),
         }),
         LinkEvent::PeerKeyPinned { peer, fingerprint } => {
-            out.note(&format!("pinned {peer}'s identity key {fingerprint} (first contact)"));
+            out.note(&format!(
+                "pinned {peer}'s identity key {fingerprint} (first contact)"
+            ));
         }
         LinkEvent::Warning(text) => out.note(text),
         LinkEvent::PunchingAgain { attempt, .. } => {
@@ -221,7 +223,9 @@ impl Progress {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ProgressState> {
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn set_path(&self, path: PathKind) {
@@ -293,7 +297,9 @@ async fn with_streams<T>(
     progress: &Progress,
     work: impl AsyncFnOnce(quinn::Connection) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let Linked { link, out, peer, .. } = linked;
+    let Linked {
+        link, out, peer, ..
+    } = linked;
     let connection = {
         let quic = link.quic();
         tokio::pin!(quic);
@@ -383,7 +389,8 @@ pub async fn send(args: SendArgs, home: &Home) -> anyhow::Result<ExitCode> {
 
 /// `receive`.
 pub async fn receive(args: ReceiveArgs, home: &Home) -> anyhow::Result<ExitCode> {
-    let meta = std::fs::metadata(&args.out).with_context(|| format!("--out {}", args.out.display()))?;
+    let meta =
+        std::fs::metadata(&args.out).with_context(|| format!("--out {}", args.out.display()))?;
     if !meta.is_dir() {
         bail!("--out {}: not a directory", args.out.display());
     }
@@ -392,8 +399,7 @@ pub async fn receive(args: ReceiveArgs, home: &Home) -> anyhow::Result<ExitCode>
     let shown = progress.clone();
     let out_dir = args.out.clone();
     let result = with_streams(&mut linked, &progress, async move |connection| {
-        let done =
-            transfer::receive_files(&connection, &out_dir, &mut |e| shown.event(&e)).await?;
+        let done = transfer::receive_files(&connection, &out_dir, &mut |e| shown.event(&e)).await?;
         Ok(done)
     })
     .await;

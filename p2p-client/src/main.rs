@@ -218,8 +218,9 @@ fn main() -> ExitCode {
             home().and_then(|home| account_cmd::block_on(account_cmd::passwd(args, &home)))
         }
         Command::Chat(args) => home().and_then(|home| account_cmd::block_on(chat(args, &home))),
-        Command::Send(args) => home()
-            .and_then(|home| account_cmd::block_on(key_checked(link_cmd::send(args, &home)))),
+        Command::Send(args) => {
+            home().and_then(|home| account_cmd::block_on(key_checked(link_cmd::send(args, &home))))
+        }
         Command::Receive(args) => home()
             .and_then(|home| account_cmd::block_on(key_checked(link_cmd::receive(args, &home)))),
     };

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use p2p_client::chat::endpoint::{PacketClass, classify};
+use p2p_client::link::endpoint::{PacketClass, classify};
 use p2p_client::link::quic::{
     CertFingerprint, LinkCertificate, PEER_ADDR, QuicInbound, QuicLink, QuicLinkError, QuicRoute,
     Role,

@@ -86,7 +86,6 @@ pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not an IP address or IP:PORT"))
 }
 
-
 impl ChatArgs {
     /// The link these options ask for.
     pub fn link_config(&self) -> LinkConfig {
@@ -230,7 +229,6 @@ fn interrupts() -> mpsc::UnboundedReceiver<()> {
     });
     rx
 }
-
 
 /// Lines typed before the link is up, and whether input has ended.
 #[derive(Debug, Default)]

@@ -129,4 +129,3 @@ async fn invite(
         Err(e) => Err(e.into()),
     }
 }
-

@@ -357,9 +357,7 @@ impl Link {
     }
 
     /// Accepts the next QUIC bidirectional stream the peer opens.
-    pub async fn accept_stream(
-        &self,
-    ) -> Result<(quinn::SendStream, quinn::RecvStream), LinkError> {
+    pub async fn accept_stream(&self) -> Result<(quinn::SendStream, quinn::RecvStream), LinkError> {
         let connection = self.quic().await?;
         connection.accept_bi().await.map_err(LinkError::stream)
     }

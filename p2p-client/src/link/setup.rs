@@ -42,12 +42,10 @@ pub(super) async fn prepare(
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
     });
-    let mut endpoint = Endpoint::bind(bind)
-        .await
-        .map_err(|source| LinkError::Io {
-            what: format!("cannot bind the UDP endpoint socket on {bind}"),
-            source,
-        })?;
+    let mut endpoint = Endpoint::bind(bind).await.map_err(|source| LinkError::Io {
+        what: format!("cannot bind the UDP endpoint socket on {bind}"),
+        source,
+    })?;
     let srflx = match info.stun {
         Some(stun) => match endpoint.stun_binding(stun, STUN_BUDGET).await {
             Ok(addr) => Some(addr),
@@ -116,8 +114,7 @@ async fn await_introduction_reconnecting(
 ) -> Result<(Arc<RendezvousClient>, Introduced), LinkError> {
     let mut client = session.client.clone();
     loop {
-        let result =
-            intro::await_introduction(&client, peer, offer, deadline, ring).await;
+        let result = intro::await_introduction(&client, peer, offer, deadline, ring).await;
         let lost = match client.close_reason() {
             None | Some(CloseReason::ClosedByClient) => false,
             Some(CloseReason::LoggedOut(OutReason::OtherLogin)) => false,
@@ -250,7 +247,6 @@ pub fn build_offer(
     offer
 }
 
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -322,5 +318,4 @@ mod tests {
         assert_eq!(pinned(&user_home), Some(second));
         let _ = std::fs::remove_dir_all(&dir);
     }
-
 }

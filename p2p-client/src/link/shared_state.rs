@@ -75,7 +75,10 @@ impl Default for LinkShared {
 
 impl LinkShared {
     fn with<T>(&self, f: impl FnOnce(&mut LinkStats) -> T) -> T {
-        let mut stats = self.stats.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         f(&mut stats)
     }
 

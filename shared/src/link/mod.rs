@@ -73,13 +73,14 @@ impl LinkMessage {
         let (&kind, body) = bytes.split_first().ok_or(LinkMessageError::Empty)?;
         match kind {
             KIND_APP => Ok(LinkMessage::App(body.to_vec())),
-            KIND_QUIC_CERTIFICATE => body
-                .try_into()
-                .map(LinkMessage::QuicCertificate)
-                .map_err(|_| LinkMessageError::BadLength {
-                    kind,
-                    len: body.len(),
-                }),
+            KIND_QUIC_CERTIFICATE => {
+                body.try_into()
+                    .map(LinkMessage::QuicCertificate)
+                    .map_err(|_| LinkMessageError::BadLength {
+                        kind,
+                        len: body.len(),
+                    })
+            }
             other => Err(LinkMessageError::UnknownKind(other)),
         }
     }

@@ -35,10 +35,7 @@ pub(super) enum End {
 impl Driver {
     /// Says goodbye, reports what was not delivered, and turns the loop's outcome into the
     /// chat's: an `Ok` with undelivered messages becomes [`LinkError::Undelivered`].
-    pub(super) async fn finish(
-        &mut self,
-        result: Result<End, LinkError>,
-    ) -> Result<(), LinkError> {
+    pub(super) async fn finish(&mut self, result: Result<End, LinkError>) -> Result<(), LinkError> {
         self.close_streams().await;
         self.say_goodbye().await;
         let reason = match &result {

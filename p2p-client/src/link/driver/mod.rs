@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use rand::rngs::OsRng;
-use shared::link::LinkMessage;
 use shared::chat::{
     self, ChatConfig, ChatError, ChatEvent, ChatSession, MessageId, PublicKey, StaticKeypair,
 };
+use shared::link::LinkMessage;
 use shared::nat_classifier::{NatType, PortAllocation};
 use shared::punch::wire::PACKET_LEN as PUNCH_PACKET_LEN;
 use shared::punch::{PunchEvent, Puncher};
@@ -287,7 +287,10 @@ impl Driver {
     /// peer left (`Ok`), or a failure; [`Command::Abort`] ends it at once. Then says goodbye
     /// to the peer and reports every message it did not acknowledge: with any, the result is
     /// an error.
-    pub async fn run(mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Result<(), LinkError> {
+    pub async fn run(
+        mut self,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Result<(), LinkError> {
         let result = self.run_loop(commands).await;
         self.finish(result).await
     }
@@ -734,7 +737,9 @@ impl Driver {
             self.next_relay_keepalive,
             self.repunch.poll_timeout(),
             self.gather.as_ref().and_then(StunBinding::poll_timeout),
-            self.streams.as_ref().and_then(streams::Streams::poll_timeout),
+            self.streams
+                .as_ref()
+                .and_then(streams::Streams::poll_timeout),
         ]
         .into_iter()
         .flatten()

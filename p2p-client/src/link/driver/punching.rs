@@ -120,7 +120,8 @@ impl Driver {
             .find(|c| c.kind == CandidateKind::Srflx)
             .map(|c| c.addr);
         let hosts = endpoint::host_candidates(self.endpoint.local_addr(), self.include_loopback);
-        let mut offer = super::super::setup::build_offer(self.offer.key, &hosts, srflx.or(last), None);
+        let mut offer =
+            super::super::setup::build_offer(self.offer.key, &hosts, srflx.or(last), None);
         offer.nat = self.offer.nat;
         offer.alloc = self.offer.alloc;
         if srflx.is_some() && srflx != last {

@@ -110,15 +110,19 @@ impl Driver {
             tracing::debug!("a second QUIC certificate from the peer ignored");
             return;
         }
-        let (link, inbound) =
-            match QuicLink::new(streams.role, &streams.cert, fingerprint, streams.route.clone()) {
-                Ok(made) => made,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start QUIC");
-                    self.shared.set_quic(QuicState::Failed(e.to_string()));
-                    return;
-                }
-            };
+        let (link, inbound) = match QuicLink::new(
+            streams.role,
+            &streams.cert,
+            fingerprint,
+            streams.route.clone(),
+        ) {
+            Ok(made) => made,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start QUIC");
+                self.shared.set_quic(QuicState::Failed(e.to_string()));
+                return;
+            }
+        };
         let link = Arc::new(link);
         self.endpoint.set_quic_inbound(inbound.clone());
         streams.inbound = Some(inbound);
