@@ -262,12 +262,8 @@ async fn chat(
         out.note(&format!("waiting for {peer} (at most {} s)", args.wait));
     }
     let config = args.link_config();
-    let connecting = async {
-        match ring {
-            Some(sid) => Link::answer(session, &peer, sid, config).await,
-            None => Link::connect(session, &peer, config).await,
-        }
-    };
+    let (early_tx, mut early) = mpsc::unbounded_channel();
+    let connecting = Link::connect_reporting(session, &peer, ring, config, early_tx);
     tokio::pin!(connecting);
     let mut typed = Typed::default();
     let made = loop {
@@ -276,6 +272,8 @@ async fn chat(
             break Ok(None);
         }
         tokio::select! {
+            biased;
+            Some(event) = early.recv() => render(&event, &peer, out),
             link = &mut connecting => break link.map(Some),
             line = input.recv(), if !typed.eof => match line {
                 Some(Input::Line(line)) if line.is_empty() => {}
@@ -288,6 +286,10 @@ async fn chat(
             }
         }
     };
+    // What was reported while the link was being made, before the link's own events.
+    while let Ok(event) = early.try_recv() {
+        render(&event, &peer, out);
+    }
     let mut link = match made {
         Ok(Some(link)) => link,
         // A changed key says itself that nothing was sent (exit status 3).

@@ -263,7 +263,7 @@ impl Link {
         peer: &UserName,
         config: LinkConfig,
     ) -> Result<Link, LinkError> {
-        Link::make(session, peer, None, config).await
+        Link::make(session, peer, None, config, None).await
     }
 
     /// [`Link::connect`] by answering the invitation `ring` that `peer` sent us.
@@ -273,7 +273,20 @@ impl Link {
         ring: SessionId,
         config: LinkConfig,
     ) -> Result<Link, LinkError> {
-        Link::make(session, peer, Some(ring), config).await
+        Link::make(session, peer, Some(ring), config, None).await
+    }
+
+    /// [`Link::connect`] (or [`Link::answer`] when `ring` is given) that reports what happens
+    /// while the link is being made (the rendezvous connection lost and back, the peer's key
+    /// pinned) on `early` at once, rather than as the link's first events.
+    pub async fn connect_reporting(
+        session: &LinkSession,
+        peer: &UserName,
+        ring: Option<SessionId>,
+        config: LinkConfig,
+        early: mpsc::UnboundedSender<LinkEvent>,
+    ) -> Result<Link, LinkError> {
+        Link::make(session, peer, ring, config, Some(early)).await
     }
 
     async fn make(
@@ -281,13 +294,15 @@ impl Link {
         peer: &UserName,
         ring: Option<SessionId>,
         config: LinkConfig,
+        early: Option<mpsc::UnboundedSender<LinkEvent>>,
     ) -> Result<Link, LinkError> {
         if peer == session.home.user() {
             return Err(LinkError::Usage("you cannot link to yourself".into()));
         }
         let (events_tx, events) = mpsc::unbounded_channel();
+        let early = early.unwrap_or_else(|| events_tx.clone());
         let (setup, endpoint) =
-            setup::prepare(session, peer.clone(), ring, &config, &events_tx).await?;
+            setup::prepare(session, peer.clone(), ring, &config, &early).await?;
         let shared = Arc::new(LinkShared::default());
         let driver = driver::Driver::new(setup, endpoint, events_tx, shared.clone())?;
         let (commands, mut commands_rx) = mpsc::unbounded_channel();
