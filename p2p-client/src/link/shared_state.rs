@@ -57,7 +57,8 @@ pub(super) enum QuicState {
     Failed(String),
 }
 
-/// See the [module docs](self).
+/// What the running link shares with its handle: the path, the counters, the QUIC
+/// connection once it is up. The driver writes, the handle reads.
 #[derive(Debug)]
 pub struct LinkShared {
     stats: Mutex<LinkStats>,

@@ -11,7 +11,7 @@
 //!
 //! Our endpoints never grease the QUIC bit (RFC 9287), so every packet they send starts with
 //! 0x40 to 0x7F or 0xC0 to 0xFF, which is how the endpoint socket's demultiplexer
-//! (`chat::endpoint::classify`) tells QUIC from chat and punching packets.
+//! (`link::endpoint::classify`) tells QUIC from chat and punching packets.
 
 pub mod auth;
 pub mod socket;
