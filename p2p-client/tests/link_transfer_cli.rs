@@ -168,3 +168,64 @@ fn bad_arguments_fail_before_logging_in() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--out"));
 }
+
+/// Ctrl-C on the sender mid-file: both sides stop with an error and the receiver keeps the
+/// partial copy under its temporary name only; the same commands run again resume from
+/// where it stopped and the file arrives whole.
+#[test]
+fn an_interrupted_transfer_resumes_where_it_stopped() {
+    let servers = Servers::start();
+    servers.pair("alice", "bob");
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = src.path().join("large.bin");
+    let sha = random_file(&file, 160 << 20);
+    let total = 160u64 << 20;
+
+    let mut a = send(&servers, "alice", "bob", &[&file], &[]);
+    let mut b = receive(&servers, "bob", "alice", out.path(), &[]);
+    b.wait_for("some bytes", Duration::from_secs(60), |events| {
+        of_kind(events, "progress")
+            .iter()
+            .any(|e| e["bytes"].as_u64().unwrap() > 0)
+    });
+    a.signal(libc::SIGINT);
+    assert!(
+        !a.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        a.logs()
+    );
+    assert!(
+        !b.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        b.logs()
+    );
+    assert!(
+        !out.path().join("large.bin").exists(),
+        "no file under its name"
+    );
+    let partial = out.path().join(".large.bin.p2p-partial");
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    assert!(kept > 0 && kept < total, "{kept}");
+
+    let mut a = send(&servers, "alice", "bob", &[&file], &[]);
+    let mut b = receive(&servers, "bob", "alice", out.path(), &[]);
+    assert!(
+        a.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        a.logs()
+    );
+    assert!(
+        b.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        b.logs()
+    );
+    b.drain();
+    let events = b.events();
+    let resumed = of_kind(&events, "resumed");
+    assert_eq!(resumed.len(), 1, "{events:#?}");
+    assert!(resumed[0]["from"].as_u64().unwrap() > 0);
+    let got = std::fs::read(out.path().join("large.bin")).unwrap();
+    assert_eq!(hex(&Sha256::digest(&got)), sha);
+    assert!(!partial.exists());
+}
