@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 
@@ -123,6 +123,9 @@ struct RouteInner {
     path: RwLock<Path>,
     /// Wakes pollers that wait for the old direct socket's writability when the path changes.
     changed: Notify,
+    /// Set when a direct send would have blocked, cleared once a poller saw the socket
+    /// writable again: until then pollers answer "writable" without waiting on anything.
+    blocked: AtomicBool,
 }
 
 /// The handle the link's driver uses to tell QUIC where the peer is now. Cheap to clone; every
@@ -149,6 +152,7 @@ impl QuicRoute {
             inner: Arc::new(RouteInner {
                 path: RwLock::new(Path::None),
                 changed: Notify::new(),
+                blocked: AtomicBool::new(false),
             }),
             counters: Arc::new(Counters::default()),
         }
@@ -292,7 +296,10 @@ impl LinkSocket {
             Path::None => bump(&self.counters.dropped_no_route),
             Path::Direct { socket, remote } => match socket.try_send_to(datagram, *remote) {
                 Ok(_) => bump(&self.counters.sent_direct),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.route.blocked.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::debug!(%remote, error = %e, "QUIC datagram not sent on the direct path");
                     bump(&self.counters.dropped_send_error);
@@ -394,6 +401,9 @@ type WaitWritable = Pin<Box<dyn Future<Output = io::Result<()>> + Send + Sync>>;
 /// Tells a quinn connection when to retry a send that would have blocked: when the current
 /// direct socket is writable again, or as soon as the route changes (the new path may not
 /// block at all). The relayed and no-route paths never block.
+///
+/// quinn asks before every datagram, so the common answer costs one atomic load: "writable",
+/// unless a send actually blocked since the last wait.
 struct RoutePoller {
     route: Arc<RouteInner>,
     wait: Option<WaitWritable>,
@@ -410,6 +420,9 @@ impl fmt::Debug for RoutePoller {
 impl UdpPoller for RoutePoller {
     fn poll_writable(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.wait.is_none() && !this.route.blocked.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
         let wait = this.wait.get_or_insert_with(|| {
             let route = this.route.clone();
             Box::pin(async move {
@@ -430,6 +443,8 @@ impl UdpPoller for RoutePoller {
         let result = wait.as_mut().poll(cx);
         if result.is_ready() {
             this.wait = None;
+            // Wrong only if another send blocks meanwhile, which sets it again.
+            this.route.blocked.store(false, Ordering::Relaxed);
         }
         result
     }
