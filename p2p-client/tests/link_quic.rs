@@ -420,14 +420,24 @@ async fn every_datagram_is_quic_class() {
     println!("{:?}", pair.capture);
 }
 
-/// Throughput probe, not a test of speed: 256 MiB client to server on loopback, direct.
-/// `cargo test --release -p p2p-client --test link_quic -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a throughput probe; run by hand in release"]
-async fn throughput_probe_256_mib_direct() {
+/// User and system CPU time of this process: a measure of cost that holds up better than wall
+/// time on a machine shared with other work.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given; all-zero is a valid rusage.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Sends `LEN` bytes client to server and prints the goodput.
+async fn probe(label: &str, client: quinn::Connection, server: quinn::Connection) {
     const LEN: usize = 256 << 20;
-    let pair = pair(Expect::Right).await;
-    let (client, server) = connect(&pair).await;
     let receiver = tokio::spawn(async move {
         let mut recv = server.accept_uni().await.expect("accept_uni");
         let mut total = 0;
@@ -437,6 +447,7 @@ async fn throughput_probe_256_mib_direct() {
         total
     });
     let start = Instant::now();
+    let cpu_start = cpu_time();
     let mut send = client.open_uni().await.expect("open_uni");
     let block = Bytes::from(vec![0xa5u8; 1 << 20]);
     for _ in 0..LEN >> 20 {
@@ -445,18 +456,80 @@ async fn throughput_probe_256_mib_direct() {
     send.finish().expect("finish");
     let total = receiver.await.expect("receiver");
     let elapsed = start.elapsed();
+    let cpu = cpu_time() - cpu_start;
     assert_eq!(total, LEN);
     let stats = client.stats();
     println!(
-        "256 MiB direct over loopback: {:.0} MB/s ({elapsed:?}); lost {} of {} packets, path MTU {}",
+        "{label}: 256 MiB in {elapsed:?}: {:.0} MB/s, {:.0} MB per CPU-second (both sides); \
+         lost {} of {} packets, path MTU {}",
         LEN as f64 / elapsed.as_secs_f64() / 1e6,
+        LEN as f64 / cpu.as_secs_f64() / 1e6,
         stats.path.lost_packets,
         stats.path.sent_packets,
         stats.path.current_mtu,
     );
+}
+
+/// Throughput probe, not a test of speed: 256 MiB client to server on loopback, direct.
+/// `cargo test --release -p p2p-client --test link_quic -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a throughput probe; run by hand in release"]
+async fn throughput_probe_256_mib_direct() {
+    let pair = pair(Expect::Right).await;
+    let (client, server) = connect(&pair).await;
+    probe("link adapter", client, server).await;
     println!(
-        "client {:?}\nserver {:?}",
+        "  client {:?}\n  server {:?}",
         pair.client.link.stats(),
         pair.server.link.stats()
     );
+}
+
+/// The same probe with quinn on sockets of its own (GSO, GRO, recvmmsg), same TLS and transport
+/// parameters: what the adapter costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a throughput probe; run by hand in release"]
+async fn throughput_probe_256_mib_plain_quinn_baseline() {
+    use p2p_client::link::quic::{MAX_UDP_PAYLOAD, SERVER_NAME, auth, transport_config};
+    let client_cert = LinkCertificate::generate().expect("client certificate");
+    let server_cert = LinkCertificate::generate().expect("server certificate");
+    let transport = Arc::new(transport_config());
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
+        auth::server_crypto(&server_cert, client_cert.fingerprint()).expect("server tls"),
+    ));
+    server_config.transport_config(transport.clone());
+    let mut client_config = quinn::ClientConfig::new(Arc::new(
+        auth::client_crypto(&client_cert, server_cert.fingerprint()).expect("client tls"),
+    ));
+    client_config.transport_config(transport);
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config
+        .grease_quic_bit(false)
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .expect("payload size");
+    let bind = |config: Option<quinn::ServerConfig>| {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        quinn::Endpoint::new(
+            endpoint_config.clone(),
+            config,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .expect("endpoint")
+    };
+    let server_endpoint = bind(Some(server_config));
+    let client_endpoint = bind(None);
+    let server_addr = server_endpoint.local_addr().expect("server address");
+    let connecting = client_endpoint
+        .connect_with(client_config, server_addr, SERVER_NAME)
+        .expect("connect");
+    let (client, server) = tokio::join!(connecting, async {
+        server_endpoint
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("accepted")
+    });
+    probe("plain quinn (own sockets)", client.expect("client"), server).await;
 }
