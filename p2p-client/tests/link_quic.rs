@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use p2p_client::chat::endpoint::{PacketClass, classify};
 use p2p_client::link::quic::{
-    CertFingerprint, LinkCertificate, PEER_ADDR, QuicInbound, QuicLink, QuicLinkError, QuicRoute,
-    Role,
+    CertFingerprint, LinkCertificate, MAX_UDP_PAYLOAD, PEER_ADDR, QuicInbound, QuicLink,
+    QuicLinkError, QuicRoute, Role,
 };
 use sha2::{Digest, Sha256};
 use tokio::net::UdpSocket;
@@ -28,11 +28,14 @@ struct Capture {
     not_quic: AtomicU64,
     long_headers: AtomicU64,
     short_headers: AtomicU64,
+    largest: AtomicU64,
 }
 
 impl Capture {
     fn record(&self, datagram: &[u8]) -> bool {
         self.datagrams.fetch_add(1, Ordering::Relaxed);
+        self.largest
+            .fetch_max(datagram.len() as u64, Ordering::Relaxed);
         if classify(datagram) != PacketClass::Quic {
             self.not_quic.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -56,6 +59,12 @@ impl Capture {
         );
         assert!(self.long_headers.load(Ordering::Relaxed) > 0);
         assert!(self.short_headers.load(Ordering::Relaxed) > 0);
+        // Segmentation-offload batches reach neither the wire nor the relay whole.
+        let largest = self.largest.load(Ordering::Relaxed);
+        assert!(
+            largest <= u64::from(MAX_UDP_PAYLOAD),
+            "a {largest}-byte datagram"
+        );
     }
 }
 
@@ -107,6 +116,7 @@ struct Pair {
     server: Peer,
     capture: Arc<Capture>,
     tasks: Vec<JoinHandle<()>>,
+    server_fingerprint: CertFingerprint,
 }
 
 impl Drop for Pair {
@@ -166,6 +176,7 @@ async fn pair(expect: Expect) -> Pair {
         },
         capture,
         tasks,
+        server_fingerprint: server_cert.fingerprint(),
     }
 }
 
@@ -303,6 +314,34 @@ async fn client_refuses_unexpected_server_certificate() {
     );
     assert!(matches!(server, QuicLinkError::RefusedByPeer), "{server}");
     println!("client: {client}\nserver: {server}");
+}
+
+/// The server takes one connection: a second attempt on the same path (say, the peer's link
+/// restarted) is refused, and the first connection carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_refuses_a_second_connection() {
+    let mut pair = pair(Expect::Right).await;
+    let (first, _server) = connect(&pair).await;
+    // A second client on the client's socket: its pump now feeds the newcomer.
+    let cert = LinkCertificate::generate().expect("certificate");
+    let route = QuicRoute::new();
+    route.set_direct(pair.client.socket.clone(), addr(&pair.server.socket));
+    let server_fp = pair.server_fingerprint;
+    let (second, inbound) = QuicLink::new(Role::Client, &cert, server_fp, route).expect("second");
+    pair.tasks[0].abort();
+    let newcomer = pump(pair.client.socket.clone(), inbound, pair.capture.clone());
+    pair.tasks.push(newcomer);
+    let refused = tokio::time::timeout(Duration::from_secs(10), second.connection())
+        .await
+        .expect("refused in time")
+        .expect_err("a second connection is refused");
+    println!("{refused}");
+    assert!(
+        matches!(&refused, QuicLinkError::Handshake(quinn::ConnectionError::ConnectionClosed(c))
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED),
+        "{refused}"
+    );
+    assert!(first.close_reason().is_none());
 }
 
 /// (c) Direct, then relayed, then direct from a new client port, all during one 20 MB
@@ -490,7 +529,7 @@ async fn throughput_probe_256_mib_direct() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a throughput probe; run by hand in release"]
 async fn throughput_probe_256_mib_plain_quinn_baseline() {
-    use p2p_client::link::quic::{MAX_UDP_PAYLOAD, SERVER_NAME, auth, transport_config};
+    use p2p_client::link::quic::{SERVER_NAME, auth, transport_config};
     let client_cert = LinkCertificate::generate().expect("client certificate");
     let server_cert = LinkCertificate::generate().expect("server certificate");
     let transport = Arc::new(transport_config());
