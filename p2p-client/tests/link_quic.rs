@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use p2p_client::link::endpoint::{PacketClass, classify};
 use p2p_client::link::quic::{
-    CertFingerprint, LinkCertificate, PEER_ADDR, QuicInbound, QuicLink, QuicLinkError, QuicRoute,
-    Role,
+    CertFingerprint, LinkCertificate, MAX_UDP_PAYLOAD, PEER_ADDR, QuicInbound, QuicLink,
+    QuicLinkError, QuicRoute, Role,
 };
 use sha2::{Digest, Sha256};
 use tokio::net::UdpSocket;
@@ -28,11 +28,14 @@ struct Capture {
     not_quic: AtomicU64,
     long_headers: AtomicU64,
     short_headers: AtomicU64,
+    largest: AtomicU64,
 }
 
 impl Capture {
     fn record(&self, datagram: &[u8]) -> bool {
         self.datagrams.fetch_add(1, Ordering::Relaxed);
+        self.largest
+            .fetch_max(datagram.len() as u64, Ordering::Relaxed);
         if classify(datagram) != PacketClass::Quic {
             self.not_quic.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -56,6 +59,12 @@ impl Capture {
         );
         assert!(self.long_headers.load(Ordering::Relaxed) > 0);
         assert!(self.short_headers.load(Ordering::Relaxed) > 0);
+        // Segmentation-offload batches reach neither the wire nor the relay whole.
+        let largest = self.largest.load(Ordering::Relaxed);
+        assert!(
+            largest <= u64::from(MAX_UDP_PAYLOAD),
+            "a {largest}-byte datagram"
+        );
     }
 }
 
@@ -107,6 +116,7 @@ struct Pair {
     server: Peer,
     capture: Arc<Capture>,
     tasks: Vec<JoinHandle<()>>,
+    server_fingerprint: CertFingerprint,
 }
 
 impl Drop for Pair {
@@ -166,6 +176,7 @@ async fn pair(expect: Expect) -> Pair {
         },
         capture,
         tasks,
+        server_fingerprint: server_cert.fingerprint(),
     }
 }
 
@@ -305,6 +316,34 @@ async fn client_refuses_unexpected_server_certificate() {
     println!("client: {client}\nserver: {server}");
 }
 
+/// The server takes one connection: a second attempt on the same path (say, the peer's link
+/// restarted) is refused, and the first connection carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_refuses_a_second_connection() {
+    let mut pair = pair(Expect::Right).await;
+    let (first, _server) = connect(&pair).await;
+    // A second client on the client's socket: its pump now feeds the newcomer.
+    let cert = LinkCertificate::generate().expect("certificate");
+    let route = QuicRoute::new();
+    route.set_direct(pair.client.socket.clone(), addr(&pair.server.socket));
+    let server_fp = pair.server_fingerprint;
+    let (second, inbound) = QuicLink::new(Role::Client, &cert, server_fp, route).expect("second");
+    pair.tasks[0].abort();
+    let newcomer = pump(pair.client.socket.clone(), inbound, pair.capture.clone());
+    pair.tasks.push(newcomer);
+    let refused = tokio::time::timeout(Duration::from_secs(10), second.connection())
+        .await
+        .expect("refused in time")
+        .expect_err("a second connection is refused");
+    println!("{refused}");
+    assert!(
+        matches!(&refused, QuicLinkError::Handshake(quinn::ConnectionError::ConnectionClosed(c))
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED),
+        "{refused}"
+    );
+    assert!(first.close_reason().is_none());
+}
+
 /// (c) Direct, then relayed, then direct from a new client port, all during one 20 MB
 /// transfer: it completes intact, and QUIC never sees another address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,14 +459,24 @@ async fn every_datagram_is_quic_class() {
     println!("{:?}", pair.capture);
 }
 
-/// Throughput probe, not a test of speed: 256 MiB client to server on loopback, direct.
-/// `cargo test --release -p p2p-client --test link_quic -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a throughput probe; run by hand in release"]
-async fn throughput_probe_256_mib_direct() {
+/// User and system CPU time of this process: a measure of cost that holds up better than wall
+/// time on a machine shared with other work.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given; all-zero is a valid rusage.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Sends `LEN` bytes client to server and prints the goodput.
+async fn probe(label: &str, client: quinn::Connection, server: quinn::Connection) {
     const LEN: usize = 256 << 20;
-    let pair = pair(Expect::Right).await;
-    let (client, server) = connect(&pair).await;
     let receiver = tokio::spawn(async move {
         let mut recv = server.accept_uni().await.expect("accept_uni");
         let mut total = 0;
@@ -437,6 +486,7 @@ async fn throughput_probe_256_mib_direct() {
         total
     });
     let start = Instant::now();
+    let cpu_start = cpu_time();
     let mut send = client.open_uni().await.expect("open_uni");
     let block = Bytes::from(vec![0xa5u8; 1 << 20]);
     for _ in 0..LEN >> 20 {
@@ -445,18 +495,80 @@ async fn throughput_probe_256_mib_direct() {
     send.finish().expect("finish");
     let total = receiver.await.expect("receiver");
     let elapsed = start.elapsed();
+    let cpu = cpu_time() - cpu_start;
     assert_eq!(total, LEN);
     let stats = client.stats();
     println!(
-        "256 MiB direct over loopback: {:.0} MB/s ({elapsed:?}); lost {} of {} packets, path MTU {}",
+        "{label}: 256 MiB in {elapsed:?}: {:.0} MB/s, {:.0} MB per CPU-second (both sides); \
+         lost {} of {} packets, path MTU {}",
         LEN as f64 / elapsed.as_secs_f64() / 1e6,
+        LEN as f64 / cpu.as_secs_f64() / 1e6,
         stats.path.lost_packets,
         stats.path.sent_packets,
         stats.path.current_mtu,
     );
+}
+
+/// Throughput probe, not a test of speed: 256 MiB client to server on loopback, direct.
+/// `cargo test --release -p p2p-client --test link_quic -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a throughput probe; run by hand in release"]
+async fn throughput_probe_256_mib_direct() {
+    let pair = pair(Expect::Right).await;
+    let (client, server) = connect(&pair).await;
+    probe("link adapter", client, server).await;
     println!(
-        "client {:?}\nserver {:?}",
+        "  client {:?}\n  server {:?}",
         pair.client.link.stats(),
         pair.server.link.stats()
     );
+}
+
+/// The same probe with quinn on sockets of its own (GSO, GRO, recvmmsg), same TLS and transport
+/// parameters: what the adapter costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a throughput probe; run by hand in release"]
+async fn throughput_probe_256_mib_plain_quinn_baseline() {
+    use p2p_client::link::quic::{SERVER_NAME, auth, transport_config};
+    let client_cert = LinkCertificate::generate().expect("client certificate");
+    let server_cert = LinkCertificate::generate().expect("server certificate");
+    let transport = Arc::new(transport_config());
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
+        auth::server_crypto(&server_cert, client_cert.fingerprint()).expect("server tls"),
+    ));
+    server_config.transport_config(transport.clone());
+    let mut client_config = quinn::ClientConfig::new(Arc::new(
+        auth::client_crypto(&client_cert, server_cert.fingerprint()).expect("client tls"),
+    ));
+    client_config.transport_config(transport);
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config
+        .grease_quic_bit(false)
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .expect("payload size");
+    let bind = |config: Option<quinn::ServerConfig>| {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        quinn::Endpoint::new(
+            endpoint_config.clone(),
+            config,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .expect("endpoint")
+    };
+    let server_endpoint = bind(Some(server_config));
+    let client_endpoint = bind(None);
+    let server_addr = server_endpoint.local_addr().expect("server address");
+    let connecting = client_endpoint
+        .connect_with(client_config, server_addr, SERVER_NAME)
+        .expect("connect");
+    let (client, server) = tokio::join!(connecting, async {
+        server_endpoint
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("accepted")
+    });
+    probe("plain quinn (own sockets)", client.expect("client"), server).await;
 }

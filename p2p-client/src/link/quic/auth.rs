@@ -248,10 +248,11 @@ impl ClientCertVerifier for PeerVerifier {
     }
 }
 
-/// The client side's TLS: presents `cert`, accepts only the server certificate whose
+/// The client side's TLS, as [`super::QuicLink`] uses it (public for benchmarks that compare
+/// with quinn on a socket of its own): presents `cert`, accepts only the server certificate whose
 /// fingerprint is `peer`. Session resumption is off: a resumed session would skip the
 /// certificate check, and each link has one connection anyway.
-pub(crate) fn client_crypto(
+pub fn client_crypto(
     cert: &LinkCertificate,
     peer: CertFingerprint,
 ) -> Result<QuicClientConfig, AuthError> {
@@ -265,9 +266,9 @@ pub(crate) fn client_crypto(
     Ok(QuicClientConfig::try_from(tls)?)
 }
 
-/// The server side's TLS: presents `cert`, requires a client certificate and accepts only the
+/// The server side's TLS, as [`super::QuicLink`] uses it: presents `cert`, requires a client certificate and accepts only the
 /// one whose fingerprint is `peer`. No session tickets (see [`client_crypto`]).
-pub(crate) fn server_crypto(
+pub fn server_crypto(
     cert: &LinkCertificate,
     peer: CertFingerprint,
 ) -> Result<QuicServerConfig, AuthError> {

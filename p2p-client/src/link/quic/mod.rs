@@ -14,6 +14,8 @@
 //! (`link::endpoint::classify`) tells QUIC from chat and punching packets.
 
 pub mod auth;
+#[cfg(target_os = "linux")]
+mod gso;
 pub mod socket;
 
 use std::sync::{Arc, Mutex, PoisonError};
