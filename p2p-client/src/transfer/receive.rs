@@ -23,7 +23,7 @@ use super::{CHANNEL_DEPTH, CHUNK, STREAM_ABORTED, TransferError};
 pub async fn receive_files(
     conn: &quinn::Connection,
     out_dir: &Path,
-    progress: &mut dyn FnMut(TransferEvent),
+    progress: &mut (dyn FnMut(TransferEvent) + Send),
 ) -> Result<Vec<FileDone>, TransferError> {
     let mut done = Vec::new();
     loop {
@@ -94,7 +94,7 @@ async fn receive_one(
     out_dir: &Path,
     name: String,
     key: ResumeKey,
-    progress: &mut dyn FnMut(TransferEvent),
+    progress: &mut (dyn FnMut(TransferEvent) + Send),
 ) -> Result<FileDone, TransferError> {
     if let Err(source) = validate_name(&name) {
         return refuse(
@@ -197,7 +197,7 @@ async fn receive_data(
     name: &str,
     size: u64,
     offset: u64,
-    progress: &mut dyn FnMut(TransferEvent),
+    progress: &mut (dyn FnMut(TransferEvent) + Send),
 ) -> Result<(), TransferError> {
     let mut throttle = Throttle::new();
     throttle.report(progress, name, offset, size, true);
