@@ -27,7 +27,8 @@
 //! | `0x12` | [`TCP_ERROR`] | a TCP read or write failed, or the peer aborted |
 //!
 //! Each tunnelled connection runs in a task of its own; both functions return when the QUIC
-//! connection closes, and take down the tasks still running then (no task outlives them).
+//! connection closes, after its connections have aborted (their TCP peers see a reset), and
+//! no task outlives them.
 
 mod pump;
 
@@ -54,6 +55,8 @@ pub const UNSUPPORTED_VERSION: u32 = 0x11;
 /// Reset/stop code: a TCP error, or an abort passed on from the peer.
 pub const TCP_ERROR: u32 = 0x12;
 
+/// How long connections may take to wind down after the QUIC connection closed.
+const END_GRACE: Duration = Duration::from_secs(1);
 /// How long the connecting side waits for the target to accept.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accept errors in a row (one every [`ACCEPT_BACKOFF`]) after which the listener is given up.
@@ -201,8 +204,20 @@ impl Run {
         }
     }
 
-    async fn end(mut self, closed_by: ConnectionError) -> TunnelStats {
-        // Connections still open when the QUIC connection is gone cannot carry on.
+    /// Once the QUIC connection is gone, every connection's next stream operation fails and
+    /// its task aborts its TCP connection (with a reset) by itself; give them
+    /// [`END_GRACE`] to do so, then cancel the rest (those still connecting to the target).
+    async fn end(
+        mut self,
+        closed_by: ConnectionError,
+        events: &mut (dyn FnMut(TunnelEvent) + Send),
+    ) -> TunnelStats {
+        let _ = tokio::time::timeout(END_GRACE, async {
+            while let Some(joined) = self.tasks.join_next().await {
+                self.finished(joined, events);
+            }
+        })
+        .await;
         self.tasks.shutdown().await;
         TunnelStats {
             connections: self.connections,
@@ -240,7 +255,7 @@ pub async fn tunnel_listen(
                     accept_errors += 1;
                     warn!(error = %e, "accepting a TCP connection");
                     if accept_errors >= MAX_ACCEPT_ERRORS {
-                        run.end(ConnectionError::LocallyClosed).await;
+                        run.end(ConnectionError::LocallyClosed, events).await;
                         return Err(TunnelError::Accept(e));
                     }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -248,7 +263,7 @@ pub async fn tunnel_listen(
             },
         }
     };
-    Ok(run.end(closed_by).await)
+    Ok(run.end(closed_by, events).await)
 }
 
 async fn open_and_pump(
@@ -290,7 +305,7 @@ pub async fn tunnel_connect(
             },
         }
     };
-    run.end(closed_by).await
+    run.end(closed_by, events).await
 }
 
 async fn connect_and_pump(
