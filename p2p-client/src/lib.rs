@@ -15,6 +15,7 @@
 //! - [`tls`]: TLS 1.3 to the servers and how their keys are trusted (CA, system roots,
 //!   pinning on first use, an exact key).
 //! - [`transfer`]: `send` / `receive`: files over a QUIC connection, verified and resumable.
+//! - [`tunnel`]: `tunnel --listen` / `--connect`: TCP connections over a QUIC connection.
 //!
 //! The `p2p-client` binary is the command line over these modules. From a program, for
 //! example, classify the NAT towards a two-address STUN server:
@@ -35,3 +36,4 @@ pub mod rendezvous;
 pub mod stdout;
 pub mod tls;
 pub mod transfer;
+pub mod tunnel;

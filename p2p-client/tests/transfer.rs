@@ -35,26 +35,36 @@ fn sha256_of(path: &Path) -> [u8; 32] {
     Sha256::digest(fs::read(path).unwrap()).into()
 }
 
-/// One session; `stop_after` closes the sender's connection from its progress callback once
-/// that many bytes of a file are through (but before the file's end).
-async fn run(files: &[PathBuf], out: &Path, stop_after: Option<u64>) -> RunResult {
+/// One session. With `stop_at = Some((partial, n))`, a watcher thread closes the sender's
+/// connection as soon as the receiver's partial copy holds `n` bytes: an interruption in
+/// the middle of a file, whatever the speed, with a known minimum to resume from.
+async fn run(files: &[PathBuf], out: &Path, stop_at: Option<(PathBuf, u64)>) -> RunResult {
     let pair = quic_pair::pair().await;
     let mut sent_events = Vec::new();
     let mut received_events = Vec::new();
-    let sender_conn = pair.client.clone();
-    let mut on_send = |e: TransferEvent| {
-        if let (Some(limit), TransferEvent::Progress { bytes, total, .. }) = (stop_after, &e) {
-            if *bytes >= limit && bytes < total {
-                sender_conn.close(VarInt::from_u32(9), b"interrupted by the test");
+    let watcher = stop_at.map(|(partial, n)| {
+        let conn = pair.client.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while fs::metadata(&partial).map_or(0, |m| m.len()) < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the partial copy never grew"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
-        }
-        sent_events.push(e);
-    };
+            conn.close(VarInt::from_u32(9), b"interrupted by the test");
+        })
+    });
+    let mut on_send = |e: TransferEvent| sent_events.push(e);
     let mut on_receive = |e: TransferEvent| received_events.push(e);
     let (sent, received) = tokio::join!(
         send_files(&pair.client, files, &mut on_send),
         receive_files(&pair.server, out, &mut on_receive),
     );
+    if let Some(watcher) = watcher {
+        watcher.join().unwrap();
+    }
     pair.shutdown().await;
     (sent, received, sent_events, received_events)
 }
@@ -124,12 +134,16 @@ async fn several_files_arrive_whole() {
 /// An interrupted run, returning the source file and the partial copy's path.
 async fn interrupted(src: &Path, out: &Path) -> (PathBuf, PathBuf) {
     let file = random_file(src, "movie.mkv", 64 << 20, 7);
-    let (sent, received, _, _) = run(std::slice::from_ref(&file), out, Some(1)).await;
+    let partial = out.join(partial_name("movie.mkv"));
+    let stop_at = Some((partial.clone(), 4 << 20));
+    let (sent, received, _, _) = run(std::slice::from_ref(&file), out, stop_at).await;
     assert!(sent.is_err(), "the sender was interrupted");
     assert!(received.is_err(), "the receiver saw the connection go");
-    let partial = out.join(partial_name("movie.mkv"));
     let len = fs::metadata(&partial).unwrap().len();
-    assert!(len > 0 && len < 64 << 20, "partial copy of {len} bytes");
+    assert!(
+        (4 << 20..64 << 20).contains(&len),
+        "partial copy of {len} bytes"
+    );
     assert!(out.join(sidecar_name("movie.mkv")).exists());
     assert!(!out.join("movie.mkv").exists());
     (file, partial)

@@ -101,7 +101,7 @@ impl Throttle {
 
     pub(super) fn report(
         &mut self,
-        progress: &mut dyn FnMut(TransferEvent),
+        progress: &mut (dyn FnMut(TransferEvent) + Send),
         file: &str,
         bytes: u64,
         total: u64,

@@ -156,3 +156,23 @@ pub enum TransferError {
     #[error("disk task")]
     Task(#[from] tokio::task::JoinError),
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    /// The CLI spawns the drivers on a multi-threaded runtime: their futures must be `Send`.
+    #[allow(dead_code)]
+    fn futures_are_send(
+        conn: &quinn::Connection,
+        files: &[PathBuf],
+        out_dir: &Path,
+        progress: &mut (dyn FnMut(TransferEvent) + Send),
+    ) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(send_files(conn, files, progress));
+        is_send(receive_files(conn, out_dir, progress));
+    }
+}

@@ -23,7 +23,7 @@ use super::{CHANNEL_DEPTH, CHUNK, STREAM_ABORTED, TransferError};
 pub async fn receive_files(
     conn: &quinn::Connection,
     out_dir: &Path,
-    progress: &mut dyn FnMut(TransferEvent),
+    progress: &mut (dyn FnMut(TransferEvent) + Send),
 ) -> Result<Vec<FileDone>, TransferError> {
     let mut done = Vec::new();
     loop {
@@ -94,7 +94,7 @@ async fn receive_one(
     out_dir: &Path,
     name: String,
     key: ResumeKey,
-    progress: &mut dyn FnMut(TransferEvent),
+    progress: &mut (dyn FnMut(TransferEvent) + Send),
 ) -> Result<FileDone, TransferError> {
     if let Err(source) = validate_name(&name) {
         return refuse(
@@ -125,7 +125,7 @@ async fn receive_one(
         });
     }
 
-    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let (tx, rx) = mpsc::channel::<Vec<Bytes>>(CHANNEL_DEPTH);
     let writer = tokio::task::spawn_blocking(move || recv_fs::write_and_hash(file, offset, rx));
     let received = receive_data(recv, tx, &name, key.size, offset, progress).await;
     let written = writer.await?;
@@ -191,31 +191,56 @@ async fn receive_one(
 }
 
 /// Reads exactly `size - offset` bytes of file data from `recv` into the writer's channel.
+///
+/// quinn hands data over as it arrived, about one packet per chunk; they are passed on in
+/// batches of at least [`CHUNK`] bytes, without copying, so that the writer makes few large
+/// writes. What has arrived is passed on even when the stream fails, for the next run to
+/// resume after it.
 async fn receive_data(
     recv: &mut RecvStream,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     name: &str,
     size: u64,
     offset: u64,
-    progress: &mut dyn FnMut(TransferEvent),
+    progress: &mut (dyn FnMut(TransferEvent) + Send),
 ) -> Result<(), TransferError> {
     let mut throttle = Throttle::new();
     throttle.report(progress, name, offset, size, true);
     let mut got = offset;
-    while got < size {
-        let want = usize::try_from(size - got).map_or(CHUNK, |l| l.min(CHUNK));
-        let Some(chunk) = recv.read_chunk(want, true).await? else {
-            return Err(TransferError::Protocol(
-                "stream ended inside the file's data",
-            ));
-        };
-        got += chunk.bytes.len() as u64;
-        if tx.send(chunk.bytes).await.is_err() {
-            // The writer failed; its error is reported by the caller.
-            return Ok(());
+    let mut batch = Vec::new();
+    let mut batch_len = 0;
+    let result = loop {
+        if got == size {
+            break Ok(());
         }
-        throttle.report(progress, name, got, size, false);
+        let want = usize::try_from(size - got).map_or(CHUNK, |l| l.min(CHUNK));
+        let chunk = match recv.read_chunk(want, true).await {
+            Ok(Some(chunk)) => chunk.bytes,
+            Ok(None) => {
+                break Err(TransferError::Protocol(
+                    "stream ended inside the file's data",
+                ));
+            }
+            Err(e) => break Err(e.into()),
+        };
+        got += chunk.len() as u64;
+        batch_len += chunk.len();
+        batch.push(chunk);
+        if batch_len >= CHUNK {
+            batch_len = 0;
+            if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                // The writer failed; the caller reports its error.
+                return Ok(());
+            }
+            throttle.report(progress, name, got, size, false);
+        }
+    };
+    if !batch.is_empty() {
+        // Send failing means the writer failed; the caller reports that.
+        let _ = tx.send(batch).await;
     }
-    throttle.report(progress, name, size, size, true);
-    Ok(())
+    if result.is_ok() {
+        throttle.report(progress, name, size, size, true);
+    }
+    result
 }

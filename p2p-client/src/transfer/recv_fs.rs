@@ -6,7 +6,7 @@
 //! planted at any of our names makes the operation fail rather than write elsewhere.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -104,15 +104,16 @@ pub(super) fn prepare(paths: &Paths, key: &ResumeKey) -> Result<(File, u64), Pre
     Ok((file, 0))
 }
 
-/// Hashes the kept prefix (`offset` bytes) of `file`, then writes and hashes every chunk from
-/// `rx` after it until the channel closes, and syncs. Returns the SHA-256 of everything.
+/// Hashes the kept prefix (`offset` bytes) of `file`, then writes and hashes every batch of
+/// chunks from `rx` after it until the channel closes, and syncs. Returns the SHA-256 of
+/// everything.
 ///
 /// Chunks that arrive are written even if the network side fails later, so an interrupted
 /// transfer leaves the longest possible partial copy to resume from.
 pub(super) fn write_and_hash(
     mut file: File,
     offset: u64,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Vec<Bytes>>,
 ) -> io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut scratch = vec![0u8; super::CHUNK];
@@ -126,12 +127,32 @@ pub(super) fn write_and_hash(
     drop(scratch);
     // Anything after the offset (there is none unless the file changed under us) goes.
     file.set_len(offset)?;
-    while let Some(chunk) = rx.blocking_recv() {
-        file.write_all(&chunk)?;
-        hasher.update(&chunk);
+    while let Some(batch) = rx.blocking_recv() {
+        write_all_vectored(&mut file, &batch)?;
+        for chunk in &batch {
+            hasher.update(chunk);
+        }
     }
     file.sync_all()?;
     Ok(hasher.finalize().into())
+}
+
+/// Writes all of `chunks` with as few system calls as the kernel allows (one `writev` per
+/// up to `IOV_MAX` chunks).
+fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    // Drops leading empty slices, so that an empty `rest` means everything is written.
+    IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Moves the verified partial copy to its name without ever replacing an existing entry,

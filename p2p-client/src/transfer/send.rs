@@ -25,7 +25,7 @@ use super::{CHANNEL_DEPTH, CHUNK, STREAM_ABORTED, TransferError};
 pub async fn send_files(
     conn: &quinn::Connection,
     files: &[PathBuf],
-    progress: &mut dyn FnMut(TransferEvent),
+    progress: &mut (dyn FnMut(TransferEvent) + Send),
 ) -> Result<Vec<FileDone>, TransferError> {
     let mut done = Vec::with_capacity(files.len());
     for path in files {
@@ -81,7 +81,7 @@ fn open_source(path: &Path) -> Result<(File, String, ResumeKey), TransferError> 
 async fn send_one(
     conn: &quinn::Connection,
     path: &Path,
-    progress: &mut dyn FnMut(TransferEvent),
+    progress: &mut (dyn FnMut(TransferEvent) + Send),
 ) -> Result<FileDone, TransferError> {
     let (file, name, key) = open_source(path)?;
     let (mut send, mut recv) = conn.open_bi().await?;
@@ -160,7 +160,7 @@ async fn send_data(
     name: &str,
     size: u64,
     offset: u64,
-    progress: &mut dyn FnMut(TransferEvent),
+    progress: &mut (dyn FnMut(TransferEvent) + Send),
 ) -> Result<[u8; 32], TransferError> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let reader = tokio::task::spawn_blocking(move || read_and_hash(file, size, offset, &tx));

@@ -96,7 +96,25 @@ pub fn sidecar_name(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Component, Path};
+
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Whatever a peer sends, an accepted name joined onto a directory is one plain
+        /// component inside it.
+        #[test]
+        fn accepted_names_stay_inside(name in r"[./\\a\x00-\x1f\PC]{0,12}") {
+            if validate_name(&name).is_ok() {
+                let joined = Path::new("/out").join(&name);
+                prop_assert_eq!(joined.parent(), Some(Path::new("/out")));
+                let components: Vec<_> = Path::new(&name).components().collect();
+                prop_assert!(matches!(components[..], [Component::Normal(_)]), "{:?}", name);
+            }
+        }
+    }
 
     #[test]
     fn plain_names_are_accepted() {
