@@ -18,6 +18,7 @@ mod link_cmd;
 mod nat_type_cmd;
 mod prompt;
 mod status_cmd;
+mod tunnel_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -150,6 +151,18 @@ enum Command {
     /// 0 when every file announced arrived and was checked, 3 when the peer's key changed, 1
     /// on any other failure (an unfinished file is kept for the next run to resume).
     Receive(link_cmd::ReceiveArgs),
+    /// Forward TCP connections over a direct link (or the relay), like `ssh -L`.
+    ///
+    /// One side runs `tunnel --peer B --listen 127.0.0.1:8080`, the other `tunnel --peer A
+    /// --connect 127.0.0.1:80`: every connection made to the listening address is carried,
+    /// end-to-end encrypted in a QUIC stream of its own, to the other side, which connects to
+    /// its address. Many connections at once; each direction ends on its own (half-close), and
+    /// a target that cannot be reached resets the client's connection. Runs until Ctrl-C or
+    /// until the peer leaves. --json prints {"event":"listening","addr"},
+    /// {"event":"tunnel_opened","id","peer"} and {"event":"tunnel_closed","id","error"} lines.
+    /// Exit status: 0 when the tunnel ended by Ctrl-C or the peer leaving, 3 when the peer's key
+    /// changed, 1 on any other failure.
+    Tunnel(tunnel_cmd::TunnelArgs),
 }
 
 /// Arguments of `chat`: the account, then the chat's own options.
@@ -223,6 +236,9 @@ fn main() -> ExitCode {
         }
         Command::Receive(args) => home()
             .and_then(|home| account_cmd::block_on(key_checked(link_cmd::receive(args, &home)))),
+        Command::Tunnel(args) => {
+            home().and_then(|home| account_cmd::block_on(key_checked(tunnel_cmd::run(args, &home))))
+        }
     };
     match result {
         Ok(code) => code,
