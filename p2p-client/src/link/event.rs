@@ -68,7 +68,8 @@ pub enum ServerState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LinkEvent {
-    /// The server introduced us; the end-to-end session starts. Always the first event.
+    /// The server introduced us; the end-to-end session starts. Only the events of making
+    /// the link (the server connection lost and back, the peer's key pinned) come before it.
     Connected {
         /// The peer.
         peer: UserName,

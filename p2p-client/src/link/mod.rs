@@ -256,8 +256,9 @@ impl std::fmt::Debug for Link {
 
 impl Link {
     /// Makes a link to `peer`, who must do the same towards us within
-    /// [`LinkConfig::wait`]. Returns once the server has introduced us (the first event is
-    /// [`LinkEvent::Connected`]); messages sent before the session is up wait for it.
+    /// [`LinkConfig::wait`]. Returns once the server has introduced us (the events then start
+    /// with what happened while the link was made, then [`LinkEvent::Connected`]); messages
+    /// sent before the session is up wait for it.
     pub async fn connect(
         session: &LinkSession,
         peer: &UserName,
