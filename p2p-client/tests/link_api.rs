@@ -16,7 +16,6 @@ use p2p_client::rendezvous::ClientConfig;
 use p2p_client::tls::ServerTrust;
 use sessions::Servers;
 use shared::rendezvous::UserName;
-use tokio::io::AsyncWriteExt;
 
 async fn next_matching(link: &mut Link, want: impl Fn(&LinkEvent) -> bool) -> LinkEvent {
     tokio::time::timeout(Duration::from_secs(20), async {
