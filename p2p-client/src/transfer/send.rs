@@ -22,6 +22,8 @@ use super::{CHANNEL_DEPTH, CHUNK, STREAM_ABORTED, TransferError};
 /// Returns the files sent once the receiver has acknowledged the end of the session; stops at
 /// the first error (a refusal, a hash mismatch, a lost connection), files already
 /// acknowledged being in place at the receiver. Run it again with the same files to resume.
+/// Two paths with the same base name cannot go in one session: the receiver refuses the
+/// second as existing.
 pub async fn send_files(
     conn: &quinn::Connection,
     files: &[PathBuf],
