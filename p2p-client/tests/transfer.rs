@@ -335,3 +335,59 @@ async fn symlinks_at_our_names_are_not_followed() {
     assert_eq!(fs::read(&copy).unwrap(), fs::read(&file).unwrap());
     assert_eq!(names_in(&out), ["other", "victim"]);
 }
+
+/// Unmounts the test's small file system however the test ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A file bigger than the output directory's free space is refused before anything is
+/// written, with both sizes in the error. Needs root (a 1 MiB tmpfs is mounted for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_cannot_fit_is_refused_before_anything_is_written() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(out.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot mount a tmpfs (needs root), and CI=true"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs (needs root); the free-space check is untested");
+        return;
+    }
+    let _guard = Mounted(out.path().to_owned());
+    let file = random_file(src.path(), "big.bin", 3 << 20, 11);
+    let (sent, received, _, _) = run(std::slice::from_ref(&file), out.path(), None).await;
+    let Err(TransferError::NoSpace {
+        need, available, ..
+    }) = received
+    else {
+        panic!("{received:?}");
+    };
+    assert_eq!(need, 3 << 20);
+    assert!(available < need, "{available}");
+    assert!(
+        matches!(
+            sent,
+            Err(TransferError::Refused {
+                reason: RefuseReason::Io,
+                ..
+            })
+        ),
+        "{sent:?}"
+    );
+    assert!(
+        names_in(out.path()).is_empty(),
+        "{:?}",
+        names_in(out.path())
+    );
+}

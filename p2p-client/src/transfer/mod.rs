@@ -99,6 +99,20 @@ pub enum TransferError {
         #[source]
         source: NameError,
     },
+    /// Receiver: the output directory's file system cannot hold the rest of the file; it
+    /// was refused before anything was written.
+    #[error(
+        "not enough space for {name:?} in the output directory: {need} more bytes needed, \
+         {available} available"
+    )]
+    NoSpace {
+        /// The file's name.
+        name: String,
+        /// Bytes still to write.
+        need: u64,
+        /// Bytes available to us on the output directory's file system.
+        available: u64,
+    },
     /// Receiver: the name exists in the output directory; the file was refused.
     #[error("{name:?} already exists in the output directory; not overwriting")]
     Exists {

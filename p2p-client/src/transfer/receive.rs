@@ -84,6 +84,14 @@ fn io_error(name: &str, e: PrepareError) -> (RefuseReason, TransferError) {
                 name: name.to_owned(),
             },
         ),
+        PrepareError::NoSpace { need, available } => (
+            RefuseReason::Io,
+            TransferError::NoSpace {
+                name: name.to_owned(),
+                need,
+                available,
+            },
+        ),
         PrepareError::Io(path, source) => (RefuseReason::Io, TransferError::Io { path, source }),
     }
 }

@@ -37,6 +37,13 @@ impl Paths {
 pub(super) enum PrepareError {
     /// Something already has the final name.
     Exists,
+    /// The file system has less room than the rest of the file needs.
+    NoSpace {
+        /// Bytes still to write.
+        need: u64,
+        /// Bytes available to this user.
+        available: u64,
+    },
     /// A file system error on `path`.
     Io(PathBuf, io::Error),
 }
@@ -74,6 +81,51 @@ pub(super) fn prepare(paths: &Paths, key: &ResumeKey) -> Result<(File, u64), Pre
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(PrepareError::Io(paths.target.clone(), e)),
     }
+    let (file, offset) = open_partial(paths, key)?;
+    // Refuse at once a file that cannot fit, rather than fill the disk and fail at the end.
+    let need = key.size.saturating_sub(offset);
+    if let Some(dir) = paths.partial.parent()
+        && let Some(available) = available_space(dir)
+        && available < need
+    {
+        // A fresh copy leaves nothing behind; a partial copy stays for a later resume.
+        if offset == 0 {
+            drop(file);
+            let _ = remove_if_present(&paths.partial);
+            let _ = remove_if_present(&paths.sidecar);
+        }
+        return Err(PrepareError::NoSpace { need, available });
+    }
+    Ok((file, offset))
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `dir`; `None` if the
+/// system cannot say (the check is then skipped).
+fn available_space(dir: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is a NUL-terminated C string and `stat` points to writable memory of
+        // the right type; statvfs(3) fills it in full when it returns 0.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so the struct is initialised.
+        let stat = unsafe { stat.assume_init() };
+        Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// Opens the partial copy to resume (with the offset it holds) or a fresh one (offset 0).
+fn open_partial(paths: &Paths, key: &ResumeKey) -> Result<(File, u64), PrepareError> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |e| PrepareError::Io(path, e)
