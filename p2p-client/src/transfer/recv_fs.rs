@@ -115,7 +115,10 @@ fn available_space(dir: &Path) -> Option<u64> {
         }
         // SAFETY: statvfs returned 0, so the struct is initialised.
         let stat = unsafe { stat.assume_init() };
-        Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+        // Both fields are 32 bits on some targets, 64 on others.
+        #[allow(clippy::useless_conversion)]
+        let available = u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize));
+        Some(available)
     }
     #[cfg(not(unix))]
     {
