@@ -147,7 +147,8 @@ enum Command {
     /// Receive files a contact sends with `send --peer YOU`, into --out.
     ///
     /// Names are checked: absolute paths, `..`, separators and other tricks are refused, a
-    /// link at the name is not followed, and an existing file is never replaced. Exit status:
+    /// link at the name is not followed, an existing file is never replaced, and a file that
+    /// cannot fit in the free space is refused before anything is written. Exit status:
     /// 0 when every file announced arrived and was checked, 3 when the peer's key changed, 1
     /// on any other failure (an unfinished file is kept for the next run to resume).
     Receive(link_cmd::ReceiveArgs),
