@@ -328,3 +328,39 @@ fn ten_thousand_messages_cross_three_path_changes_exactly_once() {
         pair.now() - start
     );
 }
+
+#[test]
+fn a_relay_lost_while_the_server_is_away_is_rejoined_when_it_is_back() {
+    let mut pair = direct_pair(PunchNat::RestrictedCone, PunchNat::PortRestrictedCone, 13);
+    let joins = pair.world.borrow().stats.relay_joins;
+    pair.set_rendezvous(false);
+    pair.close_relay();
+    stream(&mut pair, 1, 21, 1);
+    assert_eq!(
+        pair.world.borrow().stats.invites,
+        0,
+        "no introduction is asked for without the server"
+    );
+    assert_eq!(pair.agent(0).log.path(), Some(PathKind::Direct));
+    pair.set_rendezvous(true);
+    stream(&mut pair, 21, 31, 1);
+    assert_eq!(pair.world.borrow().stats.relay_joins, joins + 2, "rejoined");
+    finish_cleanly(&mut pair, 30);
+}
+
+#[test]
+fn a_seed_fixes_a_run_bit_for_bit() {
+    let run = || {
+        let mut pair = LinkPair::build(&LinkSetup {
+            loss_percent: 5,
+            ..LinkSetup::new(PunchNat::SymmetricRandom, PunchNat::PortRestrictedCone, 21)
+        });
+        stream(&mut pair, 1, 201, 20);
+        pair.expire_mappings(1);
+        pair.run_for(REPUNCH).unwrap();
+        (pair.sim.net.digest(), numbers(pair.agent(1)).len())
+    };
+    let first = run();
+    assert_eq!(first, run());
+    assert_eq!(first.1, 200, "every message, through 5 % loss");
+}

@@ -102,6 +102,15 @@ impl LinkAgent {
         self.core.finish(now);
     }
 
+    /// The rendezvous connection is lost (`false`) or logged in again (`true`).
+    pub fn set_rendezvous(&mut self, now: Instant, up: bool) {
+        if up {
+            self.core.handle_rendezvous_back(now);
+        } else {
+            self.core.handle_rendezvous_lost(now);
+        }
+    }
+
     fn local(&self, socket: SocketIndex) -> SocketAddr {
         SocketAddr::new(self.ip, self.base_port + socket.0)
     }

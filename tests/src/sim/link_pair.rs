@@ -238,6 +238,14 @@ impl LinkPair {
         nat.flush();
     }
 
+    /// Both peers' rendezvous connections are lost (`false`) or back (`true`).
+    pub fn set_rendezvous(&mut self, up: bool) {
+        let now = self.now();
+        for i in 0..2 {
+            self.agent_mut(i).set_rendezvous(now, up);
+        }
+    }
+
     /// Both relay connections break now.
     pub fn close_relay(&mut self) {
         let now = self.now();
