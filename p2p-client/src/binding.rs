@@ -1,7 +1,7 @@
 //! One STUN Binding transaction on a socket the caller owns: the loop around
-//! [`BindingTransaction`] that the `binding` command, the chat endpoint's first gathering and
-//! a re-punch's gathering share, so that retransmission, the give-up and what counts as the
-//! transaction's datagram are written once.
+//! [`BindingTransaction`] that the `binding` command and the chat endpoint's first gathering
+//! share, so that retransmission, the give-up and what counts as the transaction's datagram
+//! are written once (a re-punch's gathering runs inside `shared::link::LinkCore`).
 //!
 //! [`StunBinding`] drives the sans-IO transaction in the order of every core
 //! (docs/DESIGN.md section 8: after each input the transmits, then the timeout; the
@@ -10,8 +10,8 @@
 //! - A caller with nothing else to do while the transaction runs (the `binding` command, the
 //!   chat's first gathering) hands [`StunBinding::run`] a [`BindingSocket`] and awaits the
 //!   outcome. A [`tokio::net::UdpSocket`] is one.
-//! - A caller whose loop waits on more than the socket (the chat driver re-punching, whose
-//!   endpoint socket carries punch and chat packets too) keeps the [`StunBinding`] as a field:
+//! - A caller whose loop waits on more than the socket (one whose socket carries other
+//!   packets too) keeps the [`StunBinding`] as a field:
 //!   it offers each datagram to [`StunBinding::handle_datagram`] and keeps those it declines,
 //!   calls [`StunBinding::send_due`] after every wake-up, and wakes up by
 //!   [`StunBinding::poll_timeout`].

@@ -8,6 +8,9 @@
 //! - [`chat`]: the end-to-end encrypted (Noise), reliable, ordered chat session between two
 //!   peers, over whichever path (direct or relayed) is up.
 //! - [`identity`]: key fingerprints and the safety numbers two users compare.
+//! - [`link`]: a direct link to a peer: [`link::LinkCore`] composes the puncher, the chat
+//!   session, the path choice (relayed until punched, back to the relay on silence), relay
+//!   keepalives, re-punching and the end rules; and what a link says inside its session.
 //! - [`nat_classifier`]: classify the NAT between us and a two-address STUN server.
 //! - [`punch`]: UDP hole punching after an introduction (prediction, the birthday method).
 //! - [`rendezvous`]: the rendezvous protocol (accounts, SCRAM login, presence, contacts,

@@ -7,53 +7,9 @@ use shared::rendezvous::{SessionId, UserName};
 
 use crate::rendezvous::Role;
 
-/// The path a link's packets take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PathKind {
-    /// A hole-punched UDP path straight to the peer.
-    Direct,
-    /// Through the switchboard relay over TCP.
-    Relayed,
-}
-
-impl PathKind {
-    /// The word in the output (`direct`, `relayed`).
-    pub fn word(self) -> &'static str {
-        match self {
-            PathKind::Direct => "direct",
-            PathKind::Relayed => "relayed",
-        }
-    }
-}
-
-/// Why a message did not reach the peer (see [`LinkEvent::Undelivered`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum UndeliveredReason {
-    /// Longer than a message may be ([`super::MAX_MESSAGE_LEN`]): refused, not split.
-    TooLong,
-    /// The peer left before acknowledging it.
-    PeerLeft,
-    /// The link was closed and the peer did not acknowledge it in time.
-    NotAcknowledged,
-    /// The link was aborted ([`super::Link::abort`]) before the peer acknowledged it.
-    Interrupted,
-    /// The link failed.
-    LinkFailed,
-}
-
-impl UndeliveredReason {
-    /// The words `chat` prints (`too long`, `peer left`, ...).
-    pub fn words(self) -> &'static str {
-        match self {
-            UndeliveredReason::TooLong => "too long",
-            UndeliveredReason::PeerLeft => "peer left",
-            UndeliveredReason::NotAcknowledged => "not acknowledged",
-            UndeliveredReason::Interrupted => "interrupted",
-            UndeliveredReason::LinkFailed => "chat failed",
-        }
-    }
-}
+/// The path a link's packets take, and why a message did not reach the peer (see
+/// [`LinkEvent::Undelivered`]): the link core's own words.
+pub use shared::link::{PathKind, UndeliveredReason};
 
 /// The state of the connection to the rendezvous server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -61,12 +61,13 @@ pub mod endpoint;
 mod error;
 pub mod event;
 pub mod intro;
-pub mod path;
 pub mod quic;
 pub mod relay;
-pub mod repunch;
 pub mod setup;
 mod shared_state;
+
+/// The path choice and re-punching, sans-IO in `shared` (the link core composes them).
+pub use shared::link::{path, repunch};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

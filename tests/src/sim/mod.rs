@@ -15,6 +15,9 @@
 
 mod agent;
 mod classifier_agent;
+mod link_agent;
+mod link_pair;
+mod link_world;
 mod nat;
 mod net;
 pub mod probes;
@@ -25,6 +28,9 @@ mod stun_agents;
 
 pub use agent::{Agent, SimError, Simulation};
 pub use classifier_agent::ClassifierAgent;
+pub use link_agent::{LinkAgent, LinkLog};
+pub use link_pair::{LinkPair, LinkSetup};
+pub use link_world::{LinkWorld, Profile, WorldInput, WorldStats};
 pub use nat::Nat;
 pub use net::{Datagram, Delivery, HostId, LinkConditions, NatId, Network, RealmId};
 pub use punch_agent::{CHAT_KIND, PunchAgent, PunchLog, RelayEnd, SignalRelay};

@@ -40,6 +40,10 @@ pub struct Nat {
     /// drop rule: (remote, outside port, expiry). An outbound flow whose reply tuple would
     /// equal one of them must take another port (docs/DESIGN.md section 5, "poisoning").
     poisoned: Vec<(SocketAddr, u16, Instant)>,
+    /// Outside ports of mappings [`Nat::expire_all`] dropped: never handed out again, so a new
+    /// mapping of the same inside endpoint gets another port (as after an expiry whose port
+    /// was reused meanwhile).
+    retired: Vec<u16>,
 }
 
 /// Ports a NAT allocates from (Linux's default ephemeral range).
@@ -55,6 +59,7 @@ impl Nat {
             by_key: HashMap::new(),
             next_sequential: 40000,
             poisoned: Vec::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -90,7 +95,9 @@ impl Nat {
     }
 
     fn port_in_use(&self, port: u16, remote: SocketAddr) -> bool {
-        self.bindings.iter().any(|b| b.outside_port == port) || self.is_poisoned(port, remote)
+        self.bindings.iter().any(|b| b.outside_port == port)
+            || self.is_poisoned(port, remote)
+            || self.retired.contains(&port)
     }
 
     fn is_poisoned(&self, port: u16, remote: SocketAddr) -> bool {
@@ -255,6 +262,15 @@ impl Nat {
         self.poisoned.clear();
         self.bindings.clear();
         self.by_key.clear();
+    }
+
+    /// Every mapping expires at once and its outside port is not used again: the peer's
+    /// packets to the old ports are dropped, and the inside hosts' next packets leave from new
+    /// ports (a mapping that expired under a link).
+    pub fn expire_all(&mut self) {
+        let ports: Vec<u16> = self.bindings.iter().map(|b| b.outside_port).collect();
+        self.retired.extend(ports);
+        self.flush();
     }
 
     /// Timeout shorthand for tests.

@@ -27,14 +27,15 @@ pub(super) async fn relogged(
 impl Driver {
     /// The rendezvous connection is gone: start logging in again (unless the chat is ending,
     /// or there is no way to).
-    pub(super) fn on_rendezvous_closed(&mut self) {
+    pub(super) fn on_rendezvous_closed(&mut self, now: Instant) {
         self.rendezvous_open = false;
+        self.core.handle_rendezvous_lost(now);
         let reason = self.client.close_reason();
         tracing::warn!(
             ?reason,
             "the rendezvous connection closed; the chat goes on"
         );
-        if self.reconnecting.is_some() || self.peer_gone {
+        if self.reconnecting.is_some() || self.core.is_peer_gone() {
             return;
         }
         if let Some(CloseReason::LoggedOut(OutReason::OtherLogin)) = reason {
@@ -56,17 +57,17 @@ impl Driver {
     }
 
     /// The background re-login ended.
-    pub(super) fn on_relogged(&mut self, _now: Instant, result: Result<Relogged, JoinError>) {
+    pub(super) fn on_relogged(&mut self, now: Instant, result: Result<Relogged, JoinError>) {
         self.reconnecting = None;
         match result {
             Ok(Ok((client, _info))) => {
                 self.client = Arc::new(client);
                 self.rendezvous_open = true;
                 self.emit(LinkEvent::Server(ServerState::Connected));
-                if self.relay_lost() {
+                if self.core.relay_lost() {
                     tracing::info!("asking for a new introduction to rejoin the relay");
-                    self.repunch.handle_rejoin();
                 }
+                self.core.handle_rendezvous_back(now);
             }
             Ok(Err(e)) => {
                 self.emit(LinkEvent::Warning(format!(
@@ -75,10 +76,5 @@ impl Driver {
             }
             Err(e) => tracing::warn!(error = %e, "the re-login task failed"),
         }
-    }
-
-    /// Whether the chat had a relay and has lost it.
-    pub(super) fn relay_lost(&self) -> bool {
-        self.relay.is_some() && !self.path.relay_alive()
     }
 }

@@ -19,11 +19,11 @@ use shared::link::LinkMessage;
 
 use super::super::LinkError;
 use super::super::event::LinkEvent;
-use super::super::path::Route;
 use super::super::quic::{self, LinkCertificate, QuicInbound, QuicLink, QuicRoute};
 use super::super::shared_state::QuicState;
 use super::Driver;
 use crate::rendezvous::Role;
+use shared::link::Route;
 
 /// How long after the session is up the peer's QUIC certificate may take: a peer that does
 /// not run streams never sends one, and waiting for streams should then fail, not hang.
@@ -72,20 +72,25 @@ impl Streams {
 }
 
 impl Driver {
-    /// Once the session is up: announce our certificate; give up on a silent peer.
-    pub(super) fn drive_streams(&mut self, now: Instant) {
-        let established = self.chat.is_established();
+    /// Once the session is up: announce our certificate; give up on a silent peer. Whether
+    /// the certificate went into the session now (the core then has packets to send).
+    pub(super) fn drive_streams(&mut self, now: Instant) -> bool {
+        let established = self.core.is_established();
         let Some(streams) = &mut self.streams else {
-            return;
+            return false;
         };
         if !established {
-            return;
+            return false;
         }
         let since = *streams.established.get_or_insert(now);
+        let mut queued = false;
         if !streams.announced {
-            let message = LinkMessage::QuicCertificate(streams.cert.fingerprint()).encode();
-            match self.chat.send_message(now, &message) {
-                Ok(_) => streams.announced = true,
+            let message = LinkMessage::QuicCertificate(streams.cert.fingerprint());
+            match self.core.send_link_message(now, &message) {
+                Ok(()) => {
+                    streams.announced = true;
+                    queued = true;
+                }
                 Err(e) => tracing::debug!(error = %e, "QUIC certificate not queued yet"),
             }
         }
@@ -98,6 +103,7 @@ impl Driver {
                 "the peer does not run streams on this link".into(),
             ));
         }
+        queued
     }
 
     /// The peer's certificate fingerprint arrived: start QUIC.
@@ -149,7 +155,7 @@ impl Driver {
         let Some(streams) = &self.streams else {
             return;
         };
-        match self.path.route() {
+        match self.core.route() {
             Route::Direct { socket, remote } => match self.endpoint.socket(socket) {
                 Some(socket) => streams.route.set_direct(socket, remote),
                 None => streams.route.set_none(),

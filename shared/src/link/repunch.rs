@@ -12,7 +12,7 @@
 //!    with the fresh offer, or `ANS` when the peer asked first (its `RNG` arrived). If both
 //!    sides invite at once the server pairs the two invitations (docs/PROTOCOL.md section 8),
 //!    so both sides may start on their own and still get one introduction.
-//! 3. *Punch*: the new `ITR` gives a new session id and a new shared start time; the driver
+//! 3. *Punch*: the new `ITR` gives a new session id and a new shared start time; the link core
 //!    runs a fresh puncher on it. When it connects, the chat moves back to direct.
 //!
 //! An attempt starts when the direct path has been down (suspect or lost) and its back-off
@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use shared::rendezvous::SessionId;
+use crate::rendezvous::SessionId;
 
 /// Timers of re-punching.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl Default for RepunchConfig {
     }
 }
 
-/// What the driver should do next.
+/// What the link core should do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RepunchAction {
     /// Learn our server-reflexive address, then call [`Repunch::handle_gathered`].
@@ -114,7 +114,7 @@ impl Repunch {
         )
     }
 
-    /// The direct path is down (suspect or lost). Called as often as the driver likes: only
+    /// The direct path is down (suspect or lost). Called as often as the caller likes: only
     /// the first call after the path was last up (or after a failed attempt) schedules one.
     pub fn handle_direct_down(&mut self, now: Instant) {
         if self.state == State::Idle {
@@ -163,7 +163,7 @@ impl Repunch {
         }
     }
 
-    /// Our address is known (or could not be learnt; the driver then offers the last one).
+    /// Our address is known (or could not be learnt; the last one is then offered the last one).
     pub fn handle_gathered(&mut self, now: Instant) {
         if let State::Gathering { ring } = self.state {
             self.actions.push_back(match ring {
@@ -203,7 +203,7 @@ impl Repunch {
         }
     }
 
-    /// The server introduced us to the peer again: the driver starts a new puncher.
+    /// The server introduced us to the peer again: the link core starts a new puncher.
     pub fn handle_introduced(&mut self) {
         self.state = State::Punching;
     }

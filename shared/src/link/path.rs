@@ -6,7 +6,7 @@
 //! came over it for [`PathConfig::direct_timeout`] while the relay is up: the path is then
 //! *suspect*, and becomes the path again the moment an authenticated packet arrives on it.
 //! While a direct path exists and has been quiet for [`PathConfig::probe_interval`], the
-//! driver sends a chat probe on it ([`PathSelector::probe_due`]); the peer answers on its own
+//! link core sends a chat probe on it ([`PathSelector::probe_due`]); the peer answers on its own
 //! current path.
 //!
 //! Changes of the path in use come out of [`PathSelector::poll_change`]: a relayed path is
@@ -15,9 +15,26 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use shared::punch::SocketIndex;
+use crate::SocketIndex;
 
-use super::event::PathKind;
+/// The path a link's packets take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PathKind {
+    /// A hole-punched UDP path straight to the peer.
+    Direct,
+    /// Through the switchboard relay over TCP.
+    Relayed,
+}
+
+impl PathKind {
+    /// The word in the output (`direct`, `relayed`).
+    pub fn word(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Relayed => "relayed",
+        }
+    }
+}
 
 /// Timers of the path choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
