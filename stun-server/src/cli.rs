@@ -253,6 +253,16 @@ pub struct Settings {
     #[arg(long, value_name = "ADDR", conflicts_with = "no_switchboard")]
     #[arg(display_order = STUN_ORDER + 11)]
     advertise_switchboard: Option<SocketAddr>,
+    /// Bytes per second the switchboard relays per session and direction, with K, M or G
+    /// (binary) allowed, e.g. 50M; 0 = unlimited. The limit keeps one pair from taking a
+    /// shared relay's whole uplink; raise it for a relay of your own that carries bulk
+    /// transfers (send/receive) [default: 1M].
+    #[arg(long, value_name = "BYTES", value_parser = byte_count, display_order = STUN_ORDER + 12)]
+    relay_rate: Option<u64>,
+    /// Bytes a switchboard session may relay in all (both directions), with K, M, G or T
+    /// (binary); 0 = unlimited. The session ends when it is reached [default: 1G].
+    #[arg(long, value_name = "BYTES", value_parser = byte_count, display_order = STUN_ORDER + 12)]
+    relay_session_cap: Option<u64>,
     /// PEM certificate chain (end entity first) for the rendezvous server and the switchboard,
     /// which speak TLS 1.3 only; needs --tls-key. Without both, a self-signed certificate is
     /// generated on first start and kept next to the database (tls-cert.pem, tls-key.pem),
@@ -280,6 +290,25 @@ const STUN_ORDER: usize = 16;
 /// `--rendezvous` and `--switchboard` take an address (the file also takes `true`/`false`).
 fn listen_on(text: &str) -> Result<ServiceKey, std::net::AddrParseError> {
     text.parse().map(ServiceKey::Listen)
+}
+
+/// `--relay-rate` and `--relay-session-cap`: a byte count, with an optional binary suffix.
+fn byte_count(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&text[..text.len() - 1], 10),
+        Some('M') => (&text[..text.len() - 1], 20),
+        Some('G') => (&text[..text.len() - 1], 30),
+        Some('T') => (&text[..text.len() - 1], 40),
+        _ => (text, 0),
+    };
+    let value: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count (e.g. 1048576, 512K, 50M, 2G)"))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// `--store`: checked when the flags are parsed, kept as text like the file's key.
@@ -503,9 +532,21 @@ impl Settings {
             return Ok(None);
         };
         rendezvous.tls = tls;
-        let switchboard = self.switchboard_listen().map(|listen| SwitchboardOptions {
-            listen,
-            ..SwitchboardOptions::default()
+        let switchboard = self.switchboard_listen().map(|listen| {
+            let mut config = SwitchboardOptions::default().config;
+            if let Some(rate) = self.relay_rate {
+                config.rate = rate;
+                // One second's worth may pass in a burst, and never less than a whole frame.
+                config.burst = rate.max(config.max_data as u64);
+            }
+            if let Some(cap) = self.relay_session_cap {
+                config.byte_cap = if cap == 0 { u64::MAX } else { cap };
+            }
+            SwitchboardOptions {
+                listen,
+                config,
+                ..SwitchboardOptions::default()
+            }
         });
         Ok(Some(ServicesOptions {
             rendezvous,

@@ -368,3 +368,31 @@ fn metrics_are_off_unless_given_by_flag_or_file() {
     assert_eq!(again.metrics(), s.metrics());
     assert!(parse_file("metrics = \"not an address\"\n").is_err());
 }
+
+#[test]
+fn relay_limits_take_byte_counts_and_reach_the_switchboard() {
+    let config = |args: &[&str]| {
+        settings(args)
+            .services_options(None, ServerTls::ephemeral().unwrap())
+            .unwrap()
+            .unwrap()
+            .switchboard
+            .unwrap()
+            .config
+    };
+    let default = config(&[]);
+    assert_eq!((default.rate, default.byte_cap), (1 << 20, 1 << 30));
+    let raised = config(&["--relay-rate", "50M", "--relay-session-cap", "2G"]);
+    assert_eq!((raised.rate, raised.byte_cap), (50 << 20, 2 << 30));
+    assert!(raised.burst >= raised.rate, "a second's worth may burst");
+    let unlimited = config(&["--relay-rate", "0", "--relay-session-cap", "0"]);
+    assert_eq!((unlimited.rate, unlimited.byte_cap), (0, u64::MAX));
+    assert_eq!(byte_count("512k"), Ok(512 << 10));
+    assert_eq!(byte_count("1048576"), Ok(1 << 20));
+    for bad in ["", "M", "1.5M", "-1", "5X", "99999999999T"] {
+        assert!(byte_count(bad).is_err(), "{bad:?}");
+    }
+    // They survive --print-config.
+    let toml = settings(&["--relay-rate", "1K"]).to_toml().unwrap();
+    assert!(toml.contains("relay_rate = 1024"), "{toml}");
+}
