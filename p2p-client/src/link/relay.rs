@@ -11,6 +11,7 @@
 //! connection is up and `JOIN` has gone out.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,10 +25,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 
+use super::endpoint::{PacketClass, classify};
+use super::quic::QuicInbound;
 use crate::tls::{self, ServerLabel, ServerTrust};
 
-/// Packets queued for the relay before [`Relay::send`] drops them (the chat retransmits).
-const SEND_QUEUE: usize = 512;
+/// Packets queued for the relay before [`Relay::send`] drops them (the chat retransmits;
+/// QUIC takes a full queue as loss and slows down). 2,048 QUIC packets are about 3 MB: room
+/// for a relayed transfer's window at a few hundred MB/s without unbounded buffering.
+const SEND_QUEUE: usize = 2048;
 /// How long the TCP connection and the TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -57,6 +62,8 @@ pub struct Relay {
     events: mpsc::UnboundedReceiver<RelayEvent>,
     task: JoinHandle<()>,
     closed: bool,
+    /// Where QUIC packets from the peer go once the link runs QUIC (set once).
+    quic: Arc<OnceLock<QuicInbound>>,
 }
 
 impl Drop for Relay {
@@ -76,6 +83,8 @@ impl Relay {
     ) -> Relay {
         let (out, out_rx) = mpsc::channel(SEND_QUEUE);
         let (events_tx, events) = mpsc::unbounded_channel();
+        let quic = Arc::new(OnceLock::new());
+        let quic_in_task = quic.clone();
         let task = tokio::spawn(async move {
             let joined = Join {
                 addr,
@@ -83,7 +92,7 @@ impl Relay {
                 session,
                 ticket,
             };
-            let last = match run(joined, out_rx, &events_tx).await {
+            let last = match run(joined, out_rx, &events_tx, quic_in_task).await {
                 Ok(()) => RelayEvent::Closed("closed".to_owned()),
                 Err(None) => RelayEvent::PeerLeft,
                 Err(Some(reason)) => RelayEvent::Closed(reason),
@@ -96,12 +105,19 @@ impl Relay {
             events,
             task,
             closed: false,
+            quic,
         }
     }
 
     /// The switchboard's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// From now on, QUIC packets from the peer go to `inbound` instead of
+    /// [`RelayEvent::Data`]. Only the first call counts.
+    pub fn set_quic_inbound(&self, inbound: QuicInbound) {
+        let _ = self.quic.set(inbound);
     }
 
     /// The queue [`Relay::send`] feeds, for QUIC's packets (which it sends itself).
@@ -146,6 +162,7 @@ async fn run(
     join: Join,
     mut out: mpsc::Receiver<Bytes>,
     events: &mpsc::UnboundedSender<RelayEvent>,
+    quic: Arc<OnceLock<QuicInbound>>,
 ) -> Result<(), Option<String>> {
     let Join {
         addr,
@@ -194,6 +211,16 @@ async fn run(
                 let event = match frame {
                     Frame::Joined { peer_present } => RelayEvent::Joined { peer_present },
                     Frame::PeerJoined => RelayEvent::PeerJoined,
+                    // QUIC goes straight to its endpoint, past the driver's loop (the bulk of
+                    // a relayed transfer).
+                    Frame::Data(data)
+                        if classify(&data) == PacketClass::Quic && quic.get().is_some() =>
+                    {
+                        if let Some(quic) = quic.get() {
+                            quic.deliver(data);
+                        }
+                        continue;
+                    }
                     Frame::Data(data) => RelayEvent::Data(data),
                     Frame::PeerLeft => return Err(None),
                     Frame::Error { code, text } => return Err(Some(describe_error(code, &text))),

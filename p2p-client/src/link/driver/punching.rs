@@ -83,7 +83,11 @@ impl Driver {
         if self.relay.is_some() {
             tracing::info!(%sid, "introduced again: joining the relay with the new ticket");
         }
-        self.relay = Some(Relay::start(addr, fingerprint, sid, ticket.0));
+        let relay = Relay::start(addr, fingerprint, sid, ticket.0);
+        if let Some(inbound) = self.streams.as_ref().and_then(|s| s.quic_inbound()) {
+            relay.set_quic_inbound(inbound.clone());
+        }
+        self.relay = Some(relay);
         self.update_quic_route();
     }
 

@@ -62,6 +62,11 @@ impl Streams {
         })
     }
 
+    /// Where QUIC datagrams go, once QUIC runs.
+    pub(super) fn quic_inbound(&self) -> Option<&QuicInbound> {
+        self.inbound.as_ref()
+    }
+
     /// When the wait for the peer's certificate ends, while it runs.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         match (&self.link, self.established) {
@@ -131,6 +136,9 @@ impl Driver {
         };
         let link = Arc::new(link);
         self.endpoint.set_quic_inbound(inbound.clone());
+        if let Some(relay) = &self.relay {
+            relay.set_quic_inbound(inbound.clone());
+        }
         streams.inbound = Some(inbound);
         streams.link = Some(link.clone());
         self.update_quic_route();
