@@ -209,6 +209,26 @@ pub fn block_on<F>(command: F) -> anyhow::Result<ExitCode>
 where
     F: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
+    init_logs();
+    runtime()?.block_on(command)
+}
+
+/// [`block_on`] on a multi-threaded runtime (a worker per core): for the commands that move
+/// bulk data (`send`, `receive`, `tunnel`), where QUIC, the socket readers, hashing and the
+/// copies must not all share one thread.
+pub fn block_on_parallel<F>(command: F) -> anyhow::Result<ExitCode>
+where
+    F: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    init_logs();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(command)
+}
+
+fn init_logs() {
     use std::io::IsTerminal;
     // Colours only for a person: a redirected log gets plain text.
     let _ = tracing_subscriber::fmt()
@@ -216,7 +236,6 @@ where
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
-    runtime()?.block_on(command)
 }
 
 /// The single-threaded runtime every async command runs on.

@@ -232,14 +232,15 @@ fn main() -> ExitCode {
             home().and_then(|home| account_cmd::block_on(account_cmd::passwd(args, &home)))
         }
         Command::Chat(args) => home().and_then(|home| account_cmd::block_on(chat(args, &home))),
-        Command::Send(args) => {
-            home().and_then(|home| account_cmd::block_on(key_checked(link_cmd::send(args, &home))))
-        }
-        Command::Receive(args) => home()
-            .and_then(|home| account_cmd::block_on(key_checked(link_cmd::receive(args, &home)))),
-        Command::Tunnel(args) => {
-            home().and_then(|home| account_cmd::block_on(key_checked(tunnel_cmd::run(args, &home))))
-        }
+        Command::Send(args) => home().and_then(|home| {
+            account_cmd::block_on_parallel(key_checked(link_cmd::send(args, &home)))
+        }),
+        Command::Receive(args) => home().and_then(|home| {
+            account_cmd::block_on_parallel(key_checked(link_cmd::receive(args, &home)))
+        }),
+        Command::Tunnel(args) => home().and_then(|home| {
+            account_cmd::block_on_parallel(key_checked(tunnel_cmd::run(args, &home)))
+        }),
     };
     match result {
         Ok(code) => code,
