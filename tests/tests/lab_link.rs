@@ -9,7 +9,12 @@
 //! - port-restricted <-> port-restricted: the link must end direct on both sides, to the other
 //!   side's public address;
 //! - symmetric (random ports) <-> symmetric: no direct path exists; every `path` event must be
-//!   `relayed` (the switchboard), and the file crosses the relay;
+//!   `relayed` (the switchboard), and the file crosses the relay. The switchboard relays at
+//!   most `SwitchboardConfig::default().rate` bytes per second per direction (1 MiB/s) and
+//!   `byte_cap` bytes per session (1 GiB, both directions together), and the `stun-server`
+//!   binary has no flag to change either: 1 GiB cannot cross it at all, and a smaller file
+//!   takes a second per MiB. This test therefore sends `LAB_LINK_RELAYED_BYTES`, by default
+//!   [`RELAYED_SECONDS`] of the relay's rate (capped at `LAB_LINK_BYTES`);
 //! - a path change in the middle of the transfer: port-restricted pairs with a 5 s UDP
 //!   timeout; once the link is direct and bytes are moving, every UDP packet crossing one
 //!   router is dropped (before conntrack, so the mapping expires) for 9 s, longer than the
@@ -29,6 +34,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use shared::switchboard::SwitchboardConfig;
 use tests::lab::chat::{ChatEvent, ChatOutcome, ChatPeer, ChatServer, path_events};
 use tests::lab::transfer::{
     TransferDir, count, done_events, env_bytes, progress_bytes, random_file, sha256_of,
@@ -42,8 +48,11 @@ const USERS: [&str; 2] = ["alice", "bob"];
 const DEFAULT_BYTES: u64 = 1 << 30;
 /// Every transfer gets this long to log in, link and exit, on top of the time for its bytes.
 const EXIT_BASE: Duration = Duration::from_secs(90);
-/// The slowest rate a transfer may run at (bytes per second) before it counts as stuck.
+/// The slowest rate a transfer may run at (bytes per second) before it counts as stuck,
+/// where the path is not limited by the relay's rate.
 const FLOOR_RATE: u64 = 4 << 20;
+/// How many seconds of the relay's rate the relayed test sends by default.
+const RELAYED_SECONDS: u64 = 30;
 /// How long each command waits for its peer to join.
 const WAIT_ARGS: [&str; 2] = ["--wait", "30"];
 /// The file's name.
@@ -110,14 +119,14 @@ impl Transfer {
     }
 }
 
-/// Alice sends a fresh random file of `bytes` to Bob (`extra` goes to both commands);
-/// `during` runs once both processes are started, with [sender, receiver]. Checks everything
+/// Alice sends a fresh random file of `bytes` to Bob, which may take [`EXIT_BASE`] plus the
+/// time at `floor_rate` bytes per second; `during` runs once both processes are started, with [sender, receiver]. Checks everything
 /// a whole transfer must show (see the module docs) and returns what it saw.
 fn transfer(
     pair: &Pair,
     label: &str,
     bytes: u64,
-    extra: &[&str],
+    floor_rate: u64,
     during: impl FnOnce(&mut [ChatPeer; 2]),
 ) -> Transfer {
     let lab = &pair.lab;
@@ -131,8 +140,7 @@ fn transfer(
         made.elapsed().as_secs_f64()
     );
     lab.flush_all().unwrap();
-    let mut args = WAIT_ARGS.to_vec();
-    args.extend_from_slice(extra);
+    let args = WAIT_ARGS;
     let begun = Instant::now();
     let receiver =
         start_receive(lab, lab.client(1), USERS[1], USERS[0], &dir.out(), &args).unwrap();
@@ -148,7 +156,7 @@ fn transfer(
     let mut peers = [sender, receiver];
     during(&mut peers);
     let [sender, receiver] = peers;
-    let limit = EXIT_BASE + Duration::from_secs(bytes / FLOOR_RATE);
+    let limit = EXIT_BASE + Duration::from_secs(bytes / floor_rate);
     let left = limit.saturating_sub(begun.elapsed());
     let sent = sender.finish(left);
     // The receiver waits up to 10 s for the sender's goodbye after the last acknowledgement.
@@ -261,7 +269,7 @@ fn a_file_crosses_port_restricted_nats_whole_and_ends_direct() {
         PunchNat::PortRestrictedCone.router_options(),
     );
     let bytes = env_bytes("LAB_LINK_BYTES", DEFAULT_BYTES);
-    let t = transfer(&pair, "direct", bytes, &[], |_| {});
+    let t = transfer(&pair, "direct", bytes, FLOOR_RATE, |_| {});
     summary("port-restricted <-> port-restricted", &t);
     for (i, user) in USERS.iter().enumerate() {
         let last = t.outcomes[i].last_path();
@@ -286,8 +294,21 @@ fn a_file_crosses_symmetric_nats_whole_over_the_relay() {
         PunchNat::SymmetricRandom.router_options(),
         PunchNat::SymmetricRandom.router_options(),
     );
-    let bytes = env_bytes("LAB_LINK_BYTES", DEFAULT_BYTES);
-    let t = transfer(&pair, "relayed", bytes, &[], |_| {});
+    let relay = SwitchboardConfig::default();
+    let fitting = match relay.rate {
+        0 => relay.byte_cap / 2,
+        rate => (rate * RELAYED_SECONDS).min(relay.byte_cap / 2),
+    };
+    let bytes = env_bytes(
+        "LAB_LINK_RELAYED_BYTES",
+        env_bytes("LAB_LINK_BYTES", DEFAULT_BYTES).min(fitting),
+    );
+    // Half the relay's rate, for a slow machine.
+    let floor_rate = match relay.rate {
+        0 => FLOOR_RATE,
+        rate => FLOOR_RATE.min(rate / 2),
+    };
+    let t = transfer(&pair, "relayed", bytes, floor_rate, |_| {});
     summary("symmetric-random <-> symmetric-random", &t);
     let switchboard = ChatServer::switchboard().to_string();
     for (i, user) in USERS.iter().enumerate() {
@@ -321,7 +342,7 @@ fn a_transfer_survives_a_path_change_without_restarting() {
     let bytes = env_bytes("LAB_LINK_BYTES", DEFAULT_BYTES);
     let mut cut_at: Option<(Instant, u64)> = None;
     let mut during_cut: Vec<Vec<String>> = Vec::new();
-    let t = transfer(&pair, "path-change", bytes, &[], |peers| {
+    let t = transfer(&pair, "path-change", bytes, FLOOR_RATE, |peers| {
         let direct = |events: &[ChatEvent]| {
             path_events(events)
                 .last()
