@@ -22,6 +22,10 @@
 //!   must arrive in the same run, without restarting: one `done`, no `resumed`, progress never
 //!   going backwards, and the `path` events of both sides must show direct, then relayed.
 //!
+//! Durations with the debug binaries on a 2-core machine (docs/BENCHMARKS.md, "Links: bulk
+//! transfer"): the direct 1 GiB test about 1 minute (~21 MB/s), the relayed one 30 s, the path
+//! change about 1.5 minutes; most of a debug transfer's CPU is SHA-256 in the unoptimised `sha2`.
+//!
 //! The file's size is `LAB_LINK_BYTES` (default 1 GiB). Each transfer may take at most
 //! [`EXIT_BASE`] plus the time at [`FLOOR_RATE`]. The binaries are those of the chat lab (the
 //! same target directory, built first; see `tests::lab::chat`). Run with `-- --nocapture` for
