@@ -23,8 +23,10 @@
 //!   going backwards, and the `path` events of both sides must show direct, then relayed.
 //!
 //! Durations with the debug binaries on a 2-core machine (docs/BENCHMARKS.md, "Links: bulk
-//! transfer"): the direct 1 GiB test about 1 minute (~21 MB/s), the relayed one 30 s, the path
-//! change about 1.5 minutes; most of a debug transfer's CPU is SHA-256 in the unoptimised `sha2`.
+//! transfer"): the direct 1 GiB test moves its data in 40-55 s (20-27 MB/s), the relayed one in
+//! 30 s, the path change in 70-80 s; all three about 3-3.5 minutes. Most of a debug transfer's
+//! CPU is SHA-256 in the unoptimised `sha2`. The path-change test prints the receiver's longest
+//! stall (QUIC's backed-off probe timer can keep it idle well past the outage).
 //!
 //! The file's size is `LAB_LINK_BYTES` (default 1 GiB). Each transfer may take at most
 //! [`EXIT_BASE`] plus the time at [`FLOOR_RATE`]. The binaries are those of the chat lab (the
@@ -391,7 +393,37 @@ fn a_transfer_survives_a_path_change_without_restarting() {
     });
     summary("path change mid-transfer", &t);
     let (cut, _) = cut_at.unwrap();
-    eprintln!("paths by the end of the cut: {during_cut:?}");
+    let ms_after_cut = |at: Instant| at.saturating_duration_since(cut).as_millis();
+    let bob = &t.outcomes[1];
+    let paths_after: Vec<String> = bob
+        .paths()
+        .iter()
+        .filter(|(_, _, at)| *at > cut)
+        .map(|(p, _, at)| format!("+{} ms {p}", ms_after_cut(*at)))
+        .collect();
+    // The longest stretch without new bytes at the receiver, and when it ended.
+    let mut stall = (Duration::ZERO, cut);
+    let mut last: Option<(u64, Instant)> = None;
+    for e in bob.events.iter().filter(|e| e.kind() == "progress") {
+        let bytes: u64 = e.get("bytes").parse().unwrap_or(0);
+        if let Some((before, since)) = last {
+            if bytes > before {
+                let gap = e.at.saturating_duration_since(since);
+                if gap > stall.0 {
+                    stall = (gap, e.at);
+                }
+                last = Some((bytes, e.at));
+            }
+        } else {
+            last = Some((bytes, e.at));
+        }
+    }
+    eprintln!(
+        "paths by the end of the cut: {during_cut:?}\nbob's paths after the cut: {paths_after:?}\n\
+         longest stall at the receiver: {} ms, ending {} ms after the cut began",
+        stall.0.as_millis(),
+        ms_after_cut(stall.1)
+    );
     for (i, user) in USERS.iter().enumerate() {
         let paths = t.outcomes[i].paths();
         let first_direct = paths
