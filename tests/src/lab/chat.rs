@@ -470,15 +470,24 @@ impl ChatPeer {
         peer: &str,
         extra: &[&str],
     ) -> Result<ChatPeer, LabError> {
+        Self::start_command(lab, host, user, &["chat", "--json", "--peer", peer], extra)
+    }
+
+    /// Starts `p2p-client COMMAND... --server R --user USER EXTRA...` in `host`'s namespace,
+    /// read back as [`ChatPeer::start`] does: any command that prints `--json` lines (`send`,
+    /// `receive`).
+    pub fn start_command(
+        lab: &Lab,
+        host: &Host,
+        user: &str,
+        command: &[&str],
+        extra: &[&str],
+    ) -> Result<ChatPeer, LabError> {
         let bins = binaries()?;
         let server = ChatServer::rendezvous().to_string();
         let mut args: Vec<OsString> = vec![bins.client.clone().into()];
-        args.extend(
-            [
-                "chat", "--json", "--peer", peer, "--server", &server, "--user", user,
-            ]
-            .map(OsString::from),
-        );
+        args.extend(command.iter().map(OsString::from));
+        args.extend(["--server", &server, "--user", user].map(OsString::from));
         args.extend(extra.iter().map(OsString::from));
         let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "p2p_client=debug".into());
         let started = Instant::now();
@@ -495,7 +504,12 @@ impl ChatPeer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| io_error(format!("spawn p2p-client chat as {user}"), e))?;
+            .map_err(|e| {
+                io_error(
+                    format!("spawn p2p-client {} as {user}", command.join(" ")),
+                    e,
+                )
+            })?;
         let no_pipe = || io_error("p2p-client pipes", io::Error::other("missing"));
         let stdout = child.stdout.take().ok_or_else(no_pipe)?;
         let (stderr, stderr_reader) = collect_joinable(child.stderr.take().ok_or_else(no_pipe)?);

@@ -64,6 +64,7 @@ mod processes;
 mod routers;
 mod servers;
 mod topology;
+pub mod transfer;
 
 pub use commands::{available, require_lab, require_tool, tool_installed};
 pub use harness::{coturn_command, recv_text, serial, server_addrs, stun_server_command};
