@@ -237,6 +237,12 @@ impl ChatServer {
             db.into(),
             "--min-kdf".into(),
             TEST_KDF.into(),
+            // The lab's switchboard is a relay of our own: no per-session rate or byte cap, so
+            // the link tests can push a whole file through it (chat needs neither limit).
+            "--relay-rate".into(),
+            "0".into(),
+            "--relay-session-cap".into(),
+            "0".into(),
         ]);
         let mut child = lab
             .command(&lab.server().ns, &args)

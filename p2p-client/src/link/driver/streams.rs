@@ -172,7 +172,20 @@ impl Driver {
                 Some(relay) => streams.route.set_relayed(relay.sender()),
                 None => streams.route.set_none(),
             },
-            Route::Drop => streams.route.set_none(),
+            Route::Drop => {
+                streams.route.set_none();
+                return;
+            }
+        }
+        // A new path: make QUIC send now. During an outage its probe timer backs off
+        // exponentially, so without a nudge the first packet on the new path could wait many
+        // seconds; a small datagram (QUIC DATAGRAM frame, RFC 9221, which the peer ignores) is
+        // ack-eliciting, and its acknowledgement resets the backoff and lets loss recovery
+        // resend what the outage swallowed at once.
+        if let QuicState::Up(connection) = self.shared.quic_state()
+            && let Err(e) = connection.send_datagram(bytes::Bytes::from_static(&[0]))
+        {
+            tracing::debug!(error = %e, "cannot nudge QUIC onto the new path");
         }
     }
 
