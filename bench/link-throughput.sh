@@ -14,10 +14,10 @@
 #   iperf3        iperf3 TCP, memory to memory, -n BYTES, to our own `iperf3 -s` in client1's
 #                 namespace (stopped by pid).
 #   ours-relayed  p2p-client send / receive with --no-direct: the switchboard relay of the
-#                 server host carries everything. It moves RELAYED_BYTES, not BYTES: the
-#                 switchboard relays at most 1 MiB/s per direction and 1 GiB per session (both
-#                 directions; shared::switchboard::SwitchboardConfig::default(), no stun-server
-#                 flag changes it), so 1 GiB cannot cross it.
+#                 server host carries everything. The server runs with RELAY_ARGS (default
+#                 `--relay-rate 0 --relay-session-cap 0`: no per-session limits, a relay of
+#                 one's own; the defaults of 1 MiB/s and 1 GiB per session would measure the
+#                 policy, not the relay). It moves RELAYED_BYTES.
 #   socat         a plain TCP forwarder on the server host joining two inbound connections
 #                 (`socat TCP-LISTEN:A TCP-LISTEN:B`, as a relay would), the receiver connected
 #                 to A, the sender to B, both ends `socat -u` to/from the files; default
@@ -43,7 +43,8 @@
 #
 # Usage: sudo bench/link-throughput.sh
 # Environment (defaults in brackets):
-#   ROUNDS [5] BYTES [1073741824] RELAYED_BYTES [33554432]
+#   ROUNDS [5] BYTES [1073741824] RELAYED_BYTES [BYTES]
+#   RELAY_ARGS ["--relay-rate 0 --relay-session-cap 0"] the switchboard's limits
 #   CONTENDERS ["ours scp iperf3 ours-relayed socat socat-128k"]
 #   SSH_PORT [2222] IPERF_PORT [5201] SOCAT_PORTS ["7001 7002"]
 #   RUN_TIMEOUT [600] s per transfer at most
@@ -57,7 +58,8 @@ set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
 BYTES=${BYTES:-1073741824}
-RELAYED_BYTES=${RELAYED_BYTES:-33554432}
+RELAYED_BYTES=${RELAYED_BYTES:-$BYTES}
+RELAY_ARGS=${RELAY_ARGS:---relay-rate 0 --relay-session-cap 0}
 CONTENDERS=${CONTENDERS:-ours scp iperf3 ours-relayed socat socat-128k}
 SSH_PORT=${SSH_PORT:-2222}
 IPERF_PORT=${IPERF_PORT:-5201}
@@ -170,10 +172,11 @@ wait_tcp() { # wait_tcp NS IP PORT: until it accepts, at most 15 s
 }
 
 # --- our server and two users ----------------------------------------------------------------
+# shellcheck disable=SC2086 # RELAY_ARGS is a list of flags
 ip netns exec "$SRV_NS" env RUST_LOG=info NO_COLOR=1 "$STUN_SERVER_BIN" --primary "$SERVER_IP" --alternate 198.51.100.2 \
     --port 3478 --alt-port 3479 --workers 1 --no-tcp --rate-limit 0 --stats-interval 0 \
     --rendezvous "$RENDEZVOUS" --switchboard "$SERVER_IP:1865" --db "$TMPD/srv/rendezvous.db" \
-    --min-kdf "$KDF" 2>"$TMPD/server.log" >/dev/null &
+    --min-kdf "$KDF" $RELAY_ARGS 2>"$TMPD/server.log" >/dev/null &
 PIDS+=($!)
 wait_tcp "$SRV_NS" "$SERVER_IP" 1863
 wait_tcp "$SRV_NS" "$SERVER_IP" 1865

@@ -347,6 +347,7 @@ fn encode_switchboard(
         &[
             ([("reason", "rate_limited")], core.rate_dropped),
             ([("reason", "early_buffer_full")], core.early_dropped),
+            ([("reason", "queue_full")], stats.queue_dropped),
         ],
     )?;
     counter(

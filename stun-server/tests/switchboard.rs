@@ -266,6 +266,57 @@ async fn a_slow_reader_is_disconnected_without_stalling_another_session() {
     drop(sleeper);
 }
 
+/// A sender faster than its peer's link: the frames that do not fit the peer's queue are
+/// dropped and counted (a relay of datagrams drops like a router), the connection stays up, and
+/// a control frame still gets through afterwards.
+#[tokio::test]
+async fn a_receiver_that_reads_slowly_loses_frames_not_its_connection() {
+    let sb = start(SwitchboardOptions {
+        max_queued_bytes: 128 * 1024,
+        write_timeout: Duration::from_secs(5),
+        ..options(SwitchboardConfig {
+            rate: 0,
+            ..SwitchboardConfig::default()
+        })
+    });
+    let (mut fast, mut slow) = joined_pair(&sb, 7).await;
+    let frame = Bytes::from(vec![0x5a; 60_000]);
+    // 24 MB in one go: far more than the queue and the socket buffers hold.
+    for _ in 0..400 {
+        fast.feed(Frame::Data(frame.clone())).await.unwrap();
+    }
+    fast.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Now the slow side reads, a frame at a time, with pauses, but well within the write
+    // timeout: it gets some of the frames, not all, and stays connected.
+    let mut received = 0usize;
+    while let Ok(Some(Ok(Frame::Data(data)))) =
+        tokio::time::timeout(Duration::from_millis(500), slow.next()).await
+    {
+        assert_eq!(data.len(), 60_000);
+        received += 1;
+    }
+    assert!(received > 0 && received < 400, "{received} of 400");
+    let stats = sb.stats();
+    assert!(stats.queue_dropped > 0, "{stats:?}");
+    assert_eq!(stats.slow_readers, 0, "{stats:?}");
+    // Both ends are still joined: a frame each way goes through.
+    fast.send(Frame::Data(Bytes::from_static(b"still there?")))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut slow).await,
+        Some(Frame::Data(Bytes::from_static(b"still there?")))
+    );
+    slow.send(Frame::Data(Bytes::from_static(b"yes")))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut fast).await,
+        Some(Frame::Data(Bytes::from_static(b"yes")))
+    );
+}
+
 #[tokio::test]
 async fn tickets_can_be_granted_from_another_thread_and_shutdown_tells_clients() {
     let sb = start(options(SwitchboardConfig::default()));

@@ -78,6 +78,8 @@ pub(crate) struct DriverLimits {
 #[derive(Debug, Default)]
 pub(crate) struct DriverCounts {
     pub(crate) slow_readers: AtomicU64,
+    /// `DATA` frames dropped because the receiver's queue was full.
+    pub(crate) queue_dropped: AtomicU64,
     pub(crate) over_limit: AtomicU64,
     pub(crate) failed_handshakes: AtomicU64,
 }
@@ -133,20 +135,25 @@ impl Shared {
         }
     }
 
-    /// Drains the core's outputs into the connections' queues; a connection whose queue is full
-    /// is dropped as a slow reader and reported to the core. Returns whether the timer must
-    /// wake earlier than it planned.
+    /// Drains the core's outputs into the connections' queues. A `DATA` frame that does not fit
+    /// a full queue is dropped, as a router drops a datagram (the clients' sessions retransmit,
+    /// and QUIC slows down); a control frame that does not fit drops the connection as a slow
+    /// reader, reported to the core. A reader that takes nothing at all is caught by the write
+    /// timeout. Returns whether the timer must wake earlier than it planned.
     fn dispatch(&self, state: &mut State, now: Instant) -> bool {
         let mut slow = Vec::new();
         loop {
             while let Some(output) = state.core.poll_output() {
                 match output {
                     Output::Send { conn, frame } => {
+                        let data = matches!(frame, Frame::Data(_));
                         let full = state
                             .outboxes
                             .get(&conn)
                             .is_some_and(|o| !o.push(frame, self.limits.max_queued_bytes));
-                        if full {
+                        if full && data {
+                            self.counts.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                        } else if full {
                             slow.push(conn);
                         }
                     }

@@ -38,9 +38,11 @@
 //! it; a failed handshake is counted ([`RelayStats::failed_handshakes`]) and never answered. Readers decode everything one read returned and
 //! hand it to the core in one step; the core's outputs go straight into the connections'
 //! outgoing queues. Each queue is bounded in bytes ([`SwitchboardOptions::max_queued_bytes`]):
-//! a connection whose queue is full, or whose writes stall for
-//! [`SwitchboardOptions::write_timeout`], is disconnected as a slow reader (its peer gets
-//! `PEER_LEFT`), so it never holds up anyone else. Relayed payloads are never copied on their
+//! a `DATA` frame that does not fit is dropped, as a router drops a datagram (what the clients
+//! relay are datagrams: their sessions retransmit, QUIC slows down), and the frame is counted
+//! ([`RelayStats::queue_dropped`]); a control frame that does not fit, or writes that stall for
+//! [`SwitchboardOptions::write_timeout`], disconnect the connection as a slow reader (its peer
+//! gets `PEER_LEFT`), so it never holds up anyone else. Relayed payloads are never copied on their
 //! way through: the reader splits them off its receive buffer as `Bytes`, and the writer sends
 //! large ones by reference in a vectored write (small ones are gathered into one run).
 
@@ -129,8 +131,12 @@ pub enum SwitchboardError {
 pub struct RelayStats {
     /// The core's counters.
     pub core: SwitchboardStats,
-    /// Connections dropped because their queue overflowed or their writes stalled.
+    /// Connections dropped because a control frame did not fit their queue or their writes
+    /// stalled.
     pub slow_readers: u64,
+    /// `DATA` frames dropped because the receiving connection's queue was full (a fast
+    /// sender outrunning its peer's link: the datagram semantics of the relay).
+    pub queue_dropped: u64,
     /// Connections closed on accept because [`SwitchboardOptions::max_connections`] were open.
     pub over_limit: u64,
     /// TLS handshakes that failed or timed out.
@@ -180,6 +186,7 @@ impl RelayStatsSource {
         RelayStats {
             core: *state.core.stats(),
             slow_readers: shared.counts.slow_readers.load(Ordering::Relaxed),
+            queue_dropped: shared.counts.queue_dropped.load(Ordering::Relaxed),
             over_limit: shared.counts.over_limit.load(Ordering::Relaxed),
             failed_handshakes: shared.counts.failed_handshakes.load(Ordering::Relaxed),
             open_connections: state.core.connection_count(),
