@@ -58,12 +58,14 @@ fn a_program_uses_messages_streams_path_and_stats_then_closes() {
             .unwrap();
         let mut config = LinkConfig::with_streams();
         config.bind = Some("127.0.0.1:0".parse().unwrap());
+        // Alice asks for bob; bob takes whoever asks.
         let (a, b) = tokio::join!(
             Link::connect(&a_session, &bob, config.clone()),
-            Link::connect(&b_session, &alice, config),
+            Link::accept(&b_session, config),
         );
         let (mut a, mut b) = (a.unwrap(), b.unwrap());
         assert_eq!(a.peer(), &bob);
+        assert_eq!(b.peer(), &alice);
         // First contact: the peer's key is pinned, then the session starts.
         assert!(matches!(
             a.next_event().await,

@@ -344,8 +344,10 @@ async fn read_loop(
             continue;
         }
         let received = socket.try_io(tokio::io::Interest::READABLE, || {
-            let mut slices: Vec<std::io::IoSliceMut<'_>> =
-                bufs.iter_mut().map(|b| std::io::IoSliceMut::new(b)).collect();
+            let mut slices: Vec<std::io::IoSliceMut<'_>> = bufs
+                .iter_mut()
+                .map(|b| std::io::IoSliceMut::new(b))
+                .collect();
             state.recv((&*socket).into(), &mut slices, &mut meta)
         });
         let count = match received {
@@ -359,7 +361,11 @@ async fn read_loop(
             }
         };
         for (buf, meta) in bufs.iter().zip(&meta).take(count) {
-            let stride = if meta.stride == 0 { meta.len } else { meta.stride };
+            let stride = if meta.stride == 0 {
+                meta.len
+            } else {
+                meta.stride
+            };
             for datagram in buf[..meta.len].chunks(stride.max(1)) {
                 if !dispatch(datagram, meta.addr, index, &tx, &quic).await {
                     return;

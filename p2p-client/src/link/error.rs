@@ -19,6 +19,9 @@ pub enum LinkError {
     /// The peer never showed up and answered.
     #[error("{0} did not come online and join in time (see --wait)")]
     PeerAbsent(UserName),
+    /// Nobody asked for a link within the wait ([`super::Link::accept`]).
+    #[error("nobody asked for a link within {0:?} (see --wait)")]
+    NobodyCame(std::time::Duration),
     /// The peer declined our invitation.
     #[error("{0} declined the link")]
     Declined(UserName),

@@ -278,6 +278,28 @@ impl Link {
         Link::make(session, peer, Some(ring), config, None).await
     }
 
+    /// Waits (at most [`LinkConfig::wait`]) for any contact to ask for a link to us, and
+    /// answers it: the other side runs [`Link::connect`] towards us. Invitations from users who
+    /// are not our contacts never reach us (the server only lets contacts invite each other).
+    pub async fn accept(session: &LinkSession, config: LinkConfig) -> Result<Link, LinkError> {
+        let deadline = tokio::time::Instant::now() + config.wait;
+        let (peer, ring) = loop {
+            let event = tokio::select! {
+                event = session.client.next_event() => event,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(LinkError::NobodyCame(config.wait));
+                }
+            };
+            match event {
+                Some(crate::rendezvous::Event::Ring { sid, from }) => break (from, sid),
+                Some(other) => tracing::debug!(event = ?other, "waiting for an invitation"),
+                None => return Err(LinkError::closed(&session.client)),
+            }
+        };
+        tracing::info!(%peer, %ring, "answering an invitation");
+        Link::make(session, &peer, Some(ring), config, None).await
+    }
+
     /// [`Link::connect`] (or [`Link::answer`] when `ring` is given) that reports what happens
     /// while the link is being made (the rendezvous connection lost and back, the peer's key
     /// pinned) on `early` at once, rather than as the link's first events.
