@@ -129,3 +129,68 @@ fn a_program_uses_messages_streams_path_and_stats_then_closes() {
         b_session.logout().await;
     });
 }
+
+/// Streams on one side only: the side without them refuses at once (`StreamsOff`), the side
+/// with them gives up when the peer's QUIC certificate never comes (`PeerHasNoStreams`),
+/// instead of waiting forever; messages work all the same.
+#[test]
+fn streams_asked_of_a_peer_without_them_fail_with_a_typed_error() {
+    let servers = Servers::start();
+    servers.pair("carol", "dave");
+    let home = Home::at(&servers.home);
+    let server = servers.rendezvous.to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let trust = ServerTrust::tofu(home.clone());
+        let account = |user: &str| Account {
+            server: &server,
+            trust: &trust,
+            home: &home,
+            user: user.parse().unwrap(),
+            config: ClientConfig {
+                min_kdf: loopback::KDF.parse().unwrap(),
+                ..ClientConfig::default()
+            },
+        };
+        let c_session = LinkSession::login(&account("carol"), client::password("carol").as_bytes())
+            .await
+            .unwrap();
+        let d_session = LinkSession::login(&account("dave"), client::password("dave").as_bytes())
+            .await
+            .unwrap();
+        let mut with = LinkConfig::with_streams();
+        with.bind = Some("127.0.0.1:0".parse().unwrap());
+        let mut without = LinkConfig::default();
+        without.bind = with.bind;
+        let (carol, dave): (UserName, UserName) =
+            ("carol".parse().unwrap(), "dave".parse().unwrap());
+        let (c, d) = tokio::join!(
+            Link::connect(&c_session, &dave, with),
+            Link::connect(&d_session, &carol, without),
+        );
+        let (mut c, mut d) = (c.unwrap(), d.unwrap());
+        assert!(matches!(
+            d.open_stream().await,
+            Err(p2p_client::link::LinkError::StreamsOff)
+        ));
+        c.send(b"no streams, but messages".to_vec()).unwrap();
+        assert_eq!(d.recv().await.unwrap(), b"no streams, but messages");
+        let waited = std::time::Instant::now();
+        let refused = tokio::time::timeout(Duration::from_secs(20), c.open_stream())
+            .await
+            .expect("open_stream gives up by itself");
+        assert!(
+            matches!(refused, Err(p2p_client::link::LinkError::PeerHasNoStreams)),
+            "{refused:?}"
+        );
+        assert!(
+            waited.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            waited.elapsed()
+        );
+        c.close().await.unwrap();
+        d.join().await.unwrap();
+        c_session.logout().await;
+        d_session.logout().await;
+    });
+}

@@ -87,12 +87,24 @@ pub enum LinkError {
     /// The link has ended (or was never started): nothing more can be sent.
     #[error("the link is closed")]
     Closed,
-    /// QUIC (the streams) could not be set up or failed.
+    /// Streams were asked of a link made without them ([`super::LinkConfig::streams`]).
+    #[error("streams are off for this link (LinkConfig::streams)")]
+    StreamsOff,
+    /// The peer runs no streams on this link: its QUIC certificate never came.
+    #[error("the peer does not run streams on this link")]
+    PeerHasNoStreams,
+    /// QUIC could not be set up, or its handshake with the peer failed.
     #[error("streams: {0}")]
-    Quic(String),
+    Quic(#[source] std::sync::Arc<super::quic::QuicLinkError>),
+    /// This side's QUIC certificate could not be made.
+    #[error("streams: {0}")]
+    QuicCertificate(#[source] super::quic::AuthError),
     /// The QUIC connection under the streams failed.
     #[error("streams: {0}")]
     Stream(#[source] quinn::ConnectionError),
+    /// The link's task panicked or was cancelled.
+    #[error("the link's task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
     /// The home (identity key, pins) cannot be used.
     #[error(transparent)]
     Home(#[from] HomeError),

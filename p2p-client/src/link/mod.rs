@@ -439,7 +439,7 @@ impl Link {
         };
         match task.await {
             Ok(result) => result,
-            Err(e) => Err(LinkError::Setup(format!("the link task failed: {e}"))),
+            Err(e) => Err(LinkError::Task(e)),
         }
     }
 }

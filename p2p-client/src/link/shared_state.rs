@@ -44,6 +44,17 @@ pub struct LinkStats {
     pub paths: Vec<PathRecord>,
 }
 
+/// Why QUIC is not (or no longer) there.
+#[derive(Clone, Debug)]
+pub(super) enum QuicFailure {
+    /// The peer never announced a certificate.
+    PeerHasNoStreams,
+    /// QUIC failed to come up.
+    Error(std::sync::Arc<super::quic::QuicLinkError>),
+    /// The link has ended.
+    Ended,
+}
+
 /// The state of QUIC on the link.
 #[derive(Clone, Debug)]
 pub(super) enum QuicState {
@@ -53,8 +64,8 @@ pub(super) enum QuicState {
     Pending,
     /// Up.
     Up(quinn::Connection),
-    /// It failed or the link ended; why.
-    Failed(String),
+    /// It failed or the link ended: the error waiting callers get.
+    Failed(QuicFailure),
 }
 
 /// What the running link shares with its handle: the path, the counters, the QUIC
@@ -142,13 +153,13 @@ impl LinkShared {
         let mut rx = self.quic.subscribe();
         loop {
             match &*rx.borrow_and_update() {
-                QuicState::Off => {
-                    return Err(LinkError::Quic(
-                        "streams are off for this link (LinkConfig::streams)".into(),
-                    ));
-                }
+                QuicState::Off => return Err(LinkError::StreamsOff),
                 QuicState::Up(connection) => return Ok(connection.clone()),
-                QuicState::Failed(why) => return Err(LinkError::Quic(why.clone())),
+                QuicState::Failed(QuicFailure::PeerHasNoStreams) => {
+                    return Err(LinkError::PeerHasNoStreams);
+                }
+                QuicState::Failed(QuicFailure::Error(e)) => return Err(LinkError::Quic(e.clone())),
+                QuicState::Failed(QuicFailure::Ended) => return Err(LinkError::Closed),
                 QuicState::Pending => {}
             }
             if rx.changed().await.is_err() {

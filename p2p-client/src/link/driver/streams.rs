@@ -20,7 +20,7 @@ use shared::link::LinkMessage;
 use super::super::LinkError;
 use super::super::event::LinkEvent;
 use super::super::quic::{self, LinkCertificate, QuicInbound, QuicLink, QuicRoute};
-use super::super::shared_state::QuicState;
+use super::super::shared_state::{QuicFailure, QuicState};
 use super::Driver;
 use crate::rendezvous::Role;
 use shared::link::Route;
@@ -47,7 +47,7 @@ pub(super) struct Streams {
 impl Streams {
     /// A fresh certificate for this link.
     pub(super) fn new(role: Role) -> Result<Streams, LinkError> {
-        let cert = LinkCertificate::generate().map_err(|e| LinkError::Quic(e.to_string()))?;
+        let cert = LinkCertificate::generate().map_err(LinkError::QuicCertificate)?;
         Ok(Streams {
             cert,
             role: match role {
@@ -104,9 +104,8 @@ impl Driver {
             && matches!(self.shared.quic_state(), QuicState::Pending)
         {
             tracing::info!("the peer sent no QUIC certificate: no streams on this link");
-            self.shared.set_quic(QuicState::Failed(
-                "the peer does not run streams on this link".into(),
-            ));
+            self.shared
+                .set_quic(QuicState::Failed(QuicFailure::PeerHasNoStreams));
         }
         queued
     }
@@ -130,7 +129,8 @@ impl Driver {
             Ok(made) => made,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start QUIC");
-                self.shared.set_quic(QuicState::Failed(e.to_string()));
+                self.shared
+                    .set_quic(QuicState::Failed(QuicFailure::Error(Arc::new(e))));
                 return;
             }
         };
@@ -152,7 +152,7 @@ impl Driver {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "QUIC did not come up");
-                    shared.set_quic(QuicState::Failed(e.to_string()));
+                    shared.set_quic(QuicState::Failed(QuicFailure::Error(Arc::new(e))));
                 }
             }
         });
@@ -207,7 +207,6 @@ impl Driver {
         if let Some(link) = streams.link.take() {
             let _ = tokio::time::timeout(CLOSE_WAIT, link.close(b"link closed")).await;
         }
-        self.shared
-            .set_quic(QuicState::Failed("the link has ended".into()));
+        self.shared.set_quic(QuicState::Failed(QuicFailure::Ended));
     }
 }
