@@ -14,13 +14,10 @@ use shared::rendezvous::SessionId;
 use shared::stun_server::ServerConfig;
 
 use super::link_world::{LinkWorld, Profile};
-use super::{
-    Datagram, LinkAgent, LinkConditions, NatId, Network, SimError, Simulation, StunServerAgent,
-};
+use super::punch_pair::place_peer;
+use super::{LinkAgent, LinkConditions, NatId, Network, SimError, Simulation, StunServerAgent};
 use crate::nat_types::PunchNat;
 
-/// Both peers' endpoint sockets use this local port; extra sockets follow it.
-const ENDPOINT_PORT: u16 = 40000;
 /// The STUN server.
 const STUN: &str = "198.51.100.1:3478";
 /// The switchboard (outside the simulated network: the relay is modelled by [`LinkWorld`]).
@@ -78,41 +75,13 @@ fn add_site(
     setup: &LinkSetup,
     n: u8,
 ) -> (Option<NatId>, SocketAddr, SocketAddr) {
-    let inet = net.internet();
-    let (nat, ip) = if kind == PunchNat::Open {
-        let ip = IpAddr::from([192, 0, 2, 10 * (n + 1)]);
-        net.add_host(inet, &[ip]);
-        (None, ip)
-    } else {
-        let options = crate::nat_types::RouterOptions {
-            loss_percent: setup.loss_percent,
-            ..kind.router_options()
-        };
-        let (id, inside) = net.add_nat(inet, IpAddr::from([203, 0, 113, n + 1]), options);
-        net.set_nat_link(id, Duration::from_millis(1), Duration::ZERO);
-        (Some(id), net.add_inside_host(inside).1)
+    let options = crate::nat_types::RouterOptions {
+        loss_percent: setup.loss_percent,
+        ..kind.router_options()
     };
-    let host = SocketAddr::new(ip, ENDPOINT_PORT);
     let stun: SocketAddr = STUN.parse().expect("literal");
-    // What the client's first gathering learns (no agents run yet: the datagram's source as
-    // it arrives is the answer).
-    let mut srflx = None;
-    for _ in 0..50 {
-        net.send(Datagram::new(host, stun, b"binding".to_vec()));
-        while net.next_event().is_some() {
-            if let Some(d) = net.step() {
-                srflx = Some(d.datagram.src);
-            }
-        }
-        if srflx.is_some() {
-            break;
-        }
-    }
-    (
-        nat,
-        host,
-        srflx.expect("the STUN server was reached within 50 tries"),
-    )
+    let peer = place_peer(net, kind, options, n, stun);
+    (peer.nat, peer.host, peer.srflx)
 }
 
 impl LinkPair {

@@ -110,25 +110,39 @@ struct Site {
     candidates: Vec<Candidate>,
 }
 
-fn add_site(net: &mut Network, kind: PunchNat, setup: &PairSetup, n: u8) -> Site {
+/// A peer placed in the network: its NAT (none for `Open`), its endpoint address and the
+/// server-reflexive address the reflector saw.
+pub(crate) struct PlacedPeer {
+    /// The peer's router, if it has one.
+    pub nat: Option<NatId>,
+    /// The endpoint socket's address (inside the NAT).
+    pub host: SocketAddr,
+    /// What the reflector saw as the source.
+    pub srflx: SocketAddr,
+}
+
+/// Puts peer `n` behind a router of `kind` (built with `options`; an `Open` peer sits on the
+/// internet directly) and learns its server-reflexive address from `reflector`, asking again
+/// until an answer gets through the loss (what a client's first STUN gathering does; no
+/// agents run yet, so the datagram's source as it arrives is the answer).
+pub(crate) fn place_peer(
+    net: &mut Network,
+    kind: PunchNat,
+    options: crate::nat_types::RouterOptions,
+    n: u8,
+    reflector: SocketAddr,
+) -> PlacedPeer {
     let inet = net.internet();
     let (nat, ip) = if kind == PunchNat::Open {
         let ip = IpAddr::from([192, 0, 2, 10 * (n + 1)]);
         net.add_host(inet, &[ip]);
         (None, ip)
     } else {
-        let options = crate::nat_types::RouterOptions {
-            drop_unsolicited: setup.drop_unsolicited,
-            loss_percent: setup.loss_percent,
-            ..kind.router_options()
-        };
         let (id, inside) = net.add_nat(inet, IpAddr::from([203, 0, 113, n + 1]), options);
         net.set_nat_link(id, Duration::from_millis(1), Duration::ZERO);
         (Some(id), net.add_inside_host(inside).1)
     };
     let host = SocketAddr::new(ip, ENDPOINT_PORT);
-    let reflector: SocketAddr = REFLECTOR.parse().expect("literal");
-    // STUN with retransmissions: ask until an answer gets through the loss.
     let mut srflx = None;
     for _ in 0..50 {
         net.send(Datagram::new(host, reflector, b"binding".to_vec()));
@@ -141,11 +155,25 @@ fn add_site(net: &mut Network, kind: PunchNat, setup: &PairSetup, n: u8) -> Site
             break;
         }
     }
-    let srflx = srflx.expect("the reflector answered within 50 tries");
-    Site {
+    PlacedPeer {
         nat,
-        ip,
-        candidates: vec![Candidate::host(host), Candidate::srflx(srflx)],
+        host,
+        srflx: srflx.expect("the reflector answered within 50 tries"),
+    }
+}
+
+fn add_site(net: &mut Network, kind: PunchNat, setup: &PairSetup, n: u8) -> Site {
+    let options = crate::nat_types::RouterOptions {
+        drop_unsolicited: setup.drop_unsolicited,
+        loss_percent: setup.loss_percent,
+        ..kind.router_options()
+    };
+    let reflector: SocketAddr = REFLECTOR.parse().expect("literal");
+    let peer = place_peer(net, kind, options, n, reflector);
+    Site {
+        nat: peer.nat,
+        ip: peer.host.ip(),
+        candidates: vec![Candidate::host(peer.host), Candidate::srflx(peer.srflx)],
     }
 }
 
