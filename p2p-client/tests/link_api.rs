@@ -30,32 +30,33 @@ async fn next_matching(link: &mut Link, want: impl Fn(&LinkEvent) -> bool) -> Li
     .expect("no such event within 20 s")
 }
 
+/// Logs `user` in to the test servers as a program would (pinning their key in the test home).
+async fn login(servers: &Servers, user: &str) -> LinkSession {
+    let home = Home::at(&servers.home);
+    let account = Account {
+        server: &servers.rendezvous.to_string(),
+        trust: &ServerTrust::tofu(home.clone()),
+        home: &home,
+        user: user.parse().unwrap(),
+        config: ClientConfig {
+            min_kdf: loopback::KDF.parse().unwrap(),
+            ..ClientConfig::default()
+        },
+    };
+    LinkSession::login(&account, client::password(user).as_bytes())
+        .await
+        .unwrap()
+}
+
 #[test]
 fn a_program_uses_messages_streams_path_and_stats_then_closes() {
     let servers = Servers::start();
     servers.pair("alice", "bob");
-    let home = Home::at(&servers.home);
-    let server = servers.rendezvous.to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let trust = ServerTrust::tofu(home.clone());
-        let account = |user: &str| Account {
-            server: &server,
-            trust: &trust,
-            home: &home,
-            user: user.parse().unwrap(),
-            config: ClientConfig {
-                min_kdf: loopback::KDF.parse().unwrap(),
-                ..ClientConfig::default()
-            },
-        };
         let (alice, bob): (UserName, UserName) = ("alice".parse().unwrap(), "bob".parse().unwrap());
-        let a_session = LinkSession::login(&account("alice"), client::password("alice").as_bytes())
-            .await
-            .unwrap();
-        let b_session = LinkSession::login(&account("bob"), client::password("bob").as_bytes())
-            .await
-            .unwrap();
+        let a_session = login(&servers, "alice").await;
+        let b_session = login(&servers, "bob").await;
         let mut config = LinkConfig::with_streams();
         config.bind = Some("127.0.0.1:0".parse().unwrap());
         // Alice asks for bob; bob takes whoever asks.
@@ -137,27 +138,10 @@ fn a_program_uses_messages_streams_path_and_stats_then_closes() {
 fn streams_asked_of_a_peer_without_them_fail_with_a_typed_error() {
     let servers = Servers::start();
     servers.pair("carol", "dave");
-    let home = Home::at(&servers.home);
-    let server = servers.rendezvous.to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let trust = ServerTrust::tofu(home.clone());
-        let account = |user: &str| Account {
-            server: &server,
-            trust: &trust,
-            home: &home,
-            user: user.parse().unwrap(),
-            config: ClientConfig {
-                min_kdf: loopback::KDF.parse().unwrap(),
-                ..ClientConfig::default()
-            },
-        };
-        let c_session = LinkSession::login(&account("carol"), client::password("carol").as_bytes())
-            .await
-            .unwrap();
-        let d_session = LinkSession::login(&account("dave"), client::password("dave").as_bytes())
-            .await
-            .unwrap();
+        let c_session = login(&servers, "carol").await;
+        let d_session = login(&servers, "dave").await;
         let mut with = LinkConfig::with_streams();
         with.bind = Some("127.0.0.1:0".parse().unwrap());
         let mut without = LinkConfig::default();
