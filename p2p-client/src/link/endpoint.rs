@@ -19,10 +19,7 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 use shared::Transmit;
 use shared::punch::SocketIndex;
-use shared::stun::TransactionId;
-use shared::stun_client::{
-    BindingError, BindingRequest, BindingResponse, BindingTransaction, RetransmitConfig,
-};
+use shared::stun_client::{BindingError, BindingResponse, BindingTransaction};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -237,10 +234,10 @@ impl Endpoint {
     }
 }
 
-/// The endpoint as a [`BindingSocket`]: sends are best effort (a failure is logged, as UDP
-/// loss is expected anyway), receiving ends only when the endpoint socket closes. The chat
-/// driver sends a re-punch's requests through it too.
-pub(crate) struct EndpointIo<'a>(pub(crate) &'a mut Endpoint);
+/// The endpoint as a [`BindingSocket`], for the first gathering: sends are best effort (a
+/// failure is logged, as UDP loss is expected anyway), receiving ends only when the endpoint
+/// socket closes.
+struct EndpointIo<'a>(&'a mut Endpoint);
 
 impl BindingSocket for EndpointIo<'_> {
     type Error = String;
@@ -263,9 +260,8 @@ impl BindingSocket for EndpointIo<'_> {
     }
 }
 
-/// A STUN Binding transaction to `server` (modern, with FINGERPRINT) that resends every
-/// 250 ms, without backoff, until about `budget` is spent: on a path that loses packets a
-/// steady resend finds a gap sooner than a doubling one, and the budget is short anyway.
+/// The first gathering's STUN Binding to `server`: [`shared::link::gather_binding`] with a
+/// random transaction id.
 pub fn binding_transaction(
     server: SocketAddr,
     budget: Duration,
@@ -273,31 +269,7 @@ pub fn binding_transaction(
 ) -> BindingTransaction {
     let mut id = [0u8; 12];
     OsRng.fill_bytes(&mut id);
-    let request = BindingRequest {
-        server,
-        transaction_id: TransactionId::Modern(id),
-        change: None,
-        expect_from: None,
-        fingerprint: true,
-    };
-    let rto = Duration::from_millis(250);
-    let sends = u32::try_from(budget.as_millis() / rto.as_millis())
-        .unwrap_or(u32::MAX)
-        .max(1);
-    let config = RetransmitConfig {
-        rto,
-        max_sends: sends,
-        last_wait_factor: 1,
-        backoff: false,
-    };
-    BindingTransaction::new(request, config, now)
-}
-
-/// The server-reflexive address a finished [`binding_transaction`] learnt, or why it learnt
-/// none; `None` while it runs.
-pub fn binding_outcome(binding: &StunBinding) -> Option<Result<SocketAddr, String>> {
-    let server = binding.transaction().request().server;
-    Some(outcome_address(server, binding.outcome()?))
+    shared::link::gather_binding(server, id, budget, now)
 }
 
 fn outcome_address(

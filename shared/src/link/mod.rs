@@ -33,3 +33,4 @@ pub use output::{Destination, LinkCommand, LinkCoreEvent, LinkTransmit};
 pub use packet::{PacketClass, classify};
 pub use path::{PathChange, PathConfig, PathKind, Route};
 pub use repunch::RepunchConfig;
+pub use step::gather_binding;

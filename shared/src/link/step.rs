@@ -164,28 +164,11 @@ impl LinkCore {
         }
     }
 
-    /// A STUN Binding to `server` (modern, with FINGERPRINT) that resends every
-    /// [`GATHER_RTO`] until about the gather budget is spent.
+    /// The re-punch's STUN Binding to `server` ([`gather_binding`]), with a fresh id.
     fn binding(&mut self, server: SocketAddr, now: Instant) -> BindingTransaction {
         let mut id = [0u8; 12];
         self.rng.fill_bytes(&mut id);
-        let request = BindingRequest {
-            server,
-            transaction_id: TransactionId::Modern(id),
-            change: None,
-            expect_from: None,
-            fingerprint: true,
-        };
-        let sends = u32::try_from(self.config.gather_budget.as_millis() / GATHER_RTO.as_millis())
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let config = RetransmitConfig {
-            rto: GATHER_RTO,
-            max_sends: sends,
-            last_wait_factor: 1,
-            backoff: false,
-        };
-        BindingTransaction::new(request, config, now)
+        gather_binding(server, id, self.config.gather_budget, now)
     }
 
     /// Sends what the re-punch's STUN Binding has to send; when it is over, keeps the address
@@ -329,4 +312,34 @@ fn udp(socket: SocketIndex, remote: SocketAddr, data: Vec<u8>) -> LinkTransmit {
         },
         data,
     }
+}
+
+/// A STUN Binding transaction to `server` (modern, with FINGERPRINT, transaction id `id`) that
+/// resends every [`GATHER_RTO`], without backoff, until about `budget` is spent: on a path that
+/// loses packets a steady resend finds a gap sooner than a doubling one, and the budget is
+/// short anyway. The link's gatherings (the first, in the driver, and a re-punch's, here) use
+/// it.
+pub fn gather_binding(
+    server: SocketAddr,
+    id: [u8; 12],
+    budget: Duration,
+    now: Instant,
+) -> BindingTransaction {
+    let request = BindingRequest {
+        server,
+        transaction_id: TransactionId::Modern(id),
+        change: None,
+        expect_from: None,
+        fingerprint: true,
+    };
+    let sends = u32::try_from(budget.as_millis() / GATHER_RTO.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let config = RetransmitConfig {
+        rto: GATHER_RTO,
+        max_sends: sends,
+        last_wait_factor: 1,
+        backoff: false,
+    };
+    BindingTransaction::new(request, config, now)
 }
