@@ -315,7 +315,7 @@ fn udp(socket: SocketIndex, remote: SocketAddr, data: Vec<u8>) -> LinkTransmit {
 }
 
 /// A STUN Binding transaction to `server` (modern, with FINGERPRINT, transaction id `id`) that
-/// resends every [`GATHER_RTO`], without backoff, until about `budget` is spent: on a path that
+/// resends every 250 ms, without backoff, until about `budget` is spent: on a path that
 /// loses packets a steady resend finds a gap sooner than a doubling one, and the budget is
 /// short anyway. The link's gatherings (the first, in the driver, and a re-punch's, here) use
 /// it.
