@@ -41,6 +41,11 @@ pub struct Seen {
     injectors: Vec<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
     /// TLS handshakes with a client that failed ([`Mode::Terminate`]).
     pub failed_handshakes: usize,
+    /// Bumped by [`Proxy::set_mode`]. A connection records bytes only while the generation it
+    /// was accepted under is current: a connection of the previous mode may still be
+    /// draining (the exiting client's encrypted close_notify arrives after the switch), and
+    /// its bytes must not show up among what the next mode saw.
+    generation: u64,
 }
 
 /// A running proxy; stops with the test process (its runtime lives on a detached thread).
@@ -85,6 +90,7 @@ impl Proxy {
                     continue;
                 };
                 let mode = task_mode.lock().expect("mode").clone();
+                let generation = task_seen.lock().expect("seen").generation;
                 let (seen, acceptor, connector) =
                     (task_seen.clone(), acceptor.clone(), connector.clone());
                 tokio::spawn(async move {
@@ -92,7 +98,7 @@ impl Proxy {
                         return;
                     };
                     match mode {
-                        Mode::Forward => relay(client, server, seen).await,
+                        Mode::Forward => relay(client, server, seen, generation).await,
                         Mode::Terminate => {
                             let client = match acceptor.accept(client).await {
                                 Ok(tls) => tls,
@@ -105,7 +111,7 @@ impl Proxy {
                             let Ok(server) = connector.connect(name, server).await else {
                                 return;
                             };
-                            relay(client, server, seen).await
+                            relay(client, server, seen, generation).await
                         }
                     }
                 });
@@ -123,6 +129,7 @@ impl Proxy {
     pub fn set_mode(&self, mode: Mode) {
         *self.mode.lock().expect("mode") = mode;
         let mut seen = self.seen.lock().expect("seen");
+        seen.generation += 1;
         seen.from_client.clear();
         seen.from_server.clear();
     }
@@ -143,7 +150,7 @@ impl Proxy {
 
 /// Copies both ways until either side closes; records what passes, and writes what
 /// [`Proxy::inject`] hands it towards the server.
-async fn relay<C, S>(client: C, server: S, seen: Arc<Mutex<Seen>>)
+async fn relay<C, S>(client: C, server: S, seen: Arc<Mutex<Seen>>, generation: u64)
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -161,11 +168,12 @@ where
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            down_seen
-                .lock()
-                .expect("seen")
-                .from_server
-                .extend_from_slice(&buf[..n]);
+            {
+                let mut seen = down_seen.lock().expect("seen");
+                if seen.generation == generation {
+                    seen.from_server.extend_from_slice(&buf[..n]);
+                }
+            }
             if client_wr.lock().await.write_all(&buf[..n]).await.is_err() {
                 break;
             }
@@ -180,7 +188,12 @@ where
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                seen.lock().expect("seen").from_client.extend_from_slice(&buf[..n]);
+                {
+                    let mut seen = seen.lock().expect("seen");
+                    if seen.generation == generation {
+                        seen.from_client.extend_from_slice(&buf[..n]);
+                    }
+                }
                 if server_wr.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
