@@ -259,12 +259,18 @@ fn index<T: PartialEq>(all: &[T], word: &T) -> usize {
 }
 
 /// The upper bounds of the time-to-direct histogram's buckets (the Prometheus `le` values);
-/// a last, unbounded bucket takes the rest.
-pub const TIME_BUCKETS: [Duration; 12] = [
+/// a last, unbounded bucket takes the rest. Finer between 200 and 400 ms: a direct path cannot
+/// come before the introduction's `start=` delay (250 ms by default), and most come soon after
+/// it, where a coarse bucket would hide the differences between pairs.
+pub const TIME_BUCKETS: [Duration; 16] = [
     Duration::from_millis(50),
     Duration::from_millis(100),
     Duration::from_millis(200),
+    Duration::from_millis(250),
+    Duration::from_millis(275),
     Duration::from_millis(300),
+    Duration::from_millis(350),
+    Duration::from_millis(400),
     Duration::from_millis(500),
     Duration::from_millis(750),
     Duration::from_secs(1),
@@ -484,7 +490,7 @@ mod tests {
         // The smaller time of the first (80 ms: bucket <= 100 ms), the only one of the second
         // (700 ms: bucket <= 750 ms).
         assert_eq!(predict.time_buckets[1], 1);
-        assert_eq!(predict.time_buckets[5], 1);
+        assert_eq!(predict.time_buckets[9], 1);
         assert_eq!(predict.time_sum, Duration::from_millis(780));
         assert_eq!(
             t.candidates(),

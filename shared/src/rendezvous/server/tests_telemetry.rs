@@ -60,7 +60,7 @@ fn both_reports_count_one_introduction_on_the_pair_of_the_offers() {
     assert_eq!(pairs.len(), 1);
     assert_eq!(pairs[0].0.to_string(), "full-cone/port-restricted");
     // The time is the smaller of the two (300 ms: the bucket up to 300 ms).
-    assert_eq!(pairs[0].2.time_buckets[3], 1);
+    assert_eq!(pairs[0].2.time_buckets[5], 1);
     assert_eq!(pairs[0].2.time_sum, Duration::from_millis(300));
     assert_eq!(
         h.server.telemetry().candidates(),
