@@ -54,6 +54,10 @@ pub struct LinkArgs {
     /// For testing: do not punch; use the switchboard relay only.
     #[arg(long, hide = true)]
     pub no_direct: bool,
+    /// Do not report how the connection turned out to the rendezvous server (see `chat
+    /// --help`). Also set by P2P_NO_TELEMETRY=1 (any value but 0, false, no, off or empty).
+    #[arg(long, env = "P2P_NO_TELEMETRY", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_telemetry: bool,
     /// Print one JSON object per line on stdout (the link's events, as `chat --json` prints
     /// them, and the command's own); logs go to stderr.
     #[arg(long)]
@@ -68,6 +72,7 @@ impl LinkArgs {
         config.classify = !self.no_classify;
         config.accept_new_key = self.accept_new_key;
         config.direct = !self.no_direct;
+        config.telemetry = !self.no_telemetry;
         config
     }
 }

@@ -34,6 +34,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+use shared::rendezvous::telemetry::{Outcome, PortMapping, TIME_BUCKETS, Telemetry};
 use shared::stun_server::{IpSlot, PortSlot, RequestKind, ServerSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -108,6 +109,7 @@ impl Collector for MetricsSources {
         }
         if let Some(counts) = &self.rendezvous {
             encode_rendezvous(&mut encoder, counts)?;
+            encode_telemetry(&mut encoder, &counts.telemetry())?;
         }
         if let Some(sb) = &self.switchboard {
             encode_switchboard(&mut encoder, sb)?;
@@ -285,6 +287,75 @@ fn encode_rendezvous(encoder: &mut DescriptorEncoder<'_>, counts: &Counts) -> st
         "rendezvous_tls_handshake_failures",
         "Rendezvous TLS handshakes that failed or timed out",
         counts.failed_handshakes.load(Ordering::Relaxed),
+    )
+}
+
+/// The connectivity telemetry (docs/PROTOCOL.md section 8, "RPT"): per NAT pair and method,
+/// introductions by outcome and the time to a direct path; per pair, the kind of candidate
+/// that worked; and the reports by port mapping. A pair and method appear once their first
+/// introduction is counted, with all three outcomes.
+fn encode_telemetry(
+    encoder: &mut DescriptorEncoder<'_>,
+    telemetry: &Telemetry,
+) -> std::fmt::Result {
+    let pairs = telemetry.pairs();
+    let mut family = encoder.encode_descriptor(
+        "p2p_link_attempts",
+        "Introductions reported by their clients, by NAT pair, punching method and outcome",
+        None,
+        MetricType::Counter,
+    )?;
+    for (pair, method, stats) in &pairs {
+        for outcome in Outcome::ALL {
+            let labels = [
+                ("pair", pair.to_string()),
+                ("method", method.to_string()),
+                ("outcome", outcome.to_string()),
+            ];
+            let value = stats.attempts(*outcome);
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "p2p_link_time_to_direct_seconds",
+        "Time from the introduction to the confirmed direct path, by NAT pair and method",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (pair, method, stats) in &pairs {
+        let labels = [("pair", pair.to_string()), ("method", method.to_string())];
+        let bounds = TIME_BUCKETS
+            .iter()
+            .map(Duration::as_secs_f64)
+            .chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(stats.time_buckets).collect();
+        let count = stats.time_buckets.iter().sum();
+        let sum = stats.time_sum.as_secs_f64();
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                sum, count, &buckets, None,
+            )?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "p2p_link_direct_candidates",
+        "Direct paths by NAT pair and the kind of the peer's address that answered (each side's report)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (pair, cand, value) in telemetry.candidates() {
+        let labels = [("pair", pair.to_string()), ("cand", cand.to_string())];
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    let reports: Vec<(Labels<1>, u64)> = PortMapping::ALL
+        .iter()
+        .map(|m| ([("map", m.as_str())], telemetry.reports(*m)))
+        .collect();
+    counters(
+        encoder,
+        "p2p_link_reports",
+        "Outcome reports counted (one per side), by the port mapping the side used",
+        &reports,
     )
 }
 
@@ -531,5 +602,55 @@ mod tests {
             8
         );
         assert!(text.contains("stun_dropped_total{transport=\"udp\",reason=\"rate_limited\"} 7\n"));
+    }
+
+    /// One direct introduction (its two sides 1.2 s and 0.3 s) and one relayed, on one pair:
+    /// two attempts, the histogram holds the smaller time once, in the text format.
+    #[test]
+    fn telemetry_series_per_pair_method_and_outcome() {
+        use shared::rendezvous::offer::OfferNat;
+        use shared::rendezvous::telemetry::{NatPair, PunchMethod, Report, WorkedCandidate};
+        let mut telemetry = Telemetry::default();
+        let pair = NatPair::new(OfferNat::Symmetric, OfferNat::PortRestricted);
+        let direct = |ms| {
+            Report::direct(
+                PunchMethod::Birthday,
+                WorkedCandidate::Prflx,
+                Duration::from_millis(ms),
+            )
+        };
+        telemetry.record(pair, &[direct(1200), direct(300)]);
+        let relayed = Report::settled(Outcome::Relayed, PunchMethod::Birthday);
+        telemetry.record(pair, &[relayed, relayed]);
+        #[derive(Debug)]
+        struct Fixed(Telemetry);
+        impl Collector for Fixed {
+            fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+                encode_telemetry(&mut encoder, &self.0)
+            }
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed(telemetry)));
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        let labels = "pair=\"port-restricted/symmetric\",method=\"birthday\"";
+        for line in [
+            "# TYPE p2p_link_attempts_total counter".to_owned(),
+            format!("p2p_link_attempts_total{{{labels},outcome=\"direct\"}} 1"),
+            format!("p2p_link_attempts_total{{{labels},outcome=\"relayed\"}} 1"),
+            format!("p2p_link_attempts_total{{{labels},outcome=\"failed\"}} 0"),
+            "# TYPE p2p_link_time_to_direct_seconds histogram".to_owned(),
+            format!("p2p_link_time_to_direct_seconds_count{{{labels}}} 1"),
+            format!("p2p_link_time_to_direct_seconds_sum{{{labels}}} 0.3"),
+            format!("p2p_link_time_to_direct_seconds_bucket{{{labels},le=\"0.2\"}} 0"),
+            format!("p2p_link_time_to_direct_seconds_bucket{{{labels},le=\"0.3\"}} 1"),
+            format!("p2p_link_time_to_direct_seconds_bucket{{{labels},le=\"+Inf\"}} 1"),
+            "p2p_link_direct_candidates_total{pair=\"port-restricted/symmetric\",cand=\"prflx\"} 2"
+                .to_owned(),
+            "p2p_link_reports_total{map=\"none\"} 4".to_owned(),
+            "p2p_link_reports_total{map=\"upnp\"} 0".to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 }

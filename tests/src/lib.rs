@@ -6,6 +6,8 @@
 //!   directly, so a whole scenario runs in milliseconds and identically every time.
 //! - [`nat_types`]: the NAT types both the simulator and the lab build, and the behaviour a
 //!   few raw probes must observe behind each (the contract the two must agree on).
+//! - [`prometheus`]: reading a scrape of `stun-server --metrics` (the text format, and the
+//!   connectivity telemetry per NAT pair).
 //! - [`lab`]: real kernel NATs (network namespaces, veth pairs, nftables) for the tests in
 //!   `tests/tests/lab_*.rs`, which need root and nftables (without them they print `SKIPPED`,
 //!   or fail under `CI=true`).
@@ -23,4 +25,5 @@
 
 pub mod lab;
 pub mod nat_types;
+pub mod prometheus;
 pub mod sim;

@@ -364,3 +364,95 @@ fn a_seed_fixes_a_run_bit_for_bit() {
     assert_eq!(first, run());
     assert_eq!(first.1, 200, "every message, through 5 % loss");
 }
+
+/// Each punched introduction is reported once per side, when its outcome is known: direct
+/// (with the time since the introduction and the kind of address that answered), or relayed
+/// once punching gave up; and nothing at all when reporting is off.
+#[test]
+fn each_side_reports_its_introductions_outcome_once_unless_told_not_to() {
+    use shared::rendezvous::telemetry::{Outcome, PunchMethod, WorkedCandidate};
+    let cases = [
+        (
+            PunchNat::FullCone,
+            PunchNat::PortRestrictedCone,
+            Outcome::Direct,
+        ),
+        (
+            PunchNat::SymmetricRandom,
+            PunchNat::PortRestrictedCone,
+            Outcome::Direct,
+        ),
+        (
+            PunchNat::SymmetricRandom,
+            PunchNat::SymmetricRandom,
+            Outcome::Relayed,
+        ),
+    ];
+    for (a, b, outcome) in cases {
+        let mut pair = LinkPair::build(&LinkSetup::new(a, b, 3));
+        stream(&mut pair, 1, 11, 2);
+        pair.run_for(Duration::from_secs(15)).unwrap();
+        let mut methods = Vec::new();
+        for i in 0..2 {
+            let log = &pair.agent(i).log;
+            assert_eq!(
+                log.reports.len(),
+                1,
+                "{a:?}/{b:?} side {i}: {:?}",
+                log.reports
+            );
+            let (at, _, report) = log.reports[0];
+            assert_eq!(report.outcome, outcome, "{a:?}/{b:?} side {i}");
+            methods.push(report.method);
+            match outcome {
+                Outcome::Direct => {
+                    // Reported when the path was confirmed, with the time since the
+                    // introduction; the direct path event comes in the same step.
+                    let direct_at = log
+                        .paths
+                        .iter()
+                        .find(|(_, c)| c.kind == PathKind::Direct)
+                        .map(|(t, _)| *t)
+                        .unwrap();
+                    assert!(at <= direct_at, "{a:?}/{b:?} side {i}");
+                    assert_eq!(report.time_to_direct, Some(at - pair.start));
+                    assert_ne!(report.candidate, WorkedCandidate::None);
+                }
+                _ => {
+                    assert_eq!(report.time_to_direct, None);
+                    assert!(log.saw(|e| matches!(e, LinkCoreEvent::PunchFailed { .. })));
+                }
+            }
+        }
+        // The two sides name the same introduction.
+        assert_eq!(
+            pair.agent(0).log.reports[0].1,
+            pair.agent(1).log.reports[0].1
+        );
+        let expected = match (a, b) {
+            (PunchNat::SymmetricRandom, PunchNat::SymmetricRandom) => {
+                [PunchMethod::BothSymmetric; 2]
+            }
+            (PunchNat::SymmetricRandom, _) => [PunchMethod::Birthday; 2],
+            _ => [PunchMethod::Plain; 2],
+        };
+        assert_eq!(methods, expected, "{a:?}/{b:?}");
+        // Behind a full cone the peer answers from its srflx address; the birthday method
+        // finds a port the symmetric side never offered.
+        if a == PunchNat::SymmetricRandom && outcome == Outcome::Direct {
+            assert_eq!(
+                pair.agent(1).log.reports[0].2.candidate,
+                WorkedCandidate::Prflx
+            );
+        }
+    }
+
+    let mut pair = LinkPair::build(&LinkSetup {
+        report_outcomes: false,
+        ..LinkSetup::new(PunchNat::FullCone, PunchNat::PortRestrictedCone, 3)
+    });
+    stream(&mut pair, 1, 11, 2);
+    pair.run_for(Duration::from_secs(15)).unwrap();
+    assert_eq!(pair.agent(0).log.path(), Some(PathKind::Direct));
+    assert!(pair.agent(0).log.reports.is_empty() && pair.agent(1).log.reports.is_empty());
+}

@@ -74,6 +74,12 @@ pub struct ChatArgs {
     /// For testing: do not punch; the chat uses the switchboard relay only.
     #[arg(long, hide = true)]
     pub no_direct: bool,
+    /// Do not report how the connection turned out to the rendezvous server. By default the
+    /// client reports, once per introduction, direct or relayed, the time to the direct
+    /// path, the punching method and which kind of address worked; the server keeps only
+    /// counts per pair of NAT types, never addresses or names. Also set by P2P_NO_TELEMETRY=1 (any value but 0, false, no, off or empty).
+    #[arg(long, env = "P2P_NO_TELEMETRY", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_telemetry: bool,
 }
 
 /// `--bind`: an IP (any port) or IP:PORT.
@@ -95,6 +101,7 @@ impl ChatArgs {
             classify: !self.no_classify,
             accept_new_key: self.accept_new_key,
             direct: !self.no_direct,
+            telemetry: !self.no_telemetry,
             ..LinkConfig::default()
         }
     }

@@ -125,6 +125,10 @@ pub struct LinkConfig {
     pub direct: bool,
     /// Run QUIC over the link for byte streams. Both sides must ask for it.
     pub streams: bool,
+    /// Report how each introduction turned out (direct or relayed, how long to direct, the
+    /// punching method, which kind of address worked) to the rendezvous server, which keeps
+    /// only aggregate counts per NAT pair (docs/PROTOCOL.md section 8, "RPT"). On by default.
+    pub telemetry: bool,
 }
 
 impl Default for LinkConfig {
@@ -136,6 +140,7 @@ impl Default for LinkConfig {
             accept_new_key: None,
             direct: true,
             streams: false,
+            telemetry: true,
         }
     }
 }

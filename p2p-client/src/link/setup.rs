@@ -96,6 +96,7 @@ pub(super) async fn prepare(
         include_loopback,
         relogin: Some(session.relogin.clone()),
         streams: args.streams,
+        report_outcomes: args.telemetry,
     };
     Ok((setup, endpoint))
 }

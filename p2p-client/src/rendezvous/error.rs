@@ -33,6 +33,8 @@ pub mod code {
     pub const USER_OFFLINE: u16 = 217;
     /// Already blocked.
     pub const ALREADY_BLOCKED: u16 = 218;
+    /// This side has already reported the introduction's outcome (`RPT`).
+    pub const ALREADY_REPORTED: u16 = 220;
     /// Not logged in.
     pub const NOT_LOGGED_IN: u16 = 302;
     /// Internal server error.
@@ -64,6 +66,7 @@ pub mod code {
             NOT_IN_LIST => "not in the list",
             USER_OFFLINE => "user offline",
             ALREADY_BLOCKED => "already blocked",
+            ALREADY_REPORTED => "already reported",
             NOT_LOGGED_IN => "not logged in",
             INTERNAL => "internal server error",
             REGISTRATION_CLOSED => "registration is closed",

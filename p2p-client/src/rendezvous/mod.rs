@@ -504,6 +504,21 @@ impl RendezvousClient {
         expect_param(&answer, 0, &sid.to_string())
     }
 
+    /// Reports the outcome of the introduced session `sid` (from [`Event::Introduced`]) to the
+    /// server (`RPT`, connectivity telemetry: no address, only what docs/PROTOCOL.md section 8
+    /// lists). Each side reports a session once; a session the server does not know for us
+    /// gives [`code::USER_OFFLINE`], a second report [`code::ALREADY_REPORTED`].
+    pub async fn report(
+        &self,
+        sid: SessionId,
+        report: &shared::rendezvous::telemetry::Report,
+    ) -> Result<(), RendezvousError> {
+        let mut params = vec![sid.to_string()];
+        params.extend(report.to_params());
+        let answer = self.request("RPT", params, "RPT").await?;
+        expect_param(&answer, 0, &sid.to_string())
+    }
+
     /// Pings the server (`PNG` → `QNG`) and returns the round-trip time.
     pub async fn ping(&self) -> Result<Duration, RendezvousError> {
         let sent = Instant::now();

@@ -63,6 +63,11 @@ impl Servers {
         self.services = Some(services);
     }
 
+    /// What a metrics endpoint of these servers reads (`stun-server --metrics`).
+    pub fn metrics_sources(&self) -> p2p_servers::metrics::MetricsSources {
+        p2p_servers::metrics::MetricsSources::new(Some(&self.stun), self.services.as_ref())
+    }
+
     /// Stops the rendezvous server and the switchboard abruptly (dropped, not shut down).
     pub fn kill(&mut self) {
         drop(self.services.take());

@@ -72,6 +72,9 @@ pub struct LinkCoreConfig {
     /// How long [`super::LinkCore::finish`] waits for the peer to acknowledge every message
     /// (10 s).
     pub drain_timeout: Duration,
+    /// Report each punched introduction's outcome to the rendezvous server
+    /// ([`super::LinkCommand::Report`]; on by default). Off: the core never asks.
+    pub report_outcomes: bool,
 }
 
 impl LinkCoreConfig {
@@ -91,6 +94,7 @@ impl LinkCoreConfig {
             relay_keepalive: Duration::from_secs(30),
             linger: Duration::from_millis(300),
             drain_timeout: Duration::from_secs(10),
+            report_outcomes: true,
         }
     }
 }
@@ -103,6 +107,7 @@ impl std::fmt::Debug for LinkCoreConfig {
             .field("stun", &self.stun)
             .field("path", &self.path)
             .field("repunch", &self.repunch)
+            .field("report_outcomes", &self.report_outcomes)
             .finish_non_exhaustive()
     }
 }

@@ -68,6 +68,8 @@ pub struct LinkCore {
     pub(super) had_direct: bool,
     /// A relay connection was started (it may have closed since).
     pub(super) has_relay: bool,
+    /// The introduction whose outcome is still to be reported (`report.rs`).
+    pub(super) unreported: Option<super::report::Unreported>,
     pub(super) rendezvous_open: bool,
     /// The STUN Binding of a re-punch, while it runs.
     pub(super) gather: Option<BindingTransaction>,
@@ -152,6 +154,7 @@ impl LinkCore {
             punch_sid: intro.sid,
             had_direct: false,
             has_relay: intro.relay.is_some(),
+            unreported: None,
             rendezvous_open: true,
             gather: None,
             gathered: None,
@@ -176,6 +179,9 @@ impl LinkCore {
         if core.config.punch {
             core.puncher = core.start_puncher(intro);
             core.punch_over = core.puncher.is_none();
+            if let Some(strategy) = core.punch_strategy() {
+                core.report_due(now, intro, strategy);
+            }
         }
         // No step yet: the relay must be joined (the command above) before the session's
         // first packet goes to it. The session's timer is due now, so the first
@@ -335,7 +341,7 @@ impl LinkCore {
         self.step(now);
     }
 
-    fn introduced(&mut self, _now: Instant, intro: &Introduction) {
+    fn introduced(&mut self, now: Instant, intro: &Introduction) {
         if intro.peer_key != self.peer_key {
             self.events.push_back(LinkCoreEvent::ForeignIntroduction);
             self.repunch.handle_punch_ended(false);
@@ -361,6 +367,7 @@ impl LinkCore {
         }
         match self.start_puncher(intro) {
             Some(puncher) => {
+                self.report_due(now, intro, puncher.strategy());
                 self.puncher = Some(puncher);
                 self.punch_over = false;
                 self.punch_sid = intro.sid;

@@ -112,6 +112,11 @@ impl LinkCore {
     /// Ends the link with `end` (once).
     pub(super) fn end_with(&mut self, end: LinkEnd) {
         if self.end.is_none() {
+            // A link that fails before its puncher's outcome: that introduction failed. One that
+            // ends otherwise has nothing to tell (`report.rs`).
+            if matches!(end, LinkEnd::Failed(_)) {
+                self.report_outcome(crate::rendezvous::telemetry::Outcome::Failed);
+            }
             self.events.push_back(LinkCoreEvent::Ended(end.clone()));
             self.end = Some(end);
         }

@@ -20,6 +20,7 @@ mod message;
 mod output;
 mod packet;
 pub mod path;
+mod report;
 pub mod repunch;
 mod step;
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use crate::SocketIndex;
 use crate::rendezvous::SessionId;
+use crate::rendezvous::telemetry::Report;
 
 use super::ending::{LinkEnd, UndeliveredReason};
 use super::path::PathChange;
@@ -72,6 +73,15 @@ pub enum LinkCommand {
         sid: SessionId,
         /// Our current server-reflexive address, if the gathering learnt one.
         srflx: Option<SocketAddr>,
+    },
+    /// Report the outcome of introduction `sid` to the rendezvous server (`RPT`, connectivity
+    /// telemetry). Fire and forget: nothing answers it. Only when
+    /// [`super::LinkCoreConfig::report_outcomes`] is on.
+    Report {
+        /// The introduction.
+        sid: SessionId,
+        /// What happened.
+        report: Report,
     },
 }
 

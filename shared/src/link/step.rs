@@ -103,6 +103,7 @@ impl LinkCore {
                 self.events
                     .push_back(LinkCoreEvent::DirectConfirmed { socket, remote });
                 self.path.direct_confirmed(now, socket, remote);
+                self.report_direct(now, remote);
                 self.had_direct = true;
                 self.repunch.handle_punch_ended(true);
             }
@@ -112,6 +113,7 @@ impl LinkCore {
                 self.repunch.handle_punch_ended(false);
                 let report = self.path.relay_alive() && !again;
                 self.events.push_back(LinkCoreEvent::PunchFailed { report });
+                self.report_settled();
             }
             PunchEvent::PathLost => {
                 // The re-punch machine sees the path down in this same step.

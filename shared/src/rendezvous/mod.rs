@@ -8,12 +8,14 @@
 //! - [`scram`]: the SCRAM-SHA-256-ARGON2ID login exchange, both sides, bound to the TLS session
 //!   (`tls-exporter` channel binding).
 //! - [`server`]: the sans-IO server core.
+//! - [`telemetry`]: the connectivity report (`RPT`) and the server's aggregates of it.
 //! - [`types`]: user names, presence states, the password KDF, credentials, store operations
 //!   (device identity keys included).
 
 pub mod offer;
 pub mod scram;
 pub mod server;
+pub mod telemetry;
 pub mod types;
 pub mod wire;
 

@@ -66,6 +66,8 @@ macro_rules! words {
         }
     };
 }
+// The telemetry words (`telemetry.rs`) are written the same way.
+pub(crate) use words;
 
 words! {
     /// `nat=`: the NAT type a peer reports (its classification, [`NatType`], in offer words).

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use shared::rendezvous::scram::ChannelBinding;
+use shared::rendezvous::telemetry::Telemetry;
 use shared::rendezvous::wire::Line;
 use shared::rendezvous::{ConnId, Output, RendezvousCounters, RendezvousServer, StoreOp, UserName};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,12 +51,19 @@ pub(crate) struct Counts {
     pub(crate) operator_users: AtomicU64,
     /// The core's logins by outcome and introductions, as of its last step.
     pub(crate) core: Mutex<RendezvousCounters>,
+    /// The core's connectivity telemetry, as of the last step that changed it.
+    pub(crate) telemetry: Mutex<Telemetry>,
 }
 
 impl Counts {
     /// The core's counters as last published.
     pub(crate) fn core(&self) -> RendezvousCounters {
         self.core.lock().map(|c| *c).unwrap_or_default()
+    }
+
+    /// The core's connectivity telemetry as last published.
+    pub(crate) fn telemetry(&self) -> Telemetry {
+        self.telemetry.lock().map(|t| t.clone()).unwrap_or_default()
     }
 }
 
@@ -394,6 +402,13 @@ impl Driver {
             .store(self.core.session_count(), Ordering::Relaxed);
         if let Ok(mut counters) = self.counts.core.lock() {
             *counters = *self.core.counters();
+        }
+        // The aggregates change only when an introduction is counted: copy them then.
+        let telemetry = self.core.telemetry();
+        if let Ok(mut published) = self.counts.telemetry.lock()
+            && published.generation() != telemetry.generation()
+        {
+            *published = telemetry.clone();
         }
     }
 }

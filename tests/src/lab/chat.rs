@@ -17,6 +17,7 @@
 //! its self-signed TLS certificate in a directory of its own.
 
 pub mod phases;
+mod scrape;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -38,6 +39,8 @@ pub const STUN_ALT_PORT: u16 = 3479;
 pub const RENDEZVOUS_PORT: u16 = 1863;
 /// The switchboard's TCP port.
 pub const SWITCHBOARD_PORT: u16 = 1865;
+/// The server's metrics endpoint (`--metrics`), on its first address.
+pub const METRICS_PORT: u16 = 9100;
 /// The cheapest password KDF, for fast registration in tests.
 pub const TEST_KDF: &str = "argon2id:m=8:t=1:p=1";
 
@@ -243,6 +246,8 @@ impl ChatServer {
             "0".into(),
             "--relay-session-cap".into(),
             "0".into(),
+            "--metrics".into(),
+            Self::metrics().to_string().into(),
         ]);
         let mut child = lab
             .command(&lab.server().ns, &args)

@@ -15,6 +15,8 @@ use shared::SocketIndex;
 use shared::link::{
     Destination, LinkCommand, LinkCore, LinkCoreEvent, LinkEnd, LinkFailure, PathChange, PathKind,
 };
+use shared::rendezvous::SessionId;
+use shared::rendezvous::telemetry::Report;
 
 use super::link_world::{LinkWorld, WorldInput};
 use super::{Agent, Datagram};
@@ -38,6 +40,8 @@ pub struct LinkLog {
     pub udp_sent: u64,
     /// Relay frames sent.
     pub relay_sent: u64,
+    /// Outcome reports ([`LinkCommand::Report`]), with the introduction they are about.
+    pub reports: Vec<(Instant, SessionId, Report)>,
 }
 
 impl LinkLog {
@@ -129,6 +133,7 @@ impl LinkAgent {
             LinkCommand::JoinRelay(sid) => world.join_relay(now, self.slot, sid),
             LinkCommand::Invite { srflx } => world.invite(now, self.slot, srflx),
             LinkCommand::Answer { sid, srflx } => world.answer(now, self.slot, sid, srflx),
+            LinkCommand::Report { sid, report } => self.log.reports.push((now, sid, report)),
             other => panic!("a command the simulator does not know: {other:?}"),
         }
     }

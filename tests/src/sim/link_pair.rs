@@ -38,6 +38,8 @@ pub struct LinkSetup {
     pub internet_delay: Duration,
     /// Jitter of the internet core.
     pub internet_jitter: Duration,
+    /// Whether the links report their outcomes (`LinkCoreConfig::report_outcomes`).
+    pub report_outcomes: bool,
 }
 
 impl LinkSetup {
@@ -50,6 +52,7 @@ impl LinkSetup {
             loss_percent: 0,
             internet_delay: Duration::from_millis(20),
             internet_jitter: Duration::from_millis(5),
+            report_outcomes: true,
         }
     }
 }
@@ -131,6 +134,7 @@ impl LinkPair {
             let mut config = LinkCoreConfig::new(keys[i].secret.clone(), seed);
             config.local_nat = kinds[i].classified();
             config.stun = Some(stun);
+            config.report_outcomes = setup.report_outcomes;
             let core = LinkCore::new(config, &intro, start).expect("a link core");
             sim.add_agent(LinkAgent::new(core, sites[i].1, world.clone(), i))
         });

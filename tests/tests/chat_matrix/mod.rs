@@ -6,9 +6,12 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use shared::rendezvous::offer::OfferNat;
+use shared::rendezvous::telemetry::NatPair;
 use tests::lab::Lab;
 use tests::lab::chat::{ChatOutcome, ChatPeer, ChatServer, messages, path_events};
 use tests::nat_types::{ExpectedPunch, PunchNat, RouterOptions, expected_punch};
+use tests::prometheus::{PairTelemetry, link_telemetry};
 
 /// The NATs of the matrix.
 const TYPES: [PunchNat; 5] = [
@@ -134,6 +137,8 @@ pub(crate) struct Run {
     pub(crate) problems: Vec<String>,
     /// The reports of both sides, for failures.
     pub(crate) reports: String,
+    /// Whether either side punched again (a second introduction, reported on its own).
+    pub(crate) repunched: bool,
 }
 
 impl Run {
@@ -301,7 +306,11 @@ pub(crate) fn run_once(pair: &Pair, run: usize, want_direct: bool) -> Run {
         let intro = outcomes[i].connected_at()?;
         Some(gave_up[i]?.saturating_duration_since(intro))
     });
+    let repunched = outcomes
+        .iter()
+        .any(|o| o.events.iter().any(|e| e.kind() == "punching_again"));
     Run {
+        repunched,
         gave_up,
         last: [last_of(&outcomes[0]), last_of(&outcomes[1])],
         first_path,
@@ -328,6 +337,8 @@ fn tail(text: &str, n: usize) -> String {
 /// The results of one pair, for the table and the verdict.
 struct PairResult {
     line: String,
+    /// The pair's row of the telemetry table (markdown), from the server's metrics.
+    telemetry: String,
     failures: Vec<String>,
     /// Runs with a slow phase (see [`Run::slow`]), with where the time went.
     slow: Vec<String>,
@@ -371,8 +382,12 @@ fn run_pair(x: PunchNat, y: PunchNat, drop_unsolicited: bool, runs: usize) -> Pa
     let mut took = Vec::new();
     let mut strategies = std::collections::BTreeSet::new();
     let mut slow = Vec::new();
+    // Runs in which either side saw a direct path, and runs that punched again.
+    let (mut any_direct, mut repunched) = (0u64, 0u64);
     for run in 0..runs {
         let r = run_once(&pair, run, expect != ExpectedPunch::Relay);
+        any_direct += u64::from(r.to_direct.iter().any(Option::is_some));
+        repunched += u64::from(r.repunched);
         took.push(r.took);
         deliver.push(r.phases[2].saturating_sub(r.phases[1]));
         strategies.insert(r.strategy.join("/"));
@@ -496,6 +511,14 @@ fn run_pair(x: PunchNat, y: PunchNat, drop_unsolicited: bool, runs: usize) -> Pa
             ));
         }
     }
+    let telemetry = check_telemetry(&pair, (x, y), runs as u64, any_direct, repunched);
+    let telemetry = match telemetry {
+        Ok(row) => row,
+        Err(problem) => {
+            failures.push(format!("{name}: telemetry: {problem}"));
+            format!("| {name} | {problem} |")
+        }
+    };
     to_direct.sort();
     first_relayed.sort();
     gave_up.sort();
@@ -526,6 +549,7 @@ fn run_pair(x: PunchNat, y: PunchNat, drop_unsolicited: bool, runs: usize) -> Pa
     eprintln!("{line}");
     PairResult {
         line,
+        telemetry,
         failures,
         slow,
     }
@@ -564,9 +588,11 @@ pub(crate) fn run_matrix(drop_unsolicited: bool, runs: usize, title: &str) {
     let mut table = Vec::new();
     let mut failures = Vec::new();
     let mut slow = Vec::new();
+    let mut telemetry = vec![TELEMETRY_HEADER.to_owned()];
     for (x, y) in pairs() {
         let result = run_pair(x, y, drop_unsolicited, runs);
         table.push(result.line);
+        telemetry.push(result.telemetry);
         failures.extend(result.failures);
         slow.extend(result.slow);
     }
@@ -580,6 +606,13 @@ pub(crate) fn run_matrix(drop_unsolicited: bool, runs: usize, title: &str) {
     for line in &slow {
         let _ = writeln!(summary, "  {line}");
     }
+    let _ = writeln!(
+        summary,
+        "connectivity telemetry from each pair's server (/metrics), {runs} run(s) per pair:"
+    );
+    for line in &telemetry {
+        let _ = writeln!(summary, "{line}");
+    }
     let _ = write!(summary, "total {:.1} s", started.elapsed().as_secs_f64());
     eprintln!("{summary}");
     assert!(
@@ -588,4 +621,72 @@ pub(crate) fn run_matrix(drop_unsolicited: bool, runs: usize, title: &str) {
         failures.len(),
         failures.join("\n\n")
     );
+}
+
+/// The header of the telemetry table (markdown).
+const TELEMETRY_HEADER: &str = "| NAT pair (as classified) | runs | introductions | direct | relayed | \
+failed | direct ratio | median time to direct | mean time to direct |\n|---|---|---|---|---|---|---|---|---|";
+
+/// The offer word a router of this kind is classified as.
+fn offer_word(nat: PunchNat) -> OfferNat {
+    OfferNat::from(shared::nat_classifier::NatType::from(nat.nat_type()))
+}
+
+/// Scrapes the pair's server and checks its connectivity telemetry against what the runs
+/// showed: every introduction counted on the pair the two routers are classified as (and on
+/// no other), one per run unless a run punched again, direct exactly in the runs where a side
+/// saw a direct path, relayed in the others, none failed. Returns the pair's table row.
+fn check_telemetry(
+    pair: &Pair,
+    (x, y): (PunchNat, PunchNat),
+    runs: u64,
+    any_direct: u64,
+    repunched: u64,
+) -> Result<String, String> {
+    let label = NatPair::new(offer_word(x), offer_word(y)).to_string();
+    // An introduction that one side reported alone counts when its session ends, at the
+    // peer's logout: give the server a moment after the last exit.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let pairs = loop {
+        let samples = pair.server.scrape(&pair.lab).map_err(|e| e.to_string())?;
+        let pairs = link_telemetry(&samples);
+        let counted: u64 = pairs.values().map(PairTelemetry::attempts).sum();
+        if counted >= runs || Instant::now() >= deadline {
+            break pairs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let others: Vec<&String> = pairs.keys().filter(|k| **k != label).collect();
+    if !others.is_empty() {
+        return Err(format!(
+            "introductions counted on {others:?}, expected {label} only"
+        ));
+    }
+    let t = pairs.get(&label).cloned().unwrap_or_default();
+    let counts = (t.attempts(), t.direct, t.relayed, t.failed);
+    let want = (runs, any_direct, runs - any_direct, 0);
+    let agrees = if repunched == 0 {
+        counts == want
+    } else {
+        // A second introduction is an attempt of its own, with an outcome of its own.
+        counts.0 >= runs && counts.1 >= any_direct && counts.3 == 0
+    };
+    if !agrees {
+        return Err(format!(
+            "{label}: (introductions, direct, relayed, failed) = {counts:?}, the runs showed \
+             {want:?} ({repunched} run(s) punched again)"
+        ));
+    }
+    let secs = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{:.0} ms", s * 1000.0));
+    Ok(format!(
+        "| {label} | {runs} | {} | {} | {} | {} | {} | {} | {} |",
+        t.attempts(),
+        t.direct,
+        t.relayed,
+        t.failed,
+        t.direct_ratio()
+            .map_or("-".to_owned(), |r| format!("{:.0} %", r * 100.0)),
+        secs(t.time_quantile(0.5)),
+        secs(t.time_mean()),
+    ))
 }

@@ -76,6 +76,8 @@ pub struct Setup {
     pub relogin: Option<Arc<Relogin>>,
     /// Whether to run QUIC over the link for streams.
     pub streams: bool,
+    /// Whether to report the outcome of each punched introduction to the server (`RPT`).
+    pub report_outcomes: bool,
 }
 
 impl std::fmt::Debug for Setup {
@@ -175,6 +177,7 @@ impl Driver {
             Some((nat_type, alloc)) => NatInfo::new(nat_type, alloc),
         };
         config.punch = setup.punch;
+        config.report_outcomes = setup.report_outcomes;
         config.stun = setup.stun;
         config.drain_timeout = DRAIN_TIMEOUT;
         let core = LinkCore::new(config, &core_introduction(intro, setup.received), now)

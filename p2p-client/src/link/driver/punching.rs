@@ -61,6 +61,15 @@ impl Driver {
                 self.requests
                     .spawn(async move { RequestDone::Answered(client.answer(sid, &offer).await) });
             }
+            LinkCommand::Report { sid, report } => {
+                tracing::info!(%sid, report = ?report.to_params(), "reporting the outcome");
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client.report(sid, &report).await {
+                        tracing::debug!(error = %e, "cannot report the outcome");
+                    }
+                });
+            }
             other => tracing::debug!(command = ?other, "link command ignored"),
         }
     }

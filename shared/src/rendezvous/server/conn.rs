@@ -128,7 +128,7 @@ impl RendezvousServer {
             b"REG" => self.on_reg(conn, line),
             b"USR" => self.on_usr(now, conn, line),
             b"CHG" | b"LST" | b"ADC" | b"REM" | b"BLK" | b"ALW" | b"PWD" | b"INV" | b"ANS"
-            | b"DEC" | b"PRM" | b"DEV" | b"KEY" => {
+            | b"DEC" | b"PRM" | b"DEV" | b"KEY" | b"RPT" => {
                 let Some(me) = user else {
                     return Err(NOT_LOGGED_IN);
                 };
@@ -145,6 +145,7 @@ impl RendezvousServer {
                     b"PRM" => self.on_prm(now, me, conn, line),
                     b"DEV" => self.on_dev(me, conn, line),
                     b"KEY" => self.on_key(me, conn, line),
+                    b"RPT" => self.on_rpt(now, conn, line),
                     _ => self.on_dec(me, conn, line),
                 }
             }

@@ -399,7 +399,9 @@ impl RendezvousServer {
             self.send(conn, line);
         }
         let peers = [(initiator.0, initiator.1), (responder.0, responder.1)];
-        self.remember_session(now, sid, peers);
+        let nat = |offer: &Offer| offer.nat.unwrap_or(OfferNat::Unknown);
+        let nats = [nat(initiator.2), nat(responder.2)];
+        self.remember_session(now, sid, peers, nats);
     }
 
     /// An invitation whose answer could not be stored is pending again (with a fresh

@@ -87,6 +87,8 @@ mod tests_presence;
 mod tests_sessions;
 #[cfg(test)]
 mod tests_store;
+#[cfg(test)]
+mod tests_telemetry;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -346,6 +348,7 @@ const NOT_A_CONTACT: Refusal = Refusal::new(216, "not a contact");
 const NOT_BLOCKED: Refusal = Refusal::new(216, "not blocked");
 const USER_OFFLINE: Refusal = Refusal::new(217, "user offline");
 const ALREADY_BLOCKED: Refusal = Refusal::new(218, "already blocked");
+const ALREADY_REPORTED: Refusal = Refusal::new(220, "already reported");
 const CANNOT_ADD_SELF: Refusal = Refusal::new(219, "cannot add yourself");
 const CANNOT_BLOCK_SELF: Refusal = Refusal::new(219, "cannot block yourself");
 const NOT_LOGGED_IN: Refusal = Refusal::new(302, "not logged in");

@@ -10,6 +10,12 @@
 //! Memory is bounded three ways: a session is forgotten after `session_lifetime` (10 minutes), a
 //! login session keeps at most `max_sessions_per_user` (16; the oldest goes first), and a login
 //! session that ends forgets every introduced session it is in.
+//!
+//! The same two login sessions may each report the introduction's outcome once (`RPT`,
+//! connectivity telemetry). The session keeps the NAT types both offers announced and the
+//! reports; the introduction is counted into the aggregates ([`Telemetry`]) when both have
+//! reported, or, with the one report it got, when the session is forgotten (expired, evicted,
+//! or a peer logged out). Nothing of a report outlives its session but the aggregate counts.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -17,7 +23,11 @@ use std::time::Instant;
 use super::conn::params;
 use super::directory::UserId;
 use super::intro::parse_sid;
-use super::{ConnId, Handled, INVALID_PARAMETER, RendezvousServer, SessionId, USER_OFFLINE};
+use super::{
+    ALREADY_REPORTED, ConnId, Handled, INVALID_PARAMETER, RendezvousServer, SessionId, USER_OFFLINE,
+};
+use crate::rendezvous::offer::OfferNat;
+use crate::rendezvous::telemetry::{NatPair, Report, Telemetry};
 use crate::rendezvous::wire::{Line, TrId};
 
 /// One introduced session.
@@ -25,8 +35,35 @@ use crate::rendezvous::wire::{Line, TrId};
 struct Session {
     /// The initiator and the responder, each with its login session.
     peers: [(UserId, ConnId); 2],
-    /// After this, `PRM` for it is refused.
+    /// After this, `PRM` and `RPT` for it are refused.
     expires: Instant,
+    /// The NAT types the two offers announced, in the order of `peers`.
+    nats: [OfferNat; 2],
+    /// Each peer's report, in the order of `peers`.
+    reports: [Option<Report>; 2],
+    /// Already counted into the aggregates (both reported).
+    counted: bool,
+}
+
+impl Session {
+    /// Counts the introduction into `telemetry` from the reports it has, unless it was.
+    fn count(&mut self, telemetry: &mut Telemetry) {
+        if self.counted {
+            return;
+        }
+        self.counted = true;
+        let reports: Vec<Report> = self.reports.iter().flatten().copied().collect();
+        telemetry.record(NatPair::new(self.nats[0], self.nats[1]), &reports);
+    }
+}
+
+/// Why a report was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReportRefusal {
+    /// Not a live introduced session of this login session.
+    NoSession,
+    /// This side has reported already.
+    Twice,
 }
 
 /// Introduced sessions and their indexes.
@@ -37,6 +74,8 @@ pub(super) struct Sessions {
     by_conn: HashMap<ConnId, VecDeque<SessionId>>,
     /// Expiry times in creation order (the lifetime is constant); entries may be stale.
     expiries: VecDeque<(Instant, SessionId)>,
+    /// The aggregates of every counted introduction.
+    telemetry: Telemetry,
 }
 
 impl Sessions {
@@ -46,6 +85,7 @@ impl Sessions {
         &mut self,
         sid: SessionId,
         peers: [(UserId, ConnId); 2],
+        nats: [OfferNat; 2],
         expires: Instant,
         max_per_conn: usize,
     ) {
@@ -53,7 +93,14 @@ impl Sessions {
             return;
         }
         self.remove(sid);
-        self.sessions.insert(sid, Session { peers, expires });
+        let session = Session {
+            peers,
+            expires,
+            nats,
+            reports: [None, None],
+            counted: false,
+        };
+        self.sessions.insert(sid, session);
         self.expiries.push_back((expires, sid));
         for (_, conn) in peers {
             let list = self.by_conn.entry(conn).or_default();
@@ -66,9 +113,12 @@ impl Sessions {
         }
     }
 
-    /// Forgets `sid` and its index entries.
+    /// Forgets `sid` and its index entries, counting its reports if it has any.
     fn remove(&mut self, sid: SessionId) -> Option<Session> {
-        let session = self.sessions.remove(&sid)?;
+        let mut session = self.sessions.remove(&sid)?;
+        if session.reports.iter().any(Option::is_some) {
+            session.count(&mut self.telemetry);
+        }
         for (_, conn) in session.peers {
             if let Some(list) = self.by_conn.get_mut(&conn) {
                 list.retain(|s| *s != sid);
@@ -116,6 +166,35 @@ impl Sessions {
         }
     }
 
+    /// Takes `conn`'s report on `sid`; counts the introduction once both sides reported.
+    fn report(
+        &mut self,
+        sid: SessionId,
+        conn: ConnId,
+        now: Instant,
+        report: Report,
+    ) -> Result<(), ReportRefusal> {
+        let session = self
+            .sessions
+            .get_mut(&sid)
+            .filter(|s| now < s.expires)
+            .ok_or(ReportRefusal::NoSession)?;
+        let side = session
+            .peers
+            .iter()
+            .position(|(_, c)| *c == conn)
+            .ok_or(ReportRefusal::NoSession)?;
+        let slot = &mut session.reports[side];
+        if slot.is_some() {
+            return Err(ReportRefusal::Twice);
+        }
+        *slot = Some(report);
+        if session.reports.iter().all(Option::is_some) {
+            session.count(&mut self.telemetry);
+        }
+        Ok(())
+    }
+
     fn len(&self) -> usize {
         self.sessions.len()
     }
@@ -123,15 +202,17 @@ impl Sessions {
 
 impl RendezvousServer {
     /// Remembers an introduced session for `PRM`.
+    /// `nats`: what the two offers announced, in the order of `peers`.
     pub(super) fn remember_session(
         &mut self,
         now: Instant,
         sid: SessionId,
         peers: [(UserId, ConnId); 2],
+        nats: [OfferNat; 2],
     ) {
         let expires = now + self.config.session_lifetime;
         let max = self.config.max_sessions_per_user;
-        self.sessions.insert(sid, peers, expires, max);
+        self.sessions.insert(sid, peers, nats, expires, max);
     }
 
     /// The login session `conn` ended: the introduced sessions it is in are over.
@@ -149,9 +230,13 @@ impl RendezvousServer {
         self.sessions.expire(now);
     }
 
-    /// Forgets every session (shutdown).
+    /// Forgets every session (shutdown), counting those with a report.
     pub(super) fn clear_sessions(&mut self) {
-        self.sessions = Sessions::default();
+        let sids: Vec<SessionId> = self.sessions.sessions.keys().copied().collect();
+        for sid in sids {
+            self.sessions.remove(sid);
+        }
+        self.sessions.expiries.clear();
     }
 
     /// `PRM TrID sid`: one peer of an introduced session has primed its NAT. The answer repeats
@@ -177,6 +262,29 @@ impl RendezvousServer {
             self.send(peer_conn, Line::new("PRM", TrId::PUSH, [sid.to_string()]));
         }
         Ok(())
+    }
+
+    /// `RPT TrID sid report...`: one peer of an introduced session reports its outcome
+    /// (docs/PROTOCOL.md section 8, "RPT"). The answer repeats the sid; nothing is pushed.
+    /// A malformed sid or report is `201`; anything but a live session introduced to this
+    /// connection is `217`, like `PRM`; a second report from the same side is `220`.
+    pub(super) fn on_rpt(&mut self, now: Instant, conn: ConnId, line: &Line) -> Handled {
+        let (sid, rest) = line.params.split_first().ok_or(INVALID_PARAMETER)?;
+        let sid = parse_sid(sid).ok_or(INVALID_PARAMETER)?;
+        let report = Report::parse(rest).map_err(|_| INVALID_PARAMETER)?;
+        match self.sessions.report(sid, conn, now, report) {
+            Ok(()) => {
+                self.send(conn, Line::new("RPT", line.trid, [sid.to_string()]));
+                Ok(())
+            }
+            Err(ReportRefusal::NoSession) => Err(USER_OFFLINE),
+            Err(ReportRefusal::Twice) => Err(ALREADY_REPORTED),
+        }
+    }
+
+    /// The connectivity telemetry: every introduction counted so far.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.sessions.telemetry
     }
 
     /// Introduced sessions remembered for `PRM`.

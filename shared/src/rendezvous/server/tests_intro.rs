@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use super::tests::{Harness, name, stores, to};
 use super::*;
 
-fn key(byte: u8) -> String {
+pub(super) fn key(byte: u8) -> String {
     format!("key={}", B64.encode([byte; 32]))
 }
 
@@ -33,7 +33,7 @@ fn bob_offer() -> String {
 
 /// alice, bob and carol are all mutual contacts; alice and mallory are mutual contacts but
 /// alice blocks mallory; erin is alice's mutual contact and never logs in.
-fn world() -> Harness {
+pub(super) fn world() -> Harness {
     let mut contacts = Vec::new();
     for (a, b) in [
         ("alice", "bob"),
@@ -53,7 +53,7 @@ fn world() -> Harness {
 }
 
 /// The sid at the end of an `INV` answer.
-fn sid_of(answer: &str) -> String {
+pub(super) fn sid_of(answer: &str) -> String {
     answer.rsplit(' ').next().unwrap().to_owned()
 }
 
@@ -383,7 +383,7 @@ fn offers_are_validated() {
 }
 
 /// alice invites bob, bob answers: the introduced session's id (the log keeps the ITRs).
-fn introduce(h: &mut Harness, alice: ConnId, bob: ConnId) -> String {
+pub(super) fn introduce(h: &mut Harness, alice: ConnId, bob: ConnId) -> String {
     let sid = sid_of(&h.ask(alice, &format!("INV 6 bob {}", alice_offer()))[0]);
     let answer = h.ask(bob, &format!("ANS 7 {sid} {}", bob_offer()));
     assert_eq!(answer[0], format!("ANS 7 {sid}"));
@@ -573,7 +573,7 @@ const WORDS: &[&str] = &[
 ];
 const COMMANDS: &[&str] = &[
     "VER", "USR", "REG", "CHG", "LST", "ADC", "REM", "BLK", "ALW", "PWD", "INV", "ANS", "DEC",
-    "PNG", "QNG", "OUT", "XYZ", "200", "ITR", "RNG", "PRM", "DEV", "KEY",
+    "PNG", "QNG", "OUT", "XYZ", "200", "ITR", "RNG", "PRM", "DEV", "KEY", "RPT",
 ];
 
 fn arb_param() -> impl Strategy<Value = String> {
