@@ -50,11 +50,7 @@ pub struct Redirect {
 
 impl fmt::Display for Redirect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} sent us to {} ({})",
-            self.from, self.to, self.reason
-        )
+        write!(f, "{} sent us to {} ({})", self.from, self.to, self.reason)
     }
 }
 
@@ -204,7 +200,10 @@ pub(crate) async fn walk(
                     };
                     if let Some(why) = stop {
                         tracing::warn!(server = %chain[0], "{why}");
-                        failures.push(format!("{}: {why} (every node full or draining?)", chain[0]));
+                        failures.push(format!(
+                            "{}: {why} (every node full or draining?)",
+                            chain[0]
+                        ));
                         last_error = Some(RendezvousError::Redirected(r));
                         break;
                     }
@@ -274,14 +273,21 @@ mod tests {
     fn xfr_lines_parse_and_bad_ones_are_refused() {
         let from: SocketAddr = "127.0.0.1:1863".parse().unwrap();
         let key = Fingerprint([1; 32]);
-        let line = |params: &[&str]| {
-            Line::new("XFR", TrId(2), params.iter().map(|p| (*p).to_owned()))
-        };
-        let r = Redirect::parse(&line(&["NS", "127.0.0.2:1864", "full"]), from, "n1:1863", key)
-            .unwrap();
+        let line =
+            |params: &[&str]| Line::new("XFR", TrId(2), params.iter().map(|p| (*p).to_owned()));
+        let r = Redirect::parse(
+            &line(&["NS", "127.0.0.2:1864", "full"]),
+            from,
+            "n1:1863",
+            key,
+        )
+        .unwrap();
         assert_eq!(r.to, "127.0.0.2:1864".parse().unwrap());
         assert_eq!(r.reason, "full");
-        assert_eq!(r.to_string(), "127.0.0.1:1863 sent us to 127.0.0.2:1864 (full)");
+        assert_eq!(
+            r.to_string(),
+            "127.0.0.1:1863 sent us to 127.0.0.2:1864 (full)"
+        );
         // The redirected node must present the sender's key; --ca roots stay roots.
         assert!(matches!(r.trust(&ServerTrust::Exact(Fingerprint([9; 32]))),
             ServerTrust::Exact(k) if k == key));
@@ -291,7 +297,10 @@ mod tests {
             &["NS", "0.0.0.0:1863"],
             &["NS"],
         ] {
-            assert!(Redirect::parse(&line(bad), from, "n1:1863", key).is_err(), "{bad:?}");
+            assert!(
+                Redirect::parse(&line(bad), from, "n1:1863", key).is_err(),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -76,13 +76,13 @@ use zeroize::Zeroizing;
 
 use crate::tls::{self, ServerKey, ServerLabel, ServerTrust};
 use connection::{Shared, ToTask};
+pub use dispatch::Redirect;
 pub use error::{CloseReason, RendezvousError, code, io_text};
 pub use event::{CancelReason, ContactEntry, Event, LoginInfo, OutReason, parse_contact_list};
 pub use offer::{
     Allocation, Candidate, CandidateKind, Introduction, MAX_CANDIDATES, NatKind, Offer, OfferError,
     Role, SwitchboardTicket, parse_session_id,
 };
-pub use dispatch::Redirect;
 pub use reconnect::{Backoff, LoginSession, Relogin};
 
 /// The rendezvous protocol's TCP port (MSN's).
