@@ -176,7 +176,7 @@ impl Task {
                             // Log out here (the node forgets the session at once), then close.
                             let trid = self.trid();
                             let _ = self.framed.send(Line::new("OUT", trid, [])).await;
-                            break CloseReason::Transferred(redirect);
+                            break CloseReason::Transferred(Box::new(redirect));
                         }
                     }
                 },

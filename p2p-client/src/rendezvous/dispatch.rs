@@ -161,7 +161,7 @@ pub(crate) async fn walk(
     hops.retain(|h| seen.insert(h.addr));
     hops.shuffle(&mut OsRng);
     hops.truncate(MAX_ATTEMPTS);
-    if let Some(r) = &first {
+    if let Some(r) = first.as_ref() {
         let label = ServerLabel::parse(&r.server, DEFAULT_PORT).unwrap_or(labels[0].clone());
         hops.insert(
             0,

@@ -93,7 +93,7 @@ pub enum CloseReason {
     Failed(String),
     /// The node is draining and sent us to another (`XFR 0 NS ip:port draining`): the client
     /// logged out and closed; log in again there ([`super::Relogin::reconnect_after`]).
-    Transferred(Redirect),
+    Transferred(Box<Redirect>),
 }
 
 impl fmt::Display for CloseReason {
@@ -193,7 +193,7 @@ pub enum RendezvousError {
     /// The node is full or draining and sent us to another (`XFR`, docs/PROTOCOL.md section
     /// 11); it has closed the connection. Connecting through a server list follows it.
     #[error("{0}")]
-    Redirected(Redirect),
+    Redirected(Box<Redirect>),
     /// None of the servers of the list could be used: what each did, in the order tried.
     #[error(
         "no rendezvous server could be used ({tried} address(es) tried): {}",

@@ -648,12 +648,14 @@ impl RendezvousClient {
                 after: config.request_timeout,
             })??;
         if line.command.as_str() == "XFR" {
-            return Err(RendezvousError::Redirected(dispatch::Redirect::parse(
-                &line,
-                self.server,
-                &self.key.server,
-                self.key.fingerprint,
-            )?));
+            return Err(RendezvousError::Redirected(Box::new(
+                dispatch::Redirect::parse(
+                    &line,
+                    self.server,
+                    &self.key.server,
+                    self.key.fingerprint,
+                )?,
+            )));
         }
         if let Some(code) = line.command.error_code() {
             let text = if line.params.is_empty() {

@@ -256,7 +256,8 @@ impl Relogin {
         backoff: &mut Backoff,
     ) -> Result<(RendezvousClient, LoginInfo), RendezvousError> {
         if let Some(CloseReason::Transferred(redirect)) = reason {
-            *self.redirect.lock().unwrap_or_else(PoisonError::into_inner) = Some(redirect.clone());
+            *self.redirect.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((**redirect).clone());
         }
         self.reconnect(backoff).await
     }
