@@ -218,19 +218,28 @@ impl Cluster {
 
     /// Starts a node on `addr` with `extra` flags, waits until it is ready.
     fn node(&self, name: &str, addr: SocketAddr, extra: &[&str]) -> Node {
-        let db = self.dir.0.join(format!("{name}.db"));
+        self.start_node(name, addr, extra, true)
+    }
+
+    /// `node`, with a key of its own (`shared_key` false: a self-signed one next to its
+    /// database) instead of the cluster's.
+    fn start_node(&self, name: &str, addr: SocketAddr, extra: &[&str], shared_key: bool) -> Node {
+        let own_dir = self.dir.0.join(name);
+        std::fs::create_dir_all(&own_dir).unwrap();
         let mut cmd = Command::new(&self.bins.server);
         cmd.args(["--no-stun", "--rendezvous", &addr.to_string()])
             .args(["--switchboard", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
             .args(["--min-kdf", TEST_KDF, "--drain-timeout", "20", "--db"])
-            .arg(&db)
-            .arg("--tls-cert")
-            .arg(self.dir.0.join("tls-cert.pem"))
-            .arg("--tls-key")
-            .arg(self.dir.0.join("tls-key.pem"))
+            .arg(own_dir.join("rendezvous.db"))
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
+        if shared_key {
+            cmd.arg("--tls-cert")
+                .arg(self.dir.0.join("tls-cert.pem"))
+                .arg("--tls-key")
+                .arg(self.dir.0.join("tls-key.pem"));
+        }
         if let Some(store) = &self.store {
             cmd.args(["--store", store]);
         }
@@ -570,4 +579,33 @@ fn redirect_loops_end_with_a_clear_error() {
     assert!(err.contains("every node full or draining"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(metric(&n1, "rendezvous_transfers_total") >= 1);
+}
+
+#[test]
+fn a_redirect_to_a_node_with_another_key_is_refused() {
+    let cluster = Cluster::new("key", None);
+    let (a1, a2) = (free_addr(), free_addr());
+    let _n1 = cluster.node(
+        "n1",
+        a1,
+        &["--max-sessions", "0", "--peer-node", &a2.to_string()],
+    );
+    // Not one of the cluster: a key of its own.
+    let _odd = cluster.start_node("odd", a2, &[], false);
+    let out = cluster
+        .client(&a1.to_string(), "alice", &["contacts", "list"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{a2} (reached by XFR from {a1})")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{a2} presented the key")), "{err}");
+    assert!(err.contains("not the expected"), "{err}");
+    // Nothing was pinned for the redirected address.
+    let pins = std::fs::read_to_string(cluster.home.join("known_servers")).unwrap();
+    assert!(!pins.contains(&a2.to_string()), "{pins}");
 }

@@ -86,6 +86,25 @@ impl Redirect {
             _ => ServerTrust::Exact(self.key),
         }
     }
+
+    /// The node it points to, with how to check it: with `--ca` under the name the user gave
+    /// (the certificate must carry it), else under its own address (what errors then name).
+    fn hop(&self, trust: &ServerTrust, fallback: &ServerLabel) -> Hop {
+        let label = match trust {
+            ServerTrust::Roots(_) => {
+                ServerLabel::parse(&self.server, DEFAULT_PORT).unwrap_or_else(|| fallback.clone())
+            }
+            _ => ServerLabel {
+                host: self.to.ip().to_string(),
+                port: self.to.port(),
+            },
+        };
+        Hop {
+            label,
+            addr: self.to,
+            trust: self.trust(trust),
+        }
+    }
 }
 
 /// Parses `a,b,c` (each one of [`ServerLabel::FORMS`], the port defaulting to 1863).
@@ -162,17 +181,11 @@ pub(crate) async fn walk(
     hops.shuffle(&mut OsRng);
     hops.truncate(MAX_ATTEMPTS);
     if let Some(r) = first.as_ref() {
-        let label = ServerLabel::parse(&r.server, DEFAULT_PORT).unwrap_or(labels[0].clone());
-        hops.insert(
-            0,
-            Hop {
-                label,
-                addr: r.to,
-                trust: r.trust(trust),
-            },
-        );
+        hops.insert(0, r.hop(trust, &labels[0]));
     }
     let tried = hops.len();
+    // Whether any XFR was followed: then a lone failure needs the path to make sense.
+    let mut followed = false;
     for start in hops {
         if started.elapsed() >= WALK_TIME {
             failures.push(format!("gave up after {} s", WALK_TIME.as_secs()));
@@ -208,12 +221,8 @@ pub(crate) async fn walk(
                         break;
                     }
                     chain.push(r.to);
-                    hop = Hop {
-                        label: ServerLabel::parse(&r.server, DEFAULT_PORT)
-                            .unwrap_or_else(|| hop.label.clone()),
-                        addr: r.to,
-                        trust: r.trust(&hop.trust),
-                    };
+                    followed = true;
+                    hop = r.hop(&hop.trust, &hop.label);
                 }
                 Err(e) if ends_walk(&e) => return Err(e),
                 Err(e) => {
@@ -231,9 +240,9 @@ pub(crate) async fn walk(
             }
         }
     }
-    // One server that failed once: its own error, as before lists existed.
+    // One server that failed once, without redirects: its own error, as before lists existed.
     match (failures.len(), last_error) {
-        (1, Some(e)) if !matches!(e, RendezvousError::Redirected(_)) => Err(e),
+        (1, Some(e)) if !followed && !matches!(e, RendezvousError::Redirected(_)) => Err(e),
         _ => Err(RendezvousError::NoServer { tried, failures }),
     }
 }
