@@ -1,7 +1,9 @@
 //! The rendezvous client: accounts, login, presence, contacts and introductions over the
 //! line protocol of `docs/PROTOCOL.md`, driven with tokio.
 //!
-//! [`RendezvousClient::connect`] resolves the server, opens the TCP connection, runs the TLS 1.3
+//! [`RendezvousClient::connect`] resolves the server (or each of a comma-separated list, tried
+//! in a random order and following a full or draining node's `XFR`: [`dispatch`]), opens the
+//! TCP connection, runs the TLS 1.3
 //! handshake (the server's key decided by a [`ServerTrust`], see [`crate::tls`]), spawns a task
 //! that owns the connection, and negotiates the version. Every request method sends one
 //! command and waits (at most [`ClientConfig::request_timeout`]) for the answer with the same
