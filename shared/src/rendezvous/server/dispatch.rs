@@ -105,6 +105,18 @@ impl RendezvousServer {
         }
     }
 
+    /// A session that logged in on a draining node (its login was under way when the drain
+    /// began) gets the same push as the others.
+    pub(super) fn transfer_if_draining(&mut self, conn: ConnId) {
+        if !self.draining {
+            return;
+        }
+        if let Some(peer) = self.pick_peer() {
+            self.send(conn, xfr_line(TrId::PUSH, peer, Busy::Draining));
+            self.counters.transfers += 1;
+        }
+    }
+
     /// Whether the node is ready or draining.
     pub fn node_state(&self) -> NodeState {
         if self.draining {

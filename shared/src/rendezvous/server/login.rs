@@ -316,5 +316,7 @@ impl RendezvousServer {
         ));
         self.send(conn, Line::new("CFG", TrId::PUSH, cfg));
         self.push_initial_presence(user, conn);
+        // A login that was under way when the drain began moves on like the others.
+        self.transfer_if_draining(conn);
     }
 }

@@ -6,8 +6,12 @@
 
 use std::collections::HashSet;
 
-use super::tests::{Harness, config, to};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use super::tests::{CB, CHEAP, Harness, config, name, to};
 use super::*;
+use crate::rendezvous::scram::{MECHANISM, ScramClient};
 
 const PEER_A: &str = "192.0.2.10:1863";
 const PEER_B: &str = "192.0.2.11:1863";
@@ -164,5 +168,28 @@ fn the_peer_list_is_replaced_and_deduplicated() {
     assert_eq!(
         h.ask(c, "VER 1 P2P1"),
         [format!("XFR 1 NS {PEER_A} full"), "CLOSE".to_owned()]
+    );
+}
+
+#[test]
+fn a_login_under_way_when_the_drain_begins_is_moved_too() {
+    let mut h = cluster(None);
+    let conn = h.hello();
+    // The first step before the drain, the last one after it.
+    let mut client = ScramClient::new(&name("alice"), &[5; 18], &CB).with_min_kdf(CHEAP);
+    let first = B64.encode(client.client_first());
+    let answer = h.ask(conn, &format!("USR 3 {MECHANISM} I {first}"));
+    let server_first = answer[0].rsplit(' ').next().unwrap();
+    let server_first = String::from_utf8(B64.decode(server_first).unwrap()).unwrap();
+    let last = client
+        .handle_server_first(&server_first, b"alice-pw")
+        .unwrap();
+    h.server.handle_drain(h.now);
+    h.drain();
+    let answers = h.ask(conn, &format!("USR 4 {MECHANISM} S {}", B64.encode(last)));
+    assert!(answers[0].starts_with("USR 4 OK alice "), "{answers:?}");
+    assert!(
+        is_xfr(answers.last().unwrap(), 0, "draining"),
+        "{answers:?}"
     );
 }
