@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use p2p_client::chat::pinned_notice;
 use p2p_client::home::Home;
-use p2p_client::rendezvous::{ClientConfig, ContactEntry, DEFAULT_PORT, RendezvousClient};
+use p2p_client::rendezvous::dispatch::parse_servers;
+use p2p_client::rendezvous::{ClientConfig, ContactEntry, RendezvousClient};
 use p2p_client::stdout::{self, WriteError};
 use p2p_client::tls::{ServerLabel, ServerTrust};
 use serde_json::json;
@@ -20,8 +21,10 @@ use zeroize::Zeroizing;
 /// How to reach the server and who you are (every account command takes these).
 #[derive(clap::Args, Debug)]
 pub struct AccountArgs {
-    /// Rendezvous server as HOST, HOST:PORT, IPv6 or [IPv6]:PORT (a name is resolved; the
-    /// first address is used; the port defaults to 1863).
+    /// Rendezvous server as HOST, HOST:PORT, IPv6 or [IPv6]:PORT (the port defaults to 1863),
+    /// or several, comma-separated (the nodes of one cluster). Every address they resolve to
+    /// is tried in a random order, and a node that is full or draining sends the client to
+    /// another one (XFR), whose key must be the same (docs/CLUSTER.md).
     #[arg(
         long,
         value_name = "HOST[:PORT]",
@@ -83,16 +86,23 @@ impl AccountArgs {
         }
     }
 
-    /// The server, checked with the one `--server` parser of every command (and its port
+    /// The servers, checked with the one `--server` parser of every command (each port
     /// defaulted to 1863).
-    pub fn server(&self) -> anyhow::Result<ServerLabel> {
-        ServerLabel::parse(&self.server, DEFAULT_PORT).with_context(|| {
-            format!(
-                "cannot resolve {:?}: expected {}",
+    pub fn servers(&self) -> anyhow::Result<Vec<ServerLabel>> {
+        parse_servers(&self.server).map_err(|_| {
+            anyhow::anyhow!(
+                "cannot resolve {:?}: expected {} (or several, comma-separated)",
                 self.server,
                 ServerLabel::FORMS
             )
         })
+    }
+
+    /// The servers, checked and written the way `known_servers` names them (`HOST:PORT`,
+    /// comma-separated).
+    pub fn server_list(&self) -> anyhow::Result<String> {
+        let labels: Vec<String> = self.servers()?.iter().map(ToString::to_string).collect();
+        Ok(labels.join(","))
     }
 
     /// The password from the file, the environment or the terminal.
@@ -249,7 +259,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Connects to the server over TLS (trusted as `--ca` says, else pinned in `home`), saying
 /// on stderr when its key was pinned just now.
 pub async fn connect(account: &AccountArgs, home: &Home) -> anyhow::Result<RendezvousClient> {
-    let server = account.server()?.to_string();
+    let server = account.server_list()?;
     let trust = account.trust(home)?;
     let client = RendezvousClient::connect_with(&server, &trust, account.client_config()).await?;
     if let Some(notice) = pinned_notice(client.server_key()) {
@@ -266,11 +276,16 @@ pub async fn login(
     password: &str,
 ) -> anyhow::Result<RendezvousClient> {
     let identity = home.user(user)?.identity()?;
-    let client = connect(account, home).await?;
-    client
-        .login(user, password.as_bytes())
-        .await
-        .with_context(|| format!("cannot log in as {user}"))?;
+    let server = account.server_list()?;
+    let trust = account.trust(home)?;
+    let config = account.client_config();
+    let (client, _) =
+        RendezvousClient::connect_and_login(&server, &trust, config, user, password.as_bytes())
+            .await
+            .with_context(|| format!("cannot log in as {user}"))?;
+    if let Some(notice) = pinned_notice(client.server_key()) {
+        stdout::note(notice);
+    }
     client
         .register_device(&identity.public())
         .await
@@ -281,7 +296,7 @@ pub async fn login(
 /// `register`.
 pub async fn register(args: RegisterArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
-    args.account.server()?;
+    args.account.servers()?;
     let password = args.account.password(true)?;
     check_new_password(&password)?;
     let client = connect(&args.account, home).await?;
@@ -297,7 +312,7 @@ pub async fn register(args: RegisterArgs, home: &Home) -> anyhow::Result<ExitCod
 /// `passwd`.
 pub async fn passwd(args: PasswdArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
-    args.account.server()?;
+    args.account.servers()?;
     let password = args.account.password(false)?;
     let new_password = SecretSource {
         file: args.new_password_file.as_deref(),
@@ -367,7 +382,7 @@ pub async fn contacts(args: ContactsArgs, home: &Home) -> anyhow::Result<ExitCod
         ContactsAction::Block { name } => (Some((Edit::Block, UserName::parse(name)?)), false),
         ContactsAction::Allow { name } => (Some((Edit::Allow, UserName::parse(name)?)), false),
     };
-    args.account.server()?;
+    args.account.servers()?;
     let password = args.account.password(false)?;
     let client = login(&args.account, home, &user, &password).await?;
     let result = match edit {

@@ -117,7 +117,7 @@ pub async fn open_link(
     home: &Home,
 ) -> anyhow::Result<Linked> {
     let user = account_args.user()?;
-    account_args.server()?;
+    account_args.servers()?;
     let peer = UserName::parse(&link_args.peer).context("--peer")?;
     if peer == user {
         bail!("--peer: you cannot link to yourself");

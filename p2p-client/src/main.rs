@@ -260,7 +260,7 @@ const EXIT_KEY_CHANGED: u8 = 3;
 async fn chat(args: ChatCmdArgs, home: &Home) -> anyhow::Result<ExitCode> {
     let user = args.account.user()?;
     // The same `--server` parser and message as every other command, before any prompt.
-    args.account.server()?;
+    args.account.servers()?;
     let password = args.account.password(false)?;
     let trust = args.account.trust(home)?;
     let account = Account {

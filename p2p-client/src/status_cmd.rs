@@ -134,7 +134,7 @@ async fn watch(
                     let mut backoff = Backoff::default();
                     let again = tokio::select! {
                         () = &mut stop => return Ok(()),
-                        again = relogin.reconnect(&mut backoff) => again,
+                        again = relogin.reconnect_after(Some(&reason), &mut backoff) => again,
                     };
                     let (fresh, _) = again.with_context(|| format!("cannot log in again as {user}"))?;
                     *client = fresh;

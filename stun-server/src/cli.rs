@@ -280,12 +280,30 @@ pub struct Settings {
     /// keep it on loopback or a monitoring network [default: off].
     #[arg(long, value_name = "ADDR", display_order = STUN_ORDER + 14)]
     metrics: Option<SocketAddr>,
+    /// Another rendezvous node of the cluster (IP:PORT; repeat the flag for several, the
+    /// file's key is a list: peer_node = ["IP:PORT", ...]), sharing this one's --store and TLS
+    /// key: a full or draining node sends clients there with XFR (docs/CLUSTER.md)
+    /// [default: none].
+    #[arg(long, value_name = "IP:PORT", action = clap::ArgAction::Append)]
+    #[arg(display_order = STUN_ORDER + 15)]
+    peer_node: Option<Vec<SocketAddr>>,
+    /// The most logged-in rendezvous sessions this node serves; beyond it new clients are sent
+    /// to a --peer-node with XFR (or refused with 600 without one) [default: no limit].
+    #[arg(long, value_name = "N", display_order = STUN_ORDER + 16)]
+    max_sessions: Option<usize>,
+    /// Seconds a draining node (SIGUSR1) waits for its clients to move to other nodes before
+    /// it stops anyway [default: 30].
+    #[arg(long, value_name = "SECS", display_order = STUN_ORDER + 17)]
+    drain_timeout: Option<u64>,
 }
 
 /// Where `--no-stun` comes in `--help` (after `--stats-interval`, which is last in the file).
 /// Arguments without a `display_order` are numbered in declaration order from 0 (`--config` is
 /// 0, `--primary` 1, ...): `--no-stun` is the 16th.
 const STUN_ORDER: usize = 16;
+
+/// `--drain-timeout`'s default, in seconds.
+const DEFAULT_DRAIN_TIMEOUT: u64 = 30;
 
 /// `--rendezvous` and `--switchboard` take an address (the file also takes `true`/`false`).
 fn listen_on(text: &str) -> Result<ServiceKey, std::net::AddrParseError> {
@@ -411,6 +429,8 @@ impl Settings {
         self.ping_interval
             .get_or_insert(core.ping_interval.as_secs());
         self.idle_timeout.get_or_insert(core.idle_timeout.as_secs());
+        self.peer_node.get_or_insert_with(Vec::new);
+        self.drain_timeout.get_or_insert(DEFAULT_DRAIN_TIMEOUT);
     }
 
     /// Checks what the types do not: the KDF syntax, the keepalive timings, and that the
@@ -433,6 +453,14 @@ impl Settings {
                 "--tls-cert and --tls-key (tls_cert, tls_key) go together: give a certificate \
                  and its key, or neither for a self-signed certificate kept next to the database"
             );
+        }
+        for peer in self.peer_node.iter().flatten() {
+            if peer.ip().is_unspecified() || peer.port() == 0 {
+                anyhow::bail!("--peer-node {peer}: give the address clients reach that node at");
+            }
+            if Some(*peer) == self.rendezvous_listen() {
+                anyhow::bail!("--peer-node {peer} is this node's own rendezvous address");
+            }
         }
         let ping = self.ping_interval.unwrap_or(30);
         let idle = self.idle_timeout.unwrap_or(75);
@@ -457,6 +485,21 @@ impl Settings {
     /// Whether anyone may register.
     pub fn registration_open(&self) -> bool {
         self.registration != Some(Registration::Closed)
+    }
+
+    /// The other rendezvous nodes (`--peer-node`).
+    pub fn peer_nodes(&self) -> Vec<SocketAddr> {
+        self.peer_node.clone().unwrap_or_default()
+    }
+
+    /// The session limit (`--max-sessions`), if any.
+    pub fn max_sessions(&self) -> Option<usize> {
+        self.max_sessions
+    }
+
+    /// How long a draining node waits for its clients to move (`--drain-timeout`).
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT))
     }
 
     /// Where to serve `/metrics`, if anywhere.
@@ -590,6 +633,7 @@ impl Settings {
                 .map_or(defaults.idle_timeout, Duration::from_secs),
             stun_addr,
             switchboard_addr: None,
+            max_sessions: self.max_sessions,
             ..defaults
         };
         Ok(Some(RendezvousOptions {
@@ -601,6 +645,7 @@ impl Settings {
             },
             config,
             max_queued_lines: DEFAULT_MAX_QUEUED_LINES,
+            peer_nodes: self.peer_node.clone().unwrap_or_default(),
             ..RendezvousOptions::default()
         }))
     }

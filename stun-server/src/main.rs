@@ -121,6 +121,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         services.as_ref(),
         signals,
         settings.stats_interval(),
+        settings.drain_timeout(),
     ));
     tracing::info!("shutting down");
     if let Some(services) = services {
@@ -189,6 +190,17 @@ fn log_services(services: &Services, settings: &cli::Settings, stun_addr: Option
         "rendezvous listening on {}",
         server.local_addr()
     );
+    let peers = settings.peer_nodes();
+    tracing::info!(
+        state = server.node_state().word(),
+        max_sessions = %settings.max_sessions().map_or("unlimited".into(), |n| n.to_string()),
+        peers = %if peers.is_empty() {
+            "none".to_owned()
+        } else {
+            peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+        },
+        "rendezvous node ready (SIGUSR1 drains it)"
+    );
 }
 
 fn log_stun(server: &ServerHandle, settings: &cli::Settings) {
@@ -216,10 +228,12 @@ fn log_stun(server: &ServerHandle, settings: &cli::Settings) {
     }
 }
 
-/// SIGINT and SIGTERM, registered before anything else happens.
+/// SIGINT and SIGTERM (stop now), SIGUSR1 (drain, then stop), registered before anything
+/// else happens.
 struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    drain: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -228,23 +242,64 @@ impl Signals {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            drain: signal(SignalKind::user_defined1())?,
         })
     }
 }
 
-/// Waits for Ctrl-C or SIGTERM, logging counters every `stats_interval` seconds (0: never).
+/// How often a draining node looks whether its last client has gone.
+const DRAIN_CHECK: Duration = Duration::from_millis(100);
+
+/// Waits for Ctrl-C or SIGTERM, or for the end of a drain that SIGUSR1 started (the last
+/// rendezvous connection gone, or `drain_timeout` over), logging counters every
+/// `stats_interval` seconds (0: never).
 async fn wait_for_shutdown(
     stun: Option<&ServerHandle>,
     services: Option<&Services>,
     mut signals: Signals,
     stats_interval: u64,
+    drain_timeout: Duration,
 ) {
     let period = Duration::from_secs(stats_interval.max(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut drain_ends: Option<tokio::time::Instant> = None;
+    let mut drain_check = tokio::time::interval(DRAIN_CHECK);
     loop {
         tokio::select! {
             _ = signals.interrupt.recv() => return,
             _ = signals.terminate.recv() => return,
+            _ = signals.drain.recv() => match services {
+                Some(services) if drain_ends.is_none() => {
+                    tracing::info!(
+                        sessions = services.rendezvous().session_count(),
+                        timeout_s = drain_timeout.as_secs(),
+                        "SIGUSR1: draining the rendezvous node"
+                    );
+                    services.rendezvous().control().drain();
+                    drain_ends = Some(tokio::time::Instant::now() + drain_timeout);
+                }
+                Some(_) => tracing::info!("SIGUSR1: already draining"),
+                None => {
+                    tracing::info!("SIGUSR1: no rendezvous server to drain; stopping");
+                    return;
+                }
+            },
+            _ = drain_check.tick(), if drain_ends.is_some() => {
+                let Some(server) = services.map(Services::rendezvous) else { return };
+                let left = server.connection_count();
+                if left == 0 {
+                    tracing::info!("rendezvous node drained: every client has moved; stopping");
+                    return;
+                }
+                if drain_ends.is_some_and(|end| tokio::time::Instant::now() >= end) {
+                    tracing::warn!(
+                        connections = left,
+                        sessions = server.session_count(),
+                        "drain period over with clients left: they get OUT SSD; stopping"
+                    );
+                    return;
+                }
+            }
             _ = ticker.tick(), if stats_interval > 0 => {
                 if let Some(server) = stun {
                     tracing::info!(stats = %server.stats(), "counters");
@@ -252,8 +307,11 @@ async fn wait_for_shutdown(
                 if let Some(services) = services {
                     let server = services.rendezvous();
                     tracing::info!(
+                        state = server.node_state().word(),
                         connections = server.connection_count(),
+                        sessions = server.session_count(),
                         online = server.online_count(),
+                        transfers = server.counters().transfers,
                         "rendezvous"
                     );
                     if let Some(sb) = services.switchboard() {

@@ -284,6 +284,23 @@ fn encode_rendezvous(encoder: &mut DescriptorEncoder<'_>, counts: &Counts) -> st
     )?;
     counter(
         encoder,
+        "rendezvous_transfers",
+        "Clients sent to another node with XFR (the node was full or draining)",
+        core.transfers,
+    )?;
+    let draining = counts.draining.load(Ordering::Relaxed);
+    let mut family = encoder.encode_descriptor(
+        "rendezvous_node_state",
+        "1 for the state the rendezvous node is in (ready: serving; draining: sending every \
+         client to another node), 0 for the other",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (state, on) in [("ready", !draining), ("draining", draining)] {
+        ConstGauge::new(u64::from(on)).encode(family.encode_family(&[("state", state)])?)?;
+    }
+    counter(
+        encoder,
         "rendezvous_tls_handshake_failures",
         "Rendezvous TLS handshakes that failed or timed out",
         counts.failed_handshakes.load(Ordering::Relaxed),

@@ -129,8 +129,9 @@ async fn await_introduction_reconnecting(
         }
         let _ = events.send(LinkEvent::Server(ServerState::Reconnecting));
         let mut backoff = Backoff::default();
+        let reason = client.close_reason();
         let relogged = tokio::select! {
-            relogged = session.relogin.reconnect(&mut backoff) => relogged?,
+            relogged = session.relogin.reconnect_after(reason.as_ref(), &mut backoff) => relogged?,
             () = tokio::time::sleep_until(deadline.into()) => {
                 return Err(LinkError::PeerAbsent(peer.clone()));
             }

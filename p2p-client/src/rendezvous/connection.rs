@@ -3,9 +3,11 @@
 //! other push as an [`Event`], so pushes that arrive while a request waits are never lost.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::{SinkExt, StreamExt};
+use shared::identity::Fingerprint;
 use shared::rendezvous::{Line, TrId, UserName};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -13,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 
+use super::dispatch::Redirect;
 use super::error::{CloseReason, RendezvousError};
 use super::event::{Event, LoginInfo, OutReason, parse_push};
 use codecs::line::{CodecError, LineCodec, Side};
@@ -67,8 +70,14 @@ pub(crate) struct Spawned {
     pub(crate) task: JoinHandle<()>,
 }
 
-/// Starts the task for a connected socket.
-pub(crate) fn spawn(stream: TlsStream<TcpStream>) -> Spawned {
+/// Starts the task for a connected socket to the node at `addr` (named `server`, with the key
+/// `key`: what an `XFR` push from it carries on to the next node).
+pub(crate) fn spawn(
+    stream: TlsStream<TcpStream>,
+    addr: SocketAddr,
+    server: String,
+    key: Fingerprint,
+) -> Spawned {
     let (commands, commands_rx) = mpsc::channel(64);
     // Unbounded so that a caller who does not drain events never stalls answers; pushes are
     // bounded by what the server sends (presence of at most 1000 contacts, introductions).
@@ -85,6 +94,8 @@ pub(crate) fn spawn(stream: TlsStream<TcpStream>) -> Spawned {
         out: None,
         logging_out: None,
         shared: shared.clone(),
+        node: (addr, server, key),
+        moving: None,
     };
     let task = tokio::spawn(task.run());
     Spawned {
@@ -114,6 +125,10 @@ struct Task {
     /// Set by a logout; dropped (which tells the client) when the task ends.
     logging_out: Option<oneshot::Sender<()>>,
     shared: Arc<Shared>,
+    /// The node's address, its name as the user gave it, and its key.
+    node: (SocketAddr, String, Fingerprint),
+    /// Set by an `XFR` push: log out here and reconnect there.
+    moving: Option<Redirect>,
 }
 
 /// A TLS peer that closed the TCP connection without `close_notify`: nothing was cut short
@@ -157,12 +172,21 @@ impl Task {
                         if let Err(e) = self.handle_line(line).await {
                             break CloseReason::Failed(e.to_string());
                         }
+                        if let Some(redirect) = self.moving.take() {
+                            // Log out here (the node forgets the session at once), then close.
+                            let trid = self.trid();
+                            let _ = self.framed.send(Line::new("OUT", trid, [])).await;
+                            break CloseReason::Transferred(Box::new(redirect));
+                        }
                     }
                 },
             }
         };
         tracing::debug!(%reason, "rendezvous connection closed");
-        let ours = reason == CloseReason::ClosedByClient;
+        let ours = matches!(
+            reason,
+            CloseReason::ClosedByClient | CloseReason::Transferred(_)
+        );
         // The reason is in place before the waiters learn (by their senders being dropped)
         // that no answer will come.
         self.shared.set_close_reason(reason);
@@ -226,6 +250,17 @@ impl Task {
         }
         match line.command.as_str() {
             "PNG" => self.framed.send(Line::new("QNG", TrId::PUSH, [])).await?,
+            // A draining node sends its sessions elsewhere (docs/PROTOCOL.md section 11).
+            "XFR" => {
+                let (addr, server, key) = &self.node;
+                match Redirect::parse(&line, *addr, server, *key) {
+                    Ok(redirect) => {
+                        tracing::info!(%redirect, "the rendezvous node is draining: moving");
+                        self.moving = Some(redirect);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ignoring a malformed XFR push"),
+                }
+            }
             "CFG" => match self.config_waiter.take() {
                 Some(waiter) => {
                     let _ = waiter.send(line);

@@ -11,6 +11,7 @@ use shared::rendezvous::scram::ScramError;
 use crate::home::HomeError;
 use crate::tls::TlsError;
 
+use super::dispatch::Redirect;
 use super::event::OutReason;
 
 /// The protocol's error numbers (docs/PROTOCOL.md section 9).
@@ -93,6 +94,9 @@ pub enum CloseReason {
     ClosedByClient,
     /// The socket failed or the server sent bytes that cannot be framed.
     Failed(String),
+    /// The node is draining and sent us to another (`XFR 0 NS ip:port draining`): the client
+    /// logged out and closed; log in again there ([`super::Relogin::reconnect_after`]).
+    Transferred(Box<Redirect>),
 }
 
 impl fmt::Display for CloseReason {
@@ -102,6 +106,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ClosedByServer => f.write_str("the server closed the connection"),
             CloseReason::ClosedByClient => f.write_str("the connection is closed"),
             CloseReason::Failed(e) => write!(f, "connection lost: {e}"),
+            CloseReason::Transferred(r) => write!(f, "moving to another node: {r}"),
         }
     }
 }
@@ -188,6 +193,21 @@ pub enum RendezvousError {
     /// The caller asked for something the protocol cannot carry.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The node is full or draining and sent us to another (`XFR`, docs/PROTOCOL.md section
+    /// 11); it has closed the connection. Connecting through a server list follows it.
+    #[error("{0}")]
+    Redirected(Box<Redirect>),
+    /// None of the servers of the list could be used: what each did, in the order tried.
+    #[error(
+        "no rendezvous server could be used ({tried} address(es) tried): {}",
+        failures.join("; ")
+    )]
+    NoServer {
+        /// Addresses tried (redirects not counted).
+        tried: usize,
+        /// One line per failure.
+        failures: Vec<String>,
+    },
 }
 
 impl From<TlsError> for RendezvousError {

@@ -1,7 +1,9 @@
 //! The rendezvous client: accounts, login, presence, contacts and introductions over the
 //! line protocol of `docs/PROTOCOL.md`, driven with tokio.
 //!
-//! [`RendezvousClient::connect`] resolves the server, opens the TCP connection, runs the TLS 1.3
+//! [`RendezvousClient::connect`] resolves the server (or each of a comma-separated list, tried
+//! in a random order and following a full or draining node's `XFR`: [`dispatch`]), opens the
+//! TCP connection, runs the TLS 1.3
 //! handshake (the server's key decided by a [`ServerTrust`], see [`crate::tls`]), spawns a task
 //! that owns the connection, and negotiates the version. Every request method sends one
 //! command and waits (at most [`ClientConfig::request_timeout`]) for the answer with the same
@@ -51,6 +53,7 @@
 mod b64;
 pub use codecs::line as codec;
 mod connection;
+pub mod dispatch;
 mod error;
 mod event;
 mod offer;
@@ -75,6 +78,7 @@ use zeroize::Zeroizing;
 
 use crate::tls::{self, ServerKey, ServerLabel, ServerTrust};
 use connection::{Shared, ToTask};
+pub use dispatch::Redirect;
 pub use error::{CloseReason, RendezvousError, code, io_text};
 pub use event::{CancelReason, ContactEntry, Event, LoginInfo, OutReason, parse_contact_list};
 pub use offer::{
@@ -156,6 +160,11 @@ impl RendezvousClient {
 
     /// Connects to `server` over TLS and negotiates the protocol version (`VER`).
     ///
+    /// `server` may be a comma-separated list (`a,b,c`), and a name may resolve to several
+    /// addresses: they are tried in a random order, and a node that answers `XFR` (full or
+    /// draining) is followed to the node it names ([`dispatch`]). A single server that fails
+    /// gives its own error; several give [`RendezvousError::NoServer`] listing each failure.
+    ///
     /// A server whose key differs from the one pinned for it is
     /// [`RendezvousError::ServerKeyChanged`]: the handshake was refused and nothing sent.
     pub async fn connect_with(
@@ -163,25 +172,35 @@ impl RendezvousClient {
         trust: &ServerTrust,
         config: ClientConfig,
     ) -> Result<RendezvousClient, RendezvousError> {
-        let label =
-            ServerLabel::parse(server, DEFAULT_PORT).ok_or_else(|| RendezvousError::Resolve {
-                server: server.to_owned(),
-                error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not HOST:PORT"),
-            })?;
-        let resolve_error = |error| RendezvousError::Resolve {
-            server: server.to_owned(),
-            error,
-        };
-        let addr = tokio::net::lookup_host((label.host.as_str(), label.port))
+        dispatch::walk(server, trust, config, None, None)
             .await
-            .map_err(resolve_error)?
-            .next()
-            .ok_or_else(|| {
-                resolve_error(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no address",
-                ))
-            })?;
+            .map(|(client, _)| client)
+    }
+
+    /// Connects to one of `servers` (as [`connect_with`](Self::connect_with)) and logs in
+    /// there; a node that fills up or starts draining between `VER` and the login answers it
+    /// with `XFR`, which is followed too.
+    pub async fn connect_and_login(
+        servers: &str,
+        trust: &ServerTrust,
+        config: ClientConfig,
+        user: &UserName,
+        password: &[u8],
+    ) -> Result<(RendezvousClient, LoginInfo), RendezvousError> {
+        let (client, info) =
+            dispatch::walk(servers, trust, config, Some((user, password)), None).await?;
+        let info = info.ok_or_else(|| RendezvousError::unexpected("no login information"))?;
+        Ok((client, info))
+    }
+
+    /// Connects to `addr`, checking its certificate as `trust` says for the server named
+    /// `label`, and negotiates the version: one attempt, no list, no redirect.
+    pub(crate) async fn connect_at(
+        label: &ServerLabel,
+        addr: SocketAddr,
+        trust: &ServerTrust,
+        config: ClientConfig,
+    ) -> Result<RendezvousClient, RendezvousError> {
         let connect_error = |error| RendezvousError::Connect { addr, error };
         let timed_out = || {
             std::io::Error::new(
@@ -202,7 +221,7 @@ impl RendezvousClient {
         let greeting = config.greeting_timeout;
         let silent =
             |what: &str| not_rendezvous(format!("{what} within {} s", greeting.as_secs_f32()));
-        let connected = tokio::time::timeout(greeting, tls::handshake(stream, &label, trust))
+        let connected = tokio::time::timeout(greeting, tls::handshake(stream, label, trust))
             .await
             .map_err(|_| silent("no TLS handshake"))?
             .map_err(|e| match RendezvousError::from(e) {
@@ -214,7 +233,12 @@ impl RendezvousClient {
                 }
                 other => other,
             })?;
-        let spawned = connection::spawn(connected.stream);
+        let spawned = connection::spawn(
+            connected.stream,
+            addr,
+            connected.key.server.clone(),
+            connected.key.fingerprint,
+        );
         let client = RendezvousClient {
             commands: spawned.commands,
             events: Mutex::new(spawned.events),
@@ -640,6 +664,16 @@ impl RendezvousClient {
                 command,
                 after: config.request_timeout,
             })??;
+        if line.command.as_str() == "XFR" {
+            return Err(RendezvousError::Redirected(Box::new(
+                dispatch::Redirect::parse(
+                    &line,
+                    self.server,
+                    &self.key.server,
+                    self.key.fingerprint,
+                )?,
+            )));
+        }
         if let Some(code) = line.command.error_code() {
             let text = if line.params.is_empty() {
                 code::meaning(code).to_owned()

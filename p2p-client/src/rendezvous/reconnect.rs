@@ -34,7 +34,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use rand::rngs::OsRng;
@@ -44,7 +44,7 @@ use zeroize::Zeroizing;
 
 use crate::tls::ServerTrust;
 
-use super::{ClientConfig, LoginInfo, RendezvousClient, RendezvousError};
+use super::{ClientConfig, CloseReason, LoginInfo, Redirect, RendezvousClient, RendezvousError};
 
 /// The client-chosen id of one login session of a device: 16 random bytes, sent as 32 hex
 /// digits with `DEV`. A process keeps one ([`LoginSession::of_process`]) across its reconnects.
@@ -134,7 +134,8 @@ impl Backoff {
     }
 }
 
-/// What it takes to log in again: the server, its trust, the user and the password (kept in
+/// What it takes to log in again: the server (or a list of them, [`super::dispatch`]), its
+/// trust, the user and the password (kept in
 /// memory, wiped on drop), the device key, this process's [`LoginSession`] and the presence
 /// to restore. See the [module docs](self).
 pub struct Relogin {
@@ -145,6 +146,8 @@ pub struct Relogin {
     password: Zeroizing<Vec<u8>>,
     device_key: [u8; 32],
     presence: Option<Presence>,
+    /// Where a draining node sent us: tried first by the next login.
+    redirect: Mutex<Option<Redirect>>,
 }
 
 impl fmt::Debug for Relogin {
@@ -177,6 +180,7 @@ impl Relogin {
             password: Zeroizing::new(password.to_vec()),
             device_key,
             presence,
+            redirect: Mutex::new(None),
         }
     }
 
@@ -196,10 +200,24 @@ impl Relogin {
     }
 
     /// Connects, logs in, registers the device with this process's session and sets the
-    /// presence: once.
+    /// presence: once. The servers are tried in a random order and `XFR`s are followed
+    /// ([`super::dispatch`]); a node a draining one sent us to
+    /// ([`reconnect_after`](Self::reconnect_after)) is tried first.
     pub async fn login(&self) -> Result<(RendezvousClient, LoginInfo), RendezvousError> {
-        let client = RendezvousClient::connect_with(&self.server, &self.trust, self.config).await?;
-        let info = client.login(&self.user, &self.password).await?;
+        let first = self
+            .redirect
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let (client, info) = super::dispatch::walk(
+            &self.server,
+            &self.trust,
+            self.config,
+            Some((&self.user, &self.password)),
+            first,
+        )
+        .await?;
+        let info = info.ok_or_else(|| RendezvousError::unexpected("no login information"))?;
         client.register_device(&self.device_key).await?;
         if let Some(presence) = self.presence {
             client.set_status(presence).await?;
@@ -225,6 +243,23 @@ impl Relogin {
                 Err(e) => tracing::info!(error = %e, "reconnecting: not yet"),
             }
         }
+    }
+}
+
+impl Relogin {
+    /// [`reconnect`](Self::reconnect) after a connection that ended with `reason`: when a
+    /// draining node sent us elsewhere ([`CloseReason::Transferred`]), that node is tried first
+    /// (its key must be the draining node's, see [`super::dispatch`]), then the list.
+    pub async fn reconnect_after(
+        &self,
+        reason: Option<&CloseReason>,
+        backoff: &mut Backoff,
+    ) -> Result<(RendezvousClient, LoginInfo), RendezvousError> {
+        if let Some(CloseReason::Transferred(redirect)) = reason {
+            *self.redirect.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((**redirect).clone());
+        }
+        self.reconnect(backoff).await
     }
 }
 

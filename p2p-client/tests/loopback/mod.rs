@@ -112,6 +112,7 @@ pub fn rendezvous(
         config,
         max_queued_lines: 256,
         tls,
+        peer_nodes: Vec::new(),
     }
 }
 

@@ -338,7 +338,8 @@ fn help_lists_the_flags_in_their_order_and_every_key_has_a_flag() {
         ["--stats-interval", "--no-stun"],
         ["--no-stun", "--rendezvous"],
         ["--tls-key", "--metrics"],
-        ["--metrics", "--print-fingerprint"],
+        ["--metrics", "--peer-node"],
+        ["--drain-timeout", "--print-fingerprint"],
     ] {
         assert_eq!(
             position(pair[0]) + 1,
@@ -395,4 +396,47 @@ fn relay_limits_take_byte_counts_and_reach_the_switchboard() {
     // They survive --print-config.
     let toml = settings(&["--relay-rate", "1K"]).to_toml().unwrap();
     assert!(toml.contains("relay_rate = 1024"), "{toml}");
+}
+
+#[test]
+fn peer_nodes_come_from_repeated_flags_or_a_list_in_the_file() {
+    let s = settings(&[
+        "--peer-node",
+        "127.0.0.1:1901",
+        "--peer-node",
+        "127.0.0.2:1902",
+        "--max-sessions",
+        "5",
+    ]);
+    let peers: Vec<SocketAddr> = vec![
+        "127.0.0.1:1901".parse().unwrap(),
+        "127.0.0.2:1902".parse().unwrap(),
+    ];
+    assert_eq!(s.peer_nodes(), peers);
+    let options = s.rendezvous_options(None).unwrap().unwrap();
+    assert_eq!(options.peer_nodes, peers);
+    assert_eq!(options.config.max_sessions, Some(5));
+    assert_eq!(s.drain_timeout(), Duration::from_secs(30));
+    let mut f = parse_file("peer_node = [\"127.0.0.1:1901\"]\ndrain_timeout = 5\n").unwrap();
+    f.resolve();
+    assert_eq!(f.peer_nodes(), peers[..1]);
+    assert_eq!(f.drain_timeout(), Duration::from_secs(5));
+    // Unlimited by default, and the defaults print as valid keys.
+    let d = settings(&[]);
+    assert_eq!(d.max_sessions(), None);
+    assert!(d.to_toml().unwrap().contains("peer_node = []"));
+}
+
+#[test]
+fn a_node_is_not_its_own_peer() {
+    let cli = Cli::try_parse_from([
+        "stun-server",
+        "--rendezvous",
+        "127.0.0.1:1999",
+        "--peer-node",
+        "127.0.0.1:1999",
+    ])
+    .unwrap();
+    let e = cli.settings().unwrap_err().to_string();
+    assert!(e.contains("own rendezvous address"), "{e}");
 }

@@ -3,7 +3,7 @@
 //! in order (docs/PROTOCOL.md; drain order in `shared::rendezvous::server`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,8 @@ pub(crate) struct Counts {
     pub(crate) core: Mutex<RendezvousCounters>,
     /// The core's connectivity telemetry, as of the last step that changed it.
     pub(crate) telemetry: Mutex<Telemetry>,
+    /// Whether the node is draining (it sends every client to another node).
+    pub(crate) draining: AtomicBool,
 }
 
 impl Counts {
@@ -73,6 +75,15 @@ pub(crate) struct TicketSinks {
     pub(crate) book: TicketBook,
     /// The switchboard that redeems them, if one runs.
     pub(crate) switchboard: Option<TicketGranter>,
+}
+
+/// What the handle asks of the running core task (docs/CLUSTER.md).
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Start draining: new clients and logged-in sessions are sent to the peer nodes.
+    Drain,
+    /// The other nodes of the cluster (replaces the list).
+    PeerNodes(Vec<std::net::SocketAddr>),
 }
 
 /// One open connection as the core task sees it.
@@ -109,6 +120,7 @@ pub(crate) struct Driver {
 pub(crate) struct Channels {
     pub(crate) events: mpsc::Receiver<Event>,
     pub(crate) alive: mpsc::Receiver<()>,
+    pub(crate) control: mpsc::UnboundedReceiver<Control>,
 }
 
 impl Driver {
@@ -122,8 +134,9 @@ impl Driver {
         counts: Arc<Counts>,
         max_queued_lines: usize,
         last_rowid: i64,
-    ) -> (Driver, Channels) {
+    ) -> (Driver, Channels, mpsc::UnboundedSender<Control>) {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (alive_tx, alive_rx) = mpsc::channel(1);
         let driver = Driver {
             core,
@@ -144,8 +157,9 @@ impl Driver {
         let channels = Channels {
             events: events_rx,
             alive: alive_rx,
+            control: control_rx,
         };
-        (driver, channels)
+        (driver, channels, control_tx)
     }
 
     /// Serves until `shutdown` completes, then shuts down cleanly.
@@ -158,6 +172,7 @@ impl Driver {
         let Channels {
             mut events,
             mut alive,
+            mut control,
         } = channels;
         tokio::pin!(shutdown);
         let listener = match TcpListener::from_std(listener) {
@@ -199,6 +214,7 @@ impl Driver {
                 }
                 _ = sleep_until(timer) => self.core.handle_timeout(Instant::now()),
                 _ = user_poll.tick() => self.poll_users(),
+                Some(command) = control.recv() => self.control(command),
             }
             self.drain();
             self.publish_counts();
@@ -218,6 +234,33 @@ impl Driver {
             .is_err()
         {
             tracing::warn!("some rendezvous clients did not take their last lines in time");
+        }
+    }
+
+    /// Carries out what the handle asked for.
+    fn control(&mut self, command: Control) {
+        match command {
+            Control::Drain => {
+                let sessions = self.core.session_count();
+                self.core.handle_drain(Instant::now());
+                self.counts.draining.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    sessions,
+                    peers = ?self.core.peer_nodes(),
+                    "rendezvous node draining: not ready; new clients and logged-in sessions \
+                     are sent to the peer nodes (XFR)"
+                );
+                if self.core.peer_nodes().is_empty() {
+                    tracing::warn!(
+                        "draining with no peer node: new clients are refused (601) and \
+                         sessions stay until the drain period ends"
+                    );
+                }
+            }
+            Control::PeerNodes(peers) => {
+                tracing::info!(?peers, "rendezvous peer nodes");
+                self.core.handle_peer_nodes(peers);
+            }
         }
     }
 

@@ -57,8 +57,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rand::RngCore;
+use shared::rendezvous::server::NodeState;
 use shared::rendezvous::{RendezvousConfig, RendezvousServer};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 pub use codecs::line::{CodecError, LineCodec, Side};
 pub use store::{
@@ -117,6 +118,9 @@ pub struct RendezvousOptions {
     /// The certificate and TLS settings (the default: [`ServerTls::ephemeral`], a new key on
     /// every start). [`crate::services::start`] gives the switchboard the same one.
     pub tls: ServerTls,
+    /// The other nodes of the cluster a full or draining node sends clients to (`XFR`,
+    /// docs/CLUSTER.md); [`NodeControl::set_peer_nodes`] replaces them while it runs.
+    pub peer_nodes: Vec<SocketAddr>,
 }
 
 impl RendezvousOptions {
@@ -144,6 +148,7 @@ impl Default for RendezvousOptions {
             config: RendezvousConfig::default(),
             max_queued_lines: DEFAULT_MAX_QUEUED_LINES,
             tls: ServerTls::ephemeral().expect("an in-memory certificate can be generated"),
+            peer_nodes: Vec::new(),
         }
     }
 }
@@ -184,6 +189,7 @@ pub struct BoundRendezvous {
     fingerprint: shared::identity::Fingerprint,
     tickets: TicketBook,
     counts: Arc<Counts>,
+    control: NodeControl,
 }
 
 impl std::fmt::Debug for BoundRendezvous {
@@ -238,11 +244,12 @@ impl BoundRendezvous {
         let local_addr = listener.local_addr().map_err(RendezvousError::Io)?;
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
-        let core = RendezvousServer::new(options.config, snapshot, store.secret(), seed);
+        let mut core = RendezvousServer::new(options.config, snapshot, store.secret(), seed);
+        core.handle_peer_nodes(options.peer_nodes);
         let tickets = TicketBook::new();
         let counts = Arc::new(Counts::default());
         let acceptor = tokio_rustls::TlsAcceptor::from(options.tls.config().clone());
-        let (driver, channels) = Driver::new(
+        let (driver, channels, control) = Driver::new(
             core,
             store,
             acceptor,
@@ -263,7 +270,13 @@ impl BoundRendezvous {
             fingerprint: options.tls.fingerprint(),
             tickets,
             counts,
+            control: NodeControl(control),
         })
+    }
+
+    /// Drains the node and sets its peer nodes while it runs.
+    pub fn control(&self) -> NodeControl {
+        self.control.clone()
     }
 
     /// The address the server listens on (with the real port when 0 was asked for).
@@ -303,6 +316,27 @@ pub async fn run(
     Ok(())
 }
 
+/// Drains a running node and tells it the other nodes of its cluster (docs/CLUSTER.md). Cheap
+/// to clone; a call on a node that has stopped does nothing.
+#[derive(Clone, Debug)]
+pub struct NodeControl(mpsc::UnboundedSender<driver::Control>);
+
+impl NodeControl {
+    /// Starts draining: `VER` and new logins are answered with `XFR` to a peer node, and every
+    /// logged-in session gets the push `XFR 0 NS ip:port draining` (docs/PROTOCOL.md section
+    /// 11). The node keeps serving the sessions that have not moved yet; stopping it (when
+    /// [`RendezvousHandle::connection_count`] is 0, or after a drain period) is the caller's.
+    pub fn drain(&self) {
+        let _ = self.0.send(driver::Control::Drain);
+    }
+
+    /// Replaces the list of other nodes clients may be sent to (the static `--peer-node` list
+    /// today; cluster membership can feed the same call later).
+    pub fn set_peer_nodes(&self, peers: Vec<SocketAddr>) {
+        let _ = self.0.send(driver::Control::PeerNodes(peers));
+    }
+}
+
 /// A running rendezvous server. Dropping it shuts the server down, as does
 /// [`RendezvousHandle::shutdown`]: every client gets `OUT 0 SSD`, queued lines are flushed
 /// (for a few seconds at most) and connections are closed.
@@ -313,6 +347,7 @@ pub struct RendezvousHandle {
     fingerprint: shared::identity::Fingerprint,
     tickets: TicketBook,
     counts: Arc<Counts>,
+    control: NodeControl,
     stop: Option<oneshot::Sender<()>>,
     running: Option<Running>,
 }
@@ -358,6 +393,7 @@ impl RendezvousHandle {
             fingerprint: bound.fingerprint,
             tickets: bound.tickets.clone(),
             counts: bound.counts.clone(),
+            control: bound.control.clone(),
             stop: Some(stop_tx),
             running: None,
         };
@@ -394,6 +430,7 @@ impl RendezvousHandle {
             fingerprint: bound.fingerprint,
             tickets: bound.tickets.clone(),
             counts: bound.counts.clone(),
+            control: bound.control.clone(),
             stop: Some(stop_tx),
             running: Some(Running::Task(done_rx)),
         };
@@ -453,6 +490,25 @@ impl RendezvousHandle {
     /// Logins by outcome and introductions so far, as of the core task's last step.
     pub fn counters(&self) -> shared::rendezvous::RendezvousCounters {
         self.counts.core()
+    }
+
+    /// Logged-in sessions, as of the core task's last step.
+    pub fn session_count(&self) -> usize {
+        self.counts.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node is ready or draining.
+    pub fn node_state(&self) -> NodeState {
+        if self.counts.draining.load(Ordering::Relaxed) {
+            NodeState::Draining
+        } else {
+            NodeState::Ready
+        }
+    }
+
+    /// Starts draining the node, or sets its peer nodes (see [`NodeControl`]).
+    pub fn control(&self) -> &NodeControl {
+        &self.control
     }
 
     /// The live counts, for the metrics endpoint (which outlives borrows of the handle).

@@ -52,7 +52,9 @@ impl Driver {
         };
         self.emit(LinkEvent::Server(ServerState::Reconnecting));
         self.reconnecting = Some(tokio::spawn(async move {
-            relogin.reconnect(&mut Backoff::default()).await
+            relogin
+                .reconnect_after(reason.as_ref(), &mut Backoff::default())
+                .await
         }));
     }
 

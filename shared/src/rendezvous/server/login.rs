@@ -41,9 +41,13 @@ fn decode_b64_text(b64: &str) -> Option<String> {
 
 impl RendezvousServer {
     /// `VER TrID version...`: the first line.
+    /// A full or draining node answers `XFR` instead (`dispatch.rs`).
     pub(super) fn on_ver(&mut self, conn: ConnId, line: &Line) -> Handled {
         if !line.params.iter().any(|v| v == PROTOCOL_VERSION) {
             return Err(UNSUPPORTED_VERSION.closing());
+        }
+        if !self.admit(conn, line.trid)? {
+            return Ok(());
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnState::Anonymous;
@@ -167,6 +171,10 @@ impl RendezvousServer {
             ("I", _) => {
                 c.state = ConnState::Anonymous;
                 let source = c.source;
+                // The node may have filled up or started draining since `VER`.
+                if !self.admit(conn, line.trid)? {
+                    return Ok(());
+                }
                 if !self.throttle.may_try(now, source, self.throttle_limits()) {
                     return Err(TOO_MANY_FAILURES);
                 }
@@ -308,5 +316,7 @@ impl RendezvousServer {
         ));
         self.send(conn, Line::new("CFG", TrId::PUSH, cfg));
         self.push_initial_presence(user, conn);
+        // A login that was under way when the drain began moves on like the others.
+        self.transfer_if_draining(conn);
     }
 }

@@ -68,6 +68,7 @@
 mod conn;
 mod devices;
 mod directory;
+mod dispatch;
 mod intro;
 mod login;
 mod sessions;
@@ -79,6 +80,8 @@ mod writes;
 mod tests;
 #[cfg(test)]
 mod tests_devices;
+#[cfg(test)]
+mod tests_dispatch;
 #[cfg(test)]
 mod tests_intro;
 #[cfg(test)]
@@ -108,6 +111,7 @@ use intro::Introductions;
 use sessions::Sessions;
 use writes::Write;
 
+pub use dispatch::NodeState;
 pub use intro::MAX_CANDIDATES;
 
 /// The protocol version this server speaks (docs/PROTOCOL.md section 3).
@@ -188,6 +192,10 @@ pub struct RendezvousConfig {
     /// `sb=` in `CFG` and `ITR` (only when `switchboard_addr` is set too). The client accepts
     /// exactly that key from the switchboard.
     pub switchboard_fingerprint: Option<Fingerprint>,
+    /// The most logged-in sessions this node serves; at the limit, `VER` and new logins are
+    /// answered with `XFR` to another node (docs/PROTOCOL.md section 11). `None` (the
+    /// default): no limit.
+    pub max_sessions: Option<usize>,
 }
 
 impl Default for RendezvousConfig {
@@ -211,6 +219,7 @@ impl Default for RendezvousConfig {
             stun_addr: None,
             switchboard_addr: None,
             switchboard_fingerprint: None,
+            max_sessions: None,
         }
     }
 }
@@ -277,6 +286,9 @@ pub struct RendezvousCounters {
     pub logins_other: u64,
     /// Introductions made: `ITR` pairs sent, each with its two switchboard tickets.
     pub introductions: u64,
+    /// `XFR` lines sent: clients sent to another node because this one was full or draining
+    /// (answers to `VER` or a login, and the pushes of a drain).
+    pub transfers: u64,
 }
 
 /// The rendezvous server's state machine. See the [module docs](self) for how to drive it.
@@ -307,6 +319,10 @@ pub struct RendezvousServer {
     /// Failed logins per source address.
     throttle: throttle::LoginThrottle,
     counters: RendezvousCounters,
+    /// The other nodes a full or draining node sends clients to (`dispatch.rs`).
+    peers: Vec<SocketAddr>,
+    /// Set by [`handle_drain`](Self::handle_drain).
+    draining: bool,
 }
 
 /// An error answer a handler gives instead of its normal answer.
@@ -393,6 +409,8 @@ impl RendezvousServer {
             popped_store: None,
             throttle: throttle::LoginThrottle::default(),
             counters: RendezvousCounters::default(),
+            peers: Vec::new(),
+            draining: false,
         }
     }
 
