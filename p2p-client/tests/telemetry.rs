@@ -9,20 +9,22 @@
 mod client;
 mod loopback;
 mod sessions;
+// The one parser of the tests crate, which this crate cannot depend on; not every helper in
+// it is used here.
+#[allow(dead_code)]
+#[path = "../../tests/src/prometheus/text.rs"]
+mod prometheus_text;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use p2p_servers::metrics::BoundMetrics;
+use prometheus_text::{Series, parse, sum};
 use sessions::{Servers, direct};
 
-/// One sample: name and labels (sorted).
-type Series = (String, BTreeMap<String, String>);
-
-/// `GET /metrics`, parsed: every sample's family must be declared with `# TYPE` first (a
-/// histogram's `_bucket`, `_sum` and `_count` by its own name), no series twice.
+/// `GET /metrics`, parsed (every family declared with `# TYPE` first, no series twice).
 fn scrape(addr: SocketAddr) -> BTreeMap<Series, f64> {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
@@ -33,58 +35,7 @@ fn scrape(addr: SocketAddr) -> BTreeMap<Series, f64> {
     stream.read_to_string(&mut answer).unwrap();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    let mut typed = HashSet::new();
-    let mut samples = BTreeMap::new();
-    for line in body.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap();
-            typed.insert(name.to_owned());
-            if kind == "histogram" {
-                for suffix in ["_bucket", "_sum", "_count"] {
-                    typed.insert(format!("{name}{suffix}"));
-                }
-            }
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let labels = rest
-                    .strip_suffix('}')
-                    .unwrap()
-                    .split(',')
-                    .map(|kv| {
-                        let (k, v) = kv.split_once('=').unwrap();
-                        let v = v.strip_prefix('"').unwrap().strip_suffix('"').unwrap();
-                        (k.to_owned(), v.to_owned())
-                    })
-                    .collect();
-                (name, labels)
-            }
-            None => (series, BTreeMap::new()),
-        };
-        assert!(typed.contains(name), "{name} has no # TYPE line");
-        let previous = samples.insert((name.to_owned(), labels), value.parse().unwrap());
-        assert!(previous.is_none(), "{line} twice");
-    }
-    samples
-}
-
-/// The sum of `name` over the series whose labels include `labels`.
-fn sum(samples: &BTreeMap<Series, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|((n, l), _)| {
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
-        })
-        .map(|(_, v)| *v)
-        .sum()
+    parse(body).unwrap()
 }
 
 /// One chat between alice and bob with these extra arguments (and environment), until both

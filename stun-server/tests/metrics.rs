@@ -7,66 +7,26 @@
 
 mod rendezvous_support;
 mod server_process;
+// The one parser of the tests crate, which this crate cannot depend on; not every helper in
+// it is used here.
+#[allow(dead_code)]
+#[path = "../../tests/src/prometheus/text.rs"]
+mod prometheus_text;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use prometheus_text::{Series, parse};
 use rendezvous_support::{Client, b64};
 use server_process::{CHEAP_KDF, Running, command, interrupt_and_wait, start_until};
 use shared::stun::{ChangeRequest, Class, MessageWriter, Method, TransactionId};
 
-/// One sample: metric name and labels (sorted), as the text format printed them.
-type Series = (String, BTreeMap<String, String>);
-
-/// Parses the Prometheus text format (the subset an exporter writes: no escapes in label
-/// values, no timestamps), checking that every sample's family was declared with `# TYPE`.
-fn parse(text: &str) -> BTreeMap<Series, f64> {
-    let mut typed = HashSet::new();
-    let mut samples = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            typed.insert(rest.split(' ').next().unwrap().to_owned());
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').unwrap();
-                let labels = body
-                    .split(',')
-                    .map(|pair| {
-                        let (k, v) = pair.split_once('=').unwrap();
-                        let v = v.strip_prefix('"').unwrap().strip_suffix('"').unwrap();
-                        (k.to_owned(), v.to_owned())
-                    })
-                    .collect();
-                (name, labels)
-            }
-            None => (series, BTreeMap::new()),
-        };
-        assert!(typed.contains(name), "{name} has no # TYPE line");
-        let key = (name.to_owned(), labels);
-        assert!(!samples.contains_key(&key), "{key:?} twice");
-        samples.insert(key, value.parse().unwrap());
-    }
-    samples
-}
-
 /// The value of `name` with exactly `labels`; panics when there is no such series.
 fn value(samples: &BTreeMap<Series, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let labels = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let key = (name.to_owned(), labels);
-    *samples
-        .get(&key)
-        .unwrap_or_else(|| panic!("no series {key:?}"))
+    prometheus_text::value(samples, name, labels)
+        .unwrap_or_else(|| panic!("no series {name} {labels:?}"))
 }
 
 /// One HTTP/1.1 request; returns the status line, the headers and the body.
@@ -90,7 +50,7 @@ fn scrape(addr: SocketAddr) -> BTreeMap<Series, f64> {
         headers.contains("Content-Type: text/plain; version=0.0.4"),
         "{headers}"
     );
-    parse(&body)
+    parse(&body).unwrap()
 }
 
 fn request(tid: TransactionId, build: impl FnOnce(&mut MessageWriter<'_>)) -> Vec<u8> {

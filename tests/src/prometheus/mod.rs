@@ -3,73 +3,11 @@
 //! ([`PairTelemetry`], [`link_telemetry`]), with the median time to direct estimated from the
 //! histogram the way Prometheus's `histogram_quantile` does.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt;
+use std::collections::BTreeMap;
 
-/// One sample: the metric name and its labels (sorted).
-pub type Series = (String, BTreeMap<String, String>);
+pub use text::{ParseError, Series, parse};
 
-/// A scrape that does not follow the text format.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError(pub String);
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "not the Prometheus text format: {}", self.0)
-    }
-}
-
-impl std::error::Error for ParseError {}
-
-/// Parses the text format (no escapes in label values, no timestamps, which is what our
-/// exporter writes), checking that every sample's family was declared with `# TYPE` before
-/// it and that no series appears twice.
-pub fn parse(text: &str) -> Result<BTreeMap<Series, f64>, ParseError> {
-    let bad = |line: &str| ParseError(format!("{line:?}"));
-    let mut typed: HashSet<String> = HashSet::new();
-    let mut samples = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').ok_or_else(|| bad(line))?;
-            match kind {
-                "histogram" => {
-                    for suffix in ["_bucket", "_sum", "_count"] {
-                        typed.insert(format!("{name}{suffix}"));
-                    }
-                }
-                _ => {
-                    typed.insert(name.to_owned());
-                }
-            }
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').ok_or_else(|| bad(line))?;
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').ok_or_else(|| bad(line))?;
-                let mut labels = BTreeMap::new();
-                for pair in body.split(',') {
-                    let (k, v) = pair.split_once('=').ok_or_else(|| bad(line))?;
-                    let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
-                    labels.insert(k.to_owned(), v.ok_or_else(|| bad(line))?.to_owned());
-                }
-                (name, labels)
-            }
-            None => (series, BTreeMap::new()),
-        };
-        if !typed.contains(name) {
-            return Err(ParseError(format!("{name} has no # TYPE line before it")));
-        }
-        let value: f64 = value.parse().map_err(|_| bad(line))?;
-        if samples.insert((name.to_owned(), labels), value).is_some() {
-            return Err(ParseError(format!("{line:?} twice")));
-        }
-    }
-    Ok(samples)
-}
+pub mod text;
 
 /// The telemetry of one NAT pair (summed over punching methods), as a scrape shows it.
 #[derive(Debug, Clone, Default, PartialEq)]
