@@ -30,7 +30,8 @@ pub struct NatTypeArgs {
     #[arg(long)]
     pub json: bool,
     /// Do not ask the default gateway for port mappings (PCP, NAT-PMP). By default each is
-    /// tried for a few seconds, checked and deleted again (docs/PORTMAP.md).
+    /// tried for a few seconds, checked and deleted again (docs/PORTMAP.md). Never asked when
+    /// the server is on loopback.
     #[arg(long)]
     pub no_port_mapping: bool,
 }
@@ -281,7 +282,9 @@ pub fn run(args: NatTypeArgs, server: SocketAddr) -> anyhow::Result<std::process
         lifetime_max: args.lifetime.map(Duration::from_secs),
     };
     let report = classify(server, options)?;
-    let survey = if args.no_port_mapping || report.nat_type == NatType::UdpBlocked {
+    // A server on loopback is a local test: there is no gateway between us to ask.
+    let skip = args.no_port_mapping || server.ip().is_loopback();
+    let survey = if skip || report.nat_type == NatType::UdpBlocked {
         None
     } else {
         Some(

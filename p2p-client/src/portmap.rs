@@ -17,6 +17,32 @@ use tokio::net::UdpSocket;
 
 use crate::binding::StunBinding;
 
+/// Which protocols a link asks the gateway with (`--port-mapping`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PortMapping {
+    /// Do not ask.
+    Off,
+    /// PCP, then NAT-PMP if PCP gets no mapping.
+    #[default]
+    Auto,
+    /// PCP only.
+    Pcp,
+    /// NAT-PMP only.
+    Natpmp,
+}
+
+impl PortMapping {
+    /// The protocols to try, in order.
+    pub fn protocols(self) -> &'static [Protocol] {
+        match self {
+            PortMapping::Off => &[],
+            PortMapping::Auto => &[Protocol::Pcp, Protocol::NatPmp],
+            PortMapping::Pcp => &[Protocol::Pcp],
+            PortMapping::Natpmp => &[Protocol::NatPmp],
+        }
+    }
+}
+
 /// Why a mapping attempt ended without a mapping.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

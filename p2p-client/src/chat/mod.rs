@@ -25,6 +25,7 @@ pub use crate::link::{Account, DRAIN_TIMEOUT, LinkError as ChatRunError};
 use crate::link::{
     Link, LinkConfig, LinkError, LinkEvent, LinkSession, ServerState, UndeliveredReason,
 };
+use crate::portmap::PortMapping;
 use crate::tls::{KeyTrust, ServerKey};
 
 use output::{Output, Shown};
@@ -74,6 +75,10 @@ pub struct ChatArgs {
     /// For testing: do not punch; the chat uses the switchboard relay only.
     #[arg(long, hide = true)]
     pub no_direct: bool,
+    /// Ask the default gateway for a port mapping of the chat's socket with these protocols
+    /// (`auto`: PCP, then NAT-PMP), offered to the peer and deleted when the chat ends.
+    #[arg(long, value_enum, default_value_t = PortMapping::Auto)]
+    pub port_mapping: PortMapping,
 }
 
 /// `--bind`: an IP (any port) or IP:PORT.
@@ -95,6 +100,7 @@ impl ChatArgs {
             classify: !self.no_classify,
             accept_new_key: self.accept_new_key,
             direct: !self.no_direct,
+            port_mapping: self.port_mapping,
             ..LinkConfig::default()
         }
     }

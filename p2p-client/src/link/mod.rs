@@ -125,6 +125,10 @@ pub struct LinkConfig {
     pub direct: bool,
     /// Run QUIC over the link for byte streams. Both sides must ask for it.
     pub streams: bool,
+    /// Which protocols to ask the default gateway with for a port mapping of the endpoint
+    /// socket, offered as a `mapped` candidate; renewed while the link lives, deleted when it
+    /// ends (docs/PORTMAP.md). Skipped when the STUN service is on loopback.
+    pub port_mapping: crate::portmap::PortMapping,
 }
 
 impl Default for LinkConfig {
@@ -136,6 +140,7 @@ impl Default for LinkConfig {
             accept_new_key: None,
             direct: true,
             streams: false,
+            port_mapping: crate::portmap::PortMapping::Auto,
         }
     }
 }
@@ -325,12 +330,23 @@ impl Link {
         }
         let (events_tx, events) = mpsc::unbounded_channel();
         let early = early.unwrap_or_else(|| events_tx.clone());
-        let (setup, endpoint) =
+        let (setup, endpoint, mapping) =
             setup::prepare(session, peer.clone(), ring, &config, &early).await?;
         let shared = Arc::new(LinkShared::default());
-        let driver = driver::Driver::new(setup, endpoint, events_tx, shared.clone())?;
+        let driver = match driver::Driver::new(setup, endpoint, events_tx, shared.clone()) {
+            Ok(driver) => driver,
+            Err(e) => {
+                if let Some(mapping) = mapping {
+                    mapping.delete().await;
+                }
+                return Err(e);
+            }
+        };
         let (commands, mut commands_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move { driver.run(&mut commands_rx).await });
+        let task = tokio::spawn(async move {
+            let run = driver.run(&mut commands_rx);
+            setup::with_mapping(mapping, run).await
+        });
         Ok(Link {
             peer: peer.clone(),
             commands,
