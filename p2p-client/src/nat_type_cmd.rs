@@ -29,7 +29,7 @@ pub struct NatTypeArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Do not ask the default gateway for port mappings (PCP, NAT-PMP). By default each is
+    /// Do not ask the default gateway for port mappings (PCP, NAT-PMP, UPnP-IGD). By default each is
     /// tried for a few seconds, checked and deleted again (docs/PORTMAP.md). Never asked when
     /// the server is on loopback.
     #[arg(long)]
@@ -143,8 +143,6 @@ pub fn to_json(server: SocketAddr, r: &Report, survey: Option<&Survey>) -> serde
 fn survey_json(s: &Survey) -> serde_json::Value {
     let mut value = json!({
         "gateway": s.gateway.map(|g| g.to_string()),
-        // UPnP-IGD is not asked yet.
-        "upnp": null,
     });
     for p in &s.results {
         let (offered, external, lifetime, error) = match &p.mapping {
@@ -156,7 +154,7 @@ fn survey_json(s: &Survey) -> serde_json::Value {
             ),
             Err(e) => (false, None, None, Some(e.to_string())),
         };
-        value[p.protocol.as_str()] = json!({
+        value[p.method.as_str()] = json!({
             "offered": offered,
             "external": external,
             "lifetime_s": lifetime,
@@ -184,7 +182,7 @@ fn survey_text(s: &Survey, out: &mut Vec<String>) {
     };
     out.push(format!("port mapping:     gateway {gateway}"));
     for p in &s.results {
-        let name = format!("{}:", p.protocol.as_str());
+        let name = format!("{}:", p.method.as_str());
         let line = match &p.mapping {
             Ok(m) => {
                 let reach = match p.reach {
@@ -207,7 +205,6 @@ fn survey_text(s: &Survey, out: &mut Vec<String>) {
         };
         out.push(format!("  {name:<16}{line}"));
     }
-    out.push(format!("  {:<16}not asked (not implemented yet)", "upnp:"));
 }
 
 fn print_text(

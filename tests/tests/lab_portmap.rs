@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use p2p_client::portmap;
 use serde_json::Value;
-use shared::portmap::Protocol;
 use tests::lab::chat::{ChatOutcome, ChatPeer, ChatServer, path_events};
 use tests::lab::miniupnpd::{MINIUPNPD, MapService};
 use tests::lab::{Lab, LabServer, SERVER_IPS, in_namespace, require_lab, require_tool, serial};
@@ -50,30 +49,30 @@ fn nat_type(lab: &Lab) -> Value {
     serde_json::from_str(stdout.trim()).unwrap()
 }
 
-#[test]
-fn nat_type_finds_pcp_and_natpmp_mappings_that_receive_from_outside() {
-    if !require_lab() || !require_miniupnpd() {
-        return;
-    }
-    let _serial = serial();
+/// `nat-type` on a symmetric router whose miniupnpd offers `service`: the protocols in
+/// `offered` map, receive from outside and are deleted; the others are not offered.
+fn nat_type_against(
+    service: MapService,
+    offered: &[&str],
+) -> (Lab, tests::lab::miniupnpd::Miniupnpd, LabServer) {
     let lab = Lab::one_client(RouterOptions::new(NatType::Symmetric)).unwrap();
-    let _stun = LabServer::start_ours(&lab, true, 3478, 3479).unwrap();
+    let stun = LabServer::start_ours(&lab, true, 3478, 3479).unwrap();
     let router = lab.router_of(0).unwrap().clone();
-    let upnpd = lab.start_miniupnpd(&router, MapService::NatPmpPcp).unwrap();
+    let upnpd = lab.start_miniupnpd(&router, service).unwrap();
     let report = nat_type(&lab);
     eprintln!("{report:#}");
     // The mapping changes nothing about what the NAT is.
     assert_eq!(report["nat_type"], "symmetric", "{report:#}");
     let pm = &report["port_mapping"];
     assert_eq!(pm["gateway"], router.lan_ip.to_string(), "{report:#}");
-    for protocol in ["pcp", "natpmp"] {
+    for protocol in ["pcp", "natpmp", "upnp"] {
         let p = &pm[protocol];
-        assert_eq!(
-            p["offered"],
-            true,
-            "{protocol}: {report:#}\n{}",
-            upnpd.log()
-        );
+        if !offered.contains(&protocol) {
+            assert_eq!(p["offered"], false, "{protocol}: {report:#}");
+            continue;
+        }
+        let log = upnpd.log();
+        assert_eq!(p["offered"], true, "{protocol}: {report:#}\n{log}");
         let external: std::net::SocketAddr = p["external"].as_str().unwrap().parse().unwrap();
         assert_eq!(external.ip(), router.wan_ip, "{protocol}: {report:#}");
         assert_eq!(p["receives_from_outside"], true, "{protocol}: {report:#}");
@@ -81,6 +80,44 @@ fn nat_type_finds_pcp_and_natpmp_mappings_that_receive_from_outside() {
     }
     // Nothing left behind on the router.
     assert_eq!(upnpd.dnat_rules(&lab).unwrap(), Vec::<String>::new());
+    (lab, upnpd, stun)
+}
+
+#[test]
+fn nat_type_finds_upnp_mappings_that_receive_from_outside() {
+    if !require_lab() || !require_miniupnpd() {
+        return;
+    }
+    let _serial = serial();
+    // Bound by name, so the lab is dropped last.
+    let (_lab, upnpd, _stun) = nat_type_against(MapService::Upnp, &["upnp"]);
+    // The client spoke IGDv2's WANIPConnection:2 (miniupnpd logs each SOAPAction).
+    let log = upnpd.log();
+    assert!(log.contains("WANIPConnection:2#AddPortMapping"), "{log}");
+    assert!(log.contains("WANIPConnection:2#DeletePortMapping"), "{log}");
+}
+
+#[test]
+fn nat_type_finds_upnp_mappings_on_an_igd_v1_router_too() {
+    if !require_lab() || !require_miniupnpd() {
+        return;
+    }
+    let _serial = serial();
+    let (_lab, upnpd, _stun) = nat_type_against(MapService::UpnpV1, &["upnp"]);
+    // The router described itself as IGDv1 and the client spoke WANIPConnection:1.
+    let log = upnpd.log();
+    assert!(log.contains("WANIPConnection:1#AddPortMapping"), "{log}");
+    assert!(log.contains("WANIPConnection:1#DeletePortMapping"), "{log}");
+}
+
+#[test]
+fn nat_type_finds_pcp_and_natpmp_mappings_that_receive_from_outside() {
+    if !require_lab() || !require_miniupnpd() {
+        return;
+    }
+    let _serial = serial();
+    let (lab, upnpd, _stun) = nat_type_against(MapService::NatPmpPcp, &["pcp", "natpmp"]);
+    let router = lab.router_of(0).unwrap().clone();
 
     // That check can fail: while a mapping is held, its DNAT rule is there.
     let (runtime, held, port) = in_namespace(&lab.client(0).ns, || {
@@ -91,7 +128,7 @@ fn nat_type_finds_pcp_and_natpmp_mappings_that_receive_from_outside() {
             let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await?;
             let port = socket.local_addr()?.port();
             let held = portmap::map(
-                Protocol::NatPmp,
+                portmap::Method::NatPmp,
                 router.lan_ip,
                 port,
                 Duration::from_secs(120),
@@ -125,7 +162,7 @@ fn nat_type_on_a_router_without_mapping_finds_none_and_changes_nothing() {
     let report = nat_type(&lab);
     eprintln!("{report:#}");
     assert_eq!(report["nat_type"], "symmetric", "{report:#}");
-    for protocol in ["pcp", "natpmp"] {
+    for protocol in ["pcp", "natpmp", "upnp"] {
         let p = &report["port_mapping"][protocol];
         assert_eq!(p["offered"], false, "{protocol}: {report:#}");
         assert_eq!(p["external"], Value::Null, "{protocol}: {report:#}");
@@ -191,13 +228,13 @@ fn chat_pair(
     (oa, ob)
 }
 
-/// A chat between two symmetric sites where router `mapper` runs miniupnpd and both clients
-/// ask with `protocol`: direct through the mapping of that side, which is gone afterwards.
-fn direct_through_mapping(protocol: &str, mapper: usize) {
+/// A chat between two symmetric sites where router `mapper` runs miniupnpd offering `service`
+/// and both clients ask with `protocol`: direct through the mapping of that side, which is gone afterwards.
+fn direct_through_mapping(protocol: &str, mapper: usize, service: MapService) {
     let sym = RouterOptions::new(NatType::Symmetric);
     let lab = Lab::two_peers(sym, sym).unwrap();
     let router = lab.router_of(mapper).unwrap().clone();
-    let upnpd = lab.start_miniupnpd(&router, MapService::NatPmpPcp).unwrap();
+    let upnpd = lab.start_miniupnpd(&router, service).unwrap();
     let mut held = Vec::new();
     let outcomes = chat_pair(&lab, protocol, "direct", None, || {
         held = upnpd.dnat_rules(&lab).unwrap();
@@ -239,7 +276,7 @@ fn symmetric_pair_goes_direct_through_a_pcp_mapping_which_is_deleted_after() {
         return;
     }
     let _serial = serial();
-    direct_through_mapping("pcp", 0);
+    direct_through_mapping("pcp", 0, MapService::NatPmpPcp);
 }
 
 #[test]
@@ -248,7 +285,16 @@ fn symmetric_pair_goes_direct_through_a_natpmp_mapping_on_the_other_side() {
         return;
     }
     let _serial = serial();
-    direct_through_mapping("natpmp", 1);
+    direct_through_mapping("natpmp", 1, MapService::NatPmpPcp);
+}
+
+#[test]
+fn symmetric_pair_goes_direct_through_a_upnp_mapping_which_is_deleted_after() {
+    if !require_lab() || !require_miniupnpd() {
+        return;
+    }
+    let _serial = serial();
+    direct_through_mapping("upnp", 0, MapService::Upnp);
 }
 
 #[test]

@@ -13,12 +13,11 @@ use tokio::sync::mpsc;
 
 use crate::classify::{ClassifyOptions, classify};
 use crate::home::{KeyCheck, UserHome};
-use crate::portmap::{self, HeldMapping};
+use crate::portmap::{self, HeldMapping, Method};
 use crate::rendezvous::{
     Allocation, Backoff, Candidate, CandidateKind, CloseReason, MAX_CANDIDATES, NatKind, Offer,
     OutReason, RendezvousClient,
 };
-use shared::portmap::Protocol;
 
 use super::endpoint::{self, Endpoint};
 use super::event::{LinkEvent, ServerState};
@@ -75,14 +74,14 @@ pub(super) async fn prepare(
     };
     let mapping = match (info.stun, srflx) {
         (Some(stun), Some(srflx)) if !stun.ip().is_loopback() => {
-            let protocols = args.port_mapping.protocols();
-            port_mapping(protocols, endpoint.local_addr().port(), srflx).await
+            let methods = args.port_mapping.methods();
+            port_mapping(methods, endpoint.local_addr().port(), srflx).await
         }
         _ => None,
     };
     let mapped = mapping
         .as_ref()
-        .and_then(HeldMapping::mapping)
+        .and_then(HeldMapping::granted)
         .map(|m| m.external);
     let keys = session.identity.keypair();
     let include_loopback = server.ip().is_loopback();
@@ -145,18 +144,19 @@ pub(super) async fn prepare(
 }
 
 /// A port mapping of the endpoint socket's `port` on the default gateway with the first of
-/// `protocols` that grants one, each tried within [`MAPPING_BUDGET`]. A mapping whose external IP is not our server-reflexive
+/// `methods` that grants one, each tried within [`MAPPING_BUDGET`] (UPnP's discovery alone
+/// may take 2 s of it). A mapping whose external IP is not our server-reflexive
 /// IP sits behind another NAT and is no use to the peer: it is deleted again.
-async fn port_mapping(protocols: &[Protocol], port: u16, srflx: SocketAddr) -> Option<HeldMapping> {
-    if protocols.is_empty() {
+async fn port_mapping(methods: &[Method], port: u16, srflx: SocketAddr) -> Option<HeldMapping> {
+    if methods.is_empty() {
         return None;
     }
     let gateway = portmap::default_gateway()?;
-    for &protocol in protocols {
-        let attempt = portmap::map(protocol, gateway, port, MAPPING_LEASE, rand::random());
+    for &method in methods {
+        let attempt = portmap::map(method, gateway, port, MAPPING_LEASE, rand::random());
         match tokio::time::timeout(MAPPING_BUDGET, attempt).await {
             Ok(Ok(held)) => {
-                let external = held.mapping().map(|m| m.external);
+                let external = held.granted().map(|m| m.external);
                 if external.is_some_and(|e| e.ip() == srflx.ip()) {
                     return Some(held);
                 }
@@ -165,9 +165,9 @@ async fn port_mapping(protocols: &[Protocol], port: u16, srflx: SocketAddr) -> O
                 return None;
             }
             Ok(Err(e)) => {
-                tracing::info!(protocol = protocol.as_str(), error = %e, "no port mapping");
+                tracing::info!(protocol = method.as_str(), error = %e, "no port mapping");
             }
-            Err(_) => tracing::info!(protocol = protocol.as_str(), "no port mapping in time"),
+            Err(_) => tracing::info!(protocol = method.as_str(), "no port mapping in time"),
         }
     }
     None
@@ -204,13 +204,13 @@ pub(super) async fn with_mapping<T>(
     let result = loop {
         tokio::select! {
             result = &mut run => break result,
-            ended = mapping.maintain(), if renewing => {
-                tracing::warn!(?ended, "the port mapping ended; the link goes on without it");
+            () = mapping.maintain(), if renewing => {
+                tracing::warn!("the port mapping ended; the link goes on without it");
                 renewing = false;
             }
         }
     };
-    let external = mapping.mapping().map(|m| m.external);
+    let external = mapping.granted().map(|m| m.external);
     let deleted = mapping.delete().await;
     tracing::info!(
         ?external,

@@ -14,7 +14,7 @@
 //!   chains we create here. The router's own forward filter drops new inbound flows, so it is
 //!   told to accept flows miniupnpd DNATed.
 //! - `enable_natpmp=yes` serves NAT-PMP and PCP on UDP 5351 (2.3.1 has no separate PCP
-//!   switch); `enable_upnp=yes` serves SSDP and SOAP.
+//!   switch); `enable_upnp=yes` serves SSDP and SOAP, as IGDv2 unless `force_igd_desc_v1=yes`.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -36,8 +36,10 @@ pub const STUN_PORTS: (u16, u16) = (3490, 3491);
 pub enum MapService {
     /// NAT-PMP and PCP on UDP 5351.
     NatPmpPcp,
-    /// UPnP-IGD (SSDP and SOAP).
+    /// UPnP-IGD (SSDP and SOAP), describing itself as IGDv2 (miniupnpd's default).
     Upnp,
+    /// UPnP-IGD describing itself as IGDv1 (`force_igd_desc_v1=yes`), as older routers do.
+    UpnpV1,
 }
 
 /// A miniupnpd running on a router, with the STUN server its check uses; stopped on drop.
@@ -137,9 +139,10 @@ impl Lab {
 
         let dir = std::env::temp_dir().join(format!("p2pl-upnp-{}", router.ns));
         std::fs::create_dir_all(&dir).map_err(|e| io_err("miniupnpd's directory", e))?;
-        let (natpmp, upnp) = match service {
-            MapService::NatPmpPcp => ("yes", "no"),
-            MapService::Upnp => ("no", "yes"),
+        let (natpmp, upnp, v1) = match service {
+            MapService::NatPmpPcp => ("yes", "no", "no"),
+            MapService::Upnp => ("no", "yes", "no"),
+            MapService::UpnpV1 => ("no", "yes", "yes"),
         };
         let lan = router.lan_cidr();
         let config = format!(
@@ -148,6 +151,7 @@ impl Lab {
              http_port=0\n\
              enable_natpmp={natpmp}\n\
              enable_upnp={upnp}\n\
+             force_igd_desc_v1={v1}\n\
              ext_perform_stun=yes\n\
              ext_stun_host={s1}\n\
              ext_stun_port={p1}\n\
@@ -196,7 +200,7 @@ impl Lab {
                 .unwrap_or_default();
             let ready = match service {
                 MapService::NatPmpPcp => listing.contains(":5351 "),
-                MapService::Upnp => listing
+                MapService::Upnp | MapService::UpnpV1 => listing
                     .lines()
                     .any(|l| l.contains(&format!("{lan_ip}:")) && !l.contains(":1900 ")),
             };

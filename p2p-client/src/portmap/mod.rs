@@ -1,5 +1,6 @@
 //! Port mapping on the default gateway: the driver around [`shared::portmap::PortMapper`]
-//! (PCP and NAT-PMP), and the reachability check `nat-type` runs on a mapping.
+//! (PCP and NAT-PMP), UPnP-IGD through `igd-next` (`portmap/upnp.rs`), and the reachability check
+//! `nat-type` runs on a mapping.
 //!
 //! The requests leave from a socket of their own, connected to the gateway's port 5351, so
 //! that an ICMP "port unreachable" (a router that runs no mapping service) ends the attempt at
@@ -10,35 +11,81 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use shared::portmap::{Event, MapError, MapperConfig, Mapping, PortMapper, Protocol};
+use shared::portmap::{Event, MapError, MapperConfig, PortMapper, Protocol};
 use shared::stun::{ChangeRequest, TransactionId};
 use shared::stun_client::{BindingError, BindingRequest, BindingTransaction, RetransmitConfig};
 use tokio::net::UdpSocket;
 
 use crate::binding::StunBinding;
 
+mod upnp;
+
+/// A way to ask the gateway for a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// PCP (RFC 6887).
+    Pcp,
+    /// NAT-PMP (RFC 6886).
+    NatPmp,
+    /// UPnP-IGD (SSDP + SOAP, IGDv1 or v2).
+    Upnp,
+}
+
+impl Method {
+    /// `pcp`, `natpmp` or `upnp` (the word telemetry and `--json` use).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Pcp => "pcp",
+            Method::NatPmp => "natpmp",
+            Method::Upnp => "upnp",
+        }
+    }
+
+    fn protocol(self) -> Option<Protocol> {
+        match self {
+            Method::Pcp => Some(Protocol::Pcp),
+            Method::NatPmp => Some(Protocol::NatPmp),
+            Method::Upnp => None,
+        }
+    }
+}
+
+/// A mapping the gateway granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Granted {
+    /// How it was asked for.
+    pub method: Method,
+    /// The external address that reaches the mapped socket.
+    pub external: SocketAddr,
+    /// The lease granted.
+    pub lifetime: Duration,
+}
+
 /// Which protocols a link asks the gateway with (`--port-mapping`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum PortMapping {
     /// Do not ask.
     Off,
-    /// PCP, then NAT-PMP if PCP gets no mapping.
+    /// PCP, then NAT-PMP, then UPnP-IGD, until one grants a mapping.
     #[default]
     Auto,
     /// PCP only.
     Pcp,
     /// NAT-PMP only.
     Natpmp,
+    /// UPnP-IGD only.
+    Upnp,
 }
 
 impl PortMapping {
-    /// The protocols to try, in order.
-    pub fn protocols(self) -> &'static [Protocol] {
+    /// The methods to try, in order.
+    pub fn methods(self) -> &'static [Method] {
         match self {
             PortMapping::Off => &[],
-            PortMapping::Auto => &[Protocol::Pcp, Protocol::NatPmp],
-            PortMapping::Pcp => &[Protocol::Pcp],
-            PortMapping::Natpmp => &[Protocol::NatPmp],
+            PortMapping::Auto => &[Method::Pcp, Method::NatPmp, Method::Upnp],
+            PortMapping::Pcp => &[Method::Pcp],
+            PortMapping::Natpmp => &[Method::NatPmp],
+            PortMapping::Upnp => &[Method::Upnp],
         }
     }
 }
@@ -56,6 +103,9 @@ pub enum PortmapError {
     /// The request socket failed.
     #[error("socket: {0}")]
     Io(#[from] io::Error),
+    /// UPnP-IGD: no gateway answered SSDP, or it refused the SOAP request.
+    #[error("UPnP-IGD: {0}")]
+    Upnp(String),
 }
 
 /// The IPv4 default gateway from the kernel's routing table (`/proc/net/route`, Linux);
@@ -80,45 +130,76 @@ fn parse_route_table(table: &str) -> Option<Ipv4Addr> {
     })
 }
 
-/// A mapping held on the gateway: its mapper and the socket its requests use. Renewed while
-/// [`HeldMapping::maintain`] runs; call [`HeldMapping::delete`] when done (a mapping left
-/// behind ends with its short lease).
+/// A mapping held on the gateway. Renewed while [`HeldMapping::maintain`] runs; call
+/// [`HeldMapping::delete`] when done (a mapping left behind ends with its short lease).
 #[derive(Debug)]
-pub struct HeldMapping {
-    mapper: PortMapper,
-    socket: UdpSocket,
+pub struct HeldMapping(Held);
+
+#[derive(Debug)]
+enum Held {
+    /// PCP or NAT-PMP: the sans-IO mapper and the socket its requests use.
+    Rfc {
+        mapper: PortMapper,
+        socket: UdpSocket,
+    },
+    Upnp(upnp::UpnpMapping),
 }
 
 impl HeldMapping {
     /// The mapping as last granted.
-    pub fn mapping(&self) -> Option<Mapping> {
-        self.mapper.mapping().copied()
+    pub fn granted(&self) -> Option<Granted> {
+        match &self.0 {
+            Held::Rfc { mapper, .. } => mapper.mapping().map(|m| Granted {
+                method: match m.protocol {
+                    Protocol::Pcp => Method::Pcp,
+                    Protocol::NatPmp => Method::NatPmp,
+                },
+                external: m.external,
+                lifetime: m.lifetime,
+            }),
+            Held::Upnp(u) => Some(Granted {
+                method: Method::Upnp,
+                external: u.external,
+                lifetime: u.lease,
+            }),
+        }
     }
 
-    /// Deletes the mapping (bounded by the retransmission schedule); true if the gateway
-    /// confirmed it.
-    pub async fn delete(mut self) -> bool {
-        self.mapper.delete(Instant::now());
-        let events = drive(&mut self.mapper, &self.socket, |e| {
-            matches!(e, Event::Deleted | Event::DeleteFailed)
-        })
-        .await;
-        matches!(events, Ok(ref ev) if ev.contains(&Event::Deleted))
+    /// Deletes the mapping (bounded by the retransmission schedule, or the HTTP exchange);
+    /// true if the gateway confirmed it.
+    pub async fn delete(self) -> bool {
+        match self.0 {
+            Held::Rfc { mut mapper, socket } => {
+                mapper.delete(Instant::now());
+                let events = drive(&mut mapper, &socket, |e| {
+                    matches!(e, Event::Deleted | Event::DeleteFailed)
+                })
+                .await;
+                matches!(events, Ok(ref ev) if ev.contains(&Event::Deleted))
+            }
+            Held::Upnp(u) => u.delete().await,
+        }
     }
 
     /// Keeps the mapping renewed until it ends (expired after failed renewals) or the
-    /// future is dropped; returns the mapper's last event.
-    pub async fn maintain(&mut self) -> Result<Vec<Event>, PortmapError> {
-        drive(&mut self.mapper, &self.socket, |e| {
-            matches!(e, Event::Expired | Event::Failed(_))
-        })
-        .await
+    /// future is dropped.
+    pub async fn maintain(&mut self) {
+        match &mut self.0 {
+            Held::Rfc { mapper, socket } => {
+                let ended = drive(mapper, socket, |e| {
+                    matches!(e, Event::Expired | Event::Failed(_))
+                })
+                .await;
+                tracing::debug!(?ended, "port mapping maintenance ended");
+            }
+            Held::Upnp(u) => u.maintain().await,
+        }
     }
 }
 
-/// Asks the gateway for a mapping of UDP port `internal_port` with `protocol`.
+/// Asks the gateway for a mapping of UDP port `internal_port` with `method`.
 pub async fn map(
-    protocol: Protocol,
+    method: Method,
     gateway: Ipv4Addr,
     internal_port: u16,
     lifetime: Duration,
@@ -135,6 +216,11 @@ pub async fn map(
         IpAddr::V4(ip) => ip,
         IpAddr::V6(_) => return Err(io::Error::other("IPv6 source towards an IPv4 gateway").into()),
     };
+    let Some(protocol) = method.protocol() else {
+        let held = upnp::map(client_ip, internal_port, lifetime).await?;
+        tracing::info!(protocol = "upnp", external = %held.external, "port mapped");
+        return Ok(HeldMapping(Held::Upnp(held)));
+    };
     let mut config = MapperConfig::new(protocol, gateway, client_ip, internal_port);
     config.lifetime = lifetime;
     let mut mapper = PortMapper::new(config, seed, Instant::now());
@@ -146,7 +232,7 @@ pub async fn map(
         match e {
             Event::Mapped(m) => {
                 tracing::info!(protocol = protocol.as_str(), external = %m.external, "port mapped");
-                return Ok(HeldMapping { mapper, socket });
+                return Ok(HeldMapping(Held::Rfc { mapper, socket }));
             }
             Event::Failed(e) => return Err(e.into()),
             _ => {}
@@ -291,13 +377,13 @@ pub async fn check_reachable(
     })
 }
 
-/// One protocol's result in a [`Survey`].
+/// One method's result in a [`Survey`].
 #[derive(Debug)]
 pub struct ProtocolResult {
-    /// The protocol tried.
-    pub protocol: Protocol,
+    /// The method tried.
+    pub method: Method,
     /// The mapping granted, or why none was.
-    pub mapping: Result<Mapping, PortmapError>,
+    pub mapping: Result<Granted, PortmapError>,
     /// Whether traffic from outside reached the mapping (only with a mapping).
     pub reach: Option<Reach>,
     /// Whether the gateway confirmed the mapping's deletion (only with a mapping).
@@ -309,7 +395,7 @@ pub struct ProtocolResult {
 pub struct Survey {
     /// The default gateway asked; `None` if there is no IPv4 default route.
     pub gateway: Option<Ipv4Addr>,
-    /// PCP first, then NAT-PMP, each mapped, checked and deleted in turn.
+    /// PCP, NAT-PMP, then UPnP-IGD, each mapped, checked and deleted in turn.
     pub results: Vec<ProtocolResult>,
 }
 
@@ -324,8 +410,8 @@ pub async fn survey(server: SocketAddr, bind: Option<IpAddr>) -> Survey {
         };
     };
     let mut results = Vec::new();
-    for protocol in [Protocol::Pcp, Protocol::NatPmp] {
-        results.push(try_protocol(protocol, gateway, server, bind).await);
+    for &method in PortMapping::Auto.methods() {
+        results.push(try_protocol(method, gateway, server, bind).await);
     }
     Survey {
         gateway: Some(gateway),
@@ -334,13 +420,13 @@ pub async fn survey(server: SocketAddr, bind: Option<IpAddr>) -> Survey {
 }
 
 async fn try_protocol(
-    protocol: Protocol,
+    method: Method,
     gateway: Ipv4Addr,
     server: SocketAddr,
     bind: Option<IpAddr>,
 ) -> ProtocolResult {
     let mut result = ProtocolResult {
-        protocol,
+        method,
         mapping: Err(PortmapError::Refused),
         reach: None,
         deleted: None,
@@ -360,14 +446,14 @@ async fn try_protocol(
             return result;
         }
     };
-    let held = match map(protocol, gateway, port, SURVEY_LEASE, rand::random()).await {
+    let held = match map(method, gateway, port, SURVEY_LEASE, rand::random()).await {
         Ok(held) => held,
         Err(e) => {
             result.mapping = Err(e);
             return result;
         }
     };
-    let Some(mapping) = held.mapping() else {
+    let Some(mapping) = held.granted() else {
         result.mapping = Err(MapError::NoAnswer { sends: 0 }.into());
         return result;
     };
