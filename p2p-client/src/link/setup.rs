@@ -26,10 +26,12 @@ use super::{LinkConfig, LinkError, LinkSession, driver};
 
 /// How long the STUN Binding may take before we go on without a srflx candidate.
 const STUN_BUDGET: Duration = Duration::from_secs(2);
-/// How long each port-mapping protocol may take before we go on without it. A gateway that
-/// runs the service answers within milliseconds; one that runs none usually answers with
-/// ICMP at once.
+/// How long PCP or NAT-PMP may take before we go on without it. A gateway that runs the
+/// service answers within milliseconds; one that runs none usually answers with ICMP at once.
 const MAPPING_BUDGET: Duration = Duration::from_secs(2);
+/// How long UPnP-IGD may take: SSDP discovery alone may take 3.5 s (`portmap::upnp`), then
+/// two SOAP exchanges on the LAN.
+const UPNP_BUDGET: Duration = Duration::from_secs(5);
 /// The lease a link's mapping asks for; renewed at half of what is granted while the link
 /// lives, so a mapping a crashed client leaves behind ends within this.
 const MAPPING_LEASE: Duration = Duration::from_secs(120);
@@ -144,8 +146,8 @@ pub(super) async fn prepare(
 }
 
 /// A port mapping of the endpoint socket's `port` on the default gateway with the first of
-/// `methods` that grants one, each tried within [`MAPPING_BUDGET`] (UPnP's discovery alone
-/// may take 2 s of it). A mapping whose external IP is not our server-reflexive
+/// `methods` that grants one, each tried within [`MAPPING_BUDGET`] ([`UPNP_BUDGET`] for
+/// UPnP). A mapping whose external IP is not our server-reflexive
 /// IP sits behind another NAT and is no use to the peer: it is deleted again.
 async fn port_mapping(methods: &[Method], port: u16, srflx: SocketAddr) -> Option<HeldMapping> {
     if methods.is_empty() {
@@ -154,7 +156,11 @@ async fn port_mapping(methods: &[Method], port: u16, srflx: SocketAddr) -> Optio
     let gateway = portmap::default_gateway()?;
     for &method in methods {
         let attempt = portmap::map(method, gateway, port, MAPPING_LEASE, rand::random());
-        match tokio::time::timeout(MAPPING_BUDGET, attempt).await {
+        let budget = match method {
+            Method::Upnp => UPNP_BUDGET,
+            Method::Pcp | Method::NatPmp => MAPPING_BUDGET,
+        };
+        match tokio::time::timeout(budget, attempt).await {
             Ok(Ok(held)) => {
                 let external = held.granted().map(|m| m.external);
                 if external.is_some_and(|e| e.ip() == srflx.ip()) {

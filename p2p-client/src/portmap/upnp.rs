@@ -15,8 +15,10 @@ use super::PortmapError;
 
 /// What the mapping is called in the router's table.
 const DESCRIPTION: &str = "p2p-client";
-/// How long SSDP discovery may take.
-const SEARCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long SSDP discovery may take. `igd-next` sends `MX: 3`, and a gateway may delay its
+/// answer by up to MX seconds (miniupnpd picks a random delay in that range), so anything
+/// shorter than 3 s misses some answers.
+pub(super) const SEARCH_TIMEOUT: Duration = Duration::from_millis(3500);
 
 /// A UPnP-IGD mapping held on the gateway.
 pub(super) struct UpnpMapping {
