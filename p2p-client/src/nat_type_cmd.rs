@@ -305,3 +305,57 @@ pub fn run(args: NatTypeArgs, server: SocketAddr) -> anyhow::Result<std::process
         Err(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use p2p_client::portmap::{Granted, Method, PortmapError, ProtocolResult};
+
+    use super::*;
+
+    fn survey() -> Survey {
+        let granted = Granted {
+            method: Method::Pcp,
+            external: "203.0.113.2:40000".parse().unwrap(),
+            lifetime: Duration::from_secs(60),
+        };
+        Survey {
+            gateway: Some("10.1.0.1".parse().unwrap()),
+            results: vec![
+                ProtocolResult {
+                    method: Method::Pcp,
+                    mapping: Ok(granted),
+                    reach: Some(Reach::Reachable),
+                    deleted: Some(true),
+                },
+                ProtocolResult {
+                    method: Method::Upnp,
+                    mapping: Err(PortmapError::Refused),
+                    reach: None,
+                    deleted: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_port_mapping_section_says_what_was_offered_reached_and_deleted() {
+        let mut out = Vec::new();
+        survey_text(&survey(), &mut out);
+        assert_eq!(out[0], "port mapping:     gateway 10.1.0.1");
+        assert_eq!(
+            out[1],
+            "  pcp:            mapped 203.0.113.2:40000 for 60 s, receives from outside: yes (deleted)"
+        );
+        assert_eq!(
+            out[2],
+            "  upnp:           not offered: nothing listens on the gateway's port 5351"
+        );
+        let json = survey_json(&survey());
+        assert_eq!(json["pcp"]["receives_from_outside"], true);
+        assert_eq!(json["pcp"]["external"], "203.0.113.2:40000");
+        assert_eq!(json["upnp"]["offered"], false);
+        assert_eq!(json["gateway"], "10.1.0.1");
+    }
+}
