@@ -32,6 +32,7 @@ pub mod chat;
 pub mod classify;
 pub mod home;
 pub mod link;
+pub mod portmap;
 pub mod rendezvous;
 pub mod stdout;
 pub mod tls;

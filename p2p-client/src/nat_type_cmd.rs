@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use p2p_client::classify::{ClassifyOptions, classify};
+use p2p_client::portmap::{Reach, Survey};
 use p2p_client::stdout::{self, WriteError};
 use serde_json::json;
 use shared::nat_classifier::{BindingLifetime, NatType, PortAllocation, Report};
@@ -28,6 +29,11 @@ pub struct NatTypeArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Do not ask the default gateway for port mappings (PCP, NAT-PMP, UPnP-IGD). By default each is
+    /// tried for a few seconds, checked and deleted again (docs/PORTMAP.md). Never asked when
+    /// the server is on loopback.
+    #[arg(long)]
+    pub no_port_mapping: bool,
 }
 
 /// The type as JSON and the README name it, with a gloss.
@@ -92,7 +98,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The JSON object `--json` prints.
-pub fn to_json(server: SocketAddr, r: &Report) -> serde_json::Value {
+pub fn to_json(server: SocketAddr, r: &Report, survey: Option<&Survey>) -> serde_json::Value {
     let lifetime = r.binding_lifetime.map(|l| match l {
         BindingLifetime::Between {
             at_least,
@@ -128,10 +134,85 @@ pub fn to_json(server: SocketAddr, r: &Report) -> serde_json::Value {
         "unsupported_reason": r.unsupported_reason,
         "binding_lifetime": lifetime,
         "meaning": meaning(server, r),
+        "port_mapping": survey.map(survey_json),
     })
 }
 
-fn print_text(server: SocketAddr, r: &Report, lifetime_asked: bool) -> Result<(), WriteError> {
+/// The `port_mapping` object: the gateway, and per protocol whether it answered, the mapping,
+/// whether it received from outside and whether it was deleted.
+fn survey_json(s: &Survey) -> serde_json::Value {
+    let mut value = json!({
+        "gateway": s.gateway.map(|g| g.to_string()),
+    });
+    for p in &s.results {
+        let (offered, external, lifetime, error) = match &p.mapping {
+            Ok(m) => (
+                true,
+                Some(m.external.to_string()),
+                Some(m.lifetime.as_secs()),
+                None,
+            ),
+            Err(e) => (false, None, None, Some(e.to_string())),
+        };
+        value[p.method.as_str()] = json!({
+            "offered": offered,
+            "external": external,
+            "lifetime_s": lifetime,
+            "receives_from_outside": p.reach.map(|r| match r {
+                Reach::Reachable => json!(true),
+                Reach::Unreachable => json!(false),
+                Reach::NotChecked(_) => json!(null),
+            }),
+            "not_checked_reason": match p.reach {
+                Some(Reach::NotChecked(why)) => json!(why),
+                _ => json!(null),
+            },
+            "deleted": p.deleted,
+            "error": error,
+        });
+    }
+    value
+}
+
+/// The text lines of the port-mapping section.
+fn survey_text(s: &Survey, out: &mut Vec<String>) {
+    let Some(gateway) = s.gateway else {
+        out.push("port mapping:     no IPv4 default gateway to ask".into());
+        return;
+    };
+    out.push(format!("port mapping:     gateway {gateway}"));
+    for p in &s.results {
+        let name = format!("{}:", p.method.as_str());
+        let line = match &p.mapping {
+            Ok(m) => {
+                let reach = match p.reach {
+                    Some(Reach::NotChecked(why)) => format!("not checked ({why})"),
+                    Some(r) => r.as_str().to_owned(),
+                    None => "-".into(),
+                };
+                let deleted = if p.deleted == Some(true) {
+                    "deleted"
+                } else {
+                    "deletion unconfirmed, the lease ends it"
+                };
+                format!(
+                    "mapped {} for {} s, receives from outside: {reach} ({deleted})",
+                    m.external,
+                    m.lifetime.as_secs()
+                )
+            }
+            Err(e) => format!("not offered: {e}"),
+        };
+        out.push(format!("  {name:<16}{line}"));
+    }
+}
+
+fn print_text(
+    server: SocketAddr,
+    r: &Report,
+    lifetime_asked: bool,
+    survey: Option<&Survey>,
+) -> Result<(), WriteError> {
     let or_dash = |s: Option<&str>| s.unwrap_or("-").to_owned();
     let mut out = vec![format!("NAT type:         {}", name(r))];
     if let Some(reason) = &r.unsupported_reason {
@@ -180,6 +261,9 @@ fn print_text(server: SocketAddr, r: &Report, lifetime_asked: bool) -> Result<()
         format!("server:           {server} (alternate {other}, {dialect})")
     });
     out.push(format!("took:             {} ms", ms(r.elapsed)));
+    if let Some(survey) = survey {
+        survey_text(survey, &mut out);
+    }
     out.push(String::new());
     out.push(meaning(server, r));
     stdout::lines(out)
@@ -195,6 +279,15 @@ pub fn run(args: NatTypeArgs, server: SocketAddr) -> anyhow::Result<std::process
         lifetime_max: args.lifetime.map(Duration::from_secs),
     };
     let report = classify(server, options)?;
+    // A server on loopback is a local test: there is no gateway between us to ask.
+    let skip = args.no_port_mapping || server.ip().is_loopback();
+    let survey = if skip || report.nat_type == NatType::UdpBlocked {
+        None
+    } else {
+        Some(
+            crate::account_cmd::runtime()?.block_on(p2p_client::portmap::survey(server, args.bind)),
+        )
+    };
     let code = if report.nat_type == NatType::UdpBlocked {
         stdout::note(format_args!("p2p-client: {}", no_answer(server)));
         std::process::ExitCode::from(2)
@@ -202,13 +295,67 @@ pub fn run(args: NatTypeArgs, server: SocketAddr) -> anyhow::Result<std::process
         std::process::ExitCode::SUCCESS
     };
     let printed = if args.json {
-        stdout::line(to_json(server, &report))
+        stdout::line(to_json(server, &report, survey.as_ref()))
     } else {
-        print_text(server, &report, args.lifetime.is_some())
+        print_text(server, &report, args.lifetime.is_some(), survey.as_ref())
     };
     match printed {
         // The reader closed the pipe: the status stays what the classification says.
         Ok(()) | Err(WriteError::Closed) => Ok(code),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use p2p_client::portmap::{Granted, Method, PortmapError, ProtocolResult};
+
+    use super::*;
+
+    fn survey() -> Survey {
+        let granted = Granted {
+            method: Method::Pcp,
+            external: "203.0.113.2:40000".parse().unwrap(),
+            lifetime: Duration::from_secs(60),
+        };
+        Survey {
+            gateway: Some("10.1.0.1".parse().unwrap()),
+            results: vec![
+                ProtocolResult {
+                    method: Method::Pcp,
+                    mapping: Ok(granted),
+                    reach: Some(Reach::Reachable),
+                    deleted: Some(true),
+                },
+                ProtocolResult {
+                    method: Method::Upnp,
+                    mapping: Err(PortmapError::Refused),
+                    reach: None,
+                    deleted: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_port_mapping_section_says_what_was_offered_reached_and_deleted() {
+        let mut out = Vec::new();
+        survey_text(&survey(), &mut out);
+        assert_eq!(out[0], "port mapping:     gateway 10.1.0.1");
+        assert_eq!(
+            out[1],
+            "  pcp:            mapped 203.0.113.2:40000 for 60 s, receives from outside: yes (deleted)"
+        );
+        assert_eq!(
+            out[2],
+            "  upnp:           not offered: nothing listens on the gateway's port 5351"
+        );
+        let json = survey_json(&survey());
+        assert_eq!(json["pcp"]["receives_from_outside"], true);
+        assert_eq!(json["pcp"]["external"], "203.0.113.2:40000");
+        assert_eq!(json["upnp"]["offered"], false);
+        assert_eq!(json["gateway"], "10.1.0.1");
     }
 }

@@ -12,6 +12,8 @@
 //!   session, the path choice (relayed until punched, back to the relay on silence), relay
 //!   keepalives, re-punching and the end rules; and what a link says inside its session.
 //! - [`nat_classifier`]: classify the NAT between us and a two-address STUN server.
+//! - [`portmap`]: port mapping on the default gateway (PCP, NAT-PMP): request, renewal,
+//!   deletion.
 //! - [`punch`]: UDP hole punching after an introduction (prediction, the birthday method).
 //! - [`rendezvous`]: the rendezvous protocol (accounts, SCRAM login, presence, contacts,
 //!   introductions): wire format, offer vocabulary and the server core.
@@ -62,6 +64,7 @@ pub mod chat;
 pub mod identity;
 pub mod link;
 pub mod nat_classifier;
+pub mod portmap;
 pub mod punch;
 pub mod rendezvous;
 pub mod rng;

@@ -25,6 +25,7 @@ pub use crate::link::{Account, DRAIN_TIMEOUT, LinkError as ChatRunError};
 use crate::link::{
     Link, LinkConfig, LinkError, LinkEvent, LinkSession, ServerState, UndeliveredReason,
 };
+use crate::portmap::PortMapping;
 use crate::tls::{KeyTrust, ServerKey};
 
 use output::{Output, Shown};
@@ -80,6 +81,10 @@ pub struct ChatArgs {
     /// counts per pair of NAT types, never addresses or names. Also set by P2P_NO_TELEMETRY=1 (any value but 0, false, no, off or empty).
     #[arg(long, env = "P2P_NO_TELEMETRY", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_telemetry: bool,
+    /// Ask the default gateway for a port mapping of the chat's socket with these protocols
+    /// (`auto`: PCP, then NAT-PMP), offered to the peer and deleted when the chat ends.
+    #[arg(long, value_enum, default_value_t = PortMapping::Auto)]
+    pub port_mapping: PortMapping,
 }
 
 /// `--bind`: an IP (any port) or IP:PORT.
@@ -102,6 +107,7 @@ impl ChatArgs {
             accept_new_key: self.accept_new_key,
             direct: !self.no_direct,
             telemetry: !self.no_telemetry,
+            port_mapping: self.port_mapping,
             ..LinkConfig::default()
         }
     }

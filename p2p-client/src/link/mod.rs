@@ -129,6 +129,10 @@ pub struct LinkConfig {
     /// punching method, which kind of address worked) to the rendezvous server, which keeps
     /// only aggregate counts per NAT pair (docs/PROTOCOL.md section 8, "RPT"). On by default.
     pub telemetry: bool,
+    /// Which protocols to ask the default gateway with for a port mapping of the endpoint
+    /// socket, offered as a `mapped` candidate; renewed while the link lives, deleted when it
+    /// ends (docs/PORTMAP.md). Skipped when the STUN service is on loopback.
+    pub port_mapping: crate::portmap::PortMapping,
 }
 
 impl Default for LinkConfig {
@@ -141,6 +145,7 @@ impl Default for LinkConfig {
             direct: true,
             streams: false,
             telemetry: true,
+            port_mapping: crate::portmap::PortMapping::Auto,
         }
     }
 }
@@ -330,12 +335,23 @@ impl Link {
         }
         let (events_tx, events) = mpsc::unbounded_channel();
         let early = early.unwrap_or_else(|| events_tx.clone());
-        let (setup, endpoint) =
+        let (setup, endpoint, mapping) =
             setup::prepare(session, peer.clone(), ring, &config, &early).await?;
         let shared = Arc::new(LinkShared::default());
-        let driver = driver::Driver::new(setup, endpoint, events_tx, shared.clone())?;
+        let driver = match driver::Driver::new(setup, endpoint, events_tx, shared.clone()) {
+            Ok(driver) => driver,
+            Err(e) => {
+                if let Some(mapping) = mapping {
+                    mapping.delete().await;
+                }
+                return Err(e);
+            }
+        };
         let (commands, mut commands_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move { driver.run(&mut commands_rx).await });
+        let task = tokio::spawn(async move {
+            let run = driver.run(&mut commands_rx);
+            setup::with_mapping(mapping, run).await
+        });
         Ok(Link {
             peer: peer.clone(),
             commands,

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::classify::{ClassifyOptions, classify};
 use crate::home::{KeyCheck, UserHome};
+use crate::portmap::{self, HeldMapping, Method};
 use crate::rendezvous::{
     Allocation, Backoff, Candidate, CandidateKind, CloseReason, MAX_CANDIDATES, NatKind, Offer,
     OutReason, RendezvousClient,
@@ -25,6 +26,15 @@ use super::{LinkConfig, LinkError, LinkSession, driver};
 
 /// How long the STUN Binding may take before we go on without a srflx candidate.
 const STUN_BUDGET: Duration = Duration::from_secs(2);
+/// How long PCP or NAT-PMP may take before we go on without it. A gateway that runs the
+/// service answers within milliseconds; one that runs none usually answers with ICMP at once.
+const MAPPING_BUDGET: Duration = Duration::from_secs(2);
+/// How long UPnP-IGD may take: SSDP discovery alone may take 3.5 s (`portmap::upnp`), then
+/// two SOAP exchanges on the LAN.
+const UPNP_BUDGET: Duration = Duration::from_secs(5);
+/// The lease a link's mapping asks for; renewed at half of what is granted while the link
+/// lives, so a mapping a crashed client leaves behind ends within this.
+const MAPPING_LEASE: Duration = Duration::from_secs(120);
 
 /// Everything up to the introduction: the endpoint socket, the offer, the wait for the peer
 /// (answering `ring` if given), the key check.
@@ -34,7 +44,7 @@ pub(super) async fn prepare(
     ring: Option<SessionId>,
     config: &LinkConfig,
     events: &mpsc::UnboundedSender<LinkEvent>,
-) -> Result<(driver::Setup, Endpoint), LinkError> {
+) -> Result<(driver::Setup, Endpoint, Option<HeldMapping>), LinkError> {
     let (client, info) = (&session.client, &session.info);
     let args = config;
     let server = client.server();
@@ -64,32 +74,67 @@ pub(super) async fn prepare(
     } else {
         None
     };
+    let mapping = match (info.stun, srflx) {
+        (Some(stun), Some(srflx)) if !stun.ip().is_loopback() => {
+            let methods = args.port_mapping.methods();
+            port_mapping(methods, endpoint.local_addr().port(), srflx).await
+        }
+        _ => None,
+    };
+    let mapped = mapping
+        .as_ref()
+        .and_then(HeldMapping::granted)
+        .map(|m| m.external);
     let keys = session.identity.keypair();
     let include_loopback = server.ip().is_loopback();
     let hosts = endpoint::host_candidates(endpoint.local_addr(), include_loopback);
-    let offer = build_offer(keys.public.0, &hosts, srflx, report.as_ref());
+    let mut offer = build_offer(keys.public.0, &hosts, srflx, report.as_ref());
+    add_mapped(&mut offer, mapped);
     tracing::info!(local = %endpoint.local_addr(), offer = ?offer.to_params(), "offer ready");
 
     let deadline = Instant::now() + args.wait;
-    let (client, Introduced { intro, received }) =
-        await_introduction_reconnecting(session, &peer, &offer, deadline, ring, events).await?;
+    let introduced =
+        await_introduction_reconnecting(session, &peer, &offer, deadline, ring, events).await;
+    let checked = introduced.and_then(|(client, introduced)| {
+        let event = check_peer_key(
+            &session.home,
+            (session.home.user(), &session.identity.public()),
+            &peer,
+            &introduced.intro.offer.key,
+            args.accept_new_key,
+        )?;
+        Ok((client, introduced, event))
+    });
+    let (client, Introduced { intro, received }, event) = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            // No link: the mapping goes now, not with its lease.
+            if let Some(mapping) = mapping {
+                mapping.delete().await;
+            }
+            return Err(e);
+        }
+    };
     let client = &client;
-    if let Some(event) = check_peer_key(
-        &session.home,
-        (session.home.user(), &session.identity.public()),
-        &peer,
-        &intro.offer.key,
-        args.accept_new_key,
-    )? {
+    if let Some(event) = event {
         let _ = events.send(event);
     }
+    // With a mapping our endpoint is reachable from anyone at the mapped address, whatever
+    // the NAT does for other sockets; the peer reads our `mapped` candidate the same way.
+    let local_nat = match (&mapped, report.as_ref()) {
+        (Some(_), _) => {
+            let info = shared::punch::NatInfo::reachable_by_mapping();
+            info.nat_type.map(|t| (t, info.port_allocation))
+        }
+        (None, report) => report.map(|r| (r.nat_type, r.port_allocation)),
+    };
     let setup = driver::Setup {
         client: client.clone(),
         peer,
         intro: *intro,
         received,
         keys,
-        local_nat: report.as_ref().map(|r| (r.nat_type, r.port_allocation)),
+        local_nat,
         punch: args.direct,
         stun: info.stun,
         offer,
@@ -98,7 +143,88 @@ pub(super) async fn prepare(
         streams: args.streams,
         report_outcomes: args.telemetry,
     };
-    Ok((setup, endpoint))
+    Ok((setup, endpoint, mapping))
+}
+
+/// A port mapping of the endpoint socket's `port` on the default gateway with the first of
+/// `methods` that grants one, each tried within [`MAPPING_BUDGET`] ([`UPNP_BUDGET`] for
+/// UPnP). A mapping whose external IP is not our server-reflexive
+/// IP sits behind another NAT and is no use to the peer: it is deleted again.
+async fn port_mapping(methods: &[Method], port: u16, srflx: SocketAddr) -> Option<HeldMapping> {
+    if methods.is_empty() {
+        return None;
+    }
+    let gateway = portmap::default_gateway()?;
+    for &method in methods {
+        let attempt = portmap::map(method, gateway, port, MAPPING_LEASE, rand::random());
+        let budget = match method {
+            Method::Upnp => UPNP_BUDGET,
+            Method::Pcp | Method::NatPmp => MAPPING_BUDGET,
+        };
+        match tokio::time::timeout(budget, attempt).await {
+            Ok(Ok(held)) => {
+                let external = held.granted().map(|m| m.external);
+                if external.is_some_and(|e| e.ip() == srflx.ip()) {
+                    return Some(held);
+                }
+                tracing::info!(?external, %srflx, "the mapping is behind another NAT; not offered");
+                held.delete().await;
+                return None;
+            }
+            Ok(Err(e)) => {
+                tracing::info!(protocol = method.as_str(), error = %e, "no port mapping");
+            }
+            Err(_) => tracing::info!(protocol = method.as_str(), "no port mapping in time"),
+        }
+    }
+    None
+}
+
+/// Puts the `mapped` candidate first in `offer` (the peer probes it first), keeping at most
+/// [`MAX_CANDIDATES`].
+pub fn add_mapped(offer: &mut Offer, mapped: Option<SocketAddr>) {
+    let Some(addr) = mapped else {
+        return;
+    };
+    offer.candidates.insert(
+        0,
+        Candidate {
+            kind: CandidateKind::Mapped,
+            addr,
+        },
+    );
+    offer.candidates.truncate(MAX_CANDIDATES);
+}
+
+/// Runs the link (`run`) while keeping `mapping` renewed, then deletes the mapping before
+/// returning how the link ended: the link's end waits for the deletion (bounded by the
+/// protocol's retransmissions), so a program that joins its link leaves nothing behind.
+pub(super) async fn with_mapping<T>(
+    mapping: Option<HeldMapping>,
+    run: impl Future<Output = T>,
+) -> T {
+    let Some(mut mapping) = mapping else {
+        return run.await;
+    };
+    tokio::pin!(run);
+    let mut renewing = true;
+    let result = loop {
+        tokio::select! {
+            result = &mut run => break result,
+            () = mapping.maintain(), if renewing => {
+                tracing::warn!("the port mapping ended; the link goes on without it");
+                renewing = false;
+            }
+        }
+    };
+    let external = mapping.granted().map(|m| m.external);
+    let deleted = mapping.delete().await;
+    tracing::info!(
+        ?external,
+        deleted,
+        "port mapping deleted at the end of the link"
+    );
+    result
 }
 
 /// [`intro::await_introduction`], logging in again when the rendezvous connection is lost

@@ -37,6 +37,7 @@ fn worked(candidates: &[Candidate], remote: SocketAddr) -> WorkedCandidate {
     match candidates.iter().find(|c| c.addr == remote).map(|c| c.kind) {
         Some(CandidateKind::Host) => WorkedCandidate::Host,
         Some(CandidateKind::ServerReflexive) => WorkedCandidate::Srflx,
+        Some(CandidateKind::Mapped) => WorkedCandidate::Mapped,
         None => WorkedCandidate::Prflx,
     }
 }

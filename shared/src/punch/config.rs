@@ -38,6 +38,20 @@ pub enum CandidateKind {
     Host,
     /// The peer's endpoint socket as the STUN service saw it.
     ServerReflexive,
+    /// A port mapping the peer's gateway granted for its endpoint socket (PCP, NAT-PMP):
+    /// it lets in anyone, so it is probed first.
+    Mapped,
+}
+
+impl CandidateKind {
+    /// The order targets are probed in: mapped, then server-reflexive, then host.
+    pub fn priority(self) -> u8 {
+        match self {
+            CandidateKind::Mapped => 0,
+            CandidateKind::ServerReflexive => 1,
+            CandidateKind::Host => 2,
+        }
+    }
 }
 
 /// One address of the peer to probe.
@@ -62,6 +76,14 @@ impl Candidate {
     pub fn srflx(addr: SocketAddr) -> Self {
         Self {
             kind: CandidateKind::ServerReflexive,
+            addr,
+        }
+    }
+
+    /// A port-mapped candidate.
+    pub fn mapped(addr: SocketAddr) -> Self {
+        Self {
+            kind: CandidateKind::Mapped,
             addr,
         }
     }
@@ -98,6 +120,14 @@ impl NatInfo {
             nat_type: nat.and_then(|w| w.nat_type()),
             port_allocation: alloc.map(|w| w.port_allocation()),
         }
+    }
+
+    /// How a side that holds a port mapping for its endpoint socket looks to punching: the
+    /// gateway lets anyone in at the mapped address, as a full-cone NAT does, whatever its
+    /// NAT does for other sockets. Both sides use it (the holder for itself, the peer when
+    /// the offer has a `mapped` candidate), so their strategies still match.
+    pub fn reachable_by_mapping() -> Self {
+        Self::new(NatType::FullCone, Some(PortAllocation::Preserving))
     }
 
     /// Whether the mapping depends on the destination (a new outside port per peer address).

@@ -178,9 +178,10 @@ impl Puncher {
 
     fn initial_targets(&mut self) {
         let mut candidates = self.config.peer.candidates.clone();
-        // Server-reflexive first: behind a sequential symmetric NAT, our first new mapping
-        // then goes towards the peer's public address, the port the peer predicts first.
-        candidates.sort_by_key(|c| c.kind != CandidateKind::ServerReflexive);
+        // A port mapping first (it lets anyone in), then server-reflexive: behind a
+        // sequential symmetric NAT, our first new mapping then goes towards the peer's public
+        // address, the port the peer predicts first.
+        candidates.sort_by_key(|c| c.kind.priority());
         let listen = self.strategy == Strategy::BirthdayListen;
         for c in &candidates {
             let srflx = c.kind == CandidateKind::ServerReflexive;

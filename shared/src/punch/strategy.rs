@@ -122,6 +122,13 @@ mod tests {
         assert_eq!(Strategy::choose(&seq, &seq), Strategy::BothSymmetric);
         let unknown = NatInfo::default();
         assert_eq!(Strategy::choose(&unknown, &unknown), Strategy::Plain);
+        // A side with a port mapping is reachable like a full cone: two symmetric sites, one
+        // of them mapped, probe plainly on both sides (the mapped side learns the other's
+        // address from its first probe).
+        let mapped = NatInfo::reachable_by_mapping();
+        assert_eq!(Strategy::choose(&mapped, &random), Strategy::Plain);
+        assert_eq!(Strategy::choose(&random, &mapped), Strategy::Plain);
+        assert_eq!(Strategy::choose(&mapped, &pr), Strategy::Plain);
     }
 
     #[test]

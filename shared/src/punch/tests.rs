@@ -545,3 +545,23 @@ fn bad_configurations_are_refused() {
         ));
     }
 }
+
+#[test]
+fn a_mapped_candidate_is_probed_first_and_plainly() {
+    let t0 = Instant::now();
+    let sym = nat(NatType::Symmetric);
+    let mut c = config(
+        Role::Initiator,
+        sym,
+        NatInfo::reachable_by_mapping(),
+        "198.51.100.9:40000",
+    );
+    c.peer
+        .candidates
+        .push(Candidate::mapped(addr("198.51.100.9:45000")));
+    let mut p = Puncher::new(c, t0, 1).unwrap();
+    // Without the mapping this pair would be BothSymmetric and give up.
+    assert_eq!(p.strategy(), Strategy::Plain);
+    let sent = run_alone(&mut p, t0, t0 + Duration::from_millis(100));
+    assert_eq!(sent[0].1.to, addr("198.51.100.9:45000"), "{sent:?}");
+}

@@ -112,6 +112,8 @@ words! {
         Srflx => "srflx",
         /// A relay's address.
         Relay => "relay",
+        /// A port mapping the peer's gateway granted (PCP, NAT-PMP): reachable from anyone.
+        Mapped => "mapped",
     }
 }
 

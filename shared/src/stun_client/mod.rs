@@ -129,6 +129,7 @@ pub struct BindingTransaction {
     wrong_source: Option<SocketAddr>,
     any_source: bool,
     socket: SocketIndex,
+    response_port: Option<u16>,
 }
 
 impl BindingTransaction {
@@ -145,7 +146,16 @@ impl BindingTransaction {
             wrong_source: None,
             any_source: false,
             socket: SocketIndex::ENDPOINT,
+            response_port: None,
         }
+    }
+
+    /// Adds RESPONSE-PORT (RFC 5780 section 7.5): the server answers to our reflexive IP at
+    /// `port` instead of the port the request came from. A port mapping's reachability check
+    /// uses it to have the server send to the mapped port (modern requests only).
+    pub fn with_response_port(mut self, port: u16) -> Self {
+        self.response_port = Some(port);
+        self
     }
 
     /// Accepts a reply with our transaction id from any address. For callers that cannot know
@@ -207,6 +217,11 @@ impl BindingTransaction {
         let mut w = MessageWriter::new(buf, Method::BINDING, Class::Request, tid)?;
         if let Some(change) = self.request.change {
             w.add_change_request(change)?;
+        }
+        if let Some(port) = self.response_port
+            && !tid.is_classic()
+        {
+            w.add_response_port(port)?;
         }
         if self.request.fingerprint && !tid.is_classic() {
             w.add_fingerprint()?;

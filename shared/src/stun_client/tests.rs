@@ -178,3 +178,36 @@ fn error_responses_end_the_transaction() {
         Some(&Err(BindingError::ErrorResponse { code: 420 }))
     );
 }
+
+const CHANGE_IP: ChangeRequest = ChangeRequest {
+    change_ip: true,
+    change_port: false,
+};
+
+#[test]
+fn response_port_makes_the_changed_address_answer_to_that_port() {
+    let now = Instant::now();
+    let mut s = server();
+    let config = s.config().clone();
+    let mut t =
+        BindingTransaction::new(req(Some(CHANGE_IP), None), RetransmitConfig::default(), now)
+            .with_response_port(40123);
+    let mut buf = [0u8; 512];
+    let tx = t.poll_transmit(now, &mut buf).unwrap();
+    let received = Received {
+        local: ServerSocket::PRIMARY,
+        transport: Transport::Udp,
+        from: CLIENT.parse().unwrap(),
+        data: &buf[..tx.size],
+    };
+    let mut out = [0u8; 512];
+    let reply = s.handle_datagram(now, received, &mut out).unwrap();
+    // The server's other IP answers, to the client's IP at the port asked for.
+    assert_eq!(reply.destination, "192.0.2.50:40123".parse().unwrap());
+    let socket = ServerSocket::from_socket_index(reply.socket).unwrap();
+    assert_eq!(socket, ServerSocket::PRIMARY.changed(CHANGE_IP));
+    assert_ne!(
+        config.address_of(socket).unwrap().ip(),
+        config.address_of(ServerSocket::PRIMARY).unwrap().ip()
+    );
+}

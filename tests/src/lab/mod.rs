@@ -57,6 +57,7 @@
 pub mod chat;
 mod commands;
 mod harness;
+pub mod miniupnpd;
 mod namespaces;
 mod nft;
 pub mod probe;

@@ -117,8 +117,16 @@ impl Driver {
             .find(|c| c.kind == CandidateKind::Srflx)
             .map(|c| c.addr);
         let hosts = endpoint::host_candidates(self.endpoint.local_addr(), self.include_loopback);
+        let mapped = self
+            .offer
+            .candidates
+            .iter()
+            .find(|c| c.kind == CandidateKind::Mapped)
+            .map(|c| c.addr);
         let mut offer =
             super::super::setup::build_offer(self.offer.key, &hosts, srflx.or(last), None);
+        // The mapping lives as long as the link: the re-punch's offer keeps it.
+        super::super::setup::add_mapped(&mut offer, mapped);
         offer.nat = self.offer.nat;
         offer.alloc = self.offer.alloc;
         if srflx.is_some() && srflx != last {
@@ -170,9 +178,20 @@ pub(super) fn core_introduction(intro: &Introduction, received: Instant) -> link
         .filter_map(|c| match c.kind {
             CandidateKind::Host => Some(punch::Candidate::host(c.addr)),
             CandidateKind::Srflx => Some(punch::Candidate::srflx(c.addr)),
+            CandidateKind::Mapped => Some(punch::Candidate::mapped(c.addr)),
             CandidateKind::Relay => None,
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // A peer with a port mapping is reachable by anyone there: punch as towards a full cone
+    // (it reads its own NAT the same way, so both sides choose matching strategies).
+    let peer_nat = if candidates
+        .iter()
+        .any(|c: &punch::Candidate| c.kind == punch::CandidateKind::Mapped)
+    {
+        NatInfo::reachable_by_mapping()
+    } else {
+        NatInfo::announced(intro.offer.nat, intro.offer.alloc)
+    };
     let relay = match (
         intro.switchboard,
         intro.switchboard_fingerprint,
@@ -186,7 +205,7 @@ pub(super) fn core_introduction(intro: &Introduction, received: Instant) -> link
         initiator: intro.role == Role::Initiator,
         peer_key: intro.offer.key,
         candidates,
-        peer_nat: NatInfo::announced(intro.offer.nat, intro.offer.alloc),
+        peer_nat,
         start: received + intro.start,
         relay,
     }
@@ -214,5 +233,31 @@ mod tests {
         assert!(peer_nat(Some(NatKind::PortRestricted), None).filters_by_port());
         assert_eq!(peer_nat(Some(NatKind::Unknown), None).nat_type, None);
         assert!(peer_nat(Some(NatKind::Open), None).is_open());
+    }
+
+    #[test]
+    fn a_mapped_candidate_makes_the_peer_reachable_like_a_full_cone() {
+        let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
+        let sid = "00112233445566778899aabbccddeeff";
+        let line = |cands: &str| -> Vec<String> {
+            format!(
+                "{sid} bob role=initiator start=250 key={key} nat=symmetric alloc=random {cands}"
+            )
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+        };
+        let now = Instant::now();
+        let plain = Introduction::from_params(&line("cand=srflx/203.0.113.2:4000")).unwrap();
+        assert!(core_introduction(&plain, now).peer_nat.is_symmetric());
+        let mapped = Introduction::from_params(&line(
+            "cand=srflx/203.0.113.2:4000 cand=mapped/203.0.113.2:5000",
+        ))
+        .unwrap();
+        let core = core_introduction(&mapped, now);
+        assert_eq!(core.peer_nat, NatInfo::reachable_by_mapping());
+        assert!(core.candidates.contains(&punch::Candidate::mapped(
+            "203.0.113.2:5000".parse().unwrap()
+        )));
     }
 }
