@@ -19,6 +19,7 @@ use p2p_client::chat::output::{Output, Shown};
 use p2p_client::chat::show_pinned;
 use p2p_client::home::Home;
 use p2p_client::link::{Account, Link, LinkConfig, LinkError, LinkEvent, LinkSession, PathKind};
+use p2p_client::portmap::PortMapping;
 use p2p_client::transfer::{self, TransferEvent};
 use shared::identity::Fingerprint;
 use shared::rendezvous::UserName;
@@ -58,6 +59,11 @@ pub struct LinkArgs {
     /// --help`). Also set by P2P_NO_TELEMETRY=1 (any value but 0, false, no, off or empty).
     #[arg(long, env = "P2P_NO_TELEMETRY", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_telemetry: bool,
+    /// Ask the default gateway for a port mapping of the link's socket with these protocols
+    /// (`auto`: PCP, then NAT-PMP, then UPnP-IGD), offered to the peer and deleted when the
+    /// link ends (see `chat --help`).
+    #[arg(long, value_enum, default_value_t = PortMapping::Auto)]
+    pub port_mapping: PortMapping,
     /// Print one JSON object per line on stdout (the link's events, as `chat --json` prints
     /// them, and the command's own); logs go to stderr.
     #[arg(long)]
@@ -73,6 +79,7 @@ impl LinkArgs {
         config.accept_new_key = self.accept_new_key;
         config.direct = !self.no_direct;
         config.telemetry = !self.no_telemetry;
+        config.port_mapping = self.port_mapping;
         config
     }
 }

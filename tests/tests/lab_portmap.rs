@@ -12,6 +12,7 @@
 // Test code: a panic with the failing value is the report we want.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use p2p_client::portmap;
@@ -170,14 +171,16 @@ fn nat_type_on_a_router_without_mapping_finds_none_and_changes_nothing() {
 }
 
 /// Runs `p2p-client chat` between alice (client 0) and bob (client 1) until both are on path
-/// `want` (and both logs show `until_log`), calls `during`, has each type one line, ends both and returns their outcomes.
+/// `want` (and both logs show `until_log`), calls `during`, has each type one line, ends both
+/// and returns their outcomes and the server's connectivity reports by `map=` (scraped once
+/// both have exited).
 fn chat_pair(
     lab: &Lab,
     port_mapping: &str,
     want: &str,
     until_log: Option<&str>,
     during: impl FnOnce(),
-) -> (ChatOutcome, ChatOutcome) {
+) -> (ChatOutcome, ChatOutcome, BTreeMap<String, f64>) {
     let server = ChatServer::start(lab).unwrap();
     server.register_pair(lab, "alice", "bob").unwrap();
     let args = ["--wait", "30", "--port-mapping", port_mapping];
@@ -224,8 +227,14 @@ fn chat_pair(
             o.report(40)
         );
     }
+    let samples = server.scrape(lab).unwrap();
+    let reports = samples
+        .into_iter()
+        .filter(|((name, _), _)| name == "p2p_link_reports_total")
+        .map(|((_, labels), v)| (labels["map"].clone(), v))
+        .collect();
     drop(server);
-    (oa, ob)
+    (oa, ob, reports)
 }
 
 /// A chat between two symmetric sites where router `mapper` runs miniupnpd offering `service`
@@ -236,9 +245,10 @@ fn direct_through_mapping(protocol: &str, mapper: usize, service: MapService) {
     let router = lab.router_of(mapper).unwrap().clone();
     let upnpd = lab.start_miniupnpd(&router, service).unwrap();
     let mut held = Vec::new();
-    let outcomes = chat_pair(&lab, protocol, "direct", None, || {
+    let (alice, bob, reports) = chat_pair(&lab, protocol, "direct", None, || {
         held = upnpd.dnat_rules(&lab).unwrap();
     });
+    let outcomes = (alice, bob);
     let (mapped, other) = if mapper == 0 {
         (&outcomes.0, &outcomes.1)
     } else {
@@ -268,6 +278,9 @@ fn direct_through_mapping(protocol: &str, mapper: usize, service: MapService) {
     // ... and the mapping is gone now that the chat has ended.
     let left = upnpd.dnat_rules(&lab).unwrap();
     assert_eq!(left, Vec::<String>::new(), "{}", mapped.report(40));
+    // Each side reported the introduction once, naming the mapping it had (`map=`).
+    assert_eq!(reports.get(protocol), Some(&1.0), "{reports:?}");
+    assert_eq!(reports.get("none"), Some(&1.0), "{reports:?}");
 }
 
 #[test]
@@ -305,13 +318,14 @@ fn symmetric_pair_without_a_mapping_router_stays_relayed() {
     let _serial = serial();
     let sym = RouterOptions::new(NatType::Symmetric);
     let lab = Lab::two_peers(sym, sym).unwrap();
-    let (alice, bob) = chat_pair(
+    let (alice, bob, reports) = chat_pair(
         &lab,
         "auto",
         "relayed",
         Some("punching found no direct path"),
         || {},
     );
+    assert_eq!(reports.get("none"), Some(&2.0), "{reports:?}");
     for o in [&alice, &bob] {
         assert_eq!(o.last_path().unwrap().0, "relayed", "{}", o.report(40));
         assert!(

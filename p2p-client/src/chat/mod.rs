@@ -82,7 +82,8 @@ pub struct ChatArgs {
     #[arg(long, env = "P2P_NO_TELEMETRY", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_telemetry: bool,
     /// Ask the default gateway for a port mapping of the chat's socket with these protocols
-    /// (`auto`: PCP, then NAT-PMP), offered to the peer and deleted when the chat ends.
+    /// (`auto`: PCP, then NAT-PMP, then UPnP-IGD), offered to the peer and deleted when the
+    /// chat ends. Only a symmetric (or unclassified) NAT waits for it before inviting.
     #[arg(long, value_enum, default_value_t = PortMapping::Auto)]
     pub port_mapping: PortMapping,
 }

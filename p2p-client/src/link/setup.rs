@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shared::identity::{Fingerprint, safety_number};
-use shared::nat_classifier::Report;
+use shared::nat_classifier::{NatType, Report};
 use shared::rendezvous::{SessionId, UserName};
 use tokio::sync::mpsc;
 
@@ -27,8 +27,10 @@ use super::{LinkConfig, LinkError, LinkSession, driver};
 /// How long the STUN Binding may take before we go on without a srflx candidate.
 const STUN_BUDGET: Duration = Duration::from_secs(2);
 /// How long PCP or NAT-PMP may take before we go on without it. A gateway that runs the
-/// service answers within milliseconds; one that runs none usually answers with ICMP at once.
-const MAPPING_BUDGET: Duration = Duration::from_secs(2);
+/// service answers within milliseconds; one that runs none answers with ICMP at once, or
+/// drops the request (a firewall on the router's input), which costs this whole budget. One
+/// PCP request and two NAT-PMP requests (0 and 250 ms) fit in it.
+const MAPPING_BUDGET: Duration = Duration::from_millis(600);
 /// How long UPnP-IGD may take: SSDP discovery alone may take 3.5 s (`portmap::upnp`), then
 /// two SOAP exchanges on the LAN.
 const UPNP_BUDGET: Duration = Duration::from_secs(5);
@@ -56,30 +58,52 @@ pub(super) async fn prepare(
         what: format!("cannot bind the UDP endpoint socket on {bind}"),
         source,
     })?;
-    let srflx = match info.stun {
-        Some(stun) => match endpoint.stun_binding(stun, STUN_BUDGET).await {
-            Ok(addr) => Some(addr),
-            Err(e) => {
-                tracing::warn!(error = %e, "no server-reflexive address; host candidates only");
+    // The gateway is asked for a port mapping while the STUN Binding and the classification
+    // run. The offer waits for the mapping only when the classification says the NAT needs
+    // one (symmetric, or not classified): a gateway that drops PCP and NAT-PMP, or UPnP's
+    // SSDP discovery (up to 3.5 s), then delays the offer; for any other NAT the
+    // server-reflexive address serves and the offer goes as soon as the probe is done.
+    let port = endpoint.local_addr().port();
+    let methods = match info.stun {
+        Some(stun) if !stun.ip().is_loopback() => args.port_mapping.methods(),
+        // Tests and one-machine setups: never ask this machine's real gateway.
+        _ => &[],
+    };
+    let (mapping_wanted_tx, mapping_wanted) = tokio::sync::watch::channel(true);
+    let probe = async {
+        let srflx = match info.stun {
+            Some(stun) => match endpoint.stun_binding(stun, STUN_BUDGET).await {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no server-reflexive address; host candidates only");
+                    None
+                }
+            },
+            None => {
+                tracing::warn!("the server advertises no STUN service; host candidates only");
                 None
             }
-        },
-        None => {
-            tracing::warn!("the server advertises no STUN service; host candidates only");
+        };
+        let report = if args.classify {
+            classify_nat(info.stun, bind.ip()).await
+        } else {
+            None
+        };
+        if srflx.is_none() || report.as_ref().is_some_and(|r| !needs_mapping(r)) {
+            let _ = mapping_wanted_tx.send(false);
+        }
+        (srflx, report)
+    };
+    let ((srflx, report), mapping) =
+        tokio::join!(probe, port_mapping(methods, port, mapping_wanted));
+    let mapping = match (mapping, srflx) {
+        (Some(held), Some(srflx)) => keep_if_reachable(held, srflx).await,
+        (Some(held), None) => {
+            tracing::info!("no server-reflexive address to check the mapping against; not offered");
+            held.delete().await;
             None
         }
-    };
-    let report = if args.classify {
-        classify_nat(info.stun, bind.ip()).await
-    } else {
-        None
-    };
-    let mapping = match (info.stun, srflx) {
-        (Some(stun), Some(srflx)) if !stun.ip().is_loopback() => {
-            let methods = args.port_mapping.methods();
-            port_mapping(methods, endpoint.local_addr().port(), srflx).await
-        }
-        _ => None,
+        (None, _) => None,
     };
     let mapped = mapping
         .as_ref()
@@ -142,19 +166,74 @@ pub(super) async fn prepare(
         relogin: Some(session.relogin.clone()),
         streams: args.streams,
         report_outcomes: args.telemetry,
+        port_mapping: mapping
+            .as_ref()
+            .and_then(HeldMapping::granted)
+            .map(|m| m.method),
     };
     Ok((setup, endpoint, mapping))
 }
 
+/// Whether a NAT classified as `report` needs a port mapping for peers to reach it: only a
+/// symmetric NAT (or one the classifier could not judge) hides the port our peer must reach;
+/// for the others the server-reflexive address already serves.
+fn needs_mapping(report: &Report) -> bool {
+    matches!(
+        report.nat_type,
+        NatType::Symmetric | NatType::UnsupportedServer
+    )
+}
+
 /// A port mapping of the endpoint socket's `port` on the default gateway with the first of
 /// `methods` that grants one, each tried within [`MAPPING_BUDGET`] ([`UPNP_BUDGET`] for
-/// UPnP). A mapping whose external IP is not our server-reflexive
-/// IP sits behind another NAT and is no use to the peer: it is deleted again.
-async fn port_mapping(methods: &[Method], port: u16, srflx: SocketAddr) -> Option<HeldMapping> {
+/// UPnP), unless `wanted` turns false first: then the attempts go on in the background and
+/// whatever they are granted late is deleted at once, so giving up never leaves a mapping
+/// behind and never waits for a gateway that drops our requests.
+async fn port_mapping(
+    methods: &'static [Method],
+    port: u16,
+    mut wanted: tokio::sync::watch::Receiver<bool>,
+) -> Option<HeldMapping> {
     if methods.is_empty() {
         return None;
     }
     let gateway = portmap::default_gateway()?;
+    let (granted, mut taken) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Some(held) = try_methods(methods, gateway, port).await
+            && let Err(held) = granted.send(held)
+        {
+            tracing::info!("a port mapping came after the link stopped wanting it; deleting it");
+            held.delete().await;
+        }
+    });
+    let unwanted = async {
+        // A dropped sender means the probe finished wanting a mapping: wait for it.
+        if wanted.wait_for(|wanted| !wanted).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        held = &mut taken => held.ok(),
+        () = unwanted => {
+            // One may have been granted just now: take it back rather than drop it.
+            taken.close();
+            if let Ok(held) = taken.try_recv() {
+                held.delete().await;
+            }
+            tracing::debug!("the NAT needs no port mapping; not waiting for one");
+            None
+        }
+    }
+}
+
+/// The first mapping one of `methods` grants, in their order.
+async fn try_methods(
+    methods: &'static [Method],
+    gateway: std::net::Ipv4Addr,
+    port: u16,
+) -> Option<HeldMapping> {
     for &method in methods {
         let attempt = portmap::map(method, gateway, port, MAPPING_LEASE, rand::random());
         let budget = match method {
@@ -162,21 +241,25 @@ async fn port_mapping(methods: &[Method], port: u16, srflx: SocketAddr) -> Optio
             Method::Pcp | Method::NatPmp => MAPPING_BUDGET,
         };
         match tokio::time::timeout(budget, attempt).await {
-            Ok(Ok(held)) => {
-                let external = held.granted().map(|m| m.external);
-                if external.is_some_and(|e| e.ip() == srflx.ip()) {
-                    return Some(held);
-                }
-                tracing::info!(?external, %srflx, "the mapping is behind another NAT; not offered");
-                held.delete().await;
-                return None;
-            }
+            Ok(Ok(held)) => return Some(held),
             Ok(Err(e)) => {
                 tracing::info!(protocol = method.as_str(), error = %e, "no port mapping");
             }
             Err(_) => tracing::info!(protocol = method.as_str(), "no port mapping in time"),
         }
     }
+    None
+}
+
+/// `held` if its external IP is our server-reflexive IP. A mapping with another external IP
+/// sits behind a further NAT and is no use to the peer: it is deleted again.
+async fn keep_if_reachable(held: HeldMapping, srflx: SocketAddr) -> Option<HeldMapping> {
+    let external = held.granted().map(|m| m.external);
+    if external.is_some_and(|e| e.ip() == srflx.ip()) {
+        return Some(held);
+    }
+    tracing::info!(?external, %srflx, "the mapping is behind another NAT; not offered");
+    held.delete().await;
     None
 }
 

@@ -41,6 +41,16 @@ impl Method {
         }
     }
 
+    /// The same method in the telemetry's vocabulary (`map=` of `RPT`).
+    pub fn reported(self) -> shared::rendezvous::telemetry::PortMapping {
+        use shared::rendezvous::telemetry::PortMapping as Reported;
+        match self {
+            Method::Pcp => Reported::Pcp,
+            Method::NatPmp => Reported::NatPmp,
+            Method::Upnp => Reported::Upnp,
+        }
+    }
+
     fn protocol(self) -> Option<Protocol> {
         match self {
             Method::Pcp => Some(Protocol::Pcp),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::chat::{ChatTiming, SecretKey};
 use crate::punch::{Candidate, NatInfo, PunchConfig};
 use crate::rendezvous::SessionId;
+use crate::rendezvous::telemetry::PortMapping;
 
 use super::path::PathConfig;
 use super::repunch::RepunchConfig;
@@ -75,6 +76,10 @@ pub struct LinkCoreConfig {
     /// Report each punched introduction's outcome to the rendezvous server
     /// ([`super::LinkCommand::Report`]; on by default). Off: the core never asks.
     pub report_outcomes: bool,
+    /// The port mapping our `mapped` candidate came from, named in those reports (`map=`).
+    /// The driver asks the gateway for it before the core starts and holds it for the link's
+    /// life, so it does not change while the core runs.
+    pub port_mapping: PortMapping,
 }
 
 impl LinkCoreConfig {
@@ -95,6 +100,7 @@ impl LinkCoreConfig {
             linger: Duration::from_millis(300),
             drain_timeout: Duration::from_secs(10),
             report_outcomes: true,
+            port_mapping: PortMapping::None,
         }
     }
 }
@@ -108,6 +114,7 @@ impl std::fmt::Debug for LinkCoreConfig {
             .field("path", &self.path)
             .field("repunch", &self.repunch)
             .field("report_outcomes", &self.report_outcomes)
+            .field("port_mapping", &self.port_mapping)
             .finish_non_exhaustive()
     }
 }

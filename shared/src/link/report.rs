@@ -84,7 +84,8 @@ impl LinkCore {
         }
     }
 
-    fn push_report(&mut self, sid: SessionId, report: Report) {
+    fn push_report(&mut self, sid: SessionId, mut report: Report) {
+        report.mapping = self.config.port_mapping;
         self.commands.push_back(LinkCommand::Report { sid, report });
     }
 }

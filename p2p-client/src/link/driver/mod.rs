@@ -31,6 +31,7 @@ use shared::link::{
 };
 use shared::nat_classifier::{NatType, PortAllocation};
 use shared::punch::NatInfo;
+use shared::rendezvous::telemetry::PortMapping as ReportedMapping;
 use shared::rendezvous::{Presence, UserName};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -78,6 +79,8 @@ pub struct Setup {
     pub streams: bool,
     /// Whether to report the outcome of each punched introduction to the server (`RPT`).
     pub report_outcomes: bool,
+    /// How our port mapping was made, if the offer carries one (reported as `map=`).
+    pub port_mapping: Option<crate::portmap::Method>,
 }
 
 impl std::fmt::Debug for Setup {
@@ -178,6 +181,9 @@ impl Driver {
         };
         config.punch = setup.punch;
         config.report_outcomes = setup.report_outcomes;
+        config.port_mapping = setup
+            .port_mapping
+            .map_or(ReportedMapping::None, crate::portmap::Method::reported);
         config.stun = setup.stun;
         config.drain_timeout = DRAIN_TIMEOUT;
         let core = LinkCore::new(config, &core_introduction(intro, setup.received), now)
