@@ -16,17 +16,20 @@
 //! identity key and pins live in it under the user's name. The server keeps its database and
 //! its self-signed TLS certificate in a directory of its own.
 
+mod binaries;
 pub mod phases;
 mod scrape;
+
+pub use binaries::{Binaries, binaries};
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use super::{Host, Lab, LabError, Router, SERVER_IPS, server_addrs, stun_server_command};
@@ -44,95 +47,10 @@ pub const METRICS_PORT: u16 = 9100;
 /// The cheapest password KDF, for fast registration in tests.
 pub const TEST_KDF: &str = "argon2id:m=8:t=1:p=1";
 
-/// The two binaries a chat lab runs.
-#[derive(Clone, Debug)]
-pub struct Binaries {
-    /// `stun-server`.
-    pub server: PathBuf,
-    /// `p2p-client`.
-    pub client: PathBuf,
-}
-
 fn io_error(what: impl Into<String>, source: io::Error) -> LabError {
     LabError::Io {
         what: what.into(),
         source,
-    }
-}
-
-/// The binaries (see the [module docs](self)); built once per test process.
-pub fn binaries() -> Result<&'static Binaries, LabError> {
-    static BINARIES: OnceLock<Result<Binaries, String>> = OnceLock::new();
-    BINARIES
-        .get_or_init(find_binaries)
-        .as_ref()
-        .map_err(|e| io_error("the lab chat binaries", io::Error::other(e.clone())))
-}
-
-fn find_binaries() -> Result<Binaries, String> {
-    let server_env = std::env::var_os("LAB_STUN_SERVER_BIN");
-    let client_env = std::env::var_os("LAB_P2P_CLIENT_BIN");
-    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    // target/<profile>/deps/<test> -> target/<profile>
-    let profile_dir = me
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("no profile directory above {}", me.display()))?
-        .to_path_buf();
-    if server_env.is_none() || client_env.is_none() {
-        build(&profile_dir);
-    }
-    let pick = |env: Option<OsString>, name: &str| -> Result<PathBuf, String> {
-        let path = env.map_or_else(|| profile_dir.join(name), PathBuf::from);
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!(
-                "{} is missing (cargo build -p p2p-servers -p p2p-client)",
-                path.display()
-            ))
-        }
-    };
-    Ok(Binaries {
-        server: pick(server_env, "stun-server")?,
-        client: pick(client_env, "p2p-client")?,
-    })
-}
-
-/// `cargo build` of both binaries into the target directory this test was built in.
-fn build(profile_dir: &Path) {
-    let Some(target_dir) = profile_dir.parent() else {
-        return;
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "-q",
-        "-p",
-        "p2p-servers",
-        "-p",
-        "p2p-client",
-        "--bins",
-    ])
-    .arg("--target-dir")
-    .arg(target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let started = Instant::now();
-    match cmd.status() {
-        Ok(status) if status.success() => {}
-        other => eprintln!(
-            "natlab: cargo build of stun-server and p2p-client failed ({other:?}); \
-             using the binaries as they are"
-        ),
-    }
-    if super::trace() {
-        eprintln!(
-            "natlab: {:>5} ms  cargo build (chat binaries)",
-            started.elapsed().as_millis()
-        );
     }
 }
 
