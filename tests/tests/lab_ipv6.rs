@@ -1,7 +1,8 @@
 //! The dual-stack lab (IPv6 per site, see `tests::lab`'s address plan): IPv6 crosses a
 //! router untranslated through a stateful firewall that drops unsolicited inbound, an IPv4-only
-//! site has no IPv6 route at all, and nothing outside the plan is routed. Then STUN over IPv6
-//! from our server's second (IPv6) instance.
+//! site has no IPv6 route at all, and nothing outside the plan is routed. Then `p2p-client
+//! nat-type` against our server's IPv4 and IPv6 instances: the IPv6 section behind every kind of
+//! router, and on an IPv4-only site.
 //!
 //! Needs root, `ip`, `nft` and `conntrack`; otherwise each test prints a loud `SKIPPED:` line,
 //! or fails when `CI=true`.
@@ -10,10 +11,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use p2p_client::classify::{ClassifyOptions, classify};
-use tests::lab::{Lab, LabServer, SERVER_IPS6, recv_text, require_lab, serial, udp_socket_in};
+use serde_json::Value;
+use shared::nat_classifier::Behaviour;
+use tests::lab::{
+    Lab, LabServer, SERVER_IPS, SERVER_IPS6, recv_text, require_lab, serial, server_addrs,
+    udp_socket_in,
+};
 use tests::nat_types::{NatType, RouterOptions};
 
 const PORT: u16 = 3478;
@@ -97,54 +102,139 @@ fn ipv6_crosses_the_router_untranslated_and_only_as_replies() {
     );
 }
 
-/// Our STUN server's IPv6 instance answers on all four sockets, and the classifier run over
-/// IPv6 from behind a dual-stack router of each kind sees no translation and the firewall's
-/// filtering (a public dual-stack host: nothing at all).
+/// `p2p-client nat-type --json` in client 0's namespace against our server's IPv4 and IPv6
+/// instances (`--server6`); exit status 2 is the IPv4 `udp-blocked` verdict.
+fn nat_type(lab: &Lab) -> Value {
+    let bin = tests::lab::chat::binaries().unwrap();
+    let server = format!("{}:{PORT}", SERVER_IPS[0]);
+    let server6 = format!("[{}]:{PORT}", SERVER_IPS6[0]);
+    let args = [
+        bin.client.to_str().unwrap(),
+        "nat-type",
+        "--server",
+        &server,
+        "--server6",
+        &server6,
+        "--no-port-mapping",
+        "--json",
+    ];
+    let out = lab
+        .exec_timeout(lab.client(0), &args, Duration::from_secs(60))
+        .unwrap()
+        .expect("nat-type finished within 60 s");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        matches!(out.status.code(), Some(0 | 2)),
+        "nat-type failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+/// Our server's IPv4 and IPv6 instances on the lab's server host, answering on all eight
+/// sockets.
+fn start_servers(lab: &Lab) -> [LabServer; 2] {
+    let v4 = LabServer::start_ours(lab, true, PORT, ALT_PORT).unwrap();
+    let v6s = LabServer::start_ours6(lab, PORT, ALT_PORT).unwrap();
+    let mut addrs: Vec<SocketAddr> = server_addrs(PORT, ALT_PORT).to_vec();
+    for ip in SERVER_IPS6 {
+        addrs.extend([v6(ip, PORT), v6(ip, ALT_PORT)]);
+    }
+    lab.wait_for_stun(&addrs, Duration::from_secs(10)).unwrap();
+    [v4, v6s]
+}
+
+fn behaviour(b: Option<Behaviour>) -> Value {
+    b.map_or(Value::Null, |b| Value::from(b.as_str()))
+}
+
+/// `nat-type` on a dual-stack site behind every kind of router: the IPv6 section says
+/// reachable, not translated, filtering address-and-port dependent (the router's stateful
+/// firewall, whatever its IPv4 type), and the IPv4 part is the type's usual classification. A
+/// public host has open IPv6 (no router); a `udp-blocked` router blocks IPv6 UDP as well.
 #[test]
-fn classifier_over_ipv6_sees_no_nat_and_the_stateful_firewall() {
+fn nat_type_reports_ipv6_behind_every_router_and_ipv4_unchanged() {
     if !require_lab() {
         return;
     }
     let _serial = serial();
-    for nat in [NatType::None, NatType::FullCone, NatType::Symmetric] {
+    let mut failures = Vec::new();
+    for nat in NatType::ALL {
+        let started = Instant::now();
         let lab = Lab::one_client(dual_stack(nat)).unwrap();
-        let _stun = LabServer::start_ours6(&lab, PORT, ALT_PORT).unwrap();
-        let addrs = [
-            v6(SERVER_IPS6[0], PORT),
-            v6(SERVER_IPS6[0], ALT_PORT),
-            v6(SERVER_IPS6[1], PORT),
-            v6(SERVER_IPS6[1], ALT_PORT),
-        ];
-        lab.wait_for_stun(&addrs, Duration::from_secs(10)).unwrap();
-        let report = tests::lab::in_namespace(&lab.client(0).ns, || {
-            Ok(classify(addrs[0], ClassifyOptions::default()))
-        })
-        .unwrap()
-        .unwrap();
+        let _servers = start_servers(&lab);
+        let json = nat_type(&lab);
         let ip6 = lab.client(0).ip6().unwrap();
-        assert_eq!(
-            report.mapped_address.map(|a| a.ip()),
-            Some(IpAddr::V6(ip6)),
-            "{}: {report:#?}",
-            nat.name()
+        let (verdict, mapping, filtering) = nat.expected_classification();
+        let v4 = [
+            json["nat_type"].clone(),
+            json["mapping"].clone(),
+            json["filtering"].clone(),
+        ];
+        let v4_expected = [
+            Value::from(verdict.as_str()),
+            behaviour(mapping),
+            behaviour(filtering),
+        ];
+        let ipv6 = &json["ipv6"];
+        let seen6 = (
+            ipv6["status"].clone(),
+            ipv6["translated"].clone(),
+            ipv6["filtering"].clone(),
         );
-        // Over IPv6 a router is a stateful firewall whatever its IPv4 type; a public host
-        // has nothing in the way.
-        let expected = if nat == NatType::None {
-            NatType::None
-        } else {
-            NatType::SymmetricUdpFirewall
+        let expected6 = match nat {
+            NatType::None => (
+                Value::from("reachable"),
+                Value::from(false),
+                Value::Null, // open internet: no filtering to speak of
+            ),
+            NatType::UdpBlocked => (Value::from("unreachable"), Value::Null, Value::Null),
+            _ => (
+                Value::from("reachable"),
+                Value::from(false),
+                Value::from("address-and-port-dependent"),
+            ),
+        };
+        let mapped_ok = nat == NatType::UdpBlocked
+            || ipv6["mapped_address"]
+                .as_str()
+                .is_some_and(|a| a.parse::<SocketAddr>().unwrap().ip() == IpAddr::V6(ip6));
+        eprintln!(
+            "{:<24} v4 {} v6 {} {} {} ({} ms)",
+            nat.name(),
+            v4[0],
+            seen6.0,
+            seen6.1,
+            seen6.2,
+            started.elapsed().as_millis()
+        );
+        if v4 != v4_expected || seen6 != expected6 || !mapped_ok {
+            failures.push(format!("{}: {json:#}", nat.name()));
         }
-        .expected_classification();
-        assert_eq!(
-            (report.nat_type, report.mapping, report.filtering),
-            expected,
-            "{}: {report:#?}",
-            nat.name()
-        );
-        assert_eq!(
-            report.server.other_address,
-            Some(v6(SERVER_IPS6[1], ALT_PORT))
-        );
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// On an IPv4-only site the IPv6 section says there is no IPv6 address, and the IPv4 part is
+/// unaffected.
+#[test]
+fn nat_type_on_an_ipv4_only_site_says_no_ipv6_address() {
+    if !require_lab() {
+        return;
+    }
+    let _serial = serial();
+    let nat = NatType::PortRestrictedCone;
+    let lab = Lab::one_client(RouterOptions::new(nat)).unwrap();
+    let _servers = start_servers(&lab);
+    let json = nat_type(&lab);
+    assert_eq!(json["nat_type"], nat.expected_classification().0.as_str());
+    assert_eq!(json["ipv6"]["status"], "no-address", "{json:#}");
+    assert_eq!(json["ipv6"]["reachable"], Value::Null);
+    assert!(
+        json["ipv6"]["meaning"]
+            .as_str()
+            .unwrap()
+            .contains("no global IPv6 address"),
+        "{json:#}"
+    );
 }
