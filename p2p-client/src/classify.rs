@@ -36,6 +36,60 @@ pub struct ClassifyOptions {
     pub lifetime_max: Option<Duration>,
 }
 
+/// The outcome of classifying towards the STUN server's IPv6 address (the IPv6 part of
+/// `p2p-client nat-type`).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Ipv6Check {
+    /// No IPv6 address of the server is known, so nothing was sent.
+    NoServer,
+    /// This host cannot send to the server's IPv6 address at all: it has no IPv6 route
+    /// (usually: no global IPv6 address).
+    NoRoute {
+        /// The server's IPv6 address and port.
+        server: SocketAddr,
+        /// What the kernel said.
+        error: std::io::Error,
+    },
+    /// The classifier ran over IPv6; [`NatType::UdpBlocked`](shared::nat_classifier::NatType)
+    /// means no answer came back.
+    Classified {
+        /// The server's IPv6 address and port.
+        server: SocketAddr,
+        /// The classification (boxed: it is large next to the other variants).
+        report: Box<Report>,
+    },
+}
+
+/// Classifies towards `server` (an IPv6 address; `None`: [`Ipv6Check::NoServer`]). Only the
+/// local address of `options` is used, and only if it is IPv6: over IPv6 there is normally no
+/// NAT whose binding could expire, so no lifetime is searched.
+pub fn classify_ipv6(
+    server: Option<SocketAddr>,
+    options: ClassifyOptions,
+) -> Result<Ipv6Check, ClassifyError> {
+    let Some(server) = server else {
+        return Ok(Ipv6Check::NoServer);
+    };
+    let local_ip = match options.local_ip.filter(IpAddr::is_ipv6) {
+        Some(ip) => ip,
+        None => match route_source(server) {
+            Ok(ip) => ip,
+            Err(error) => return Ok(Ipv6Check::NoRoute { server, error }),
+        },
+    };
+    let options = ClassifyOptions {
+        local_ip: Some(local_ip),
+        classic: options.classic,
+        lifetime_max: None,
+    };
+    let report = classify(server, options)?;
+    Ok(Ipv6Check::Classified {
+        server,
+        report: Box::new(report),
+    })
+}
+
 /// The local address the kernel would use towards `server` (a UDP connect sends nothing).
 fn route_source(server: SocketAddr) -> std::io::Result<IpAddr> {
     let any: SocketAddr = if server.is_ipv4() {

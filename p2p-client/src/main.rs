@@ -16,6 +16,7 @@ mod account_cmd;
 mod identity_cmd;
 mod link_cmd;
 mod nat_type_cmd;
+mod nat_type_v6;
 mod prompt;
 mod status_cmd;
 mod tunnel_cmd;

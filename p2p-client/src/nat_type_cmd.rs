@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use p2p_client::classify::{ClassifyOptions, classify};
+use p2p_client::classify::{ClassifyOptions, Ipv6Check, STUN_PORT, classify, classify_ipv6};
 use p2p_client::portmap::{Reach, Survey};
 use p2p_client::stdout::{self, WriteError};
 use serde_json::json;
@@ -34,6 +34,14 @@ pub struct NatTypeArgs {
     /// the server is on loopback.
     #[arg(long)]
     pub no_port_mapping: bool,
+    /// The STUN server's IPv6 address, for the IPv6 section (reachability, translation and
+    /// filtering over IPv6), as IPv6, [IPv6]:PORT or a name with an AAAA record [default: the
+    /// AAAA record of --server when it is a name].
+    #[arg(long, value_name = "HOST[:PORT]", conflicts_with = "no_ipv6")]
+    pub server6: Option<String>,
+    /// Leave out the IPv6 section.
+    #[arg(long)]
+    pub no_ipv6: bool,
 }
 
 /// The type as JSON and the README name it, with a gloss.
@@ -97,8 +105,13 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e4).round() / 10.0
 }
 
-/// The JSON object `--json` prints.
-pub fn to_json(server: SocketAddr, r: &Report, survey: Option<&Survey>) -> serde_json::Value {
+/// The JSON object `--json` prints (`ipv6`: null when the section was left out).
+pub fn to_json(
+    server: SocketAddr,
+    r: &Report,
+    survey: Option<&Survey>,
+    ipv6: Option<&Ipv6Check>,
+) -> serde_json::Value {
     let lifetime = r.binding_lifetime.map(|l| match l {
         BindingLifetime::Between {
             at_least,
@@ -135,6 +148,7 @@ pub fn to_json(server: SocketAddr, r: &Report, survey: Option<&Survey>) -> serde
         "binding_lifetime": lifetime,
         "meaning": meaning(server, r),
         "port_mapping": survey.map(survey_json),
+        "ipv6": ipv6.map(crate::nat_type_v6::to_json),
     })
 }
 
@@ -212,6 +226,7 @@ fn print_text(
     r: &Report,
     lifetime_asked: bool,
     survey: Option<&Survey>,
+    ipv6: Option<&Ipv6Check>,
 ) -> Result<(), WriteError> {
     let or_dash = |s: Option<&str>| s.unwrap_or("-").to_owned();
     let mut out = vec![format!("NAT type:         {}", name(r))];
@@ -264,6 +279,9 @@ fn print_text(
     if let Some(survey) = survey {
         survey_text(survey, &mut out);
     }
+    if let Some(check) = ipv6 {
+        crate::nat_type_v6::text(check, &mut out);
+    }
     out.push(String::new());
     out.push(meaning(server, r));
     stdout::lines(out)
@@ -279,6 +297,18 @@ pub fn run(args: NatTypeArgs, server: SocketAddr) -> anyhow::Result<std::process
         lifetime_max: args.lifetime.map(Duration::from_secs),
     };
     let report = classify(server, options)?;
+    // The IPv6 section, unless left out or the report above is already over IPv6.
+    let ipv6 = if args.no_ipv6 || server.is_ipv6() {
+        None
+    } else {
+        let server6 = match &args.server6 {
+            Some(text) => Some(crate::nat_type_v6::server6_of(text, STUN_PORT).ok_or_else(
+                || anyhow::anyhow!("--server6 {text}: not an IPv6 address or a name with one"),
+            )?),
+            None => crate::nat_type_v6::server6_of(&args.server, STUN_PORT),
+        };
+        Some(classify_ipv6(server6, options)?)
+    };
     // A server on loopback is a local test: there is no gateway between us to ask.
     let skip = args.no_port_mapping || server.ip().is_loopback();
     let survey = if skip || report.nat_type == NatType::UdpBlocked {
@@ -295,9 +325,15 @@ pub fn run(args: NatTypeArgs, server: SocketAddr) -> anyhow::Result<std::process
         std::process::ExitCode::SUCCESS
     };
     let printed = if args.json {
-        stdout::line(to_json(server, &report, survey.as_ref()))
+        stdout::line(to_json(server, &report, survey.as_ref(), ipv6.as_ref()))
     } else {
-        print_text(server, &report, args.lifetime.is_some(), survey.as_ref())
+        print_text(
+            server,
+            &report,
+            args.lifetime.is_some(),
+            survey.as_ref(),
+            ipv6.as_ref(),
+        )
     };
     match printed {
         // The reader closed the pipe: the status stays what the classification says.

@@ -159,6 +159,9 @@ pub struct RouterOptions {
     /// Port allocation instead of the type's own (simulator only: the kernel's NAT preserves
     /// ports or randomises them, it cannot allocate sequentially).
     pub port_allocation: Option<PortAllocation>,
+    /// Lab only: the site is dual stack (a global IPv6 prefix on the LAN, forwarded without
+    /// translation through a stateful firewall). The simulator is IPv4 only and ignores it.
+    pub ipv6: bool,
 }
 
 impl RouterOptions {
@@ -172,6 +175,7 @@ impl RouterOptions {
             loss_percent: 0,
             drop_unsolicited: true,
             port_allocation: None,
+            ipv6: false,
         }
     }
 }

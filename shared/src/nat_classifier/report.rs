@@ -153,6 +153,14 @@ pub enum BindingLifetime {
 }
 
 impl Report {
+    /// Whether the server saw another IP address than the one we sent from, i.e. whether
+    /// something on the path translates addresses; `None` without an answer. Over IPv6,
+    /// `Some(false)` is the normal case (global addresses, no NAT66).
+    pub fn translated(&self) -> Option<bool> {
+        self.mapped_address
+            .map(|mapped| mapped.ip() != self.local_address.ip())
+    }
+
     /// What the result means for hole punching, in one or two sentences for people.
     pub fn punching_advice(&self) -> &'static str {
         match self.nat_type {

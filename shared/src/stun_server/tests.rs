@@ -497,6 +497,75 @@ fn ipv6_server_and_client() {
     assert!(t.size <= data.len() + MAX_RESPONSE_OVERHEAD);
 }
 
+/// An IPv6 server's RFC 5780 attributes on every socket, for a plain and a CHANGE-REQUEST
+/// Binding: RESPONSE-ORIGIN is the answering socket, OTHER-ADDRESS the receiving socket's
+/// other address and port, and every address attribute is encoded as family 0x02 with a 20-byte value (RFC 8489
+/// section 14.1), which is what a client decodes them by.
+#[test]
+fn ipv6_server_encodes_origin_other_and_mapped_as_ipv6_on_every_socket() {
+    let mut s = server_with(ServerConfig {
+        primary_ip: "2001:db8::1".parse().unwrap(),
+        alternate_ip: Some("2001:db8::2".parse().unwrap()),
+        ..ServerConfig::default()
+    });
+    let config = s.config().clone();
+    let from: SocketAddr = "[2001:db8:1:2::2]:40000".parse().unwrap();
+    let change = ChangeRequest {
+        change_ip: true,
+        change_port: true,
+    };
+    for local in ServerSocket::ALL {
+        for changed in [false, true] {
+            let data = request(modern_tid(), |w| {
+                if changed {
+                    w.add_change_request(change).unwrap();
+                }
+            });
+            let mut out = [0u8; 512];
+            let received = Received {
+                local,
+                transport: Transport::Udp,
+                from,
+                data: &data,
+            };
+            let t = s
+                .handle_datagram(Instant::now(), received, &mut out)
+                .unwrap();
+            let answering = if changed {
+                local.changed(change)
+            } else {
+                local
+            };
+            assert_eq!(t.socket, answering.into());
+            let m = Message::parse(&out[..t.size]).unwrap();
+            let get = |typ| m.get(typ).unwrap().parse().unwrap();
+            let origin = config.address_of(answering).unwrap();
+            // Where a change of both would answer from, seen from the receiving socket.
+            let other = config.address_of(local.other()).unwrap();
+            assert!(origin.is_ipv6() && other.is_ipv6());
+            assert_eq!(
+                get(attr::RESPONSE_ORIGIN),
+                Attribute::ResponseOrigin(origin)
+            );
+            assert_eq!(get(attr::OTHER_ADDRESS), Attribute::OtherAddress(other));
+            assert_eq!(
+                get(attr::XOR_MAPPED_ADDRESS),
+                Attribute::XorMappedAddress(from)
+            );
+            for typ in [
+                attr::RESPONSE_ORIGIN,
+                attr::OTHER_ADDRESS,
+                attr::XOR_MAPPED_ADDRESS,
+                attr::MAPPED_ADDRESS,
+            ] {
+                let raw = m.get(typ).unwrap();
+                assert_eq!(raw.value.len(), 20, "{typ:#06x}");
+                assert_eq!(raw.value[1], 0x02, "{typ:#06x}");
+            }
+        }
+    }
+}
+
 #[test]
 fn config_contradictions_are_refused() {
     let same = ServerConfig {

@@ -66,6 +66,12 @@ enum Cmd {
         /// (exposes the conntrack race of docs/DESIGN.md section 5).
         #[arg(long)]
         no_drop_unsolicited: bool,
+        /// Make the (first) site dual stack: a global IPv6 prefix behind a stateful firewall.
+        #[arg(long)]
+        ipv6: bool,
+        /// Make the second site (two-peers) dual stack.
+        #[arg(long)]
+        ipv6_2: bool,
     },
     /// Run a command inside a lab namespace (`ip netns exec NS CMD...`); exits with its status.
     Exec {
@@ -102,15 +108,18 @@ fn main() -> ExitCode {
             timeout,
             loss,
             no_drop_unsolicited,
+            ipv6,
+            ipv6_2,
         } => {
-            let options = |nat| RouterOptions {
+            let options = |nat, ipv6| RouterOptions {
                 hairpin,
                 udp_timeout: Duration::from_secs(timeout),
                 loss_percent: loss,
                 drop_unsolicited: !no_drop_unsolicited,
+                ipv6,
                 ..RouterOptions::new(nat)
             };
-            let (first, second) = (options(nat), options(nat2.unwrap_or(nat)));
+            let (first, second) = (options(nat, ipv6), options(nat2.unwrap_or(nat), ipv6_2));
             // Block the termination signals before any thread exists, then wait for one.
             let signals = block_signals();
             let lab = match shape {
@@ -163,7 +172,9 @@ fn main() -> ExitCode {
 
 fn print_lab(lab: &Lab) {
     let server = lab.server();
-    let ips: Vec<String> = server.ips.iter().map(ToString::to_string).collect();
+    let ips: Vec<String> = (server.ips.iter().map(ToString::to_string))
+        .chain(server.ips6.iter().map(ToString::to_string))
+        .collect();
     println!("{:<8} {:<22} {}", "server", server.ns, ips.join(" "));
     println!("{:<8} {:<22} (internet core router)", "core", lab.core_ns());
     for r in lab.routers() {
@@ -184,9 +195,14 @@ fn print_lab(lab: &Lab) {
             r.options.udp_timeout.as_secs(),
             r.options.loss_percent
         );
+        if let (Some(wan6), Some(lan6)) = (r.wan_ip6, r.lan_net6) {
+            println!("{:<8} {:<22} wan {wan6} lan {lan6}/64", "", "");
+        }
     }
     for c in lab.clients() {
-        let ips: Vec<String> = c.ips.iter().map(ToString::to_string).collect();
+        let ips: Vec<String> = (c.ips.iter().map(ToString::to_string))
+            .chain(c.ips6.iter().map(ToString::to_string))
+            .collect();
         println!("{:<8} {:<22} {}", c.role, c.ns, ips.join(" "));
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Lab, SERVER_IPS, udp_socket_in};
+use super::{Lab, SERVER_IPS, SERVER_IPS6, udp_socket_in};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -115,12 +115,17 @@ impl Lab {
 
     /// Sends Binding requests from inside the server host until each of `addrs` answers
     /// (a server just started, coturn especially, can take a while), at most `within` in all.
+    /// The addresses may be IPv4 or IPv6 ([`SERVER_IPS6`]).
     pub fn wait_for_stun(&self, addrs: &[SocketAddr], within: Duration) -> io::Result<()> {
-        let local = SocketAddr::new(IpAddr::V4(SERVER_IPS[0]), 0);
-        let socket = udp_socket_in(&self.server().ns, local)?;
-        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let ns = &self.server().ns;
+        let v4 = udp_socket_in(ns, SocketAddr::new(IpAddr::V4(SERVER_IPS[0]), 0))?;
+        let v6 = udp_socket_in(ns, SocketAddr::new(IpAddr::V6(SERVER_IPS6[0]), 0))?;
+        for socket in [&v4, &v6] {
+            socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+        }
         let deadline = Instant::now() + within;
         for (i, to) in addrs.iter().enumerate() {
+            let socket = if to.is_ipv4() { &v4 } else { &v6 };
             let mut request = [0u8; 20];
             request[1] = 1; // Binding request, no attributes
             request[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);

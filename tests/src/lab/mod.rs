@@ -53,6 +53,28 @@
 //!
 //! Every LAN is a bridge named `lan` in the router namespace, so several hosts (or a home
 //! router) can share it.
+//!
+//! # IPv6 (dual stack, per site)
+//!
+//! The core and the server host always have IPv6; a site has it when its
+//! [`RouterOptions::ipv6`] is set (a site without it is IPv4 only). All addresses are from the
+//! documentation prefix 2001:db8::/32, static (no router advertisements) and added `nodad`
+//! (otherwise they stay tentative for a second or two after the link comes up):
+//!
+//! - server host: [`SERVER_IPS6`] (2001:db8::1 and ::2/64) behind the core (2001:db8::fe);
+//! - the transfer net of the core's site `i`: 2001:db8:ff:i::/64, core ::1, the router's WAN
+//!   (or a public host) ::2;
+//! - the LAN of router `r`: 2001:db8:1:r::/64, router ::1, hosts ::2, ::3, ... (the same last
+//!   number as their IPv4 address minus the network's);
+//! - routers forward IPv6 without any translation (no NAT66, whatever their IPv4 type) and run
+//!   a stateful firewall in the table `ip6 lab6`: inbound from the WAN only what conntrack
+//!   finds established or related (so filtering is address-and-port dependent, as on home
+//!   routers); a `udp-blocked` router drops IPv6 UDP too. Loss and hairpinning apply to IPv4
+//!   only. Only routers attached to the core can be dual stack (not a home router behind a
+//!   carrier).
+//!
+//! The core has no default route, for IPv6 as for IPv4: nothing addressed outside this plan
+//! leaves the lab (a host gets "network unreachable").
 
 pub mod chat;
 mod commands;
@@ -73,7 +95,7 @@ pub use namespaces::{cleanup_stale, in_namespace, lab_namespaces, ns_pid, udp_so
 pub use servers::LabServer;
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::nat_types::RouterOptions;
 use commands::{run, tools, trace};
@@ -91,6 +113,15 @@ pub const SERVER_IPS: [Ipv4Addr; 2] = [
 
 /// The core's address on the server's network (the server's gateway).
 const CORE_SERVER_SIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 254);
+
+/// The server host's two IPv6 addresses (every lab has them).
+pub const SERVER_IPS6: [Ipv6Addr; 2] = [
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
+];
+
+/// The core's IPv6 address on the server's network.
+const CORE_SERVER_SIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe);
 
 /// Why a lab cannot be built on this machine (not root, or a tool missing).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -135,12 +166,19 @@ pub struct Host {
     pub ns: String,
     /// The host's addresses, primary first.
     pub ips: Vec<Ipv4Addr>,
+    /// The host's global IPv6 addresses (none on an IPv4-only site).
+    pub ips6: Vec<Ipv6Addr>,
 }
 
 impl Host {
     /// The primary address.
     pub fn ip(&self) -> Ipv4Addr {
         self.ips[0]
+    }
+
+    /// The first global IPv6 address, if the host is dual stack.
+    pub fn ip6(&self) -> Option<Ipv6Addr> {
+        self.ips6.first().copied()
     }
 }
 
@@ -159,6 +197,10 @@ pub struct Router {
     pub lan_ip: Ipv4Addr,
     /// The inside network and its prefix length.
     pub lan_net: (Ipv4Addr, u8),
+    /// The IPv6 prefix (/64) of the LAN, if the router is dual stack.
+    pub lan_net6: Option<Ipv6Addr>,
+    /// The WAN's IPv6 address, if the router is dual stack.
+    pub wan_ip6: Option<Ipv6Addr>,
     /// Hosts or routers attached to the LAN so far.
     lan_ports: u8,
 }

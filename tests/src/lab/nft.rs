@@ -173,3 +173,29 @@ pub(crate) fn ruleset(options: &RouterOptions, wan_ip: Ipv4Addr, lan_net: &str) 
     let _ = writeln!(s, "}}");
     s
 }
+
+/// The IPv6 ruleset (for `nft -f -`) of a dual-stack router: no translation (no NAT66), and
+/// the stateful firewall of a home router (RFC 6092's recommended default for UDP): from the
+/// WAN, only what conntrack finds established or related (replies, and ICMPv6 errors about
+/// them) is forwarded, so filtering is address-and-port dependent. A `udp-blocked` router also
+/// drops every IPv6 UDP datagram. Neighbour discovery is not forwarded traffic and is not
+/// touched.
+pub(crate) fn ruleset6(options: &RouterOptions) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "table ip6 lab6 {{");
+    let _ = writeln!(
+        s,
+        "  chain filt {{ type filter hook forward priority filter; policy accept;"
+    );
+    if options.nat == NatType::UdpBlocked {
+        let _ = writeln!(s, "    meta l4proto udp drop");
+    }
+    let _ = writeln!(
+        s,
+        "    iifname \"{WAN}\" ct state established,related accept"
+    );
+    let _ = writeln!(s, "    iifname \"{WAN}\" drop");
+    let _ = writeln!(s, "  }}");
+    let _ = writeln!(s, "}}");
+    s
+}

@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 
-use super::topology::{Step, Upstream, add};
+use super::topology::{Step, Upstream, add, add6, lan_net6};
 use super::{Lab, LabError, Router, nft, run, tools};
 use crate::nat_types::{NatType, RouterOptions};
 
@@ -27,9 +27,22 @@ impl Lab {
             );
             run(&mut cmd, Some(&script))?;
         }
-        let mut cmd = self.command(&router.ns, &[t.conntrack.as_os_str(), OsStr::new("-F")]);
-        // conntrack -F prints a summary to stderr and succeeds also on an empty table.
-        run(&mut cmd, None)?;
+        // conntrack -F prints a summary to stderr and succeeds also on an empty table. It
+        // flushes IPv4 only unless told the family.
+        let families: &[&str] = if router.options.ipv6 {
+            &["ipv4", "ipv6"]
+        } else {
+            &["ipv4"]
+        };
+        for family in families {
+            let args = [
+                t.conntrack.as_os_str(),
+                OsStr::new("-F"),
+                OsStr::new("-f"),
+                OsStr::new(family),
+            ];
+            run(&mut self.command(&router.ns, &args), None)?;
+        }
         Ok(())
     }
 
@@ -71,6 +84,11 @@ impl Lab {
         if options.nat == NatType::None {
             return Err(LabError::Unsupported("a router of type none".into()));
         }
+        if options.ipv6 && (carrier || upstream != Upstream::Core) {
+            return Err(LabError::Unsupported(
+                "IPv6 on a router that is not attached to the core".into(),
+            ));
+        }
         let index = u8::try_from(self.routers.len())
             .ok()
             .filter(|&i| i < 16)
@@ -86,6 +104,10 @@ impl Lab {
                 ("net.ipv4.conf.default.send_redirects", "0"),
             ],
         )?;
+        if options.ipv6 {
+            // `all` also sets `default`, so the interfaces created below forward.
+            self.sysctl(&ns, &[("net.ipv6.conf.all.forwarding", "1")])?;
+        }
         let lan_net = if carrier {
             (Ipv4Addr::new(100, 64, index, 0), 24)
         } else if options.nat.translates() {
@@ -105,6 +127,14 @@ impl Lab {
                 nft::LAN,
             ],
         )?;
+        let net6 = options.ipv6.then(|| lan_net6(index));
+        if let Some(net6) = net6 {
+            let me = add6(net6, 1);
+            self.ip(
+                &ns,
+                &["addr", "add", &format!("{me}/64"), "dev", nft::LAN, "nodad"],
+            )?;
+        }
         self.ip(&ns, &["link", "set", nft::LAN, "up"])?;
         let routed = (!options.nat.translates()).then_some(lan_net);
         let (wan_ip, len, gw) = self.attach(&ns, nft::WAN, upstream, routed)?;
@@ -112,8 +142,16 @@ impl Lab {
             &ns,
             &["addr", "add", &format!("{wan_ip}/{len}"), "dev", nft::WAN],
         )?;
+        let wan6 = match net6 {
+            Some(net6) => Some(self.attach6(&ns, nft::WAN, Some(net6))?),
+            None => None,
+        };
         self.ip(&ns, &["link", "set", nft::WAN, "up"])?;
         self.ip(&ns, &["route", "add", "default", "via", &gw.to_string()])?;
+        if let Some((_, gw6)) = wan6 {
+            self.ip(&ns, &["route", "add", "::/0", "via", &gw6.to_string()])?;
+        }
+        let wan_ip6 = wan6.map(|(me, _)| me);
         let router = Router {
             index,
             ns,
@@ -121,6 +159,8 @@ impl Lab {
             wan_ip,
             lan_ip,
             lan_net,
+            lan_net6: net6,
+            wan_ip6,
             lan_ports: 0,
         };
         self.configure(&router)?;
@@ -132,6 +172,10 @@ impl Lab {
     fn configure(&mut self, router: &Router) -> Result<(), LabError> {
         let rules = nft::ruleset(&router.options, router.wan_ip, &router.lan_cidr());
         self.pending.push(Step::Nft(router.ns.clone(), rules));
+        if router.options.ipv6 {
+            let rules6 = nft::ruleset6(&router.options);
+            self.pending.push(Step::Nft(router.ns.clone(), rules6));
+        }
         let to = nft::timeout_secs(&router.options).to_string();
         // These exist once nf_conntrack is loaded, which every ruleset that uses conntrack
         // does (a blocking router without the input rule needs no conntrack).

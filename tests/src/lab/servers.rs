@@ -11,7 +11,7 @@ use std::process::Child;
 use p2p_servers::{ServerHandle, ServerOptions, StartError};
 use shared::stun_server::RateLimitConfig;
 
-use super::{Lab, SERVER_IPS, in_namespace};
+use super::{Lab, SERVER_IPS, SERVER_IPS6, in_namespace};
 
 /// A STUN server running on a lab's server host; stopped on drop.
 pub enum LabServer {
@@ -38,9 +38,28 @@ impl LabServer {
         port: u16,
         alt_port: u16,
     ) -> Result<LabServer, StartError> {
+        let alternate = both_ips.then_some(IpAddr::V4(SERVER_IPS[1]));
+        Self::start_ours_on(lab, IpAddr::V4(SERVER_IPS[0]), alternate, port, alt_port)
+    }
+
+    /// [`LabServer::start_ours`] on the server's two IPv6 addresses ([`SERVER_IPS6`]). One
+    /// server serves one address family (its two addresses must be of one family): a lab that
+    /// wants STUN over both runs this next to an IPv4 one, on the same ports.
+    pub fn start_ours6(lab: &Lab, port: u16, alt_port: u16) -> Result<LabServer, StartError> {
+        let (primary, alternate) = (IpAddr::V6(SERVER_IPS6[0]), IpAddr::V6(SERVER_IPS6[1]));
+        Self::start_ours_on(lab, primary, Some(alternate), port, alt_port)
+    }
+
+    fn start_ours_on(
+        lab: &Lab,
+        primary: IpAddr,
+        alternate: Option<IpAddr>,
+        port: u16,
+        alt_port: u16,
+    ) -> Result<LabServer, StartError> {
         let options = ServerOptions {
-            primary: IpAddr::V4(SERVER_IPS[0]),
-            alternate: both_ips.then_some(IpAddr::V4(SERVER_IPS[1])),
+            primary,
+            alternate,
             port,
             alt_port,
             workers: 1,

@@ -2,12 +2,15 @@
 //! routes, queued as steps and run in batches (process spawns are the slow part).
 
 use std::ffi::OsStr;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::namespaces::{cleanup_stale, write_sysctl};
-use super::{CORE_SERVER_SIDE, Host, Lab, LabError, NS_PREFIX, SERVER_IPS, nft, run, tools};
+use super::{
+    CORE_SERVER_SIDE, CORE_SERVER_SIDE6, Host, Lab, LabError, NS_PREFIX, SERVER_IPS, SERVER_IPS6,
+    nft, run, tools,
+};
 use crate::nat_types::{NatType, RouterOptions};
 
 /// Where a new node attaches.
@@ -21,6 +24,21 @@ pub(super) enum Upstream {
 
 pub(super) fn add(base: Ipv4Addr, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(base) + n)
+}
+
+pub(super) fn add6(base: Ipv6Addr, n: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(base) + u128::from(n))
+}
+
+/// The transfer net of the core's site `i` (2001:db8:ff:i::/64).
+fn transfer_net6(i: u32) -> Ipv6Addr {
+    let i = u16::try_from(i).unwrap_or(u16::MAX);
+    Ipv6Addr::new(0x2001, 0xdb8, 0xff, i, 0, 0, 0, 0)
+}
+
+/// The LAN of router `r` (2001:db8:1:r::/64).
+pub(super) fn lan_net6(r: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 1, u16::from(r), 0, 0, 0, 0)
 }
 
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -52,6 +70,7 @@ impl Lab {
                 role: "server".into(),
                 ns: format!("{prefix}-srv"),
                 ips: SERVER_IPS.to_vec(),
+                ips6: SERVER_IPS6.to_vec(),
             },
             prefix,
             namespaces: Vec::new(),
@@ -80,6 +99,23 @@ impl Lab {
         for ip in SERVER_IPS {
             lab.ip(&srv, &["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         }
+        lab.ip(
+            &core,
+            &[
+                "addr",
+                "add",
+                &format!("{CORE_SERVER_SIDE6}/64"),
+                "dev",
+                "srv",
+                "nodad",
+            ],
+        )?;
+        for ip in SERVER_IPS6 {
+            lab.ip(
+                &srv,
+                &["addr", "add", &format!("{ip}/64"), "dev", "eth0", "nodad"],
+            )?;
+        }
         lab.ip(&srv, &["link", "set", "eth0", "up"])?;
         lab.ip(
             &srv,
@@ -91,7 +127,24 @@ impl Lab {
                 &CORE_SERVER_SIDE.to_string(),
             ],
         )?;
-        lab.sysctl(&core, &[("net.ipv4.ip_forward", "1")])?;
+        lab.ip(
+            &srv,
+            &[
+                "route",
+                "add",
+                "::/0",
+                "via",
+                &CORE_SERVER_SIDE6.to_string(),
+            ],
+        )?;
+        // `all` also sets `default`, so the sites' interfaces added later forward too.
+        lab.sysctl(
+            &core,
+            &[
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv6.conf.all.forwarding", "1"),
+            ],
+        )?;
         lab.flush()?;
         Ok(lab)
     }
@@ -122,8 +175,8 @@ impl Lab {
             lab.add_site(options)?;
         } else {
             let r = lab.add_router(options, Upstream::Core, false)?;
-            lab.add_client(Upstream::Lan(r))?;
-            lab.add_client(Upstream::Lan(r))?;
+            lab.add_client(Upstream::Lan(r), options.ipv6)?;
+            lab.add_client(Upstream::Lan(r), options.ipv6)?;
         }
         lab.flush()?;
         Ok(lab)
@@ -142,7 +195,7 @@ impl Lab {
         let mut lab = Lab::new()?;
         let c = lab.add_router(carrier, Upstream::Core, true)?;
         let h = lab.add_router(home, Upstream::Lan(c), false)?;
-        lab.add_client(Upstream::Lan(h))?;
+        lab.add_client(Upstream::Lan(h), false)?;
         lab.flush()?;
         Ok(lab)
     }
@@ -187,6 +240,18 @@ impl Lab {
     pub(super) fn add_ns(&mut self, name: &str) -> Result<(), LabError> {
         self.pending
             .push(Step::Ip(None, format!("netns add {name}")));
+        // No duplicate address detection: while an interface's link-local address is
+        // tentative (a second or two), the kernel sends no neighbour solicitation for
+        // forwarded packets, so the first IPv6 packets through a fresh lab would be lost.
+        // `default` covers the interfaces created later (a veth's peer is created directly in
+        // its namespace, with that namespace's defaults).
+        self.sysctl(
+            name,
+            &[
+                ("net.ipv6.conf.all.accept_dad", "0"),
+                ("net.ipv6.conf.default.accept_dad", "0"),
+            ],
+        )?;
         self.namespaces.push(name.to_owned());
         self.fresh.push(name.to_owned());
         Ok(())
@@ -319,19 +384,81 @@ impl Lab {
         }
     }
 
+    /// Gives namespace `ns` (interface `iface`, just attached to the core as the newest site)
+    /// the address ::2 of the site's IPv6 transfer net, and the core a route to
+    /// `routed_lan` (a /64) through it; returns the address and the gateway (the core, ::1).
+    /// The caller adds the default route once the interface is up (the kernel refuses an IPv6
+    /// gateway on a link that is down).
+    pub(super) fn attach6(
+        &mut self,
+        ns: &str,
+        iface: &str,
+        routed_lan: Option<Ipv6Addr>,
+    ) -> Result<(Ipv6Addr, Ipv6Addr), LabError> {
+        let i = u32::from(self.sites) - 1;
+        let net = transfer_net6(i);
+        let (gw, me) = (add6(net, 1), add6(net, 2));
+        let core = self.core.clone();
+        let core_if = format!("s{i}");
+        self.ip(
+            &core,
+            &["addr", "add", &format!("{gw}/64"), "dev", &core_if, "nodad"],
+        )?;
+        if let Some(lan) = routed_lan {
+            self.ip(
+                &core,
+                &["route", "add", &format!("{lan}/64"), "via", &me.to_string()],
+            )?;
+        }
+        self.ip(
+            ns,
+            &["addr", "add", &format!("{me}/64"), "dev", iface, "nodad"],
+        )?;
+        Ok((me, gw))
+    }
+
     /// A client host on `upstream` (a public host when that is the core).
-    fn add_client(&mut self, upstream: Upstream) -> Result<usize, LabError> {
+    /// With `ipv6`, a public host is dual stack; a host on a LAN is when its router is.
+    fn add_client(&mut self, upstream: Upstream, ipv6: bool) -> Result<usize, LabError> {
         let i = self.clients.len();
         let ns = format!("{}-c{i}", self.prefix);
         self.add_ns(&ns)?;
         let (ip, len, gw) = self.attach(&ns, "eth0", upstream, None)?;
         self.ip(&ns, &["addr", "add", &format!("{ip}/{len}"), "dev", "eth0"])?;
+        let mut ips6 = Vec::new();
+        let mut gw6 = None;
+        match upstream {
+            Upstream::Core if ipv6 => {
+                let (me, gw) = self.attach6(&ns, "eth0", None)?;
+                ips6.push(me);
+                gw6 = Some(gw);
+            }
+            Upstream::Lan(r) => {
+                let router = &self.routers[r];
+                if let Some(net6) = router.lan_net6 {
+                    // The same host number as in IPv4.
+                    let n = u32::from(ip) - u32::from(router.lan_net.0);
+                    let me = add6(net6, n);
+                    self.ip(
+                        &ns,
+                        &["addr", "add", &format!("{me}/64"), "dev", "eth0", "nodad"],
+                    )?;
+                    ips6.push(me);
+                    gw6 = Some(add6(net6, 1));
+                }
+            }
+            Upstream::Core => {}
+        }
         self.ip(&ns, &["link", "set", "eth0", "up"])?;
         self.ip(&ns, &["route", "add", "default", "via", &gw.to_string()])?;
+        if let Some(gw6) = gw6 {
+            self.ip(&ns, &["route", "add", "::/0", "via", &gw6.to_string()])?;
+        }
         self.clients.push(Host {
             role: format!("client{i}"),
             ns,
             ips: vec![ip],
+            ips6,
         });
         Ok(i)
     }
@@ -339,10 +466,10 @@ impl Lab {
     /// A client behind a router of `options` on the core (a public host for `None`).
     fn add_site(&mut self, options: RouterOptions) -> Result<usize, LabError> {
         if options.nat == NatType::None {
-            self.add_client(Upstream::Core)
+            self.add_client(Upstream::Core, options.ipv6)
         } else {
             let r = self.add_router(options, Upstream::Core, false)?;
-            self.add_client(Upstream::Lan(r))
+            self.add_client(Upstream::Lan(r), options.ipv6)
         }
     }
 }
