@@ -65,6 +65,7 @@
 //! connections (at most once a second) and a deadline-ordered queue of invitations, so
 //! `poll_timeout` is O(1).
 
+mod cluster;
 mod conn;
 mod devices;
 mod directory;
@@ -78,6 +79,8 @@ mod writes;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster;
 #[cfg(test)]
 mod tests_devices;
 #[cfg(test)]
@@ -111,6 +114,7 @@ use intro::Introductions;
 use sessions::Sessions;
 use writes::Write;
 
+pub use cluster::{ClusterMessage, NodeId};
 pub use dispatch::NodeState;
 pub use intro::MAX_CANDIDATES;
 
@@ -196,6 +200,9 @@ pub struct RendezvousConfig {
     /// answered with `XFR` to another node (docs/PROTOCOL.md section 11). `None` (the
     /// default): no limit.
     pub max_sessions: Option<usize>,
+    /// This node is one of a cluster: presence and list changes made here are announced
+    /// ([`Output::Cluster`]) and other nodes' are taken in (`handle_remote_*`). Default false.
+    pub cluster: bool,
 }
 
 impl Default for RendezvousConfig {
@@ -220,6 +227,7 @@ impl Default for RendezvousConfig {
             switchboard_addr: None,
             switchboard_fingerprint: None,
             max_sessions: None,
+            cluster: false,
         }
     }
 }
@@ -253,6 +261,9 @@ pub enum Output {
     Close(ConnId),
     /// A switchboard ticket was issued (the driver hands it to the switchboard).
     Ticket(Ticket),
+    /// Tell every other node of the cluster (only with [`RendezvousConfig::cluster`];
+    /// docs/CLUSTER.md). Like a line, it is withdrawn if a store before it fails.
+    Cluster(ClusterMessage),
 }
 
 /// A switchboard ticket: valid once, before `expires`, for `user` in `session` with `peer`.
@@ -323,6 +334,8 @@ pub struct RendezvousServer {
     peers: Vec<SocketAddr>,
     /// Set by [`handle_drain`](Self::handle_drain).
     draining: bool,
+    /// What the other nodes of the cluster said about their users (`cluster.rs`).
+    remote: cluster::Remote,
 }
 
 /// An error answer a handler gives instead of its normal answer.
@@ -411,6 +424,7 @@ impl RendezvousServer {
             counters: RendezvousCounters::default(),
             peers: Vec::new(),
             draining: false,
+            remote: cluster::Remote::default(),
         }
     }
 
@@ -510,6 +524,7 @@ impl RendezvousServer {
         }
         self.conns.clear();
         self.dir.all_offline();
+        self.remote = cluster::Remote::default();
         self.intros = Introductions::default();
         self.clear_sessions();
         self.online = 0;
