@@ -214,3 +214,74 @@ fn a_nats_restart_loses_no_account_contact_or_presence() {
         assert!(p.wait_exit(Duration::from_secs(10)).success());
     }
 }
+
+#[test]
+fn a_chat_between_nodes_is_introduced_and_relayed_by_one_switchboard() {
+    let test = "a_chat_between_nodes_is_introduced_and_relayed_by_one_switchboard";
+    let Some((_pg, store)) = shared_store(test) else {
+        return;
+    };
+    let Some(nats) = Nats::start(test) else {
+        return;
+    };
+    let url = nats.url();
+    let join = ["--cluster", url.as_str()];
+    let cluster = Cluster::new("natschat", Some(store));
+    let (a1, a2) = (free_addr(), free_addr());
+    let n1 = cluster.node("n1", a1, &join);
+    let n2 = cluster.node("n2", a2, &join);
+    wait_metric(&n1, "rendezvous_cluster_nodes", 1, Duration::from_secs(10));
+    cluster.pair(&a1.to_string(), "alice", "bob");
+    // alice only on node 1, bob only on node 2; both invite each other at once.
+    let chat = |user: &str, peer: &str, node: std::net::SocketAddr| {
+        let args = ["chat", "--json", "--peer", peer, "--bind", "127.0.0.1"];
+        Proc::spawn(user, cluster.client(&node.to_string(), user, &args))
+    };
+    let mut alice = chat("alice", "bob", a1);
+    let mut bob = chat("bob", "alice", a2);
+    let connected = |e: &[Value]| e.iter().any(|e| e["event"] == "connected");
+    alice.wait_for("the introduction", Duration::from_secs(30), connected);
+    bob.wait_for("the introduction", Duration::from_secs(30), connected);
+    let sid = |p: &Proc| {
+        p.events()
+            .iter()
+            .find(|e| e["event"] == "connected")
+            .map(|e| e["sid"].clone())
+            .unwrap()
+    };
+    // One introduction, not one per invitation.
+    assert_eq!(sid(&alice), sid(&bob));
+    let got = |text: &'static str| {
+        move |e: &[Value]| {
+            e.iter()
+                .any(|e| e["event"] == "message" && e["text"] == text)
+        }
+    };
+    alice.send_line("hello from node 1");
+    bob.wait_for(
+        "alice's message",
+        Duration::from_secs(20),
+        got("hello from node 1"),
+    );
+    bob.send_line("hello from node 2");
+    alice.wait_for(
+        "bob's message",
+        Duration::from_secs(20),
+        got("hello from node 2"),
+    );
+    // Both tickets were for one switchboard, the introducing node's: both peers joined there
+    // and nobody joined the other.
+    let joins = |n: &Node| metric(n, "switchboard_joins_total{outcome=\"ok\"}");
+    let (j1, j2) = (joins(&n1), joins(&n2));
+    assert!(
+        (j1, j2) == (2, 0) || (j1, j2) == (0, 2),
+        "joins: node 1 {j1}, node 2 {j2}"
+    );
+    let introducer = if j1 == 2 { &n1 } else { &n2 };
+    assert_eq!(metric(introducer, "switchboard_sessions_started_total"), 1);
+    assert_eq!(metric(introducer, "rendezvous_introductions_total"), 1);
+    for p in [&mut alice, &mut bob] {
+        p.signal(libc::SIGINT);
+        p.wait_exit(Duration::from_secs(10));
+    }
+}

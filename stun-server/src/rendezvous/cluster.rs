@@ -8,10 +8,13 @@
 //!
 //! | subject | payload (JSON) | when |
 //! |---|---|---|
-//! | `p2p.rdv.presence` | `{"node", "user", "presence"}` | a user's presence over this node's sessions changed |
-//! | `p2p.rdv.list` | `{"node", "op", "owner", "other"}` (`op`: `ADC`, `REM`, `BLK`, `ALW`) | a contact or block list changed here (after it was stored) |
-//! | `p2p.rdv.heartbeat` | `{"node", "rendezvous", "users": [[name, presence], ...]}` | every [`HEARTBEAT`] |
-//! | `p2p.rdv.bye` | `{"node"}` | the node stops |
+//! | `p2p.rdv.all.presence` | `{"node", "user", "presence"}` | a user's presence over this node's sessions changed |
+//! | `p2p.rdv.all.list` | `{"node", "op", "owner", "other"}` (`op`: `ADC`, `REM`, `BLK`, `ALW`) | a contact or block list changed here (after it was stored) |
+//! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "users": [[name, presence], ...]}` | every [`HEARTBEAT`] |
+//! | `p2p.rdv.all.bye` | `{"node"}` | the node stops |
+//! | `p2p.rdv.to.NODE` (16 hex digits) | `{"node", "kind", ...}`: `ring`, `answer`, `cancel`, `deliver`, `primed` ([`Routed`]) | an invitation, its answer or cancel, an `ITR`/`PRM`/`CAN` line for a session there |
+//!
+//! Every node subscribes to `p2p.rdv.all.>` and to its own `p2p.rdv.to.NODE`.
 //!
 //! A heartbeat carries the node's full list of online users: a node that missed messages (the
 //! NATS server restarted, a slow consumer) is repaired by the next one. A node whose heartbeat
@@ -24,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use shared::rendezvous::server::{ClusterMessage, NodeId};
-use shared::rendezvous::{Presence, RendezvousServer, StoreOp, UserName};
+use shared::rendezvous::server::{ClusterMessage, NodeId, Routed};
+use shared::rendezvous::wire::{Line, TrId};
+use shared::rendezvous::{Presence, RendezvousServer, SessionId, StoreOp, UserName};
 use tokio::sync::mpsc;
 
 /// How often a node says it is alive, with its list of online users.
@@ -34,11 +38,19 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// must show offline, and long enough that a busy node missing one or two beats is not dropped.
 pub(crate) const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 
-const PRESENCE: &str = "p2p.rdv.presence";
-const LIST: &str = "p2p.rdv.list";
-const HEARTBEAT_SUBJECT: &str = "p2p.rdv.heartbeat";
-const BYE: &str = "p2p.rdv.bye";
-const ALL: &str = "p2p.rdv.>";
+const PRESENCE: &str = "p2p.rdv.all.presence";
+const LIST: &str = "p2p.rdv.all.list";
+const HEARTBEAT_SUBJECT: &str = "p2p.rdv.all.heartbeat";
+const BYE: &str = "p2p.rdv.all.bye";
+const ALL: &str = "p2p.rdv.all.>";
+
+/// The subject of messages for one node.
+fn node_subject(node: NodeId) -> String {
+    format!("p2p.rdv.to.{:016x}", node.0)
+}
+
+/// The lines one node may ask another to deliver to a session.
+const DELIVERABLE: [&str; 3] = ["ITR", "PRM", "CAN"];
 
 /// How long shutdown waits for the goodbye to reach the NATS server.
 const BYE_FLUSH: Duration = Duration::from_secs(2);
@@ -70,6 +82,137 @@ struct ByeMsg {
     node: u64,
 }
 
+/// A [`Routed`] message on the wire: `node` is the sender.
+#[derive(Serialize, Deserialize)]
+struct RoutedMsg {
+    node: u64,
+    #[serde(flatten)]
+    body: RoutedBody,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum RoutedBody {
+    Ring {
+        sid: String,
+        from: String,
+        from_conn: u64,
+        to: String,
+        offer: Vec<String>,
+    },
+    Answer {
+        sid: String,
+        responder: String,
+        conn: u64,
+        offer: Vec<String>,
+    },
+    Cancel {
+        sid: String,
+        reason: String,
+    },
+    Deliver {
+        conn: u64,
+        command: String,
+        params: Vec<String>,
+    },
+    Primed {
+        sid: String,
+    },
+}
+
+impl RoutedBody {
+    fn encode(message: Routed) -> Option<RoutedBody> {
+        Some(match message {
+            Routed::Ring {
+                sid,
+                from,
+                from_conn,
+                to,
+                offer,
+            } => RoutedBody::Ring {
+                sid: sid.to_string(),
+                from: from.to_string(),
+                from_conn,
+                to: to.to_string(),
+                offer,
+            },
+            Routed::Answer {
+                sid,
+                responder,
+                conn,
+                offer,
+            } => RoutedBody::Answer {
+                sid: sid.to_string(),
+                responder: responder.to_string(),
+                conn,
+                offer,
+            },
+            Routed::Cancel { sid, reason } => RoutedBody::Cancel {
+                sid: sid.to_string(),
+                reason,
+            },
+            Routed::Deliver { conn, line } => RoutedBody::Deliver {
+                conn,
+                command: line.command.as_str().to_owned(),
+                params: line.params,
+            },
+            Routed::Primed { sid } => RoutedBody::Primed {
+                sid: sid.to_string(),
+            },
+            _ => return None,
+        })
+    }
+
+    fn decode(self) -> Option<Routed> {
+        let sid = |s: &str| s.parse::<SessionId>().ok();
+        let user = |s: &str| UserName::parse(s).ok();
+        Some(match self {
+            RoutedBody::Ring {
+                sid: s,
+                from,
+                from_conn,
+                to,
+                offer,
+            } => Routed::Ring {
+                sid: sid(&s)?,
+                from: user(&from)?,
+                from_conn,
+                to: user(&to)?,
+                offer,
+            },
+            RoutedBody::Answer {
+                sid: s,
+                responder,
+                conn,
+                offer,
+            } => Routed::Answer {
+                sid: sid(&s)?,
+                responder: user(&responder)?,
+                conn,
+                offer,
+            },
+            RoutedBody::Cancel { sid: s, reason } => Routed::Cancel {
+                sid: sid(&s)?,
+                reason,
+            },
+            RoutedBody::Deliver {
+                conn,
+                command,
+                params,
+            } => {
+                if !DELIVERABLE.contains(&command.as_str()) {
+                    return None;
+                }
+                Routed::Deliver {
+                    conn,
+                    line: Line::new(&command, TrId::PUSH, params),
+                }
+            }
+            RoutedBody::Primed { sid: s } => Routed::Primed { sid: sid(&s)? },
+        })
+    }
+}
+
 /// What arrives from another node, decoded.
 #[derive(Debug)]
 pub(crate) enum Incoming {
@@ -81,6 +224,7 @@ pub(crate) enum Incoming {
         users: Vec<(UserName, Presence)>,
     },
     Bye(NodeId),
+    Routed(NodeId, Routed),
 }
 
 /// A node we have heard from.
@@ -95,7 +239,7 @@ pub(crate) struct ClusterLink {
     node: NodeId,
     /// Where clients reach this node (what other nodes send clients to with `XFR`).
     advertise: SocketAddr,
-    outgoing: mpsc::UnboundedSender<(&'static str, Vec<u8>)>,
+    outgoing: mpsc::UnboundedSender<(String, Vec<u8>)>,
     pub(crate) incoming: mpsc::UnboundedReceiver<Incoming>,
     members: HashMap<NodeId, Member>,
     /// The `--peer-node` list; live members are added to it.
@@ -131,11 +275,13 @@ impl ClusterLink {
             })
             .connect(url)
             .await?;
-        let mut subscription = client.subscribe(ALL).await?;
+        let everyone = client.subscribe(ALL).await?;
+        let mine = client.subscribe(node_subject(node)).await?;
         let (in_tx, incoming) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             use futures_util::StreamExt as _;
-            while let Some(message) = subscription.next().await {
+            let mut both = futures_util::stream::select(everyone, mine);
+            while let Some(message) = both.next().await {
                 match decode(&message.subject, &message.payload) {
                     Some(decoded) if origin(&decoded) != Some(node) => {
                         if in_tx.send(decoded).is_err() {
@@ -148,10 +294,10 @@ impl ClusterLink {
                 }
             }
         });
-        let (outgoing, mut out_rx) = mpsc::unbounded_channel::<(&'static str, Vec<u8>)>();
+        let (outgoing, mut out_rx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
         let publisher = tokio::spawn(async move {
             while let Some((subject, payload)) = out_rx.recv().await {
-                if let Err(e) = client.publish(subject, Bytes::from(payload)).await {
+                if let Err(e) = client.publish(subject.clone(), Bytes::from(payload)).await {
                     tracing::warn!(error = %e, subject, "cluster: cannot publish");
                 }
             }
@@ -168,10 +314,10 @@ impl ClusterLink {
         })
     }
 
-    fn publish<T: Serialize>(&self, subject: &'static str, message: &T) {
+    fn publish<T: Serialize>(&self, subject: &str, message: &T) {
         match serde_json::to_vec(message) {
             Ok(payload) => {
-                let _ = self.outgoing.send((subject, payload));
+                let _ = self.outgoing.send((subject.to_owned(), payload));
             }
             Err(e) => tracing::error!(error = %e, "cluster: cannot encode a message"),
         }
@@ -206,6 +352,18 @@ impl ClusterLink {
                         other: other.to_string(),
                     },
                 );
+            }
+            ClusterMessage::ToNode { node, message } => {
+                if let Some(body) = RoutedBody::encode(message) {
+                    let subject = node_subject(node);
+                    self.publish(
+                        &subject,
+                        &RoutedMsg {
+                            node: self.node.0,
+                            body,
+                        },
+                    );
+                }
             }
             other => tracing::error!(?other, "cluster message this driver does not know"),
         }
@@ -270,6 +428,10 @@ impl ClusterLink {
                 }
                 core.handle_node_snapshot(node, &users);
                 new
+            }
+            Incoming::Routed(node, message) => {
+                core.handle_routed(now, node, message);
+                false
             }
             Incoming::Bye(node) => {
                 if self.members.remove(&node).is_some() {
@@ -336,9 +498,10 @@ impl ClusterLink {
 /// The node a message comes from.
 fn origin(message: &Incoming) -> Option<NodeId> {
     match message {
-        Incoming::Presence(node, ..) | Incoming::Heartbeat { node, .. } | Incoming::Bye(node) => {
-            Some(*node)
-        }
+        Incoming::Presence(node, ..)
+        | Incoming::Heartbeat { node, .. }
+        | Incoming::Bye(node)
+        | Incoming::Routed(node, _) => Some(*node),
         Incoming::List(_) => None,
     }
 }
@@ -401,6 +564,10 @@ fn decode(subject: &str, payload: &[u8]) -> Option<Incoming> {
             let m: ByeMsg = serde_json::from_slice(payload).ok()?;
             Some(Incoming::Bye(NodeId(m.node)))
         }
+        _ if subject.starts_with("p2p.rdv.to.") => {
+            let m: RoutedMsg = serde_json::from_slice(payload).ok()?;
+            Some(Incoming::Routed(NodeId(m.node), m.body.decode()?))
+        }
         _ => None,
     }
 }
@@ -441,5 +608,28 @@ mod tests {
             .is_none()
         );
         assert!(decode("p2p.rdv.other", b"{}").is_none());
+        // A routed line: only the pushes a node may deliver for another.
+        let itr = br#"{"node":3,"kind":"deliver","conn":9,"command":"ITR","params":["x"]}"#;
+        let Some(Incoming::Routed(NodeId(3), Routed::Deliver { conn: 9, line })) =
+            decode("p2p.rdv.to.0000000000000001", itr)
+        else {
+            panic!("not a delivery");
+        };
+        assert_eq!(line.command.as_str(), "ITR");
+        let out = br#"{"node":3,"kind":"deliver","conn":9,"command":"OUT","params":["x"]}"#;
+        assert!(decode("p2p.rdv.to.0000000000000001", out).is_none());
+        let ring = serde_json::to_vec(&RoutedMsg {
+            node: 4,
+            body: RoutedBody::encode(Routed::Cancel {
+                sid: "00112233445566778899aabbccddeeff".parse().unwrap(),
+                reason: "declined".into(),
+            })
+            .unwrap(),
+        })
+        .unwrap();
+        assert!(matches!(
+            decode("p2p.rdv.to.0000000000000001", &ring),
+            Some(Incoming::Routed(NodeId(4), Routed::Cancel { .. }))
+        ));
     }
 }

@@ -48,6 +48,14 @@ pub enum ClusterMessage {
     /// [`StoreOp::AddContact`], [`StoreOp::RemoveContact`], [`StoreOp::Block`] and
     /// [`StoreOp::Allow`]).
     List(StoreOp),
+    /// For one other node only: invitations, answers and lines for its sessions
+    /// (`remote_intro.rs`).
+    ToNode {
+        /// The node.
+        node: NodeId,
+        /// What it must do.
+        message: super::remote_intro::Routed,
+    },
 }
 
 /// The replicas of other nodes' presence: which users each node has said are online on it.
@@ -106,15 +114,14 @@ impl RendezvousServer {
     /// sessions elsewhere.
     pub fn handle_node_gone(&mut self, node: NodeId) {
         self.step += 1;
-        let Some(users) = self.remote.by_node.remove(&node) else {
-            return;
-        };
+        let users = self.remote.by_node.remove(&node).unwrap_or_default();
         let mut users: Vec<UserId> = users.into_iter().collect();
         users.sort_unstable();
         for user in users {
             self.dir.user_mut(user).remote.retain(|(n, _)| *n != node);
             self.refresh_presence(user);
         }
+        self.forget_remote_node(node);
     }
 
     /// A contact or block list change another node made (and stored): applied here, with the

@@ -72,6 +72,7 @@ mod directory;
 mod dispatch;
 mod intro;
 mod login;
+mod remote_intro;
 mod sessions;
 mod throttle;
 mod timers;
@@ -81,6 +82,8 @@ mod writes;
 mod tests;
 #[cfg(test)]
 mod tests_cluster;
+#[cfg(test)]
+mod tests_cluster_intro;
 #[cfg(test)]
 mod tests_devices;
 #[cfg(test)]
@@ -117,6 +120,7 @@ use writes::Write;
 pub use cluster::{ClusterMessage, NodeId};
 pub use dispatch::NodeState;
 pub use intro::MAX_CANDIDATES;
+pub use remote_intro::Routed;
 
 /// The protocol version this server speaks (docs/PROTOCOL.md section 3).
 pub const PROTOCOL_VERSION: &str = "P2P1";
@@ -336,6 +340,8 @@ pub struct RendezvousServer {
     draining: bool,
     /// What the other nodes of the cluster said about their users (`cluster.rs`).
     remote: cluster::Remote,
+    /// Introductions that span nodes (`remote_intro.rs`).
+    remote_intros: remote_intro::RemoteIntros,
 }
 
 /// An error answer a handler gives instead of its normal answer.
@@ -425,6 +431,7 @@ impl RendezvousServer {
             peers: Vec::new(),
             draining: false,
             remote: cluster::Remote::default(),
+            remote_intros: remote_intro::RemoteIntros::default(),
         }
     }
 
@@ -525,6 +532,7 @@ impl RendezvousServer {
         self.conns.clear();
         self.dir.all_offline();
         self.remote = cluster::Remote::default();
+        self.clear_remote_intros();
         self.intros = Introductions::default();
         self.clear_sessions();
         self.online = 0;
@@ -570,7 +578,13 @@ impl RendezvousServer {
         self.intros.len()
     }
 
+    /// Sends `line` to `conn`; a session on another node gets it through its node.
     fn send(&mut self, conn: ConnId, line: Line) {
+        if let Some((node, remote)) = self.remote_intros.remote_of(conn) {
+            let message = Routed::Deliver { conn: remote, line };
+            self.announce(ClusterMessage::ToNode { node, message });
+            return;
+        }
         self.push(Output::Send { conn, line });
     }
 

@@ -7,11 +7,11 @@ use super::tests::{Harness, config, name, stores, to};
 use super::*;
 use crate::rendezvous::types::Presence;
 
-const A: NodeId = NodeId(1);
-const B: NodeId = NodeId(2);
+pub(super) const A: NodeId = NodeId(1);
+pub(super) const B: NodeId = NodeId(2);
 
 /// Two nodes over one directory: alice and bob are mutual contacts, carol is alice's only.
-fn two_nodes() -> (Harness, Harness) {
+pub(super) fn two_nodes() -> (Harness, Harness) {
     let node = || {
         let config = RendezvousConfig {
             cluster: true,
@@ -28,7 +28,7 @@ fn two_nodes() -> (Harness, Harness) {
 }
 
 /// The cluster messages in `log` (what the driver would publish).
-fn messages(log: &[Output]) -> Vec<ClusterMessage> {
+pub(super) fn messages(log: &[Output]) -> Vec<ClusterMessage> {
     log.iter()
         .filter_map(|o| match o {
             Output::Cluster(m) => Some(m.clone()),
@@ -37,17 +37,22 @@ fn messages(log: &[Output]) -> Vec<ClusterMessage> {
         .collect()
 }
 
-/// Delivers `from`'s cluster messages since its log was last cleared to `to`, as node `node`.
-fn carry(from: &mut Harness, node: NodeId, to: &mut Harness) {
+/// Delivers `from`'s cluster messages since its log was last cleared to `to`, as node `node`
+/// (with two nodes, every message for one node is for `to`), and takes them out of `from`'s
+/// log.
+pub(super) fn carry(from: &mut Harness, node: NodeId, to: &mut Harness) {
     for message in messages(&from.log) {
         match message {
             ClusterMessage::Presence { user, presence } => {
                 to.server.handle_remote_presence(node, &user, presence);
             }
             ClusterMessage::List(op) => to.server.handle_remote_list(&op),
+            ClusterMessage::ToNode { message, .. } => {
+                to.server.handle_routed(to.now, node, message);
+            }
         }
     }
-    from.log.clear();
+    from.log.retain(|o| !matches!(o, Output::Cluster(_)));
     to.drain();
 }
 
@@ -72,6 +77,7 @@ fn presence_crosses_nodes_both_ways_and_at_login() {
     carry(&mut a, A, &mut b);
     assert_eq!(to(&b.log, bob), ["NLN 0 BSY alice"]);
     // And bob's first CHG reaches alice on node A.
+    a.log.clear();
     b.log.clear();
     b.ask(bob, "CHG 4 NLN");
     carry(&mut b, B, &mut a);
