@@ -11,6 +11,7 @@
 //! | `p2p.rdv.all.presence` | `{"node", "user", "presence"}` | a user's presence over this node's sessions changed |
 //! | `p2p.rdv.all.list` | `{"node", "op", "owner", "other"}` (`op`: `ADC`, `REM`, `BLK`, `ALW`) | a contact or block list changed here (after it was stored) |
 //! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "users": [[name, presence], ...]}` | every [`HEARTBEAT`] |
+//! | `p2p.rdv.all.session` | `{"node", "user", "session"}` | a session here registered a login session id (`DEV`): other nodes replace their sessions holding it (`OUT 0 OTH`) |
 //! | `p2p.rdv.all.bye` | `{"node"}` | the node stops |
 //! | `p2p.rdv.to.NODE` (16 hex digits) | `{"node", "kind", ...}`: `ring`, `answer`, `cancel`, `deliver`, `primed` ([`Routed`]) | an invitation, its answer or cancel, an `ITR`/`PRM`/`CAN` line for a session there |
 //!
@@ -21,7 +22,6 @@
 //! has not been heard for [`NODE_TIMEOUT`] is dead: its users go offline for their contacts
 //! here, and it leaves the peer list that `XFR` picks from.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ use shared::rendezvous::server::{ClusterMessage, NodeId, Routed};
 use shared::rendezvous::wire::{Line, TrId};
 use shared::rendezvous::{Presence, RendezvousServer, SessionId, StoreOp, UserName};
 use tokio::sync::mpsc;
+
+use super::membership::Membership;
 
 /// How often a node says it is alive, with its list of online users.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -42,6 +44,7 @@ const PRESENCE: &str = "p2p.rdv.all.presence";
 const LIST: &str = "p2p.rdv.all.list";
 const HEARTBEAT_SUBJECT: &str = "p2p.rdv.all.heartbeat";
 const BYE: &str = "p2p.rdv.all.bye";
+const SESSION: &str = "p2p.rdv.all.session";
 const ALL: &str = "p2p.rdv.all.>";
 
 /// The subject of messages for one node.
@@ -74,7 +77,21 @@ struct ListMsg {
 struct HeartbeatMsg {
     node: u64,
     rendezvous: SocketAddr,
+    /// Neither draining nor full: other nodes may send it clients with `XFR`.
+    #[serde(default = "accepting_default")]
+    accepting: bool,
     users: Vec<(String, String)>,
+}
+
+fn accepting_default() -> bool {
+    true
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionMsg {
+    node: u64,
+    user: String,
+    session: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -221,16 +238,12 @@ pub(crate) enum Incoming {
     Heartbeat {
         node: NodeId,
         rendezvous: SocketAddr,
+        accepting: bool,
         users: Vec<(UserName, Presence)>,
     },
     Bye(NodeId),
     Routed(NodeId, Routed),
-}
-
-/// A node we have heard from.
-struct Member {
-    rendezvous: SocketAddr,
-    last_heard: Instant,
+    Session(NodeId, UserName, SessionId),
 }
 
 /// The driver's side of the cluster: publishes what the core says, hands it what other nodes
@@ -241,9 +254,7 @@ pub(crate) struct ClusterLink {
     advertise: SocketAddr,
     outgoing: mpsc::UnboundedSender<(String, Vec<u8>)>,
     pub(crate) incoming: mpsc::UnboundedReceiver<Incoming>,
-    members: HashMap<NodeId, Member>,
-    /// The `--peer-node` list; live members are added to it.
-    static_peers: Vec<SocketAddr>,
+    members: Membership,
     publisher: tokio::task::JoinHandle<()>,
 }
 
@@ -308,8 +319,7 @@ impl ClusterLink {
             advertise,
             outgoing,
             incoming,
-            members: HashMap::new(),
-            static_peers,
+            members: Membership::new(advertise, static_peers, NODE_TIMEOUT),
             publisher,
         })
     }
@@ -353,6 +363,14 @@ impl ClusterLink {
                     },
                 );
             }
+            ClusterMessage::SessionClaimed { user, session } => self.publish(
+                SESSION,
+                &SessionMsg {
+                    node: self.node.0,
+                    user: user.to_string(),
+                    session: session.to_string(),
+                },
+            ),
             ClusterMessage::ToNode { node, message } => {
                 if let Some(body) = RoutedBody::encode(message) {
                     let subject = node_subject(node);
@@ -381,6 +399,7 @@ impl ClusterLink {
             &HeartbeatMsg {
                 node: self.node.0,
                 rendezvous: self.advertise,
+                accepting: core.accepts_clients(),
                 users,
             },
         );
@@ -398,7 +417,7 @@ impl ClusterLink {
             Incoming::Presence(node, user, presence) => {
                 // A node we do not know yet counts from its first heartbeat, which carries
                 // this too: a late presence from a node declared dead must not revive it.
-                if self.members.contains_key(&node) {
+                if self.members.contains(node) {
                     core.handle_remote_presence(node, &user, presence);
                 }
                 false
@@ -410,31 +429,27 @@ impl ClusterLink {
             Incoming::Heartbeat {
                 node,
                 rendezvous,
+                accepting,
                 users,
             } => {
-                let new = self
-                    .members
-                    .insert(
-                        node,
-                        Member {
-                            rendezvous,
-                            last_heard: now,
-                        },
-                    )
-                    .is_none_or(|old| old.rendezvous != rendezvous);
-                if new {
+                let heard = self.members.heard(node, rendezvous, accepting, now);
+                if heard.joined {
                     tracing::info!(node = format_args!("{:016x}", node.0), %rendezvous,
                         online = users.len(), "cluster: node joined");
                 }
                 core.handle_node_snapshot(node, &users);
-                new
+                heard.peers_changed
             }
             Incoming::Routed(node, message) => {
                 core.handle_routed(now, node, message);
                 false
             }
+            Incoming::Session(_, user, session) => {
+                core.handle_remote_session(&user, session);
+                false
+            }
             Incoming::Bye(node) => {
-                if self.members.remove(&node).is_some() {
+                if self.members.left(node) {
                     tracing::info!(node = format_args!("{:016x}", node.0), "cluster: node left");
                     core.handle_node_gone(node);
                     return true;
@@ -446,18 +461,11 @@ impl ClusterLink {
 
     /// Drops members silent for [`NODE_TIMEOUT`]; `true` if one was dropped.
     pub(crate) fn expire(&mut self, core: &mut RendezvousServer, now: Instant) -> bool {
-        let dead: Vec<NodeId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| now.duration_since(m.last_heard) >= NODE_TIMEOUT)
-            .map(|(id, _)| *id)
-            .collect();
-        for node in &dead {
-            if let Some(m) = self.members.remove(node) {
-                tracing::warn!(node = format_args!("{:016x}", node.0), rendezvous = %m.rendezvous,
-                    timeout_s = NODE_TIMEOUT.as_secs(),
-                    "cluster: node gone (no heartbeat); its users are offline here");
-            }
+        let dead = self.members.expire(now);
+        for (node, rendezvous) in &dead {
+            tracing::warn!(node = format_args!("{:016x}", node.0), %rendezvous,
+                timeout_s = NODE_TIMEOUT.as_secs(),
+                "cluster: node gone (no heartbeat); its users are offline here");
             core.handle_node_gone(*node);
         }
         !dead.is_empty()
@@ -465,20 +473,12 @@ impl ClusterLink {
 
     /// Replaces the static peer list (`NodeControl::set_peer_nodes`).
     pub(crate) fn set_static_peers(&mut self, peers: Vec<SocketAddr>) {
-        self.static_peers = peers;
+        self.members.set_static_peers(peers);
     }
 
-    /// The peer list for `XFR`: the static list and every live member, without this node.
+    /// The peer list for `XFR`: the static list and every live member that accepts clients.
     pub(crate) fn peers(&self) -> Vec<SocketAddr> {
-        let mut peers = self.static_peers.clone();
-        let mut live: Vec<SocketAddr> = self.members.values().map(|m| m.rendezvous).collect();
-        live.sort_unstable();
-        for addr in live {
-            if !peers.contains(&addr) && addr != self.advertise {
-                peers.push(addr);
-            }
-        }
-        peers
+        self.members.peers()
     }
 
     /// Live members other than this node.
@@ -501,7 +501,8 @@ fn origin(message: &Incoming) -> Option<NodeId> {
         Incoming::Presence(node, ..)
         | Incoming::Heartbeat { node, .. }
         | Incoming::Bye(node)
-        | Incoming::Routed(node, _) => Some(*node),
+        | Incoming::Routed(node, _)
+        | Incoming::Session(node, ..) => Some(*node),
         Incoming::List(_) => None,
     }
 }
@@ -557,8 +558,17 @@ fn decode(subject: &str, payload: &[u8]) -> Option<Incoming> {
             Some(Incoming::Heartbeat {
                 node: NodeId(m.node),
                 rendezvous: m.rendezvous,
+                accepting: m.accepting,
                 users,
             })
+        }
+        SESSION => {
+            let m: SessionMsg = serde_json::from_slice(payload).ok()?;
+            Some(Incoming::Session(
+                NodeId(m.node),
+                UserName::parse(&m.user).ok()?,
+                m.session.parse().ok()?,
+            ))
         }
         BYE => {
             let m: ByeMsg = serde_json::from_slice(payload).ok()?;
@@ -583,6 +593,7 @@ mod tests {
         let hb = serde_json::to_vec(&HeartbeatMsg {
             node: 7,
             rendezvous: "127.0.0.1:1863".parse().unwrap(),
+            accepting: true,
             users: vec![
                 ("alice".into(), "AWY".into()),
                 ("bad name!".into(), "NLN".into()),

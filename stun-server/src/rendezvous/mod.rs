@@ -46,6 +46,7 @@
 mod cluster;
 mod connection;
 mod driver;
+mod membership;
 mod store;
 mod tickets;
 

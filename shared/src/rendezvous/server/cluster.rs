@@ -48,6 +48,14 @@ pub enum ClusterMessage {
     /// [`StoreOp::AddContact`], [`StoreOp::RemoveContact`], [`StoreOp::Block`] and
     /// [`StoreOp::Allow`]).
     List(StoreOp),
+    /// A session of `user` here registered the login session id `session` (`DEV`): another
+    /// node closes its sessions of `user` that hold it (`OUT 0 OTH`), as this node did.
+    SessionClaimed {
+        /// Whose.
+        user: UserName,
+        /// The login session id.
+        session: super::SessionId,
+    },
     /// For one other node only: invitations, answers and lines for its sessions
     /// (`remote_intro.rs`).
     ToNode {
@@ -156,6 +164,31 @@ impl RendezvousServer {
             .filter(|u| u.local != Presence::Offline)
             .map(|u| (u.name.clone(), u.local))
             .collect()
+    }
+
+    /// A session of `user` on another node registered login session id `session`: this
+    /// node's sessions of `user` holding the same id are replaced there (`OUT 0 OTH`, closed),
+    /// as on one node (docs/PROTOCOL.md, `DEV`).
+    pub fn handle_remote_session(&mut self, user: &UserName, session: super::SessionId) {
+        self.step += 1;
+        let Some(id) = self.dir.id(user) else {
+            return;
+        };
+        let stale: Vec<super::ConnId> = self
+            .dir
+            .user(id)
+            .sessions
+            .iter()
+            .copied()
+            .filter(|c| {
+                self.conns
+                    .get(c)
+                    .is_some_and(|c| c.login_session == Some(session.0))
+            })
+            .collect();
+        for conn in stale {
+            self.close(conn, Some("OTH"));
+        }
     }
 
     /// Whether an account of that name is known here (a node learns accounts made on other

@@ -47,6 +47,9 @@ pub(super) fn carry(from: &mut Harness, node: NodeId, to: &mut Harness) {
                 to.server.handle_remote_presence(node, &user, presence);
             }
             ClusterMessage::List(op) => to.server.handle_remote_list(&op),
+            ClusterMessage::SessionClaimed { user, session } => {
+                to.server.handle_remote_session(&user, session);
+            }
             ClusterMessage::ToNode { message, .. } => {
                 to.server.handle_routed(to.now, node, message);
             }
@@ -197,4 +200,27 @@ fn a_failed_store_withdraws_its_announcement() {
     let rest = b.drain();
     assert!(messages(&rest).is_empty(), "{rest:?}");
     assert_eq!(to(&rest, bob), ["500 5 internal server error"]);
+}
+
+#[test]
+fn a_login_session_id_claimed_on_another_node_replaces_the_session_here() {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+    let session = "00112233445566778899aabbccddeeff";
+    let (mut a, mut b) = two_nodes();
+    let old = a.online("alice", "NLN");
+    let other = a.online("alice", "AWY");
+    assert_eq!(
+        a.ask(old, &format!("DEV 5 {key} {session}")),
+        [format!("DEV 5 {key} {session}")]
+    );
+    a.log.clear();
+    // The client reconnected through node B with the same login session id.
+    let new = b.online("alice", "NLN");
+    b.ask(new, &format!("DEV 6 {key} {session}"));
+    carry(&mut b, B, &mut a);
+    assert_eq!(to(&a.log, old), ["OUT 0 OTH", "CLOSE"]);
+    // Her other session on node A, without that id, stays.
+    assert!(to(&a.log, other).is_empty());
+    assert_eq!(a.server.session_count(), 1);
 }
