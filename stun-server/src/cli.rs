@@ -295,6 +295,12 @@ pub struct Settings {
     /// it stops anyway [default: 30].
     #[arg(long, value_name = "SECS", display_order = STUN_ORDER + 17)]
     drain_timeout: Option<u64>,
+    /// Join a cluster of rendezvous nodes through this NATS server (nats://HOST:PORT):
+    /// presence and contact/block list changes cross nodes, and live nodes are peers for XFR.
+    /// Every node needs the same --store postgres://... and TLS key (docs/CLUSTER.md)
+    /// [default: off].
+    #[arg(long, value_name = "URL", display_order = STUN_ORDER + 18)]
+    cluster: Option<String>,
 }
 
 /// Where `--no-stun` comes in `--help` (after `--stats-interval`, which is last in the file).
@@ -454,6 +460,26 @@ impl Settings {
                  and its key, or neither for a self-signed certificate kept next to the database"
             );
         }
+        if let Some(url) = &self.cluster {
+            if !url.starts_with("nats://") {
+                anyhow::bail!("--cluster {url}: give the NATS server as nats://HOST:PORT");
+            }
+            if matches!(self.store_location()?, StoreLocation::Sqlite(_)) {
+                anyhow::bail!(
+                    "--cluster needs --store postgres://...: the nodes of a cluster share one \
+                     directory of accounts and lists"
+                );
+            }
+            if self
+                .rendezvous_listen()
+                .is_some_and(|a| a.ip().is_unspecified())
+            {
+                anyhow::bail!(
+                    "--cluster: give --rendezvous the address clients reach this node at (the \
+                     other nodes send clients there), not an unspecified one"
+                );
+            }
+        }
         for peer in self.peer_node.iter().flatten() {
             if peer.ip().is_unspecified() || peer.port() == 0 {
                 anyhow::bail!("--peer-node {peer}: give the address clients reach that node at");
@@ -490,6 +516,11 @@ impl Settings {
     /// The other rendezvous nodes (`--peer-node`).
     pub fn peer_nodes(&self) -> Vec<SocketAddr> {
         self.peer_node.clone().unwrap_or_default()
+    }
+
+    /// The cluster's NATS server (`--cluster`), if any.
+    pub fn cluster_url(&self) -> Option<&str> {
+        self.cluster.as_deref()
     }
 
     /// The session limit (`--max-sessions`), if any.
@@ -646,6 +677,7 @@ impl Settings {
             config,
             max_queued_lines: DEFAULT_MAX_QUEUED_LINES,
             peer_nodes: self.peer_node.clone().unwrap_or_default(),
+            cluster: self.cluster.clone(),
             ..RendezvousOptions::default()
         }))
     }

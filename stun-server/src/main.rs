@@ -199,6 +199,7 @@ fn log_services(services: &Services, settings: &cli::Settings, stun_addr: Option
         } else {
             peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
         },
+        cluster = settings.cluster_url().unwrap_or("none"),
         "rendezvous node ready (SIGUSR1 drains it)"
     );
 }

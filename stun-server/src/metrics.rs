@@ -255,6 +255,13 @@ fn encode_rendezvous(encoder: &mut DescriptorEncoder<'_>, counts: &Counts) -> st
     )?;
     gauge(
         encoder,
+        "rendezvous_cluster_nodes",
+        "Other rendezvous nodes of the cluster heard from within the heartbeat timeout (0 \
+         without --cluster)",
+        load(&counts.cluster_nodes),
+    )?;
+    gauge(
+        encoder,
         "rendezvous_sessions_online",
         "Logged-in rendezvous sessions (a user on two devices has two)",
         load(&counts.sessions),

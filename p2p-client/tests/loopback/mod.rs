@@ -113,6 +113,7 @@ pub fn rendezvous(
         max_queued_lines: 256,
         tls,
         peer_nodes: Vec::new(),
+        cluster: None,
     }
 }
 

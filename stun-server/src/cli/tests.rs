@@ -339,7 +339,8 @@ fn help_lists_the_flags_in_their_order_and_every_key_has_a_flag() {
         ["--no-stun", "--rendezvous"],
         ["--tls-key", "--metrics"],
         ["--metrics", "--peer-node"],
-        ["--drain-timeout", "--print-fingerprint"],
+        ["--drain-timeout", "--cluster"],
+        ["--cluster", "--print-fingerprint"],
     ] {
         assert_eq!(
             position(pair[0]) + 1,
@@ -439,4 +440,43 @@ fn a_node_is_not_its_own_peer() {
     .unwrap();
     let e = cli.settings().unwrap_err().to_string();
     assert!(e.contains("own rendezvous address"), "{e}");
+}
+
+#[test]
+fn a_cluster_needs_nats_postgres_and_a_reachable_address() {
+    let error = |args: &[&str]| {
+        let mut argv = vec!["stun-server"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .unwrap()
+            .settings()
+            .unwrap_err()
+            .to_string()
+    };
+    let pg = "postgres://rdv@127.0.0.1:5432/rdv";
+    let e = error(&["--cluster", "127.0.0.1:4222", "--store", pg]);
+    assert!(e.contains("nats://HOST:PORT"), "{e}");
+    let e = error(&["--cluster", "nats://127.0.0.1:4222"]);
+    assert!(e.contains("--store postgres://"), "{e}");
+    let e = error(&[
+        "--cluster",
+        "nats://127.0.0.1:4222",
+        "--store",
+        pg,
+        "--rendezvous",
+        "0.0.0.0:1863",
+    ]);
+    assert!(e.contains("not an unspecified one"), "{e}");
+    // Given right, by flag or by file, it reaches the rendezvous options.
+    let s = settings(&["--cluster", "nats://127.0.0.1:4222", "--store", pg]);
+    let options = s.rendezvous_options(None).unwrap().unwrap();
+    assert_eq!(options.cluster.as_deref(), Some("nats://127.0.0.1:4222"));
+    let mut f = parse_file(&format!(
+        "cluster = \"nats://127.0.0.1:4222\"\nstore = \"{pg}\"\n"
+    ))
+    .unwrap();
+    f.resolve();
+    assert_eq!(f.cluster_url(), Some("nats://127.0.0.1:4222"));
+    // Off by default.
+    assert_eq!(settings(&[]).cluster_url(), None);
 }

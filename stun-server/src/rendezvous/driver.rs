@@ -18,6 +18,7 @@ use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Encoder;
 
+use super::cluster::{ClusterLink, HEARTBEAT, Incoming};
 use super::connection::{self, Event, Outbox, SendError, Stream};
 use super::store::Store;
 use super::tickets::TicketBook;
@@ -55,6 +56,8 @@ pub(crate) struct Counts {
     pub(crate) telemetry: Mutex<Telemetry>,
     /// Whether the node is draining (it sends every client to another node).
     pub(crate) draining: AtomicBool,
+    /// Other nodes of the cluster heard from within the heartbeat timeout.
+    pub(crate) cluster_nodes: AtomicUsize,
 }
 
 impl Counts {
@@ -114,6 +117,21 @@ pub(crate) struct Driver {
     last_rowid: i64,
     /// Users the core created since the last poll (the poll must not announce them).
     created: HashSet<UserName>,
+    /// Where to join a cluster (`--cluster`), until [`run`](Self::run) connects.
+    cluster_spec: Option<ClusterSpec>,
+    /// The cluster link once connected.
+    cluster: Option<ClusterLink>,
+}
+
+/// How this node joins a cluster (docs/CLUSTER.md).
+#[derive(Clone, Debug)]
+pub(crate) struct ClusterSpec {
+    /// The NATS server, `nats://HOST:PORT`.
+    pub(crate) url: String,
+    /// Where clients reach this node.
+    pub(crate) advertise: std::net::SocketAddr,
+    /// The static `--peer-node` list.
+    pub(crate) static_peers: Vec<std::net::SocketAddr>,
 }
 
 /// What [`Driver::run`] needs besides the driver itself.
@@ -134,6 +152,7 @@ impl Driver {
         counts: Arc<Counts>,
         max_queued_lines: usize,
         last_rowid: i64,
+        cluster_spec: Option<ClusterSpec>,
     ) -> (Driver, Channels, mpsc::UnboundedSender<Control>) {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -153,6 +172,8 @@ impl Driver {
             alive: alive_tx,
             last_rowid,
             created: HashSet::new(),
+            cluster_spec,
+            cluster: None,
         };
         let channels = Channels {
             events: events_rx,
@@ -185,6 +206,11 @@ impl Driver {
         let mut last_accept_warning = None;
         let mut user_poll = tokio::time::interval(USER_POLL);
         user_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some(spec) = self.cluster_spec.take() {
+            self.join_cluster(spec).await;
+        }
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timer = self.core.poll_timeout();
             tokio::select! {
@@ -215,6 +241,8 @@ impl Driver {
                 _ = sleep_until(timer) => self.core.handle_timeout(Instant::now()),
                 _ = user_poll.tick() => self.poll_users(),
                 Some(command) = control.recv() => self.control(command),
+                Some(message) = cluster_recv(&mut self.cluster) => self.cluster_message(message),
+                _ = heartbeat.tick(), if self.cluster.is_some() => self.heartbeat(),
             }
             self.drain();
             self.publish_counts();
@@ -222,6 +250,9 @@ impl Driver {
         drop(listener);
         self.core.handle_shutdown(Instant::now());
         self.drain();
+        if let Some(link) = self.cluster.take() {
+            link.stop().await;
+        }
         // Dropping the outboxes makes every writer flush what it has (`OUT 0 SSD`) and close.
         self.conns.clear();
         self.publish_counts();
@@ -259,9 +290,62 @@ impl Driver {
             }
             Control::PeerNodes(peers) => {
                 tracing::info!(?peers, "rendezvous peer nodes");
-                self.core.handle_peer_nodes(peers);
+                match &mut self.cluster {
+                    Some(link) => {
+                        link.set_static_peers(peers);
+                        self.core.handle_peer_nodes(link.peers());
+                    }
+                    None => self.core.handle_peer_nodes(peers),
+                }
             }
         }
+    }
+
+    /// Connects to the cluster's NATS server (in the background if it is not up yet).
+    async fn join_cluster(&mut self, spec: ClusterSpec) {
+        let mut raw = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+        let node = shared::rendezvous::server::NodeId(u64::from_be_bytes(raw));
+        match ClusterLink::start(&spec.url, node, spec.advertise, spec.static_peers).await {
+            Ok(link) => {
+                tracing::info!(url = %spec.url, node = format_args!("{:016x}", node.0),
+                    advertise = %spec.advertise, "cluster: joined");
+                self.cluster = Some(link);
+            }
+            Err(e) => tracing::error!(url = %spec.url, error = %e,
+                "cluster: cannot use the NATS server; this node serves alone"),
+        }
+    }
+
+    /// A message from another node.
+    fn cluster_message(&mut self, message: Incoming) {
+        // A list change can name an account made on another node moments ago, before the
+        // poll found it: read the new accounts first (list changes are rare).
+        if let Incoming::List(op) = &message
+            && op_names(op).iter().any(|n| !self.core.knows_user(n))
+        {
+            self.poll_users();
+        }
+        let Some(link) = &mut self.cluster else {
+            return;
+        };
+        if link.receive(&mut self.core, message, Instant::now()) {
+            self.core.handle_peer_nodes(link.peers());
+        }
+    }
+
+    /// Says this node is alive (with its users), and drops nodes that stopped saying so.
+    fn heartbeat(&mut self) {
+        let Some(link) = &mut self.cluster else {
+            return;
+        };
+        link.heartbeat(&self.core);
+        if link.expire(&mut self.core, Instant::now()) {
+            self.core.handle_peer_nodes(link.peers());
+        }
+        self.counts
+            .cluster_nodes
+            .store(link.member_count(), Ordering::Relaxed);
     }
 
     /// Starts the TLS handshake in a task of its own; the core hears of the connection only
@@ -361,6 +445,11 @@ impl Driver {
                     }
                     self.tickets.book.insert(ticket);
                 }
+                Output::Cluster(message) => {
+                    if let Some(link) = &self.cluster {
+                        link.send(message);
+                    }
+                }
                 other => tracing::error!(?other, "rendezvous output this driver does not know"),
             }
         }
@@ -453,6 +542,27 @@ impl Driver {
         {
             *published = telemetry.clone();
         }
+    }
+}
+
+/// The accounts a list change names.
+fn op_names(op: &StoreOp) -> Vec<&UserName> {
+    match op {
+        StoreOp::AddContact { owner, contact } | StoreOp::RemoveContact { owner, contact } => {
+            vec![owner, contact]
+        }
+        StoreOp::Block { owner, blocked } | StoreOp::Allow { owner, blocked } => {
+            vec![owner, blocked]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The next message from another node, or never without a cluster.
+async fn cluster_recv(cluster: &mut Option<ClusterLink>) -> Option<Incoming> {
+    match cluster {
+        Some(link) => link.incoming.recv().await,
+        None => std::future::pending().await,
     }
 }
 

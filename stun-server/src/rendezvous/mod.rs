@@ -43,8 +43,10 @@
 //! answers `500 TrID internal server error` instead of the success answer, sends none of the
 //! pushes it would have caused, and forgets the change.
 
+mod cluster;
 mod connection;
 mod driver;
+mod membership;
 mod store;
 mod tickets;
 
@@ -121,6 +123,10 @@ pub struct RendezvousOptions {
     /// The other nodes of the cluster a full or draining node sends clients to (`XFR`,
     /// docs/CLUSTER.md); [`NodeControl::set_peer_nodes`] replaces them while it runs.
     pub peer_nodes: Vec<SocketAddr>,
+    /// The NATS server of the cluster (`nats://HOST:PORT`, `--cluster`): presence and list
+    /// changes cross nodes, and the live nodes join the peer list (docs/CLUSTER.md). Needs
+    /// `config.cluster` set too (the settings do both).
+    pub cluster: Option<String>,
 }
 
 impl RendezvousOptions {
@@ -149,6 +155,7 @@ impl Default for RendezvousOptions {
             max_queued_lines: DEFAULT_MAX_QUEUED_LINES,
             tls: ServerTls::ephemeral().expect("an in-memory certificate can be generated"),
             peer_nodes: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -244,7 +251,14 @@ impl BoundRendezvous {
         let local_addr = listener.local_addr().map_err(RendezvousError::Io)?;
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
-        let mut core = RendezvousServer::new(options.config, snapshot, store.secret(), seed);
+        let cluster = options.cluster.clone().map(|url| driver::ClusterSpec {
+            url,
+            advertise: local_addr,
+            static_peers: options.peer_nodes.clone(),
+        });
+        let mut config = options.config;
+        config.cluster = cluster.is_some();
+        let mut core = RendezvousServer::new(config, snapshot, store.secret(), seed);
         core.handle_peer_nodes(options.peer_nodes);
         let tickets = TicketBook::new();
         let counts = Arc::new(Counts::default());
@@ -260,6 +274,7 @@ impl BoundRendezvous {
             counts.clone(),
             options.max_queued_lines,
             last_rowid,
+            cluster,
         );
         Ok(BoundRendezvous {
             driver,

@@ -96,6 +96,12 @@ impl RendezvousServer {
             for old in stale {
                 self.close(old, Some("OTH"));
             }
+            // And on the other nodes of a cluster (`handle_remote_session`).
+            let user = self.dir.user(me).name.clone();
+            self.announce(super::ClusterMessage::SessionClaimed {
+                user,
+                session: super::SessionId(session),
+            });
         }
         self.bind_device(me, conn, key);
         if let Some(c) = self.conns.get_mut(&conn) {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::cluster::{ClusterMessage, NodeId};
 use super::conn::params;
 use super::writes::Undo;
 use super::{
@@ -35,6 +36,11 @@ pub(super) struct User {
     pub(super) presence: Presence,
     /// Device identity keys, least recently registered first; at most [`MAX_DEVICE_KEYS`].
     pub(super) devices: Vec<[u8; 32]>,
+    /// The most available presence over its sessions on this node only (what this node
+    /// announces to the others, `cluster.rs`).
+    pub(super) local: Presence,
+    /// Its presence on each other node that has said it is online there (`cluster.rs`).
+    pub(super) remote: Vec<(NodeId, Presence)>,
 }
 
 /// Every account, by id and by name.
@@ -132,6 +138,8 @@ impl Directory {
             sessions: Vec::new(),
             presence: Presence::Offline,
             devices: Vec::new(),
+            local: Presence::Offline,
+            remote: Vec::new(),
         });
         id
     }
@@ -141,7 +149,14 @@ impl Directory {
         for user in &mut self.users {
             user.sessions = Vec::new();
             user.presence = Presence::Offline;
+            user.local = Presence::Offline;
+            user.remote = Vec::new();
         }
+    }
+
+    /// The users with at least one session on this node.
+    pub(super) fn users_with_sessions(&self) -> impl Iterator<Item = &User> {
+        self.users.iter().filter(|u| !u.sessions.is_empty())
     }
 
     /// Forgets the name of an account whose creation could not be stored: it can no longer
@@ -196,7 +211,7 @@ impl Directory {
     }
 
     /// `(what b sees of a, what a sees of b)`.
-    fn pair_view(&self, a: UserId, b: UserId) -> (Presence, Presence) {
+    pub(super) fn pair_view(&self, a: UserId, b: UserId) -> (Presence, Presence) {
         (self.seen(a, b), self.seen(b, a))
     }
 }
@@ -215,18 +230,29 @@ fn presence_line(command: &str, seen: Presence, name: &UserName) -> Line {
 }
 
 impl RendezvousServer {
-    /// Recomputes `user`'s shown presence, the most available over its sessions, and pushes
-    /// `NLN`/`FLN` to every session of every contact that sees a change.
+    /// Recomputes `user`'s shown presence, the most available over its sessions here and on
+    /// other nodes, and pushes `NLN`/`FLN` to every session (on this node) of every contact
+    /// that sees a change. A change of the presence over the sessions here is announced to
+    /// the other nodes.
     pub(super) fn refresh_presence(&mut self, user: UserId) {
         let conns = &self.conns;
-        let new = Presence::most_available(
-            self.dir
-                .user(user)
-                .sessions
+        let u = self.dir.user(user);
+        let local = Presence::most_available(
+            u.sessions
                 .iter()
                 .filter_map(|c| conns.get(c))
                 .map(|c| c.presence),
         );
+        let remote = Presence::most_available(u.remote.iter().map(|(_, p)| *p));
+        let new = Presence::most_available([local, remote]);
+        if u.local != local {
+            let name = u.name.clone();
+            self.dir.user_mut(user).local = local;
+            self.announce(ClusterMessage::Presence {
+                user: name,
+                presence: local,
+            });
+        }
         let Self { dir, out, step, .. } = self;
         let old = dir.user(user).presence;
         dir.user_mut(user).presence = new;
@@ -273,7 +299,7 @@ impl RendezvousServer {
 
     /// After a list change between `a` and `b`: `ILN` to whoever now sees the other, `FLN` to
     /// whoever no longer does.
-    fn push_pair_changes(&mut self, a: UserId, b: UserId, before: (Presence, Presence)) {
+    pub(super) fn push_pair_changes(&mut self, a: UserId, b: UserId, before: (Presence, Presence)) {
         let after = self.dir.pair_view(a, b);
         for (target, viewer, was, is) in [(a, b, before.0, after.0), (b, a, before.1, after.1)] {
             if was == is {
@@ -374,7 +400,8 @@ impl RendezvousServer {
             other,
             op,
         };
-        self.store(store, undo);
+        self.store(store.clone(), undo);
+        self.announce(ClusterMessage::List(store));
         self.send(
             conn,
             Line::new(line.command.as_str(), line.trid, [name.to_string()]),

@@ -126,6 +126,12 @@ impl RendezvousServer {
         }
     }
 
+    /// Whether the node takes new clients: neither draining nor full. Other nodes of a cluster
+    /// send clients only to nodes that do (docs/CLUSTER.md).
+    pub fn accepts_clients(&self) -> bool {
+        self.busy().is_none()
+    }
+
     /// The other nodes clients may be sent to.
     pub fn peer_nodes(&self) -> &[SocketAddr] {
         &self.peers

@@ -8,6 +8,7 @@ use std::time::Instant;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use super::cluster::NodeId;
 use super::conn::params;
 use super::directory::UserId;
 use super::writes::Undo;
@@ -72,7 +73,7 @@ impl Offer {
     }
 
     /// Appends the offer's parameters, in canonical form.
-    fn write(&self, out: &mut Vec<String>) {
+    pub(super) fn write(&self, out: &mut Vec<String>) {
         out.push(format!("key={}", B64.encode(self.key)));
         if let Some(nat) = self.nat {
             out.push(format!("nat={nat}"));
@@ -89,14 +90,16 @@ impl Offer {
 /// An invitation waiting for `ANS` or `DEC`.
 #[derive(Debug, Clone)]
 pub(super) struct Invite {
-    from: UserId,
+    pub(super) from: UserId,
     /// The inviting session.
-    from_conn: ConnId,
-    to: UserId,
+    pub(super) from_conn: ConnId,
+    pub(super) to: UserId,
     /// The sessions of `to` it rings (those still logged in).
     rung: Vec<ConnId>,
-    offer: Offer,
+    pub(super) offer: Offer,
     deadline: Instant,
+    /// The other node it rings on instead, when `to` has no session here (`remote_intro.rs`).
+    pub(super) remote: Option<NodeId>,
 }
 
 /// Pending invitations and their indexes.
@@ -163,6 +166,32 @@ impl Introductions {
             .find(|sid| self.invites.get(sid).is_some_and(|i| i.from_conn == conn))
     }
 
+    /// A pending invitation.
+    pub(super) fn get(&self, sid: SessionId) -> Option<&Invite> {
+        self.invites.get(&sid)
+    }
+
+    /// The invitations rung on node `node`.
+    pub(super) fn rung_on(&self, node: NodeId) -> Vec<SessionId> {
+        let mut sids: Vec<SessionId> = self
+            .invites
+            .iter()
+            .filter(|(_, i)| i.remote == Some(node))
+            .map(|(s, _)| *s)
+            .collect();
+        sids.sort_unstable_by_key(|s| s.0);
+        sids
+    }
+
+    /// The invitation from `from` to `to` rung on node `node`, if any.
+    pub(super) fn rung_between(&self, from: UserId, to: UserId, node: NodeId) -> Option<SessionId> {
+        self.by_pair.get(&(from, to))?.iter().copied().find(|sid| {
+            self.invites
+                .get(sid)
+                .is_some_and(|i| i.remote == Some(node))
+        })
+    }
+
     /// Puts an earlier offer back.
     pub(super) fn set_offer(&mut self, sid: SessionId, offer: Offer) {
         if let Some(invite) = self.invites.get_mut(&sid) {
@@ -210,7 +239,7 @@ impl RendezvousServer {
 
     /// The sessions of `user` that can take an invitation: those that have set a presence
     /// with `CHG`, other than `HDN`.
-    fn ringable(&self, user: UserId) -> Vec<ConnId> {
+    pub(super) fn ringable(&self, user: UserId) -> Vec<ConnId> {
         let sessions = &self.dir.user(user).sessions;
         sessions
             .iter()
@@ -270,6 +299,13 @@ impl RendezvousServer {
             self.introduce(now, sid, initiator, (me, conn, &offer));
             return Ok(());
         }
+        // The same, with the other's invitation owned by its node: answer it.
+        if let Some(sid) = self.remote_ring_between(target, me)
+            && self.answer_remote(me, conn, sid, &offer)
+        {
+            self.send(conn, answer(sid));
+            return Ok(());
+        }
         // Asked again by the same session: same invitation, fresher offer.
         if let Some(sid) = self.intros.opened_by(conn, me, target)
             && let Some(invite) = self.intros.invites.get_mut(&sid)
@@ -281,6 +317,12 @@ impl RendezvousServer {
         }
         let sid = SessionId(self.random());
         let rung = self.ringable(target);
+        // No session to ring here: ring on the node where the target is online.
+        let remote = if rung.is_empty() {
+            self.remote_node_of(target)
+        } else {
+            None
+        };
         let invite = Invite {
             from: me,
             from_conn: conn,
@@ -288,7 +330,11 @@ impl RendezvousServer {
             rung: rung.clone(),
             offer,
             deadline: now + self.config.invite_timeout,
+            remote,
         };
+        if let Some(node) = remote {
+            self.ring_remote(node, sid, &invite, conn);
+        }
         self.intros.insert(sid, invite);
         self.also_undo(Undo::NewInvite(sid));
         self.send(conn, answer(sid));
@@ -326,6 +372,18 @@ impl RendezvousServer {
         let (sid, rest) = line.params.split_first().ok_or(INVALID_PARAMETER)?;
         let offer = Offer::parse(rest)?;
         self.check_offer_key(conn, &offer.key)?;
+        // A ring for an invitation another node owns: the answer goes there.
+        if let Some(s) = parse_sid(sid)
+            && self.intros.get(s).is_none()
+            && self.remote_ring_between_sid(s, me)
+        {
+            if !self.answer_remote(me, conn, s, &offer) {
+                return Err(USER_OFFLINE);
+            }
+            self.bind_device(me, conn, offer.key);
+            self.send(conn, Line::new("ANS", line.trid, [s.to_string()]));
+            return Ok(());
+        }
         let (sid, invite) = self.take_invite_to(me, sid)?;
         let inviter_here = self.conns.contains_key(&invite.from_conn);
         if !inviter_here || !self.dir.mutual_unblocked(invite.from, me) {
@@ -346,6 +404,13 @@ impl RendezvousServer {
     /// `CAN 0 sid declined`, the other rung sessions `CAN 0 sid answered`.
     pub(super) fn on_dec(&mut self, me: UserId, conn: ConnId, line: &Line) -> Handled {
         let [sid] = params(line)?;
+        if let Some(s) = parse_sid(sid)
+            && self.intros.get(s).is_none()
+            && self.decline_remote(me, conn, s)
+        {
+            self.send(conn, Line::new("DEC", line.trid, [s.to_string()]));
+            return Ok(());
+        }
         let (sid, invite) = self.take_invite_to(me, sid)?;
         self.send(conn, Line::new("DEC", line.trid, [sid.to_string()]));
         self.cancel_to(invite.from_conn, sid, "declined");
@@ -355,7 +420,7 @@ impl RendezvousServer {
 
     /// Issues the two tickets and sends both `ITR` lines, each to its session and carrying
     /// the other's offer.
-    fn introduce(
+    pub(super) fn introduce(
         &mut self,
         now: Instant,
         sid: SessionId,
@@ -422,6 +487,7 @@ impl RendezvousServer {
     /// offline` to the rung sessions); it stops ringing for the others, and one that rings
     /// nowhere any more is cancelled (`CAN 0 sid offline` to its inviter).
     pub(super) fn cancel_intros_of(&mut self, conn: ConnId) {
+        self.forget_remote_of(conn);
         let Some(sids) = self.intros.by_conn.remove(&conn) else {
             return;
         };
@@ -436,6 +502,7 @@ impl RendezvousServer {
             if let Some(invite) = self.intros.remove(sid) {
                 if invite.from_conn == conn {
                     self.cancel_all(&invite.rung, conn, sid, "offline");
+                    self.cancel_remote_invite(&invite, sid, "offline");
                 } else {
                     self.cancel_to(invite.from_conn, sid, "offline");
                 }
@@ -459,6 +526,7 @@ impl RendezvousServer {
             if due && let Some(invite) = self.intros.remove(sid) {
                 self.cancel_to(invite.from_conn, sid, "timeout");
                 self.cancel_all(&invite.rung, invite.from_conn, sid, "timeout");
+                self.cancel_remote_invite(&invite, sid, "timeout");
             }
         }
     }

@@ -65,12 +65,14 @@
 //! connections (at most once a second) and a deadline-ordered queue of invitations, so
 //! `poll_timeout` is O(1).
 
+mod cluster;
 mod conn;
 mod devices;
 mod directory;
 mod dispatch;
 mod intro;
 mod login;
+mod remote_intro;
 mod sessions;
 mod throttle;
 mod timers;
@@ -78,6 +80,10 @@ mod writes;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster;
+#[cfg(test)]
+mod tests_cluster_intro;
 #[cfg(test)]
 mod tests_devices;
 #[cfg(test)]
@@ -111,8 +117,10 @@ use intro::Introductions;
 use sessions::Sessions;
 use writes::Write;
 
+pub use cluster::{ClusterMessage, NodeId};
 pub use dispatch::NodeState;
 pub use intro::MAX_CANDIDATES;
+pub use remote_intro::Routed;
 
 /// The protocol version this server speaks (docs/PROTOCOL.md section 3).
 pub const PROTOCOL_VERSION: &str = "P2P1";
@@ -196,6 +204,9 @@ pub struct RendezvousConfig {
     /// answered with `XFR` to another node (docs/PROTOCOL.md section 11). `None` (the
     /// default): no limit.
     pub max_sessions: Option<usize>,
+    /// This node is one of a cluster: presence and list changes made here are announced
+    /// ([`Output::Cluster`]) and other nodes' are taken in (`handle_remote_*`). Default false.
+    pub cluster: bool,
 }
 
 impl Default for RendezvousConfig {
@@ -220,6 +231,7 @@ impl Default for RendezvousConfig {
             switchboard_addr: None,
             switchboard_fingerprint: None,
             max_sessions: None,
+            cluster: false,
         }
     }
 }
@@ -253,6 +265,9 @@ pub enum Output {
     Close(ConnId),
     /// A switchboard ticket was issued (the driver hands it to the switchboard).
     Ticket(Ticket),
+    /// Tell every other node of the cluster (only with [`RendezvousConfig::cluster`];
+    /// docs/CLUSTER.md). Like a line, it is withdrawn if a store before it fails.
+    Cluster(ClusterMessage),
 }
 
 /// A switchboard ticket: valid once, before `expires`, for `user` in `session` with `peer`.
@@ -323,6 +338,10 @@ pub struct RendezvousServer {
     peers: Vec<SocketAddr>,
     /// Set by [`handle_drain`](Self::handle_drain).
     draining: bool,
+    /// What the other nodes of the cluster said about their users (`cluster.rs`).
+    remote: cluster::Remote,
+    /// Introductions that span nodes (`remote_intro.rs`).
+    remote_intros: remote_intro::RemoteIntros,
 }
 
 /// An error answer a handler gives instead of its normal answer.
@@ -411,6 +430,8 @@ impl RendezvousServer {
             counters: RendezvousCounters::default(),
             peers: Vec::new(),
             draining: false,
+            remote: cluster::Remote::default(),
+            remote_intros: remote_intro::RemoteIntros::default(),
         }
     }
 
@@ -510,6 +531,8 @@ impl RendezvousServer {
         }
         self.conns.clear();
         self.dir.all_offline();
+        self.remote = cluster::Remote::default();
+        self.clear_remote_intros();
         self.intros = Introductions::default();
         self.clear_sessions();
         self.online = 0;
@@ -555,7 +578,13 @@ impl RendezvousServer {
         self.intros.len()
     }
 
+    /// Sends `line` to `conn`; a session on another node gets it through its node.
     fn send(&mut self, conn: ConnId, line: Line) {
+        if let Some((node, remote)) = self.remote_intros.remote_of(conn) {
+            let message = Routed::Deliver { conn: remote, line };
+            self.announce(ClusterMessage::ToNode { node, message });
+            return;
+        }
         self.push(Output::Send { conn, line });
     }
 

@@ -166,6 +166,14 @@ impl Sessions {
         }
     }
 
+    /// The two peers of `sid`, if it has not expired at `now`.
+    fn peers(&self, sid: SessionId, now: Instant) -> Option<[(UserId, ConnId); 2]> {
+        self.sessions
+            .get(&sid)
+            .filter(|s| now < s.expires)
+            .map(|s| s.peers)
+    }
+
     /// Takes `conn`'s report on `sid`; counts the introduction once both sides reported.
     fn report(
         &mut self,
@@ -220,6 +228,23 @@ impl RendezvousServer {
         self.sessions.forget_conn(conn);
     }
 
+    /// The peer of introduced session `sid` whose session is on this node, when the other is
+    /// on another node.
+    pub(super) fn sessions_local_peer(
+        &self,
+        sid: SessionId,
+        now: Instant,
+    ) -> Option<(UserId, ConnId)> {
+        let peers = self.sessions.peers(sid, now)?;
+        let remote = peers
+            .iter()
+            .filter(|(_, c)| self.is_remote_conn(*c))
+            .count();
+        (remote == 1)
+            .then(|| peers.into_iter().find(|(_, c)| !self.is_remote_conn(*c)))
+            .flatten()
+    }
+
     /// Forgets one introduced session (its introduction was withdrawn).
     pub(super) fn forget_session(&mut self, sid: SessionId) {
         self.sessions.remove(sid);
@@ -252,13 +277,18 @@ impl RendezvousServer {
     ) -> Handled {
         let [sid] = params(line)?;
         let sid = parse_sid(sid).ok_or(INVALID_PARAMETER)?;
+        if self.sessions.peer_of(sid, conn, now).is_none()
+            && self.primed_remote(conn, sid, line.trid)
+        {
+            return Ok(());
+        }
         let (_, peer_conn) = self
             .sessions
             .peer_of(sid, conn, now)
             .filter(|&(peer, _)| self.dir.mutual_unblocked(me, peer))
             .ok_or(USER_OFFLINE)?;
         self.send(conn, Line::new("PRM", line.trid, [sid.to_string()]));
-        if self.conns.contains_key(&peer_conn) {
+        if self.conns.contains_key(&peer_conn) || self.is_remote_conn(peer_conn) {
             self.send(peer_conn, Line::new("PRM", TrId::PUSH, [sid.to_string()]));
         }
         Ok(())

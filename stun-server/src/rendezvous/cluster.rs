@@ -1,0 +1,646 @@
+//! The cluster link: carries the core's [`ClusterMessage`]s between rendezvous nodes over NATS
+//! (`--cluster nats://HOST:PORT`, docs/CLUSTER.md), and keeps the membership from heartbeats.
+//!
+//! Core NATS only (publish/subscribe, no JetStream): every node publishes on four subjects and
+//! subscribes to all of them with one subscription, so that what one node publishes reaches
+//! every other node in the order it was published (NATS keeps the order of one publisher's
+//! messages to one subscription).
+//!
+//! | subject | payload (JSON) | when |
+//! |---|---|---|
+//! | `p2p.rdv.all.presence` | `{"node", "user", "presence"}` | a user's presence over this node's sessions changed |
+//! | `p2p.rdv.all.list` | `{"node", "op", "owner", "other"}` (`op`: `ADC`, `REM`, `BLK`, `ALW`) | a contact or block list changed here (after it was stored) |
+//! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "users": [[name, presence], ...]}` | every [`HEARTBEAT`] |
+//! | `p2p.rdv.all.session` | `{"node", "user", "session"}` | a session here registered a login session id (`DEV`): other nodes replace their sessions holding it (`OUT 0 OTH`) |
+//! | `p2p.rdv.all.bye` | `{"node"}` | the node stops |
+//! | `p2p.rdv.to.NODE` (16 hex digits) | `{"node", "kind", ...}`: `ring`, `answer`, `cancel`, `deliver`, `primed` ([`Routed`]) | an invitation, its answer or cancel, an `ITR`/`PRM`/`CAN` line for a session there |
+//!
+//! Every node subscribes to `p2p.rdv.all.>` and to its own `p2p.rdv.to.NODE`.
+//!
+//! A heartbeat carries the node's full list of online users: a node that missed messages (the
+//! NATS server restarted, a slow consumer) is repaired by the next one. A node whose heartbeat
+//! has not been heard for [`NODE_TIMEOUT`] is dead: its users go offline for their contacts
+//! here, and it leaves the peer list that `XFR` picks from.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use shared::rendezvous::server::{ClusterMessage, NodeId, Routed};
+use shared::rendezvous::wire::{Line, TrId};
+use shared::rendezvous::{Presence, RendezvousServer, SessionId, StoreOp, UserName};
+use tokio::sync::mpsc;
+
+use super::membership::Membership;
+
+/// How often a node says it is alive, with its list of online users.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Silence after which a node counts as dead: well under the 15 s in which a dead node's users
+/// must show offline, and long enough that a busy node missing one or two beats is not dropped.
+pub(crate) const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+
+const PRESENCE: &str = "p2p.rdv.all.presence";
+const LIST: &str = "p2p.rdv.all.list";
+const HEARTBEAT_SUBJECT: &str = "p2p.rdv.all.heartbeat";
+const BYE: &str = "p2p.rdv.all.bye";
+const SESSION: &str = "p2p.rdv.all.session";
+const ALL: &str = "p2p.rdv.all.>";
+
+/// The subject of messages for one node.
+fn node_subject(node: NodeId) -> String {
+    format!("p2p.rdv.to.{:016x}", node.0)
+}
+
+/// The lines one node may ask another to deliver to a session.
+const DELIVERABLE: [&str; 3] = ["ITR", "PRM", "CAN"];
+
+/// How long shutdown waits for the goodbye to reach the NATS server.
+const BYE_FLUSH: Duration = Duration::from_secs(2);
+
+#[derive(Serialize, Deserialize)]
+struct PresenceMsg {
+    node: u64,
+    user: String,
+    presence: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ListMsg {
+    node: u64,
+    op: String,
+    owner: String,
+    other: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeartbeatMsg {
+    node: u64,
+    rendezvous: SocketAddr,
+    /// Neither draining nor full: other nodes may send it clients with `XFR`.
+    #[serde(default = "accepting_default")]
+    accepting: bool,
+    users: Vec<(String, String)>,
+}
+
+fn accepting_default() -> bool {
+    true
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionMsg {
+    node: u64,
+    user: String,
+    session: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ByeMsg {
+    node: u64,
+}
+
+/// A [`Routed`] message on the wire: `node` is the sender.
+#[derive(Serialize, Deserialize)]
+struct RoutedMsg {
+    node: u64,
+    #[serde(flatten)]
+    body: RoutedBody,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum RoutedBody {
+    Ring {
+        sid: String,
+        from: String,
+        from_conn: u64,
+        to: String,
+        offer: Vec<String>,
+    },
+    Answer {
+        sid: String,
+        responder: String,
+        conn: u64,
+        offer: Vec<String>,
+    },
+    Cancel {
+        sid: String,
+        reason: String,
+    },
+    Deliver {
+        conn: u64,
+        command: String,
+        params: Vec<String>,
+    },
+    Primed {
+        sid: String,
+    },
+}
+
+impl RoutedBody {
+    fn encode(message: Routed) -> Option<RoutedBody> {
+        Some(match message {
+            Routed::Ring {
+                sid,
+                from,
+                from_conn,
+                to,
+                offer,
+            } => RoutedBody::Ring {
+                sid: sid.to_string(),
+                from: from.to_string(),
+                from_conn,
+                to: to.to_string(),
+                offer,
+            },
+            Routed::Answer {
+                sid,
+                responder,
+                conn,
+                offer,
+            } => RoutedBody::Answer {
+                sid: sid.to_string(),
+                responder: responder.to_string(),
+                conn,
+                offer,
+            },
+            Routed::Cancel { sid, reason } => RoutedBody::Cancel {
+                sid: sid.to_string(),
+                reason,
+            },
+            Routed::Deliver { conn, line } => RoutedBody::Deliver {
+                conn,
+                command: line.command.as_str().to_owned(),
+                params: line.params,
+            },
+            Routed::Primed { sid } => RoutedBody::Primed {
+                sid: sid.to_string(),
+            },
+            _ => return None,
+        })
+    }
+
+    fn decode(self) -> Option<Routed> {
+        let sid = |s: &str| s.parse::<SessionId>().ok();
+        let user = |s: &str| UserName::parse(s).ok();
+        Some(match self {
+            RoutedBody::Ring {
+                sid: s,
+                from,
+                from_conn,
+                to,
+                offer,
+            } => Routed::Ring {
+                sid: sid(&s)?,
+                from: user(&from)?,
+                from_conn,
+                to: user(&to)?,
+                offer,
+            },
+            RoutedBody::Answer {
+                sid: s,
+                responder,
+                conn,
+                offer,
+            } => Routed::Answer {
+                sid: sid(&s)?,
+                responder: user(&responder)?,
+                conn,
+                offer,
+            },
+            RoutedBody::Cancel { sid: s, reason } => Routed::Cancel {
+                sid: sid(&s)?,
+                reason,
+            },
+            RoutedBody::Deliver {
+                conn,
+                command,
+                params,
+            } => {
+                if !DELIVERABLE.contains(&command.as_str()) {
+                    return None;
+                }
+                Routed::Deliver {
+                    conn,
+                    line: Line::new(&command, TrId::PUSH, params),
+                }
+            }
+            RoutedBody::Primed { sid: s } => Routed::Primed { sid: sid(&s)? },
+        })
+    }
+}
+
+/// What arrives from another node, decoded.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Presence(NodeId, UserName, Presence),
+    List(StoreOp),
+    Heartbeat {
+        node: NodeId,
+        rendezvous: SocketAddr,
+        accepting: bool,
+        users: Vec<(UserName, Presence)>,
+    },
+    Bye(NodeId),
+    Routed(NodeId, Routed),
+    Session(NodeId, UserName, SessionId),
+}
+
+/// The driver's side of the cluster: publishes what the core says, hands it what other nodes
+/// say, and keeps the membership.
+pub(crate) struct ClusterLink {
+    node: NodeId,
+    /// Where clients reach this node (what other nodes send clients to with `XFR`).
+    advertise: SocketAddr,
+    outgoing: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    pub(crate) incoming: mpsc::UnboundedReceiver<Incoming>,
+    members: Membership,
+    publisher: tokio::task::JoinHandle<()>,
+}
+
+impl ClusterLink {
+    /// Connects to the NATS server at `url` (in the background: a node starts while NATS is
+    /// down, and reconnects after NATS restarts), subscribes, and starts the publisher.
+    pub(crate) async fn start(
+        url: &str,
+        node: NodeId,
+        advertise: SocketAddr,
+        static_peers: Vec<SocketAddr>,
+    ) -> Result<ClusterLink, async_nats::Error> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("rendezvous-{:016x}", node.0))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            // Back within a second of the NATS server: the default backs off to seconds.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(100 * u64::try_from(attempts.min(10)).unwrap_or(10))
+            })
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("cluster: connected to NATS"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("cluster: lost the NATS connection; reconnecting");
+                    }
+                    other => tracing::warn!(event = %other, "cluster: NATS event"),
+                }
+            })
+            .connect(url)
+            .await?;
+        let everyone = client.subscribe(ALL).await?;
+        let mine = client.subscribe(node_subject(node)).await?;
+        let (in_tx, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            use futures_util::StreamExt as _;
+            let mut both = futures_util::stream::select(everyone, mine);
+            while let Some(message) = both.next().await {
+                match decode(&message.subject, &message.payload) {
+                    Some(decoded) if origin(&decoded) != Some(node) => {
+                        if in_tx.send(decoded).is_err() {
+                            return;
+                        }
+                    }
+                    Some(_) => {}
+                    None => tracing::debug!(subject = %message.subject,
+                        "cluster: message not understood, dropped"),
+                }
+            }
+        });
+        let (outgoing, mut out_rx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
+        let publisher = tokio::spawn(async move {
+            while let Some((subject, payload)) = out_rx.recv().await {
+                if let Err(e) = client.publish(subject.clone(), Bytes::from(payload)).await {
+                    tracing::warn!(error = %e, subject, "cluster: cannot publish");
+                }
+            }
+            let _ = tokio::time::timeout(BYE_FLUSH, client.flush()).await;
+        });
+        Ok(ClusterLink {
+            node,
+            advertise,
+            outgoing,
+            incoming,
+            members: Membership::new(advertise, static_peers, NODE_TIMEOUT),
+            publisher,
+        })
+    }
+
+    fn publish<T: Serialize>(&self, subject: &str, message: &T) {
+        match serde_json::to_vec(message) {
+            Ok(payload) => {
+                let _ = self.outgoing.send((subject.to_owned(), payload));
+            }
+            Err(e) => tracing::error!(error = %e, "cluster: cannot encode a message"),
+        }
+    }
+
+    /// Publishes a message of the core.
+    pub(crate) fn send(&self, message: ClusterMessage) {
+        let node = self.node.0;
+        match message {
+            ClusterMessage::Presence { user, presence } => self.publish(
+                PRESENCE,
+                &PresenceMsg {
+                    node,
+                    user: user.to_string(),
+                    presence: presence.code().to_owned(),
+                },
+            ),
+            ClusterMessage::List(op) => {
+                let (code, owner, other) = match op {
+                    StoreOp::AddContact { owner, contact } => ("ADC", owner, contact),
+                    StoreOp::RemoveContact { owner, contact } => ("REM", owner, contact),
+                    StoreOp::Block { owner, blocked } => ("BLK", owner, blocked),
+                    StoreOp::Allow { owner, blocked } => ("ALW", owner, blocked),
+                    _ => return,
+                };
+                self.publish(
+                    LIST,
+                    &ListMsg {
+                        node,
+                        op: code.to_owned(),
+                        owner: owner.to_string(),
+                        other: other.to_string(),
+                    },
+                );
+            }
+            ClusterMessage::SessionClaimed { user, session } => self.publish(
+                SESSION,
+                &SessionMsg {
+                    node: self.node.0,
+                    user: user.to_string(),
+                    session: session.to_string(),
+                },
+            ),
+            ClusterMessage::ToNode { node, message } => {
+                if let Some(body) = RoutedBody::encode(message) {
+                    let subject = node_subject(node);
+                    self.publish(
+                        &subject,
+                        &RoutedMsg {
+                            node: self.node.0,
+                            body,
+                        },
+                    );
+                }
+            }
+            other => tracing::error!(?other, "cluster message this driver does not know"),
+        }
+    }
+
+    /// The heartbeat: this node's address and its online users.
+    pub(crate) fn heartbeat(&self, core: &RendezvousServer) {
+        let users = core
+            .local_presences()
+            .into_iter()
+            .map(|(name, p)| (name.to_string(), p.code().to_owned()))
+            .collect();
+        self.publish(
+            HEARTBEAT_SUBJECT,
+            &HeartbeatMsg {
+                node: self.node.0,
+                rendezvous: self.advertise,
+                accepting: core.accepts_clients(),
+                users,
+            },
+        );
+    }
+
+    /// Hands `message` to the core; a heartbeat also updates the membership. `true` when
+    /// the set of members changed (the peer list must be refreshed).
+    pub(crate) fn receive(
+        &mut self,
+        core: &mut RendezvousServer,
+        message: Incoming,
+        now: Instant,
+    ) -> bool {
+        match message {
+            Incoming::Presence(node, user, presence) => {
+                // A node we do not know yet counts from its first heartbeat, which carries
+                // this too: a late presence from a node declared dead must not revive it.
+                if self.members.contains(node) {
+                    core.handle_remote_presence(node, &user, presence);
+                }
+                false
+            }
+            Incoming::List(op) => {
+                core.handle_remote_list(&op);
+                false
+            }
+            Incoming::Heartbeat {
+                node,
+                rendezvous,
+                accepting,
+                users,
+            } => {
+                let heard = self.members.heard(node, rendezvous, accepting, now);
+                if heard.joined {
+                    tracing::info!(node = format_args!("{:016x}", node.0), %rendezvous,
+                        online = users.len(), "cluster: node joined");
+                }
+                core.handle_node_snapshot(node, &users);
+                heard.peers_changed
+            }
+            Incoming::Routed(node, message) => {
+                core.handle_routed(now, node, message);
+                false
+            }
+            Incoming::Session(_, user, session) => {
+                core.handle_remote_session(&user, session);
+                false
+            }
+            Incoming::Bye(node) => {
+                if self.members.left(node) {
+                    tracing::info!(node = format_args!("{:016x}", node.0), "cluster: node left");
+                    core.handle_node_gone(node);
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    /// Drops members silent for [`NODE_TIMEOUT`]; `true` if one was dropped.
+    pub(crate) fn expire(&mut self, core: &mut RendezvousServer, now: Instant) -> bool {
+        let dead = self.members.expire(now);
+        for (node, rendezvous) in &dead {
+            tracing::warn!(node = format_args!("{:016x}", node.0), %rendezvous,
+                timeout_s = NODE_TIMEOUT.as_secs(),
+                "cluster: node gone (no heartbeat); its users are offline here");
+            core.handle_node_gone(*node);
+        }
+        !dead.is_empty()
+    }
+
+    /// Replaces the static peer list (`NodeControl::set_peer_nodes`).
+    pub(crate) fn set_static_peers(&mut self, peers: Vec<SocketAddr>) {
+        self.members.set_static_peers(peers);
+    }
+
+    /// The peer list for `XFR`: the static list and every live member that accepts clients.
+    pub(crate) fn peers(&self) -> Vec<SocketAddr> {
+        self.members.peers()
+    }
+
+    /// Live members other than this node.
+    pub(crate) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Says goodbye (other nodes drop this node's users at once instead of after
+    /// [`NODE_TIMEOUT`]) and waits a little for it to leave.
+    pub(crate) async fn stop(self) {
+        self.publish(BYE, &ByeMsg { node: self.node.0 });
+        drop(self.outgoing);
+        let _ = tokio::time::timeout(BYE_FLUSH, self.publisher).await;
+    }
+}
+
+/// The node a message comes from.
+fn origin(message: &Incoming) -> Option<NodeId> {
+    match message {
+        Incoming::Presence(node, ..)
+        | Incoming::Heartbeat { node, .. }
+        | Incoming::Bye(node)
+        | Incoming::Routed(node, _)
+        | Incoming::Session(node, ..) => Some(*node),
+        Incoming::List(_) => None,
+    }
+}
+
+fn presence(code: &str) -> Option<Presence> {
+    Presence::from_code(code)
+}
+
+fn decode(subject: &str, payload: &[u8]) -> Option<Incoming> {
+    match subject {
+        PRESENCE => {
+            let m: PresenceMsg = serde_json::from_slice(payload).ok()?;
+            Some(Incoming::Presence(
+                NodeId(m.node),
+                UserName::parse(&m.user).ok()?,
+                presence(&m.presence)?,
+            ))
+        }
+        LIST => {
+            let m: ListMsg = serde_json::from_slice(payload).ok()?;
+            let (owner, other) = (
+                UserName::parse(&m.owner).ok()?,
+                UserName::parse(&m.other).ok()?,
+            );
+            let op = match m.op.as_str() {
+                "ADC" => StoreOp::AddContact {
+                    owner,
+                    contact: other,
+                },
+                "REM" => StoreOp::RemoveContact {
+                    owner,
+                    contact: other,
+                },
+                "BLK" => StoreOp::Block {
+                    owner,
+                    blocked: other,
+                },
+                "ALW" => StoreOp::Allow {
+                    owner,
+                    blocked: other,
+                },
+                _ => return None,
+            };
+            Some(Incoming::List(op))
+        }
+        HEARTBEAT_SUBJECT => {
+            let m: HeartbeatMsg = serde_json::from_slice(payload).ok()?;
+            let users = m
+                .users
+                .iter()
+                .filter_map(|(name, p)| Some((UserName::parse(name).ok()?, presence(p)?)))
+                .collect();
+            Some(Incoming::Heartbeat {
+                node: NodeId(m.node),
+                rendezvous: m.rendezvous,
+                accepting: m.accepting,
+                users,
+            })
+        }
+        SESSION => {
+            let m: SessionMsg = serde_json::from_slice(payload).ok()?;
+            Some(Incoming::Session(
+                NodeId(m.node),
+                UserName::parse(&m.user).ok()?,
+                m.session.parse().ok()?,
+            ))
+        }
+        BYE => {
+            let m: ByeMsg = serde_json::from_slice(payload).ok()?;
+            Some(Incoming::Bye(NodeId(m.node)))
+        }
+        _ if subject.starts_with("p2p.rdv.to.") => {
+            let m: RoutedMsg = serde_json::from_slice(payload).ok()?;
+            Some(Incoming::Routed(NodeId(m.node), m.body.decode()?))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn messages_decode_as_they_were_encoded() {
+        let hb = serde_json::to_vec(&HeartbeatMsg {
+            node: 7,
+            rendezvous: "127.0.0.1:1863".parse().unwrap(),
+            accepting: true,
+            users: vec![
+                ("alice".into(), "AWY".into()),
+                ("bad name!".into(), "NLN".into()),
+            ],
+        })
+        .unwrap();
+        let Some(Incoming::Heartbeat { node, users, .. }) = decode(HEARTBEAT_SUBJECT, &hb) else {
+            panic!("not a heartbeat");
+        };
+        assert_eq!(node, NodeId(7));
+        // The malformed name is dropped, not the whole heartbeat.
+        assert_eq!(users, [(UserName::parse("alice").unwrap(), Presence::Away)]);
+        let list = br#"{"node":1,"op":"BLK","owner":"bob","other":"alice"}"#;
+        assert!(matches!(
+            decode(LIST, list),
+            Some(Incoming::List(StoreOp::Block { .. }))
+        ));
+        assert!(
+            decode(
+                LIST,
+                br#"{"node":1,"op":"XXX","owner":"bob","other":"alice"}"#
+            )
+            .is_none()
+        );
+        assert!(decode("p2p.rdv.other", b"{}").is_none());
+        // A routed line: only the pushes a node may deliver for another.
+        let itr = br#"{"node":3,"kind":"deliver","conn":9,"command":"ITR","params":["x"]}"#;
+        let Some(Incoming::Routed(NodeId(3), Routed::Deliver { conn: 9, line })) =
+            decode("p2p.rdv.to.0000000000000001", itr)
+        else {
+            panic!("not a delivery");
+        };
+        assert_eq!(line.command.as_str(), "ITR");
+        let out = br#"{"node":3,"kind":"deliver","conn":9,"command":"OUT","params":["x"]}"#;
+        assert!(decode("p2p.rdv.to.0000000000000001", out).is_none());
+        let ring = serde_json::to_vec(&RoutedMsg {
+            node: 4,
+            body: RoutedBody::encode(Routed::Cancel {
+                sid: "00112233445566778899aabbccddeeff".parse().unwrap(),
+                reason: "declined".into(),
+            })
+            .unwrap(),
+        })
+        .unwrap();
+        assert!(matches!(
+            decode("p2p.rdv.to.0000000000000001", &ring),
+            Some(Incoming::Routed(NodeId(4), Routed::Cancel { .. }))
+        ));
+    }
+}

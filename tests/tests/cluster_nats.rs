@@ -1,0 +1,287 @@
+//! Rendezvous nodes joined through NATS (`--cluster`, docs/CLUSTER.md): real `stun-server`
+//! processes on loopback sharing one PostgreSQL and one NATS server that the test starts, and
+//! real `p2p-client` processes. Presence and blocks cross nodes; a node killed with SIGKILL
+//! takes its users offline for their contacts on other nodes within 15 s, and its clients come
+//! back online on another node; a NATS restart loses nothing.
+
+// Test code: a panic with the failing value is the report we want.
+#![allow(clippy::unwrap_used)]
+
+mod cluster_support;
+
+use std::time::{Duration, Instant};
+
+use cluster_support::*;
+use serde_json::Value;
+
+/// The presence events of `events` as `(name, presence)`.
+fn changes(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_owned(),
+                e["presence"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pair(name: &str, presence: &str) -> (String, String) {
+    (name.to_owned(), presence.to_owned())
+}
+
+#[test]
+fn presence_and_blocks_cross_nodes_and_a_dead_node_leaves_no_ghost() {
+    let test = "presence_and_blocks_cross_nodes_and_a_dead_node_leaves_no_ghost";
+    let Some((_pg, store)) = shared_store(test) else {
+        return;
+    };
+    let Some(nats) = Nats::start(test) else {
+        return;
+    };
+    let url = nats.url();
+    let join = ["--cluster", url.as_str()];
+    let cluster = Cluster::new("nats", Some(store));
+    let (a1, a2, a3) = (free_addr(), free_addr(), free_addr());
+    let mut n1 = cluster.node("n1", a1, &join);
+    let n2 = cluster.node("n2", a2, &join);
+    wait_metric(&n1, "rendezvous_cluster_nodes", 1, Duration::from_secs(10));
+    wait_metric(&n2, "rendezvous_cluster_nodes", 1, Duration::from_secs(10));
+    // Accounts and contacts made through node 1 while node 2 runs: node 2 takes them in.
+    cluster.pair(&a1.to_string(), "alice", "bob");
+    // alice on node 1 (node 3, the other address of her list, does not run yet); bob on 2.
+    let mut alice = Proc::spawn(
+        "alice",
+        cluster.client(
+            &format!("{a1},{a3}"),
+            "alice",
+            &["status", "online", "--json"],
+        ),
+    );
+    let mut bob = Proc::spawn(
+        "bob",
+        cluster.client(&a2.to_string(), "bob", &["status", "busy", "--json"]),
+    );
+    bob.wait_for(
+        "alice online",
+        Duration::from_secs(15),
+        seen("alice", "online"),
+    );
+    alice.wait_for("bob busy", Duration::from_secs(15), seen("bob", "busy"));
+    assert_eq!(metric(&n1, "rendezvous_sessions_online"), 1);
+    assert_eq!(metric(&n2, "rendezvous_sessions_online"), 1);
+
+    // Blocks cross nodes both ways, and so does the unblock.
+    cluster.run(&a1.to_string(), "alice", &["contacts", "block", "bob"]);
+    bob.wait_for(
+        "alice blocked him",
+        Duration::from_secs(10),
+        seen("alice", "offline"),
+    );
+    cluster.run(&a1.to_string(), "alice", &["contacts", "allow", "bob"]);
+    bob.wait_for(
+        "alice allowed him",
+        Duration::from_secs(10),
+        seen("alice", "online"),
+    );
+    cluster.run(&a2.to_string(), "bob", &["contacts", "block", "alice"]);
+    alice.wait_for(
+        "bob blocked her",
+        Duration::from_secs(10),
+        seen("bob", "offline"),
+    );
+    cluster.run(&a2.to_string(), "bob", &["contacts", "allow", "alice"]);
+    alice.wait_for(
+        "bob allowed her",
+        Duration::from_secs(10),
+        seen("bob", "busy"),
+    );
+
+    // Node 1 dies without a word: bob sees alice offline within 15 s.
+    let before_kill = bob.events().len();
+    let killed = Instant::now();
+    n1.proc.signal(libc::SIGKILL);
+    n1.proc.wait_exit(Duration::from_secs(10));
+    bob.wait_for(
+        "alice offline after her node died",
+        Duration::from_secs(15),
+        seen("alice", "offline"),
+    );
+    let offline_after = killed.elapsed();
+    assert!(offline_after < Duration::from_secs(15), "{offline_after:?}");
+    assert!(
+        n2.proc.logs().contains("cluster: node gone (no heartbeat)"),
+        "{}",
+        n2.proc.logs()
+    );
+    // Node 1 is no longer a member, nor a peer for XFR.
+    wait_metric(&n2, "rendezvous_cluster_nodes", 0, Duration::from_secs(5));
+    // Node 3 starts: alice's client, retrying her list, logs in there and is online again.
+    let n3 = cluster.node("n3", a3, &join);
+    alice.wait_stderr("p2p-client: server: connected", Duration::from_secs(30));
+    bob.wait_for(
+        "alice online again",
+        Duration::from_secs(15),
+        seen("alice", "online"),
+    );
+    // Between the kill and her return bob saw exactly: offline, then online. Never a stale
+    // online: the one online came after she was logged in on node 3.
+    let bob_changes = changes(&bob.events()[before_kill..]);
+    assert_eq!(
+        bob_changes,
+        [pair("alice", "offline"), pair("alice", "online")],
+        "{:#?}",
+        bob.seen
+    );
+    assert_eq!(metric(&n3, "rendezvous_sessions_online"), 1);
+    // And alice, on node 3, sees bob on node 2 again (her new login's list).
+    alice.wait_for("bob busy after the move", Duration::from_secs(15), |e| {
+        e.iter()
+            .filter(|e| e["name"] == "bob" && e["presence"] == "busy")
+            .count()
+            >= 3
+    });
+    for p in [&mut alice, &mut bob] {
+        p.signal(libc::SIGINT);
+        assert!(p.wait_exit(Duration::from_secs(10)).success());
+    }
+}
+
+#[test]
+fn a_nats_restart_loses_no_account_contact_or_presence() {
+    let test = "a_nats_restart_loses_no_account_contact_or_presence";
+    let Some((_pg, store)) = shared_store(test) else {
+        return;
+    };
+    let Some(mut nats) = Nats::start(test) else {
+        return;
+    };
+    let url = nats.url();
+    let join = ["--cluster", url.as_str()];
+    let cluster = Cluster::new("natsrestart", Some(store));
+    let (a1, a2) = (free_addr(), free_addr());
+    let n1 = cluster.node("n1", a1, &join);
+    let n2 = cluster.node("n2", a2, &join);
+    wait_metric(&n1, "rendezvous_cluster_nodes", 1, Duration::from_secs(10));
+    cluster.pair(&a1.to_string(), "alice", "bob");
+    let mut alice = Proc::spawn(
+        "alice",
+        cluster.client(&a1.to_string(), "alice", &["status", "online", "--json"]),
+    );
+    let bob_status = || {
+        Proc::spawn(
+            "bob",
+            cluster.client(&a2.to_string(), "bob", &["status", "away", "--json"]),
+        )
+    };
+    let mut bob = bob_status();
+    alice.wait_for("bob away", Duration::from_secs(15), seen("bob", "away"));
+
+    // NATS goes away for longer than the heartbeat timeout, then comes back on its port.
+    nats.restart(Duration::from_secs(7));
+    n1.proc
+        .wait_stderr("cluster: connected to NATS", Duration::from_secs(15));
+    wait_metric(&n1, "rendezvous_cluster_nodes", 1, Duration::from_secs(15));
+    wait_metric(&n2, "rendezvous_cluster_nodes", 1, Duration::from_secs(15));
+    // The heartbeats' snapshots bring the presence back (during the outage each node could
+    // not tell the other from a dead one, so alice may have seen bob offline meanwhile).
+    alice.wait_for(
+        "bob away after the restart",
+        Duration::from_secs(15),
+        seen("bob", "away"),
+    );
+    // Changes cross again: bob leaves, alice sees it; he comes back, she sees that too.
+    bob.signal(libc::SIGINT);
+    assert!(bob.wait_exit(Duration::from_secs(10)).success());
+    alice.wait_for(
+        "bob offline",
+        Duration::from_secs(10),
+        seen("bob", "offline"),
+    );
+    let mut bob = bob_status();
+    alice.wait_for("bob back", Duration::from_secs(10), seen("bob", "away"));
+    // Nothing in the directory was lost: accounts and contacts are as they were, on both nodes.
+    for node in [a1, a2] {
+        let out = cluster.run(&node.to_string(), "bob", &["contacts", "list"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("alice"),
+            "{out:?}"
+        );
+    }
+    for p in [&mut alice, &mut bob] {
+        p.signal(libc::SIGINT);
+        assert!(p.wait_exit(Duration::from_secs(10)).success());
+    }
+}
+
+#[test]
+fn a_chat_between_nodes_is_introduced_and_relayed_by_one_switchboard() {
+    let test = "a_chat_between_nodes_is_introduced_and_relayed_by_one_switchboard";
+    let Some((_pg, store)) = shared_store(test) else {
+        return;
+    };
+    let Some(nats) = Nats::start(test) else {
+        return;
+    };
+    let url = nats.url();
+    let join = ["--cluster", url.as_str()];
+    let cluster = Cluster::new("natschat", Some(store));
+    let (a1, a2) = (free_addr(), free_addr());
+    let n1 = cluster.node("n1", a1, &join);
+    let n2 = cluster.node("n2", a2, &join);
+    wait_metric(&n1, "rendezvous_cluster_nodes", 1, Duration::from_secs(10));
+    cluster.pair(&a1.to_string(), "alice", "bob");
+    // alice only on node 1, bob only on node 2; both invite each other at once.
+    let chat = |user: &str, peer: &str, node: std::net::SocketAddr| {
+        let args = ["chat", "--json", "--peer", peer, "--bind", "127.0.0.1"];
+        Proc::spawn(user, cluster.client(&node.to_string(), user, &args))
+    };
+    let mut alice = chat("alice", "bob", a1);
+    let mut bob = chat("bob", "alice", a2);
+    let connected = |e: &[Value]| e.iter().any(|e| e["event"] == "connected");
+    alice.wait_for("the introduction", Duration::from_secs(30), connected);
+    bob.wait_for("the introduction", Duration::from_secs(30), connected);
+    let sid = |p: &Proc| {
+        p.events()
+            .iter()
+            .find(|e| e["event"] == "connected")
+            .map(|e| e["sid"].clone())
+            .unwrap()
+    };
+    // One introduction, not one per invitation.
+    assert_eq!(sid(&alice), sid(&bob));
+    let got = |text: &'static str| {
+        move |e: &[Value]| {
+            e.iter()
+                .any(|e| e["event"] == "message" && e["text"] == text)
+        }
+    };
+    alice.send_line("hello from node 1");
+    bob.wait_for(
+        "alice's message",
+        Duration::from_secs(20),
+        got("hello from node 1"),
+    );
+    bob.send_line("hello from node 2");
+    alice.wait_for(
+        "bob's message",
+        Duration::from_secs(20),
+        got("hello from node 2"),
+    );
+    // Both tickets were for one switchboard, the introducing node's: both peers joined there
+    // and nobody joined the other.
+    let joins = |n: &Node| metric(n, "switchboard_joins_total{outcome=\"ok\"}");
+    let (j1, j2) = (joins(&n1), joins(&n2));
+    assert!(
+        (j1, j2) == (2, 0) || (j1, j2) == (0, 2),
+        "joins: node 1 {j1}, node 2 {j2}"
+    );
+    let introducer = if j1 == 2 { &n1 } else { &n2 };
+    assert_eq!(metric(introducer, "switchboard_sessions_started_total"), 1);
+    assert_eq!(metric(introducer, "rendezvous_introductions_total"), 1);
+    for p in [&mut alice, &mut bob] {
+        p.signal(libc::SIGINT);
+        p.wait_exit(Duration::from_secs(10));
+    }
+}
