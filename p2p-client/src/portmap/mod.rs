@@ -405,13 +405,15 @@ pub struct ProtocolResult {
 pub struct Survey {
     /// The default gateway asked; `None` if there is no IPv4 default route.
     pub gateway: Option<Ipv4Addr>,
-    /// PCP, NAT-PMP, then UPnP-IGD, each mapped, checked and deleted in turn.
+    /// PCP, NAT-PMP, then UPnP-IGD, each mapped, checked and deleted.
     pub results: Vec<ProtocolResult>,
 }
 
-/// Asks the default gateway for a mapping with each protocol in turn, for a fresh socket
-/// bound to `bind` (the endpoint stand-in), checks each mapping against `server`
-/// ([`check_reachable`]) and deletes it before trying the next.
+/// Asks the default gateway for a mapping with each protocol, each for a fresh socket of its
+/// own bound to `bind` (the endpoint stand-in), checks each mapping against `server`
+/// ([`check_reachable`]) and deletes it. The protocols run at the same time: with a socket
+/// each, no request touches another's mapping, and the survey takes as long as the slowest
+/// protocol (UPnP's SSDP window on most networks) rather than the sum of all three.
 pub async fn survey(server: SocketAddr, bind: Option<IpAddr>) -> Survey {
     let Some(gateway) = default_gateway() else {
         return Survey {
@@ -419,13 +421,21 @@ pub async fn survey(server: SocketAddr, bind: Option<IpAddr>) -> Survey {
             results: Vec::new(),
         };
     };
-    let mut results = Vec::new();
-    for &method in PortMapping::Auto.methods() {
-        results.push(try_protocol(method, gateway, server, bind).await);
+    let methods = PortMapping::Auto.methods();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, &method) in methods.iter().enumerate() {
+        tasks.spawn(async move { (i, try_protocol(method, gateway, server, bind).await) });
+    }
+    let mut results: Vec<Option<ProtocolResult>> = methods.iter().map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((i, result)) => results[i] = Some(result),
+            Err(e) => tracing::warn!(error = %e, "a port-mapping probe panicked"),
+        }
     }
     Survey {
         gateway: Some(gateway),
-        results,
+        results: results.into_iter().flatten().collect(),
     }
 }
 
