@@ -100,7 +100,44 @@ fn run_as() -> Option<(u32, u32)> {
     Some((uid, gid))
 }
 
-fn free_port() -> u16 {
+/// A loopback TCP port for a server the test starts, which binds it a moment later.
+///
+/// A port from `bind(":0")` comes from the kernel's ephemeral range, the same range every
+/// `connect` draws its local port from: between our release and the server's bind, any
+/// connection of a test running alongside may take it ("Address already in use"). So the port
+/// is drawn below that range, where the kernel never hands out ports by itself, is checked to
+/// be free, and is never handed out twice in this process.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    // Below the ephemeral range, above the well-known ports and the usual service ports.
+    let (low, high) = (
+        ephemeral_low.saturating_sub(12_000).max(10_000),
+        ephemeral_low,
+    );
+    let mut given = GIVEN.lock().unwrap();
+    if high > low {
+        let seed = u64::from(std::process::id())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+        let mut x = seed | 1;
+        for _ in 0..200 {
+            // xorshift: enough to spread the picks of parallel test processes.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let port = u16::try_from(low + (x % u64::from(high - low)) as u32).unwrap();
+            if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
+                return port;
+            }
+        }
+    }
+    // No room below the ephemeral range on this machine: the kernel's pick, with the race.
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -8,7 +8,7 @@
 pub mod pg_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,12 +39,10 @@ impl Drop for TempDir {
     }
 }
 
-/// A free loopback port (bound and released: the node binds it right after).
+/// A free loopback address for a node or a NATS server to bind right after (see
+/// [`pg_support::free_port`] for why not simply port 0).
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], pg_support::free_port()))
 }
 
 /// A child process whose stdout lines go to a channel and whose stderr is kept; killed on
