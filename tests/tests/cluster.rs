@@ -102,11 +102,8 @@ fn a_draining_node_moves_its_status_sessions_with_nothing_lost() {
         return;
     };
     let cluster = Cluster::new("drain", Some(store));
-    let (a1, a2) = (free_addr(), free_addr());
-    let mut n1 = cluster.node("n1", a1, &["--peer-node", &a2.to_string()]);
-    cluster.pair(&a1.to_string(), "alice", "bob");
-    // Node 2 starts after the contacts are made, so it has read them (docs/CLUSTER.md).
-    let n2 = cluster.node("n2", a2, &["--peer-node", &a1.to_string()]);
+    let (mut n1, n2) = cluster.peered_pair("alice", "bob");
+    let (a1, a2) = (n1.addr, n2.addr);
     // alice on node 1 only; bob on node 2. Presence does not cross nodes (that is the NATS
     // part): each sees the other offline for now.
     let mut alice = Proc::spawn(
@@ -138,6 +135,7 @@ fn a_draining_node_moves_its_status_sessions_with_nothing_lost() {
     // alice follows the XFR push to node 2, where bob now sees her online, and she him.
     alice.wait_stderr(
         "server: reconnecting (moving to another node",
+        1,
         Duration::from_secs(10),
     );
     bob.wait_for(
@@ -174,29 +172,15 @@ fn a_draining_node_moves_a_chat_that_goes_on() {
         return;
     };
     let cluster = Cluster::new("chat", Some(store));
-    let (a1, a2) = (free_addr(), free_addr());
-    let mut n1 = cluster.node("n1", a1, &["--peer-node", &a2.to_string()]);
-    cluster.pair(&a1.to_string(), "alice", "bob");
-    // Node 2 starts after the contacts are made, so it has read them (docs/CLUSTER.md).
-    let n2 = cluster.node("n2", a2, &["--peer-node", &a1.to_string()]);
+    let (mut n1, n2) = cluster.peered_pair("alice", "bob");
+    let (a1, a2) = (n1.addr, n2.addr);
     let list = format!("{a1},{a2}");
-    let chat = |user: &str, peer: &str| {
-        let args = ["chat", "--json", "--peer", peer, "--bind", "127.0.0.1"];
-        // Both on node 1: the introduction needs both on one node until NATS routes it.
-        Proc::spawn(user, cluster.client(&a1.to_string(), user, &args))
-    };
-    let mut alice = chat("alice", "bob");
-    let mut bob = chat("bob", "alice");
-    let has_path = |e: &[Value]| e.iter().any(|e| e["event"] == "path");
-    alice.wait_for("a path", Duration::from_secs(20), has_path);
-    bob.wait_for("a path", Duration::from_secs(20), has_path);
-    let got = |text: &'static str| {
-        move |e: &[Value]| {
-            e.iter()
-                .any(|e| e["event"] == "message" && e["text"] == text)
-        }
-    };
-    alice.send_line("before the move");
+    // Both on node 1: without NATS an introduction needs both on one node.
+    let mut alice = cluster.chat(&a1.to_string(), "alice", "bob");
+    let mut bob = cluster.chat(&a1.to_string(), "bob", "alice");
+    alice.wait_for("a path", Duration::from_secs(20), has_event("path"));
+    bob.wait_for("a path", Duration::from_secs(20), has_event("path"));
+    alice.send_lines(&["before the move".to_owned()]);
     bob.wait_for(
         "the first message",
         Duration::from_secs(15),
@@ -226,13 +210,13 @@ fn a_draining_node_moves_a_chat_that_goes_on() {
     assert_eq!(list[0]["name"], "bob");
     assert_eq!(list[0]["presence"], "online", "{list}");
     // Messages after the move, both ways.
-    bob.send_line("after the move");
+    bob.send_lines(&["after the move".to_owned()]);
     alice.wait_for(
         "bob's message",
         Duration::from_secs(15),
         got("after the move"),
     );
-    alice.send_line("still here");
+    alice.send_lines(&["still here".to_owned()]);
     bob.wait_for(
         "alice's message",
         Duration::from_secs(15),

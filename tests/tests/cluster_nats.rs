@@ -34,20 +34,12 @@ fn pair(name: &str, presence: &str) -> (String, String) {
 #[test]
 fn presence_and_blocks_cross_nodes_and_a_dead_node_leaves_no_ghost() {
     let test = "presence_and_blocks_cross_nodes_and_a_dead_node_leaves_no_ghost";
-    let Some((_pg, store)) = shared_store(test) else {
+    let Some(parts) = NatsCluster::start(test, "nats") else {
         return;
     };
-    let Some(nats) = Nats::start(test) else {
-        return;
-    };
-    let url = nats.url();
-    let join = ["--cluster", url.as_str()];
-    let cluster = Cluster::new("nats", Some(store));
-    let (a1, a2, a3) = (free_addr(), free_addr(), free_addr());
-    let mut n1 = cluster.node("n1", a1, &join);
-    let n2 = cluster.node("n2", a2, &join);
-    wait_metric(&n1, "rendezvous_cluster_nodes", 1, Duration::from_secs(10));
-    wait_metric(&n2, "rendezvous_cluster_nodes", 1, Duration::from_secs(10));
+    let cluster = &parts.cluster;
+    let (mut n1, n2) = parts.two_nodes();
+    let (a1, a2, a3) = (n1.addr, n2.addr, free_addr());
     // Accounts and contacts made through node 1 while node 2 runs: node 2 takes them in.
     cluster.pair(&a1.to_string(), "alice", "bob");
     // alice on node 1 (node 3, the other address of her list, does not run yet); bob on 2.
@@ -118,8 +110,8 @@ fn presence_and_blocks_cross_nodes_and_a_dead_node_leaves_no_ghost() {
     // Node 1 is no longer a member, nor a peer for XFR.
     wait_metric(&n2, "rendezvous_cluster_nodes", 0, Duration::from_secs(5));
     // Node 3 starts: alice's client, retrying her list, logs in there and is online again.
-    let n3 = cluster.node("n3", a3, &join);
-    alice.wait_stderr("p2p-client: server: connected", Duration::from_secs(30));
+    let n3 = parts.node("n3", a3);
+    alice.wait_stderr("p2p-client: server: connected", 1, Duration::from_secs(30));
     bob.wait_for(
         "alice online again",
         Duration::from_secs(15),
@@ -151,19 +143,12 @@ fn presence_and_blocks_cross_nodes_and_a_dead_node_leaves_no_ghost() {
 #[test]
 fn a_nats_restart_loses_no_account_contact_or_presence() {
     let test = "a_nats_restart_loses_no_account_contact_or_presence";
-    let Some((_pg, store)) = shared_store(test) else {
+    let Some(mut parts) = NatsCluster::start(test, "natsrestart") else {
         return;
     };
-    let Some(mut nats) = Nats::start(test) else {
-        return;
-    };
-    let url = nats.url();
-    let join = ["--cluster", url.as_str()];
-    let cluster = Cluster::new("natsrestart", Some(store));
-    let (a1, a2) = (free_addr(), free_addr());
-    let n1 = cluster.node("n1", a1, &join);
-    let n2 = cluster.node("n2", a2, &join);
-    wait_metric(&n1, "rendezvous_cluster_nodes", 1, Duration::from_secs(10));
+    let cluster = &parts.cluster;
+    let (n1, n2) = parts.two_nodes();
+    let (a1, a2) = (n1.addr, n2.addr);
     cluster.pair(&a1.to_string(), "alice", "bob");
     let mut alice = Proc::spawn(
         "alice",
@@ -179,9 +164,9 @@ fn a_nats_restart_loses_no_account_contact_or_presence() {
     alice.wait_for("bob away", Duration::from_secs(15), seen("bob", "away"));
 
     // NATS goes away for longer than the heartbeat timeout, then comes back on its port.
-    nats.restart(Duration::from_secs(7));
+    parts.nats.restart(Duration::from_secs(7));
     n1.proc
-        .wait_stderr("cluster: connected to NATS", Duration::from_secs(15));
+        .wait_stderr("cluster: connected to NATS", 1, Duration::from_secs(15));
     wait_metric(&n1, "rendezvous_cluster_nodes", 1, Duration::from_secs(15));
     wait_metric(&n2, "rendezvous_cluster_nodes", 1, Duration::from_secs(15));
     // The heartbeats' snapshots bring the presence back (during the outage each node could
@@ -218,30 +203,19 @@ fn a_nats_restart_loses_no_account_contact_or_presence() {
 #[test]
 fn a_chat_between_nodes_is_introduced_and_relayed_by_one_switchboard() {
     let test = "a_chat_between_nodes_is_introduced_and_relayed_by_one_switchboard";
-    let Some((_pg, store)) = shared_store(test) else {
+    let Some(parts) = NatsCluster::start(test, "natschat") else {
         return;
     };
-    let Some(nats) = Nats::start(test) else {
-        return;
-    };
-    let url = nats.url();
-    let join = ["--cluster", url.as_str()];
-    let cluster = Cluster::new("natschat", Some(store));
-    let (a1, a2) = (free_addr(), free_addr());
-    let n1 = cluster.node("n1", a1, &join);
-    let n2 = cluster.node("n2", a2, &join);
-    wait_metric(&n1, "rendezvous_cluster_nodes", 1, Duration::from_secs(10));
+    let cluster = &parts.cluster;
+    let (n1, n2) = parts.two_nodes();
+    let (a1, a2) = (n1.addr, n2.addr);
     cluster.pair(&a1.to_string(), "alice", "bob");
     // alice only on node 1, bob only on node 2; both invite each other at once.
-    let chat = |user: &str, peer: &str, node: std::net::SocketAddr| {
-        let args = ["chat", "--json", "--peer", peer, "--bind", "127.0.0.1"];
-        Proc::spawn(user, cluster.client(&node.to_string(), user, &args))
-    };
-    let mut alice = chat("alice", "bob", a1);
-    let mut bob = chat("bob", "alice", a2);
-    let connected = |e: &[Value]| e.iter().any(|e| e["event"] == "connected");
-    alice.wait_for("the introduction", Duration::from_secs(30), connected);
-    bob.wait_for("the introduction", Duration::from_secs(30), connected);
+    let mut alice = cluster.chat(&a1.to_string(), "alice", "bob");
+    let mut bob = cluster.chat(&a2.to_string(), "bob", "alice");
+    let connected = has_event("connected");
+    alice.wait_for("the introduction", Duration::from_secs(30), &connected);
+    bob.wait_for("the introduction", Duration::from_secs(30), &connected);
     let sid = |p: &Proc| {
         p.events()
             .iter()
@@ -251,19 +225,13 @@ fn a_chat_between_nodes_is_introduced_and_relayed_by_one_switchboard() {
     };
     // One introduction, not one per invitation.
     assert_eq!(sid(&alice), sid(&bob));
-    let got = |text: &'static str| {
-        move |e: &[Value]| {
-            e.iter()
-                .any(|e| e["event"] == "message" && e["text"] == text)
-        }
-    };
-    alice.send_line("hello from node 1");
+    alice.send_lines(&["hello from node 1".to_owned()]);
     bob.wait_for(
         "alice's message",
         Duration::from_secs(20),
         got("hello from node 1"),
     );
-    bob.send_line("hello from node 2");
+    bob.send_lines(&["hello from node 2".to_owned()]);
     alice.wait_for(
         "bob's message",
         Duration::from_secs(20),

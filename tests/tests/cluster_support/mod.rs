@@ -6,13 +6,16 @@
 
 #[path = "../../../stun-server/tests/pg_support/mod.rs"]
 pub mod pg_support;
+#[path = "../../../p2p-client/tests/client/process.rs"]
+mod process;
+pub use process::Proc;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -43,137 +46,6 @@ impl Drop for TempDir {
 /// [`pg_support::free_port`] for why not simply port 0).
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], pg_support::free_port()))
-}
-
-/// A child process whose stdout lines go to a channel and whose stderr is kept; killed on
-/// drop if it still runs (ours, by its handle).
-pub struct Proc {
-    pub name: String,
-    pub child: Child,
-    pub stdin: Option<ChildStdin>,
-    pub lines: mpsc::Receiver<String>,
-    pub seen: Vec<String>,
-    pub stderr: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (sink, mut pipe) = (stderr.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Proc {
-            name: name.to_owned(),
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            seen: Vec::new(),
-            stderr,
-        }
-    }
-
-    pub fn logs(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    pub fn events(&self) -> Vec<Value> {
-        self.seen
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// Reads stdout until `done` holds for the JSON objects seen so far.
-    pub fn wait_for(&mut self, what: &str, timeout: Duration, done: impl Fn(&[Value]) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !done(&self.events()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(e) => panic!(
-                    "{}: no {what} within {timeout:?} ({e}); stdout: {:#?}\nstderr:\n{}",
-                    self.name,
-                    self.seen,
-                    self.logs()
-                ),
-            }
-        }
-    }
-
-    /// Waits until stderr contains `text`.
-    pub fn wait_stderr(&self, text: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.logs().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "{}: {text:?} not on stderr within {timeout:?}:\n{}",
-                self.name,
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    pub fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    }
-
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: did not exit within {timeout:?}; stderr:\n{}",
-                self.name,
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// One cluster: its nodes share the TLS key in `dir` (and a PostgreSQL database, if given).
@@ -245,7 +117,7 @@ impl Cluster {
             cmd.args(["--store", store]);
         }
         let proc = Proc::spawn(name, cmd);
-        proc.wait_stderr("rendezvous node ready", Duration::from_secs(15));
+        proc.wait_stderr("rendezvous node ready", 1, Duration::from_secs(15));
         let logs = proc.logs();
         let metrics = logs
             .split("metrics listening on http://")
@@ -287,6 +159,23 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         out
+    }
+
+    /// Two nodes that name each other as `--peer-node`, with `a` and `b` registered and mutual
+    /// contacts through node 1 before node 2 starts (so node 2 read them at start: without
+    /// `--cluster` list changes do not cross running nodes, docs/CLUSTER.md).
+    pub fn peered_pair(&self, a: &str, b: &str) -> (Node, Node) {
+        let (a1, a2) = (free_addr(), free_addr());
+        let n1 = self.node("n1", a1, &["--peer-node", &a2.to_string()]);
+        self.pair(&a1.to_string(), a, b);
+        let n2 = self.node("n2", a2, &["--peer-node", &a1.to_string()]);
+        (n1, n2)
+    }
+
+    /// `chat --json --peer PEER --bind 127.0.0.1` as `user` through `servers`, running.
+    pub fn chat(&self, servers: &str, user: &str, peer: &str) -> Proc {
+        let args = ["chat", "--json", "--peer", peer, "--bind", "127.0.0.1"];
+        Proc::spawn(user, self.client(servers, user, &args))
     }
 
     /// Registers both and makes them mutual contacts, through `servers`.
@@ -366,7 +255,7 @@ impl Nats {
         let mut cmd = Command::new(bin);
         cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
         let proc = Proc::spawn("nats-server", cmd);
-        proc.wait_stderr("Server is ready", Duration::from_secs(10));
+        proc.wait_stderr("Server is ready", 1, Duration::from_secs(10));
         proc
     }
 
@@ -406,5 +295,56 @@ pub fn seen(name: &'static str, presence: &'static str) -> impl Fn(&[Value]) -> 
         events
             .last()
             .is_some_and(|e| e["name"] == name && e["presence"] == presence)
+    }
+}
+
+/// Some `message` event carries `text`.
+pub fn got(text: &'static str) -> impl Fn(&[Value]) -> bool {
+    move |events: &[Value]| {
+        events
+            .iter()
+            .any(|e| e["event"] == "message" && e["text"] == text)
+    }
+}
+
+/// Some event has the kind `event`.
+pub fn has_event(event: &'static str) -> impl Fn(&[Value]) -> bool {
+    move |events: &[Value]| events.iter().any(|e| e["event"] == event)
+}
+
+/// The parts of a NATS cluster test: a PostgreSQL database and a NATS server of the test's
+/// own, and the cluster whose nodes use both.
+pub struct NatsCluster {
+    pub cluster: Cluster,
+    pub nats: Nats,
+    _pg: Arc<pg_support::Cluster>,
+}
+
+impl NatsCluster {
+    /// Starts PostgreSQL and NATS, or `None` (said loudly; a failure in CI) without them.
+    pub fn start(test: &str, tag: &str) -> Option<NatsCluster> {
+        let (pg, store) = shared_store(test)?;
+        let nats = Nats::start(test)?;
+        Some(NatsCluster {
+            cluster: Cluster::new(tag, Some(store)),
+            nats,
+            _pg: pg,
+        })
+    }
+
+    /// A node on `addr` joined to the NATS server.
+    pub fn node(&self, name: &str, addr: SocketAddr) -> Node {
+        self.cluster
+            .node(name, addr, &["--cluster", &self.nats.url()])
+    }
+
+    /// Two nodes on free ports, started, each counting the other as a member.
+    pub fn two_nodes(&self) -> (Node, Node) {
+        let n1 = self.node("n1", free_addr());
+        let n2 = self.node("n2", free_addr());
+        for node in [&n1, &n2] {
+            wait_metric(node, "rendezvous_cluster_nodes", 1, Duration::from_secs(10));
+        }
+        (n1, n2)
     }
 }
