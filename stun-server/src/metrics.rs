@@ -295,6 +295,14 @@ fn encode_rendezvous(encoder: &mut DescriptorEncoder<'_>, counts: &Counts) -> st
         "Clients sent to another node with XFR (the node was full or draining)",
         core.transfers,
     )?;
+    counter(
+        encoder,
+        "rendezvous_cluster_list_resyncs",
+        "Times this node read the contact and block lists again because a list change of \
+         another node may have missed it (its NATS connection was made again, or a heartbeat \
+         counted list messages that never arrived)",
+        counts.list_resyncs.load(Ordering::Relaxed),
+    )?;
     let draining = counts.draining.load(Ordering::Relaxed);
     let mut family = encoder.encode_descriptor(
         "rendezvous_node_state",

@@ -194,6 +194,32 @@ fn a_nats_restart_loses_no_account_contact_or_presence() {
             "{out:?}"
         );
     }
+
+    // A list change that no NATS message carries (written while NATS is down, shorter than
+    // the heartbeat timeout, so nobody takes anybody for dead): each node reads the lists
+    // again when its NATS connection comes back, and alice sees bob's block take effect.
+    let resyncs = metric(&n1, "rendezvous_cluster_list_resyncs_total");
+    parts.nats.kill();
+    parts.sql("INSERT INTO blocks (owner, blocked) VALUES ('bob', 'alice')");
+    parts.nats.start_again();
+    wait_metric(
+        &n1,
+        "rendezvous_cluster_list_resyncs_total",
+        resyncs + 1,
+        Duration::from_secs(15),
+    );
+    alice.wait_for(
+        "bob's block, read from the database",
+        Duration::from_secs(10),
+        seen("bob", "offline"),
+    );
+    assert!(
+        n1.proc
+            .logs()
+            .contains("cluster: lists read again from the database changed=1"),
+        "{}",
+        n1.proc.logs()
+    );
     for p in [&mut alice, &mut bob] {
         p.signal(libc::SIGINT);
         assert!(p.wait_exit(Duration::from_secs(10)).success());
@@ -251,5 +277,61 @@ fn a_chat_between_nodes_is_introduced_and_relayed_by_one_switchboard() {
     for p in [&mut alice, &mut bob] {
         p.signal(libc::SIGINT);
         p.wait_exit(Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn a_lost_list_message_is_found_by_the_heartbeat_count_and_repaired() {
+    let test = "a_lost_list_message_is_found_by_the_heartbeat_count_and_repaired";
+    let Some(parts) = NatsCluster::start(test, "natsgap") else {
+        return;
+    };
+    let cluster = &parts.cluster;
+    let n1 = parts.node("n1", free_addr());
+    // The resync every (re)connection makes has run: what follows is another one.
+    wait_metric(
+        &n1,
+        "rendezvous_cluster_list_resyncs_total",
+        1,
+        Duration::from_secs(10),
+    );
+    let a1 = n1.addr.to_string();
+    cluster.pair(&a1, "alice", "bob");
+    let mut alice = Proc::spawn(
+        "alice",
+        cluster.client(&a1, "alice", &["status", "online", "--json"]),
+    );
+    let mut bob = Proc::spawn(
+        "bob",
+        cluster.client(&a1, "bob", &["status", "online", "--json"]),
+    );
+    alice.wait_for("bob online", Duration::from_secs(15), seen("bob", "online"));
+    // Another node (this test, speaking NATS) has published no list message yet...
+    let heartbeat = |lists: u64| {
+        format!(
+            r#"{{"node":4660,"rendezvous":"127.0.0.1:9","accepting":false,"lists":{lists},"users":[]}}"#
+        )
+    };
+    parts.nats.publish("p2p.rdv.all.heartbeat", &heartbeat(0));
+    wait_metric(&n1, "rendezvous_cluster_nodes", 1, Duration::from_secs(5));
+    // ...then stores a block whose message is lost, and its next heartbeat counts it.
+    parts.sql("INSERT INTO blocks (owner, blocked) VALUES ('bob', 'alice')");
+    parts.nats.publish("p2p.rdv.all.heartbeat", &heartbeat(1));
+    alice.wait_for(
+        "bob's block, found missing and read from the database",
+        Duration::from_secs(10),
+        seen("bob", "offline"),
+    );
+    assert_eq!(metric(&n1, "rendezvous_cluster_list_resyncs_total"), 2);
+    assert!(
+        n1.proc
+            .logs()
+            .contains("cluster: list changes of a node were lost"),
+        "{}",
+        n1.proc.logs()
+    );
+    for p in [&mut alice, &mut bob] {
+        p.signal(libc::SIGINT);
+        assert!(p.wait_exit(Duration::from_secs(10)).success());
     }
 }

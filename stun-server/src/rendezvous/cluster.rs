@@ -9,8 +9,8 @@
 //! | subject | payload (JSON) | when |
 //! |---|---|---|
 //! | `p2p.rdv.all.presence` | `{"node", "user", "presence"}` | a user's presence over this node's sessions changed |
-//! | `p2p.rdv.all.list` | `{"node", "op", "owner", "other"}` (`op`: `ADC`, `REM`, `BLK`, `ALW`) | a contact or block list changed here (after it was stored) |
-//! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "users": [[name, presence], ...]}` | every [`HEARTBEAT`] |
+//! | `p2p.rdv.all.list` | `{"node", "seq", "op", "owner", "other"}` (`op`: `ADC`, `REM`, `BLK`, `ALW`; `seq`: 1, 2, ... per node) | a contact or block list changed here (after it was stored) |
+//! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "accepting", "lists", "users": [[name, presence], ...]}` (`lists`: how many list messages the node has published) | every [`HEARTBEAT`] |
 //! | `p2p.rdv.all.session` | `{"node", "user", "session"}` | a session here registered a login session id (`DEV`): other nodes replace their sessions holding it (`OUT 0 OTH`) |
 //! | `p2p.rdv.all.bye` | `{"node"}` | the node stops |
 //! | `p2p.rdv.to.NODE` (16 hex digits) | `{"node", "kind", ...}`: `ring`, `answer`, `cancel`, `deliver`, `primed` ([`Routed`]) | an invitation, its answer or cancel, an `ITR`/`PRM`/`CAN` line for a session there |
@@ -21,7 +21,14 @@
 //! NATS server restarted, a slow consumer) is repaired by the next one. A node whose heartbeat
 //! has not been heard for [`NODE_TIMEOUT`] is dead: its users go offline for their contacts
 //! here, and it leaves the peer list that `XFR` picks from.
+//!
+//! Lists are repaired from the database instead (they are too big to repeat every second):
+//! when a heartbeat counts more list messages than arrived from its node, and whenever this
+//! node's NATS connection is made or made again (what was published meanwhile was not
+//! delivered here), the driver reads the lists and the core applies the differences
+//! ([`RendezvousServer::handle_lists_resync`]).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -68,6 +75,10 @@ struct PresenceMsg {
 #[derive(Serialize, Deserialize)]
 struct ListMsg {
     node: u64,
+    /// 1 for the node's first list message, 2 for the next...: a receiver that sees a
+    /// heartbeat count more than it received knows it missed some.
+    #[serde(default)]
+    seq: u64,
     op: String,
     owner: String,
     other: String,
@@ -80,6 +91,9 @@ struct HeartbeatMsg {
     /// Neither draining nor full: other nodes may send it clients with `XFR`.
     #[serde(default = "accepting_default")]
     accepting: bool,
+    /// How many list messages the node has published so far.
+    #[serde(default)]
+    lists: u64,
     users: Vec<(String, String)>,
 }
 
@@ -234,13 +248,17 @@ impl RoutedBody {
 #[derive(Debug)]
 pub(crate) enum Incoming {
     Presence(NodeId, UserName, Presence),
-    List(StoreOp),
+    /// A list change, with its place in the sender's sequence of list messages.
+    List(NodeId, u64, StoreOp),
     Heartbeat {
         node: NodeId,
         rendezvous: SocketAddr,
         accepting: bool,
+        lists: u64,
         users: Vec<(UserName, Presence)>,
     },
+    /// This node's connection to NATS was made, or made again after it was lost.
+    Connected,
     Bye(NodeId),
     Routed(NodeId, Routed),
     Session(NodeId, UserName, SessionId),
@@ -256,6 +274,12 @@ pub(crate) struct ClusterLink {
     pub(crate) incoming: mpsc::UnboundedReceiver<Incoming>,
     members: Membership,
     publisher: tokio::task::JoinHandle<()>,
+    /// How many list messages this node has published.
+    lists_sent: u64,
+    /// The highest list message number received from each node.
+    lists_seen: HashMap<NodeId, u64>,
+    /// Some list change may not have reached this node: the lists must be read again.
+    resync_due: bool,
 }
 
 impl ClusterLink {
@@ -267,6 +291,8 @@ impl ClusterLink {
         advertise: SocketAddr,
         static_peers: Vec<SocketAddr>,
     ) -> Result<ClusterLink, async_nats::Error> {
+        let (in_tx, incoming) = mpsc::unbounded_channel();
+        let on_event = in_tx.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("rendezvous-{:016x}", node.0))
             .retry_on_initial_connect()
@@ -275,20 +301,25 @@ impl ClusterLink {
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis(100 * u64::try_from(attempts.min(10)).unwrap_or(10))
             })
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("cluster: connected to NATS"),
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("cluster: lost the NATS connection; reconnecting");
+            .event_callback(move |event| {
+                let on_event = on_event.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("cluster: connected to NATS");
+                            let _ = on_event.send(Incoming::Connected);
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("cluster: lost the NATS connection; reconnecting");
+                        }
+                        other => tracing::warn!(event = %other, "cluster: NATS event"),
                     }
-                    other => tracing::warn!(event = %other, "cluster: NATS event"),
                 }
             })
             .connect(url)
             .await?;
         let everyone = client.subscribe(ALL).await?;
         let mine = client.subscribe(node_subject(node)).await?;
-        let (in_tx, incoming) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             use futures_util::StreamExt as _;
             let mut both = futures_util::stream::select(everyone, mine);
@@ -321,6 +352,11 @@ impl ClusterLink {
             incoming,
             members: Membership::new(advertise, static_peers, NODE_TIMEOUT),
             publisher,
+            lists_sent: 0,
+            lists_seen: HashMap::new(),
+            // The lists were read at start, before the subscription: what another node
+            // changed in between is found by the resync that `Connected` asks for.
+            resync_due: false,
         })
     }
 
@@ -334,7 +370,7 @@ impl ClusterLink {
     }
 
     /// Publishes a message of the core.
-    pub(crate) fn send(&self, message: ClusterMessage) {
+    pub(crate) fn send(&mut self, message: ClusterMessage) {
         let node = self.node.0;
         match message {
             ClusterMessage::Presence { user, presence } => self.publish(
@@ -353,10 +389,12 @@ impl ClusterLink {
                     StoreOp::Allow { owner, blocked } => ("ALW", owner, blocked),
                     _ => return,
                 };
+                self.lists_sent += 1;
                 self.publish(
                     LIST,
                     &ListMsg {
                         node,
+                        seq: self.lists_sent,
                         op: code.to_owned(),
                         owner: owner.to_string(),
                         other: other.to_string(),
@@ -400,6 +438,7 @@ impl ClusterLink {
                 node: self.node.0,
                 rendezvous: self.advertise,
                 accepting: core.accepts_clients(),
+                lists: self.lists_sent,
                 users,
             },
         );
@@ -422,20 +461,40 @@ impl ClusterLink {
                 }
                 false
             }
-            Incoming::List(op) => {
+            Incoming::List(node, seq, op) => {
+                let seen = self.lists_seen.entry(node).or_default();
+                *seen = (*seen).max(seq);
                 core.handle_remote_list(&op);
+                false
+            }
+            Incoming::Connected => {
+                self.resync_due = true;
                 false
             }
             Incoming::Heartbeat {
                 node,
                 rendezvous,
                 accepting,
+                lists,
                 users,
             } => {
                 let heard = self.members.heard(node, rendezvous, accepting, now);
                 if heard.joined {
                     tracing::info!(node = format_args!("{:016x}", node.0), %rendezvous,
                         online = users.len(), "cluster: node joined");
+                }
+                // The heartbeat comes after the node's list messages (one publisher, one
+                // subscription: NATS keeps their order), so a count above what arrived means
+                // some were lost. The first heartbeat of a node sets where it starts.
+                let seen = self.lists_seen.entry(node).or_insert(lists);
+                if lists > *seen {
+                    tracing::warn!(
+                        node = format_args!("{:016x}", node.0),
+                        missed = lists - *seen,
+                        "cluster: list changes of a node were lost; reading the lists again"
+                    );
+                    *seen = lists;
+                    self.resync_due = true;
                 }
                 core.handle_node_snapshot(node, &users);
                 heard.peers_changed
@@ -449,6 +508,7 @@ impl ClusterLink {
                 false
             }
             Incoming::Bye(node) => {
+                self.lists_seen.remove(&node);
                 if self.members.left(node) {
                     tracing::info!(node = format_args!("{:016x}", node.0), "cluster: node left");
                     core.handle_node_gone(node);
@@ -457,6 +517,18 @@ impl ClusterLink {
                 false
             }
         }
+    }
+
+    /// Whether the lists must be read from the database again (and forgets it: the driver
+    /// asks again, with [`resync_failed`](Self::resync_failed), if the read fails).
+    pub(crate) fn take_resync(&mut self) -> bool {
+        std::mem::take(&mut self.resync_due)
+    }
+
+    /// The read the last [`take_resync`](Self::take_resync) asked for failed: try again
+    /// (at the next heartbeat).
+    pub(crate) fn resync_failed(&mut self) {
+        self.resync_due = true;
     }
 
     /// Drops members silent for [`NODE_TIMEOUT`]; `true` if one was dropped.
@@ -503,7 +575,8 @@ fn origin(message: &Incoming) -> Option<NodeId> {
         | Incoming::Bye(node)
         | Incoming::Routed(node, _)
         | Incoming::Session(node, ..) => Some(*node),
-        Incoming::List(_) => None,
+        Incoming::List(node, ..) => Some(*node),
+        Incoming::Connected => None,
     }
 }
 
@@ -546,7 +619,7 @@ fn decode(subject: &str, payload: &[u8]) -> Option<Incoming> {
                 },
                 _ => return None,
             };
-            Some(Incoming::List(op))
+            Some(Incoming::List(NodeId(m.node), m.seq, op))
         }
         HEARTBEAT_SUBJECT => {
             let m: HeartbeatMsg = serde_json::from_slice(payload).ok()?;
@@ -559,6 +632,7 @@ fn decode(subject: &str, payload: &[u8]) -> Option<Incoming> {
                 node: NodeId(m.node),
                 rendezvous: m.rendezvous,
                 accepting: m.accepting,
+                lists: m.lists,
                 users,
             })
         }
@@ -594,22 +668,32 @@ mod tests {
             node: 7,
             rendezvous: "127.0.0.1:1863".parse().unwrap(),
             accepting: true,
+            lists: 4,
             users: vec![
                 ("alice".into(), "AWY".into()),
                 ("bad name!".into(), "NLN".into()),
             ],
         })
         .unwrap();
-        let Some(Incoming::Heartbeat { node, users, .. }) = decode(HEARTBEAT_SUBJECT, &hb) else {
+        let Some(Incoming::Heartbeat {
+            node, lists, users, ..
+        }) = decode(HEARTBEAT_SUBJECT, &hb)
+        else {
             panic!("not a heartbeat");
         };
-        assert_eq!(node, NodeId(7));
+        assert_eq!((node, lists), (NodeId(7), 4));
         // The malformed name is dropped, not the whole heartbeat.
         assert_eq!(users, [(UserName::parse("alice").unwrap(), Presence::Away)]);
-        let list = br#"{"node":1,"op":"BLK","owner":"bob","other":"alice"}"#;
+        let list = br#"{"node":1,"seq":2,"op":"BLK","owner":"bob","other":"alice"}"#;
         assert!(matches!(
             decode(LIST, list),
-            Some(Incoming::List(StoreOp::Block { .. }))
+            Some(Incoming::List(NodeId(1), 2, StoreOp::Block { .. }))
+        ));
+        // From a node that numbers nothing (before `seq`): number 0, never a gap.
+        let list = br#"{"node":1,"op":"ADC","owner":"bob","other":"alice"}"#;
+        assert!(matches!(
+            decode(LIST, list),
+            Some(Incoming::List(NodeId(1), 0, StoreOp::AddContact { .. }))
         ));
         assert!(
             decode(

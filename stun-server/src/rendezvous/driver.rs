@@ -58,6 +58,8 @@ pub(crate) struct Counts {
     pub(crate) draining: AtomicBool,
     /// Other nodes of the cluster heard from within the heartbeat timeout.
     pub(crate) cluster_nodes: AtomicUsize,
+    /// Times the lists were read again from the database (`--cluster`).
+    pub(crate) list_resyncs: AtomicU64,
 }
 
 impl Counts {
@@ -321,7 +323,7 @@ impl Driver {
     fn cluster_message(&mut self, message: Incoming) {
         // A list change can name an account made on another node moments ago, before the
         // poll found it: read the new accounts first (list changes are rare).
-        if let Incoming::List(op) = &message
+        if let Incoming::List(_, _, op) = &message
             && op_names(op).iter().any(|n| !self.core.knows_user(n))
         {
             self.poll_users();
@@ -331,6 +333,42 @@ impl Driver {
         };
         if link.receive(&mut self.core, message, Instant::now()) {
             self.core.handle_peer_nodes(link.peers());
+        }
+        self.resync_lists_if_due();
+    }
+
+    /// Reads the contact and block lists again when some list change of another node may
+    /// have missed this one (`ClusterLink::take_resync`), and hands them to the core, which
+    /// applies what differs. Every list change made here is already stored (writes happen in
+    /// order on this task), so the lists read include them. A failed read is tried again at
+    /// the next heartbeat.
+    fn resync_lists_if_due(&mut self) {
+        let Some(link) = &mut self.cluster else {
+            return;
+        };
+        if !link.take_resync() {
+            return;
+        }
+        // Accounts first: the lists may name one made on another node moments ago.
+        self.poll_users();
+        let started = Instant::now();
+        match self.store.lists() {
+            Ok((contacts, blocks)) => {
+                let changed = self.core.handle_lists_resync(&contacts, &blocks);
+                self.counts.list_resyncs.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    changed,
+                    pairs = contacts.len() + blocks.len(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "cluster: lists read again from the database"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cluster: cannot read the lists again; retrying");
+                if let Some(link) = &mut self.cluster {
+                    link.resync_failed();
+                }
+            }
         }
     }
 
@@ -343,6 +381,10 @@ impl Driver {
         if link.expire(&mut self.core, Instant::now()) {
             self.core.handle_peer_nodes(link.peers());
         }
+        self.resync_lists_if_due();
+        let Some(link) = &self.cluster else {
+            return;
+        };
         self.counts
             .cluster_nodes
             .store(link.member_count(), Ordering::Relaxed);
@@ -446,7 +488,7 @@ impl Driver {
                     self.tickets.book.insert(ticket);
                 }
                 Output::Cluster(message) => {
-                    if let Some(link) = &self.cluster {
+                    if let Some(link) = &mut self.cluster {
                         link.send(message);
                     }
                 }

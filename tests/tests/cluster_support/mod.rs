@@ -265,10 +265,43 @@ impl Nats {
 
     /// Kills it (SIGKILL, by pid) and starts a new one on the same port.
     pub fn restart(&mut self, down_for: Duration) {
+        self.kill();
+        std::thread::sleep(down_for);
+        self.start_again();
+    }
+
+    /// Kills it (SIGKILL, by pid).
+    pub fn kill(&mut self) {
         self.proc.signal(libc::SIGKILL);
         self.proc.wait_exit(Duration::from_secs(10));
-        std::thread::sleep(down_for);
+    }
+
+    /// Starts a new one on the same port, after [`kill`](Self::kill).
+    pub fn start_again(&mut self) {
         self.proc = Self::spawn(&self.bin, self.port);
+    }
+
+    /// Publishes `payload` on `subject` as a client of its own (the NATS text protocol:
+    /// `CONNECT`, `PUB`, then `PING` until `PONG`, so it has been processed when this returns).
+    pub fn publish(&self, subject: &str, payload: &str) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n{payload}\r\nPING\r\n",
+            payload.len()
+        )
+        .unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 1024];
+        while !seen.contains("PONG") {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "NATS closed the connection: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            assert!(!seen.contains("-ERR"), "NATS refused: {seen}");
+        }
     }
 }
 
@@ -317,6 +350,8 @@ pub fn has_event(event: &'static str) -> impl Fn(&[Value]) -> bool {
 pub struct NatsCluster {
     pub cluster: Cluster,
     pub nats: Nats,
+    /// The database's URL, for a test that writes to it behind the nodes' backs.
+    pub store: String,
     _pg: Arc<pg_support::Cluster>,
 }
 
@@ -326,8 +361,9 @@ impl NatsCluster {
         let (pg, store) = shared_store(test)?;
         let nats = Nats::start(test)?;
         Some(NatsCluster {
-            cluster: Cluster::new(tag, Some(store)),
+            cluster: Cluster::new(tag, Some(store.clone())),
             nats,
+            store,
             _pg: pg,
         })
     }
@@ -336,6 +372,12 @@ impl NatsCluster {
     pub fn node(&self, name: &str, addr: SocketAddr) -> Node {
         self.cluster
             .node(name, addr, &["--cluster", &self.nats.url()])
+    }
+
+    /// Runs `sql` on the cluster's database directly, as no node would.
+    pub fn sql(&self, sql: &str) {
+        let mut client = postgres::Client::connect(&self.store, postgres::NoTls).unwrap();
+        client.batch_execute(sql).unwrap();
     }
 
     /// Two nodes on free ports, started, each counting the other as a member.

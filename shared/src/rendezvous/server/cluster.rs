@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::directory::{ListOp, UserId};
+use super::directory::{ListOp, PairSet, UserId};
 use super::{Output, RendezvousServer};
 use crate::rendezvous::types::{Presence, StoreOp, UserName};
 
@@ -153,6 +153,48 @@ impl RendezvousServer {
         let before = self.dir.pair_view(me, other);
         self.dir.apply_list(me, other, list_op);
         self.push_pair_changes(me, other, before);
+    }
+
+    /// The contact and block lists as the shared database holds them now, read by the driver
+    /// when a list change of another node may have missed this one (its connection to the
+    /// message bus was down, or a node's heartbeat counts more list changes than arrived).
+    /// Every pair that differs from this node's copy is applied as
+    /// [`handle_remote_list`](Self::handle_remote_list) applies one change, with the same
+    /// pushes; pairs naming unknown users are skipped. Returns how many pairs differed.
+    ///
+    /// The driver must have stored every list change this node made before it read the
+    /// lists (it stores them in order, before reading): a change of this node's that is not
+    /// in them yet would otherwise be undone here.
+    pub fn handle_lists_resync(
+        &mut self,
+        contacts: &[(UserName, UserName)],
+        blocks: &[(UserName, UserName)],
+    ) -> usize {
+        self.step += 1;
+        let ids = |pairs: &[(UserName, UserName)]| -> PairSet {
+            pairs
+                .iter()
+                .filter_map(|(a, b)| Some((self.dir.id(a)?, self.dir.id(b)?)))
+                .filter(|(a, b)| a != b)
+                .collect()
+        };
+        let (want_contacts, want_blocks) = (ids(contacts), ids(blocks));
+        let (have_contacts, have_blocks) = self.dir.list_pairs();
+        let mut changes: Vec<(UserId, UserId, ListOp)> = Vec::new();
+        let mut diff = |want: &PairSet, have: &PairSet, add: ListOp, remove: ListOp| {
+            changes.extend(want.difference(have).map(|&(a, b)| (a, b, add)));
+            changes.extend(have.difference(want).map(|&(a, b)| (a, b, remove)));
+        };
+        diff(&want_contacts, &have_contacts, ListOp::Add, ListOp::Remove);
+        diff(&want_blocks, &have_blocks, ListOp::Block, ListOp::Allow);
+        // One order whatever the hash sets did: the pushes come out the same every time.
+        changes.sort_unstable_by_key(|&(a, b, op)| (a, b, op as u8));
+        for &(owner, other, op) in &changes {
+            let before = self.dir.pair_view(owner, other);
+            self.dir.apply_list(owner, other, op);
+            self.push_pair_changes(owner, other, before);
+        }
+        changes.len()
     }
 
     /// The users online on this node with the most available state over their sessions

@@ -1,7 +1,7 @@
 //! The directory: accounts, contact and block lists, presence and who may see it
 //! (docs/PROTOCOL.md sections 6 and 7).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::cluster::{ClusterMessage, NodeId};
 use super::conn::params;
@@ -19,6 +19,9 @@ use crate::rendezvous::wire::{Line, MAX_PAYLOAD, TrId};
 /// An interned user: an index into [`Directory::users`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct UserId(u32);
+
+/// `(owner, other)` pairs of contact or block lists.
+pub(super) type PairSet = HashSet<(UserId, UserId)>;
 
 /// One account and its live state.
 #[derive(Debug)]
@@ -142,6 +145,17 @@ impl Directory {
             remote: Vec::new(),
         });
         id
+    }
+
+    /// Every `(owner, contact)` and every `(owner, blocked)` pair of the lists held here.
+    pub(super) fn list_pairs(&self) -> (PairSet, PairSet) {
+        let (mut contacts, mut blocks) = (HashSet::new(), HashSet::new());
+        for (index, user) in self.users.iter().enumerate() {
+            let owner = UserId(u32::try_from(index).unwrap_or(u32::MAX));
+            contacts.extend(user.contacts.iter().map(|&c| (owner, c)));
+            blocks.extend(user.blocks.iter().map(|&b| (owner, b)));
+        }
+        (contacts, blocks)
     }
 
     /// Everyone logged out at once (shutdown): no pushes.

@@ -224,3 +224,44 @@ fn a_login_session_id_claimed_on_another_node_replaces_the_session_here() {
     assert!(to(&a.log, other).is_empty());
     assert_eq!(a.server.session_count(), 1);
 }
+
+#[test]
+fn a_resync_from_the_database_applies_missed_list_changes_with_their_pushes() {
+    let (mut a, mut b) = two_nodes();
+    let alice = a.online("alice", "NLN");
+    let _bob = b.online("bob", "NLN");
+    carry(&mut b, B, &mut a);
+    a.log.clear();
+    let pairs = |list: &[(&str, &str)]| -> Vec<(UserName, UserName)> {
+        list.iter().map(|(x, y)| (name(x), name(y))).collect()
+    };
+    let contacts = pairs(&[("alice", "bob"), ("bob", "alice"), ("alice", "carol")]);
+    // bob blocked alice on node B, and its announcement never reached node A: the database
+    // has the block, node A's copy does not. The resync finds it and pushes its effect.
+    let blocked = pairs(&[("bob", "alice")]);
+    assert_eq!(a.server.handle_lists_resync(&contacts, &blocked), 1);
+    a.drain();
+    assert_eq!(to(&a.log, alice), ["FLN 0 bob"]);
+    assert!(stores(&a.log).is_empty(), "a resync stores nothing");
+    assert!(messages(&a.log).is_empty(), "nor announces anything");
+    // The same lists again: nothing differs, nothing is pushed.
+    a.log.clear();
+    assert_eq!(a.server.handle_lists_resync(&contacts, &blocked), 0);
+    a.drain();
+    assert!(to(&a.log, alice).is_empty(), "{:?}", a.log);
+    // The unblock and a new contact, both missed: applied together; pairs naming accounts
+    // node A does not know are skipped.
+    let contacts = pairs(&[
+        ("alice", "bob"),
+        ("bob", "alice"),
+        ("alice", "carol"),
+        ("carol", "alice"),
+        ("carol", "nobody"),
+    ]);
+    assert_eq!(a.server.handle_lists_resync(&contacts, &[]), 2);
+    a.drain();
+    assert_eq!(to(&a.log, alice), ["ILN 0 NLN bob"]);
+    // And a contact removed elsewhere is removed here.
+    let contacts = pairs(&[("alice", "bob"), ("bob", "alice"), ("alice", "carol")]);
+    assert_eq!(a.server.handle_lists_resync(&contacts, &[]), 1);
+}

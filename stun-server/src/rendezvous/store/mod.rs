@@ -35,6 +35,9 @@ pub use self::url::{PostgresUrl, StoreUrlError};
 /// `meta`; 2 adds `devices`.
 pub const SCHEMA_VERSION: i64 = 2;
 
+/// `(owner, other)` pairs of a contact or block list.
+pub type Pairs = Vec<(UserName, UserName)>;
+
 /// Why the database could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -198,6 +201,12 @@ impl Store {
     /// Everything persisted, for the server core at start-up.
     pub fn load(&self) -> Result<DirectorySnapshot, StoreError> {
         each!(self, s => s.load())
+    }
+
+    /// The contact and block lists, `(owner, other)` pairs, as stored now (a cluster node
+    /// repairing its copy after list changes of other nodes may have missed it).
+    pub fn lists(&self) -> Result<(Pairs, Pairs), StoreError> {
+        each!(self, s => s.lists())
     }
 
     /// Every device key, by owner, each owner's least recently registered first.

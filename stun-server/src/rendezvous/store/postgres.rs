@@ -33,7 +33,7 @@ use shared::rendezvous::{
 };
 
 use super::{
-    PostgresUrl, SCHEMA_VERSION, StoreError, UserSummary, device_key, kdf, name, now_secs,
+    Pairs, PostgresUrl, SCHEMA_VERSION, StoreError, UserSummary, device_key, kdf, name, now_secs,
     user_record,
 };
 
@@ -170,6 +170,21 @@ impl PostgresStore {
                 blocks,
                 device_keys,
             })
+        })
+    }
+
+    /// The contact and block lists, `(owner, other)` pairs, read in one snapshot.
+    pub fn lists(&self) -> Result<(Pairs, Pairs), StoreError> {
+        self.call(|c| {
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let contacts = pairs(&mut tx, "SELECT owner, contact FROM contacts")?;
+            let blocks = pairs(&mut tx, "SELECT owner, blocked FROM blocks")?;
+            tx.commit()?;
+            Ok((contacts, blocks))
         })
     }
 
@@ -364,10 +379,7 @@ fn users_since(
     Ok(out)
 }
 
-fn pairs(
-    client: &mut impl GenericClient,
-    sql: &str,
-) -> Result<Vec<(UserName, UserName)>, StoreError> {
+fn pairs(client: &mut impl GenericClient, sql: &str) -> Result<Pairs, StoreError> {
     let mut out = Vec::new();
     for row in client.query(sql, &[])? {
         out.push((name(row.try_get(0)?)?, name(row.try_get(1)?)?));

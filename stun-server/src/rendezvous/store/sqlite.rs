@@ -14,7 +14,7 @@ use shared::rendezvous::{
 };
 
 use super::{
-    SCHEMA_VERSION, StoreError, UserSummary, device_key, kdf, name, now_secs, user_record,
+    Pairs, SCHEMA_VERSION, StoreError, UserSummary, device_key, kdf, name, now_secs, user_record,
 };
 
 /// How long a write waits for another process (the operator's CLI) holding the lock.
@@ -158,7 +158,18 @@ impl SqliteStore {
     /// Everything persisted, for the server core at start-up.
     pub fn load(&self) -> Result<DirectorySnapshot, StoreError> {
         let users = self.users_since(0)?.into_iter().map(|(_, u)| u).collect();
-        let pairs = |sql: &str| -> Result<Vec<(UserName, UserName)>, StoreError> {
+        let (contacts, blocks) = self.lists()?;
+        Ok(DirectorySnapshot {
+            users,
+            contacts,
+            blocks,
+            device_keys: self.device_keys()?,
+        })
+    }
+
+    /// The contact and block lists, `(owner, other)` pairs.
+    pub fn lists(&self) -> Result<(Pairs, Pairs), StoreError> {
+        let pairs = |sql: &str| -> Result<Pairs, StoreError> {
             let mut stmt = self.conn.prepare(sql)?;
             let rows = stmt.query_map([], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
@@ -170,12 +181,10 @@ impl SqliteStore {
             }
             Ok(out)
         };
-        Ok(DirectorySnapshot {
-            users,
-            contacts: pairs("SELECT owner, contact FROM contacts ORDER BY owner, contact")?,
-            blocks: pairs("SELECT owner, blocked FROM blocks ORDER BY owner, blocked")?,
-            device_keys: self.device_keys()?,
-        })
+        Ok((
+            pairs("SELECT owner, contact FROM contacts ORDER BY owner, contact")?,
+            pairs("SELECT owner, blocked FROM blocks ORDER BY owner, blocked")?,
+        ))
     }
 
     /// Every device key, by owner, each owner's least recently registered first.
