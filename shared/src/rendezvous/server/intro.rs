@@ -94,12 +94,13 @@ pub(super) struct Invite {
     /// The inviting session.
     pub(super) from_conn: ConnId,
     pub(super) to: UserId,
-    /// The sessions of `to` it rings (those still logged in).
-    rung: Vec<ConnId>,
+    /// The sessions of `to` it rings here (those still logged in).
+    pub(super) rung: Vec<ConnId>,
     pub(super) offer: Offer,
     deadline: Instant,
-    /// The other node it rings on instead, when `to` has no session here (`remote_intro.rs`).
-    pub(super) remote: Option<NodeId>,
+    /// The other nodes it rings on, those where `to` shows online (`remote_intro.rs`); a
+    /// node leaves the list when it has nobody left to ring.
+    pub(super) remote: Vec<NodeId>,
 }
 
 /// Pending invitations and their indexes.
@@ -176,7 +177,7 @@ impl Introductions {
         let mut sids: Vec<SessionId> = self
             .invites
             .iter()
-            .filter(|(_, i)| i.remote == Some(node))
+            .filter(|(_, i)| i.remote.contains(&node))
             .map(|(s, _)| *s)
             .collect();
         sids.sort_unstable_by_key(|s| s.0);
@@ -188,8 +189,15 @@ impl Introductions {
         self.by_pair.get(&(from, to))?.iter().copied().find(|sid| {
             self.invites
                 .get(sid)
-                .is_some_and(|i| i.remote == Some(node))
+                .is_some_and(|i| i.remote.contains(&node))
         })
+    }
+
+    /// Invitation `sid` no longer rings on node `node`.
+    pub(super) fn stop_ringing_on(&mut self, sid: SessionId, node: NodeId) {
+        if let Some(invite) = self.invites.get_mut(&sid) {
+            invite.remote.retain(|&n| n != node);
+        }
     }
 
     /// Puts an earlier offer back.
@@ -295,6 +303,7 @@ impl RendezvousServer {
             self.also_undo(Undo::Introduced(sid, earlier.clone()));
             self.send(conn, answer(sid));
             self.cancel_all(&earlier.rung, conn, sid, "answered");
+            self.cancel_remote_invite(&earlier, sid, "answered");
             let initiator = (target, earlier.from_conn, &earlier.offer);
             self.introduce(now, sid, initiator, (me, conn, &offer));
             return Ok(());
@@ -317,12 +326,8 @@ impl RendezvousServer {
         }
         let sid = SessionId(self.random());
         let rung = self.ringable(target);
-        // No session to ring here: ring on the node where the target is online.
-        let remote = if rung.is_empty() {
-            self.remote_node_of(target)
-        } else {
-            None
-        };
+        // Its sessions here, and on every other node where it is online (another device).
+        let remote = self.remote_nodes_of(target);
         let invite = Invite {
             from: me,
             from_conn: conn,
@@ -332,7 +337,7 @@ impl RendezvousServer {
             deadline: now + self.config.invite_timeout,
             remote,
         };
-        if let Some(node) = remote {
+        for &node in &invite.remote {
             self.ring_remote(node, sid, &invite, conn);
         }
         self.intros.insert(sid, invite);
@@ -389,12 +394,14 @@ impl RendezvousServer {
         if !inviter_here || !self.dir.mutual_unblocked(invite.from, me) {
             self.cancel_to(invite.from_conn, sid, "offline");
             self.cancel_all(&invite.rung, conn, sid, "offline");
+            self.cancel_remote_invite(&invite, sid, "offline");
             return Err(USER_OFFLINE);
         }
         self.bind_device(me, conn, offer.key);
         self.also_undo(Undo::Introduced(sid, invite.clone()));
         self.send(conn, Line::new("ANS", line.trid, [sid.to_string()]));
         self.cancel_all(&invite.rung, conn, sid, "answered");
+        self.cancel_remote_invite(&invite, sid, "answered");
         let initiator = (invite.from, invite.from_conn, &invite.offer);
         self.introduce(now, sid, initiator, (me, conn, &offer));
         Ok(())
@@ -415,6 +422,7 @@ impl RendezvousServer {
         self.send(conn, Line::new("DEC", line.trid, [sid.to_string()]));
         self.cancel_to(invite.from_conn, sid, "declined");
         self.cancel_all(&invite.rung, conn, sid, "answered");
+        self.cancel_remote_invite(&invite, sid, "answered");
         Ok(())
     }
 
@@ -474,6 +482,8 @@ impl RendezvousServer {
     /// gone, whoever is left gets `CAN 0 sid offline`.
     pub(super) fn reopen_invite(&mut self, now: Instant, sid: SessionId, mut invite: Invite) {
         invite.rung.retain(|c| self.conns.contains_key(c));
+        // Other nodes were told the invitation was answered: only sessions here ring again.
+        invite.remote.clear();
         if !self.conns.contains_key(&invite.from_conn) || invite.rung.is_empty() {
             self.cancel_to(invite.from_conn, sid, "offline");
             self.cancel_all(&invite.rung, invite.from_conn, sid, "offline");
@@ -496,7 +506,7 @@ impl RendezvousServer {
                 continue;
             };
             invite.rung.retain(|&c| c != conn);
-            if invite.from_conn != conn && !invite.rung.is_empty() {
+            if invite.from_conn != conn && !(invite.rung.is_empty() && invite.remote.is_empty()) {
                 continue;
             }
             if let Some(invite) = self.intros.remove(sid) {

@@ -132,19 +132,23 @@ impl RendezvousServer {
         self.remote_intros.remote_of(conn).is_some()
     }
 
-    /// The node to ring `user` on: the one where it shows the most available presence.
-    pub(super) fn remote_node_of(&self, user: UserId) -> Option<NodeId> {
-        self.dir
+    /// The other nodes to ring `user` on: every one where it shows online (a user with a
+    /// device on each of two nodes is rung on both), in a fixed order.
+    pub(super) fn remote_nodes_of(&self, user: UserId) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .dir
             .user(user)
             .remote
             .iter()
             .filter(|(_, p)| p.as_seen() != crate::rendezvous::types::Presence::Offline)
-            .max_by_key(|(_, p)| p.availability())
             .map(|(n, _)| *n)
+            .collect();
+        nodes.sort_unstable();
+        nodes
     }
 
-    /// An invitation of `from` (session `conn`) to `to`, who has no session to ring here but
-    /// shows online on `node`: the ring goes there.
+    /// An invitation of `from` (session `conn`) to `to`, who shows online on `node`: the
+    /// ring goes there too.
     pub(super) fn ring_remote(
         &mut self,
         node: NodeId,
@@ -307,9 +311,7 @@ impl RendezvousServer {
         }
         self.remote_intros.answered.retain(|_, (n, _)| *n != node);
         for sid in self.intros.rung_on(node) {
-            if let Some(invite) = self.intros.remove(sid) {
-                self.cancel_rung(&[invite.from_conn], ConnId(0), sid, "offline");
-            }
+            self.stop_ringing_on(sid, node);
         }
         let ri = &mut self.remote_intros;
         ri.virtual_conns.retain(|_, (n, _)| *n != node);
@@ -375,14 +377,14 @@ impl RendezvousServer {
         }
         // Crossing invitations: the smaller session id wins, on either node.
         if let Some(mine) = self.intros.rung_between(to, from, node) {
-            if mine.0 < sid.0 {
-                if let Some(invite) = self.intros.remove(mine) {
+            if let Some(invite) = self.intros.remove(mine) {
+                // Either way this invitation is over on the invitee's other devices.
+                self.end_other_rings(&invite, mine, node);
+                if mine.0 < sid.0 {
                     let v = self.remote_intros.virtual_conn(node, from_conn);
                     let initiator = (invite.from, invite.from_conn, &invite.offer);
                     self.introduce(now, mine, initiator, (from, v, &offer));
                 }
-            } else {
-                self.intros.remove(mine);
             }
             return;
         }
@@ -423,7 +425,7 @@ impl RendezvousServer {
         let ours = self
             .intros
             .get(sid)
-            .is_some_and(|i| i.remote == Some(node) && Some(i.to) == responder);
+            .is_some_and(|i| i.remote.contains(&node) && Some(i.to) == responder);
         let (true, Some(responder), Ok(offer)) = (ours, responder, Offer::parse(offer)) else {
             return;
         };
@@ -434,24 +436,31 @@ impl RendezvousServer {
             || !self.dir.mutual_unblocked(invite.from, responder)
         {
             self.cancel_rung(&[invite.from_conn], ConnId(0), sid, "offline");
-            self.route(
-                node,
-                Routed::Cancel {
-                    sid,
-                    reason: "offline".into(),
-                },
-            );
+            self.cancel_rung(&invite.rung, ConnId(0), sid, "offline");
+            self.cancel_remote_invite(&invite, sid, "offline");
             return;
         }
+        self.end_other_rings(&invite, sid, node);
         let v = self.remote_intros.virtual_conn(node, conn);
         let initiator = (invite.from, invite.from_conn, &invite.offer);
         self.introduce(now, sid, initiator, (responder, v, &offer));
     }
 
     fn remote_cancel(&mut self, node: NodeId, sid: SessionId, reason: &str) {
-        if self.intros.get(sid).is_some_and(|i| i.remote == Some(node)) {
-            if let Some(invite) = self.intros.remove(sid) {
-                self.cancel_rung(&[invite.from_conn], ConnId(0), sid, reason);
+        if self
+            .intros
+            .get(sid)
+            .is_some_and(|i| i.remote.contains(&node))
+        {
+            if reason == "declined" {
+                // Declined on one device: declined for the inviter, over for the others.
+                if let Some(invite) = self.intros.remove(sid) {
+                    self.cancel_rung(&[invite.from_conn], ConnId(0), sid, reason);
+                    self.end_other_rings(&invite, sid, node);
+                }
+            } else {
+                // Nobody left to ring there: the invitation goes on where it still rings.
+                self.stop_ringing_on(sid, node);
             }
         } else if let Some(ring) = self.remote_intros.rings.remove(&sid) {
             self.cancel_rung(&ring.rung, ConnId(0), sid, reason);
@@ -460,10 +469,10 @@ impl RendezvousServer {
         }
     }
 
-    /// Tells the node an invitation rang on that it is over (the inviter left, or it timed
-    /// out).
+    /// Tells the nodes an invitation rang on that it is over (answered or declined on
+    /// another device, the inviter left, it timed out).
     pub(super) fn cancel_remote_invite(&mut self, invite: &Invite, sid: SessionId, reason: &str) {
-        if let Some(node) = invite.remote {
+        for &node in &invite.remote {
             self.route(
                 node,
                 Routed::Cancel {
@@ -471,6 +480,35 @@ impl RendezvousServer {
                     reason: reason.to_owned(),
                 },
             );
+        }
+    }
+
+    /// Invitation `sid` (`invite`, taken out) was answered or declined on node `node`: the
+    /// sessions it rang here and on the other nodes get `CAN 0 sid answered`.
+    fn end_other_rings(&mut self, invite: &Invite, sid: SessionId, node: NodeId) {
+        self.cancel_rung(&invite.rung, ConnId(0), sid, "answered");
+        for &other in invite.remote.iter().filter(|&&n| n != node) {
+            self.route(
+                other,
+                Routed::Cancel {
+                    sid,
+                    reason: "answered".into(),
+                },
+            );
+        }
+    }
+
+    /// Invitation `sid` no longer rings on `node` (nobody left to ring there, or the node is
+    /// gone); if it rings nowhere any more, its inviter gets `CAN 0 sid offline`.
+    fn stop_ringing_on(&mut self, sid: SessionId, node: NodeId) {
+        let Some(invite) = self.intros.get(sid) else {
+            return;
+        };
+        let rings_elsewhere = !invite.rung.is_empty() || invite.remote.iter().any(|&n| n != node);
+        if rings_elsewhere {
+            self.intros.stop_ringing_on(sid, node);
+        } else if let Some(invite) = self.intros.remove(sid) {
+            self.cancel_rung(&[invite.from_conn], ConnId(0), sid, "offline");
         }
     }
 

@@ -175,3 +175,126 @@ fn a_decline_a_dead_node_and_a_departed_inviter_cancel_across_nodes() {
         b.log
     );
 }
+
+const C: NodeId = NodeId(3);
+
+/// Delivers `from`'s cluster messages (sent as node `node`) as the driver would with more
+/// than two nodes: what is for every node to each of `to`, what is for one node to that one.
+fn deliver(from: &mut Harness, node: NodeId, to: &mut [(&mut Harness, NodeId)]) {
+    for message in messages(&from.log) {
+        for (h, id) in to.iter_mut() {
+            match &message {
+                ClusterMessage::Presence { user, presence } => {
+                    h.server.handle_remote_presence(node, user, *presence);
+                }
+                ClusterMessage::List(op) => h.server.handle_remote_list(op),
+                ClusterMessage::SessionClaimed { user, session } => {
+                    h.server.handle_remote_session(user, *session);
+                }
+                ClusterMessage::ToNode {
+                    node: target,
+                    message,
+                } if target == id => h.server.handle_routed(h.now, node, message.clone()),
+                ClusterMessage::ToNode { .. } => {}
+            }
+        }
+    }
+    from.log.retain(|o| !matches!(o, Output::Cluster(_)));
+    for (h, _) in to.iter_mut() {
+        h.drain();
+    }
+}
+
+/// alice on node A; bob on node B (his phone) and on node C (his laptop); A sees both.
+fn two_devices() -> (Harness, Harness, Harness, [ConnId; 3]) {
+    let (mut a, mut b) = two_nodes();
+    let (mut c, _) = two_nodes();
+    let alice = a.online("alice", "NLN");
+    let phone = b.online("bob", "NLN");
+    let laptop = c.online("bob", "AWY");
+    deliver(&mut b, B, &mut [(&mut a, A)]);
+    deliver(&mut c, C, &mut [(&mut a, A)]);
+    for h in [&mut a, &mut b, &mut c] {
+        h.log.clear();
+    }
+    (a, b, c, [alice, phone, laptop])
+}
+
+#[test]
+fn an_invitee_on_two_nodes_is_rung_on_both_and_the_other_ring_ends_on_an_answer() {
+    let (mut a, mut b, mut c, [alice, phone, laptop]) = two_devices();
+    let sid = sid_of(&a.ask(alice, &format!("INV 5 bob {}", key(1)))[0]);
+    let rings: Vec<NodeId> = messages(&a.log)
+        .iter()
+        .filter_map(|m| match m {
+            ClusterMessage::ToNode { node, .. } => Some(*node),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rings, [B, C]);
+    deliver(&mut a, A, &mut [(&mut b, B), (&mut c, C)]);
+    assert_eq!(to(&b.log, phone), [format!("RNG 0 {sid} alice")]);
+    assert_eq!(to(&c.log, laptop), [format!("RNG 0 {sid} alice")]);
+    // The laptop answers: node A introduces alice and the laptop, and the phone stops ringing.
+    c.ask(laptop, &format!("ANS 6 {sid} {}", key(2)));
+    deliver(&mut c, C, &mut [(&mut a, A)]);
+    assert_eq!(itr_sid(&to(&a.log, alice)), std::slice::from_ref(&sid));
+    deliver(&mut a, A, &mut [(&mut b, B), (&mut c, C)]);
+    assert_eq!(itr_sid(&to(&c.log, laptop)), std::slice::from_ref(&sid));
+    assert_eq!(
+        to(&b.log, phone).last().unwrap(),
+        &format!("CAN 0 {sid} answered")
+    );
+    assert!(itr_sid(&to(&b.log, phone)).is_empty());
+    assert_eq!(a.server.pending_introductions(), 0);
+}
+
+#[test]
+fn a_decline_on_one_device_ends_the_ring_on_the_other() {
+    let (mut a, mut b, mut c, [alice, phone, laptop]) = two_devices();
+    let sid = sid_of(&a.ask(alice, &format!("INV 5 bob {}", key(1)))[0]);
+    deliver(&mut a, A, &mut [(&mut b, B), (&mut c, C)]);
+    b.ask(phone, &format!("DEC 6 {sid}"));
+    deliver(&mut b, B, &mut [(&mut a, A)]);
+    assert_eq!(
+        to(&a.log, alice).last().unwrap(),
+        &format!("CAN 0 {sid} declined")
+    );
+    deliver(&mut a, A, &mut [(&mut b, B), (&mut c, C)]);
+    assert_eq!(
+        to(&c.log, laptop).last().unwrap(),
+        &format!("CAN 0 {sid} answered")
+    );
+    assert_eq!(a.server.pending_introductions(), 0);
+}
+
+#[test]
+fn an_invitation_goes_on_ringing_where_the_invitee_is_left() {
+    let (mut a, mut b, mut c, [alice, phone, laptop]) = two_devices();
+    let sid = sid_of(&a.ask(alice, &format!("INV 5 bob {}", key(1)))[0]);
+    deliver(&mut a, A, &mut [(&mut b, B), (&mut c, C)]);
+    // The phone goes away (its node says nobody is left to ring there): no cancel for alice.
+    b.server.handle_disconnected(b.now, phone);
+    b.drain();
+    deliver(&mut b, B, &mut [(&mut a, A)]);
+    assert!(
+        !to(&a.log, alice).iter().any(|l| l.starts_with("CAN")),
+        "{:?}",
+        a.log
+    );
+    // Then node B dies altogether: still nothing for alice, the laptop still rings.
+    a.server.handle_node_gone(B);
+    a.drain();
+    assert!(!to(&a.log, alice).iter().any(|l| l.starts_with("CAN")));
+    assert_eq!(a.server.pending_introductions(), 1);
+    // The laptop answers: introduced.
+    c.ask(laptop, &format!("ANS 6 {sid} {}", key(2)));
+    deliver(&mut c, C, &mut [(&mut a, A)]);
+    assert_eq!(itr_sid(&to(&a.log, alice)), [sid.clone()]);
+    // When the last node ringing it goes, alice hears the invitation is over.
+    let sid = sid_of(&a.ask(alice, &format!("INV 7 bob {}", key(1)))[0]);
+    a.server.handle_node_gone(C);
+    a.drain();
+    assert!(to(&a.log, alice).contains(&format!("CAN 0 {sid} offline")));
+    assert_eq!(a.server.pending_introductions(), 0);
+}
