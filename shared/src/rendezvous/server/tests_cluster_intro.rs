@@ -290,7 +290,7 @@ fn an_invitation_goes_on_ringing_where_the_invitee_is_left() {
     // The laptop answers: introduced.
     c.ask(laptop, &format!("ANS 6 {sid} {}", key(2)));
     deliver(&mut c, C, &mut [(&mut a, A)]);
-    assert_eq!(itr_sid(&to(&a.log, alice)), [sid.clone()]);
+    assert_eq!(itr_sid(&to(&a.log, alice)), std::slice::from_ref(&sid));
     // When the last node ringing it goes, alice hears the invitation is over.
     let sid = sid_of(&a.ask(alice, &format!("INV 7 bob {}", key(1)))[0]);
     a.server.handle_node_gone(C);
