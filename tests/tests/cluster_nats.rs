@@ -274,6 +274,16 @@ fn a_chat_between_nodes_is_introduced_and_relayed_by_one_switchboard() {
     let introducer = if j1 == 2 { &n1 } else { &n2 };
     assert_eq!(metric(introducer, "switchboard_sessions_started_total"), 1);
     assert_eq!(metric(introducer, "rendezvous_introductions_total"), 1);
+    // Both outcome reports reach the introducing node, the other's through its node, and the
+    // introduction is counted there once.
+    wait_metric(
+        introducer,
+        "p2p_link_reports_total{map=\"none\"}",
+        2,
+        Duration::from_secs(20),
+    );
+    let other = if j1 == 2 { &n2 } else { &n1 };
+    assert_eq!(metric(other, "p2p_link_reports_total{map=\"none\"}"), 0);
     for p in [&mut alice, &mut bob] {
         p.signal(libc::SIGINT);
         p.wait_exit(Duration::from_secs(10));

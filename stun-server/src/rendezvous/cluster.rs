@@ -13,7 +13,7 @@
 //! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "accepting", "lists", "users": [[name, presence], ...]}` (`lists`: how many list messages the node has published) | every [`HEARTBEAT`] |
 //! | `p2p.rdv.all.session` | `{"node", "user", "session"}` | a session here registered a login session id (`DEV`): other nodes replace their sessions holding it (`OUT 0 OTH`) |
 //! | `p2p.rdv.all.bye` | `{"node"}` | the node stops |
-//! | `p2p.rdv.to.NODE` (16 hex digits) | `{"node", "kind", ...}`: `ring`, `answer`, `cancel`, `deliver`, `primed` ([`Routed`]) | an invitation, its answer or cancel, an `ITR`/`PRM`/`CAN` line for a session there |
+//! | `p2p.rdv.to.NODE` (16 hex digits) | `{"node", "kind", ...}`: `ring`, `answer`, `cancel`, `deliver`, `primed`, `report` ([`Routed`]) | an invitation, its answer or cancel, an `ITR`/`PRM`/`CAN` line for a session there, the invitee's `RPT` for the node that introduced it |
 //!
 //! Every node subscribes to `p2p.rdv.all.>` and to its own `p2p.rdv.to.NODE`.
 //!
@@ -149,6 +149,11 @@ enum RoutedBody {
     Primed {
         sid: String,
     },
+    Report {
+        sid: String,
+        conn: u64,
+        report: Vec<String>,
+    },
 }
 
 impl RoutedBody {
@@ -189,6 +194,11 @@ impl RoutedBody {
             },
             Routed::Primed { sid } => RoutedBody::Primed {
                 sid: sid.to_string(),
+            },
+            Routed::Report { sid, conn, report } => RoutedBody::Report {
+                sid: sid.to_string(),
+                conn,
+                report,
             },
             _ => return None,
         })
@@ -240,6 +250,15 @@ impl RoutedBody {
                 }
             }
             RoutedBody::Primed { sid: s } => Routed::Primed { sid: sid(&s)? },
+            RoutedBody::Report {
+                sid: s,
+                conn,
+                report,
+            } => Routed::Report {
+                sid: sid(&s)?,
+                conn,
+                report,
+            },
         })
     }
 }

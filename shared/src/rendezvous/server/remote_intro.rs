@@ -14,13 +14,14 @@
 //! ring arrived) are paired like on one node: the node whose session id is the smaller one
 //! introduces, the other drops its invitation without a word (its user gets the `ITR`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::cluster::{ClusterMessage, NodeId};
 use super::directory::UserId;
 use super::intro::{Invite, Offer};
 use super::{ConnId, RendezvousServer, SessionId};
+use crate::rendezvous::telemetry::Report;
 use crate::rendezvous::types::UserName;
 use crate::rendezvous::wire::{Line, TrId};
 
@@ -72,6 +73,16 @@ pub enum Routed {
         /// The introduced session.
         sid: SessionId,
     },
+    /// The invitee's session `conn` on the sending node reports the outcome of introduced
+    /// session `sid` (`RPT`): the receiving node, which introduced it, counts it.
+    Report {
+        /// The introduced session.
+        sid: SessionId,
+        /// The reporting session, on the sending node.
+        conn: u64,
+        /// The report, as its `RPT` parameters (after the sid).
+        report: Vec<String>,
+    },
 }
 
 /// A ring here for an invitation another node owns.
@@ -93,9 +104,11 @@ pub(super) struct RemoteIntros {
     next_virtual: u64,
     /// Rings here for invitations owned by other nodes.
     rings: HashMap<SessionId, RemoteRing>,
-    /// Introductions owned by another node that a session here answered: for its `PRM` and
-    /// a late cancel.
+    /// Introductions owned by another node that a session here answered: for its `PRM`,
+    /// its `RPT` and a late cancel.
     answered: HashMap<SessionId, (NodeId, ConnId)>,
+    /// Those of `answered` whose `RPT` went to their node (a second one is refused here).
+    reported: HashSet<SessionId>,
 }
 
 impl RemoteIntros {
@@ -105,6 +118,12 @@ impl RemoteIntros {
             return None;
         }
         self.virtual_conns.get(&conn).copied()
+    }
+
+    /// Forgets the reports of sessions no longer in `answered`.
+    fn forget_unanswered_reports(&mut self) {
+        let answered = &self.answered;
+        self.reported.retain(|sid| answered.contains_key(sid));
     }
 
     fn virtual_conn(&mut self, node: NodeId, remote: u64) -> ConnId {
@@ -267,6 +286,33 @@ impl RendezvousServer {
         }
     }
 
+    /// An `RPT` from `conn` for a session another node introduced: forwarded there, where
+    /// it is counted. `None` if `sid` is not such a session of `conn`; `Some(false)` if
+    /// `conn` already reported it.
+    pub(super) fn report_remote(
+        &mut self,
+        conn: ConnId,
+        sid: SessionId,
+        report: &[String],
+    ) -> Option<bool> {
+        let &(node, c) = self.remote_intros.answered.get(&sid)?;
+        if c != conn {
+            return None;
+        }
+        if !self.remote_intros.reported.insert(sid) {
+            return Some(false);
+        }
+        self.route(
+            node,
+            Routed::Report {
+                sid,
+                conn: conn.0,
+                report: report.to_vec(),
+            },
+        );
+        Some(true)
+    }
+
     /// The session `conn` here is gone: remote rings stop ringing it (one that rings nowhere
     /// any more is cancelled at its owner), and sessions it answered are forgotten.
     pub(super) fn forget_remote_of(&mut self, conn: ConnId) {
@@ -293,6 +339,7 @@ impl RendezvousServer {
             );
         }
         self.remote_intros.answered.retain(|_, (_, c)| *c != conn);
+        self.remote_intros.forget_unanswered_reports();
     }
 
     /// Node `node` is gone: its rings here are cancelled, invitations rung there are
@@ -310,6 +357,7 @@ impl RendezvousServer {
             self.cancel_rung(&ring.rung, ConnId(0), sid, "offline");
         }
         self.remote_intros.answered.retain(|_, (n, _)| *n != node);
+        self.remote_intros.forget_unanswered_reports();
         for sid in self.intros.rung_on(node) {
             self.stop_ringing_on(sid, node);
         }
@@ -347,6 +395,15 @@ impl RendezvousServer {
                     && self.conns.contains_key(&local)
                 {
                     self.send(local, Line::new("PRM", TrId::PUSH, [sid.to_string()]));
+                }
+            }
+            Routed::Report { sid, conn, report } => {
+                // Counted as from the invitee's virtual session here; a malformed, unknown
+                // or second report is dropped (its node answered the client already).
+                if let Some(&v) = self.remote_intros.by_remote.get(&(node, conn))
+                    && let Ok(report) = Report::parse(&report)
+                {
+                    let _ = self.sessions.report(sid, v, now, report);
                 }
             }
         }
@@ -465,6 +522,7 @@ impl RendezvousServer {
         } else if let Some(ring) = self.remote_intros.rings.remove(&sid) {
             self.cancel_rung(&ring.rung, ConnId(0), sid, reason);
         } else if let Some((_, conn)) = self.remote_intros.answered.remove(&sid) {
+            self.remote_intros.reported.remove(&sid);
             self.cancel_rung(&[conn], ConnId(0), sid, "offline");
         }
     }

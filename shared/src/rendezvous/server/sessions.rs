@@ -59,7 +59,7 @@ impl Session {
 
 /// Why a report was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReportRefusal {
+pub(super) enum ReportRefusal {
     /// Not a live introduced session of this login session.
     NoSession,
     /// This side has reported already.
@@ -175,7 +175,7 @@ impl Sessions {
     }
 
     /// Takes `conn`'s report on `sid`; counts the introduction once both sides reported.
-    fn report(
+    pub(super) fn report(
         &mut self,
         sid: SessionId,
         conn: ConnId,
@@ -302,6 +302,15 @@ impl RendezvousServer {
         let (sid, rest) = line.params.split_first().ok_or(INVALID_PARAMETER)?;
         let sid = parse_sid(sid).ok_or(INVALID_PARAMETER)?;
         let report = Report::parse(rest).map_err(|_| INVALID_PARAMETER)?;
+        // A session another node introduced: that node counts it.
+        match self.report_remote(conn, sid, rest) {
+            Some(true) => {
+                self.send(conn, Line::new("RPT", line.trid, [sid.to_string()]));
+                return Ok(());
+            }
+            Some(false) => return Err(ALREADY_REPORTED),
+            None => {}
+        }
         match self.sessions.report(sid, conn, now, report) {
             Ok(()) => {
                 self.send(conn, Line::new("RPT", line.trid, [sid.to_string()]));

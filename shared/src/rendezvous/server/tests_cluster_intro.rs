@@ -88,6 +88,25 @@ fn an_invitation_rings_on_the_other_node_and_the_inviters_node_introduces() {
     );
     carry(&mut a, A, &mut b);
     assert_eq!(to(&b.log, bob), [format!("PRM 0 {sid}")]);
+    // Both report the outcome: bob's report goes to node A, which counts the introduction
+    // once it has both; a second report from bob is refused on his node.
+    let report = "outcome=direct method=plain cand=srflx ms=40";
+    assert_eq!(
+        b.ask(bob, &format!("RPT 9 {sid} {report}")),
+        [format!("RPT 9 {sid}")]
+    );
+    assert_eq!(
+        b.ask(bob, &format!("RPT 10 {sid} {report}")),
+        ["220 10 already reported"]
+    );
+    carry(&mut b, B, &mut a);
+    assert_eq!(a.server.telemetry().generation(), 0);
+    assert_eq!(
+        a.ask(alice, &format!("RPT 11 {sid} {report}")),
+        [format!("RPT 11 {sid}")]
+    );
+    assert_eq!(a.server.telemetry().generation(), 1);
+    assert_eq!(b.server.telemetry().generation(), 0);
 }
 
 #[test]
