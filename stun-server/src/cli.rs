@@ -295,12 +295,30 @@ pub struct Settings {
     /// it stops anyway [default: 30].
     #[arg(long, value_name = "SECS", display_order = STUN_ORDER + 17)]
     drain_timeout: Option<u64>,
-    /// Join a cluster of rendezvous nodes through this NATS server (nats://HOST:PORT):
-    /// presence and contact/block list changes cross nodes, and live nodes are peers for XFR.
-    /// Every node needs the same --store postgres://... and TLS key (docs/CLUSTER.md)
-    /// [default: off].
+    /// Join a cluster of rendezvous nodes through this NATS server (nats://HOST:PORT, or
+    /// tls://HOST:PORT to require TLS): presence and contact/block list changes cross nodes,
+    /// and live nodes are peers for XFR. Every node needs the same --store postgres://... and
+    /// TLS key (docs/CLUSTER.md) [default: off].
     #[arg(long, value_name = "URL", display_order = STUN_ORDER + 18)]
     cluster: Option<String>,
+    /// PEM file of the CA that signed the NATS server's certificate: the connection uses TLS
+    /// and checks the server against it [default: the system's roots, with tls://].
+    #[arg(long, value_name = "FILE", display_order = STUN_ORDER + 19)]
+    cluster_ca: Option<PathBuf>,
+    /// PEM file of a client certificate for a NATS server that verifies clients (with
+    /// --cluster-key; implies TLS) [default: none].
+    #[arg(long, value_name = "FILE", display_order = STUN_ORDER + 20)]
+    cluster_cert: Option<PathBuf>,
+    /// PEM file of the key of --cluster-cert [default: none].
+    #[arg(long, value_name = "FILE", display_order = STUN_ORDER + 21)]
+    cluster_key: Option<PathBuf>,
+    /// User name on the NATS server (with --cluster-password-file) [default: none].
+    #[arg(long, value_name = "NAME", display_order = STUN_ORDER + 22)]
+    cluster_user: Option<String>,
+    /// File whose first line is the password of --cluster-user (a file, so that the password
+    /// is in no command line and no log) [default: none].
+    #[arg(long, value_name = "FILE", display_order = STUN_ORDER + 23)]
+    cluster_password_file: Option<PathBuf>,
 }
 
 /// Where `--no-stun` comes in `--help` (after `--stats-interval`, which is last in the file).
@@ -460,9 +478,14 @@ impl Settings {
                  and its key, or neither for a self-signed certificate kept next to the database"
             );
         }
+        self.check_cluster_access()?;
         if let Some(url) = &self.cluster {
-            if !url.starts_with("nats://") {
-                anyhow::bail!("--cluster {url}: give the NATS server as nats://HOST:PORT");
+            if !(url.starts_with("nats://") || url.starts_with("tls://")) || url.contains('@') {
+                anyhow::bail!(
+                    "--cluster {}: give the NATS server as nats://HOST:PORT or tls://HOST:PORT \
+                     (a user and password go in --cluster-user and --cluster-password-file)",
+                    url.split_once('@').map_or(url.as_str(), |(_, host)| host)
+                );
             }
             if matches!(self.store_location()?, StoreLocation::Sqlite(_)) {
                 anyhow::bail!(
@@ -677,7 +700,7 @@ impl Settings {
             config,
             max_queued_lines: DEFAULT_MAX_QUEUED_LINES,
             peer_nodes: self.peer_node.clone().unwrap_or_default(),
-            cluster: self.cluster.clone(),
+            cluster: self.cluster_connect()?,
             ..RendezvousOptions::default()
         }))
     }
@@ -708,6 +731,7 @@ impl Settings {
         }
     }
 }
+mod cluster;
 
 #[cfg(test)]
 mod tests;

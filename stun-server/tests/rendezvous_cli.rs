@@ -279,3 +279,69 @@ fn switchboard_on_a_free_port_is_logged_advertised_and_stopped_on_ctrl_c() {
     }
     assert!(!rest.is_empty(), "no ERROR frame before the close");
 }
+
+#[test]
+fn cluster_access_options_are_checked_and_a_password_is_never_echoed() {
+    let refused = |args: &[&str]| -> String {
+        let out = Command::new(BIN)
+            .args([
+                "--no-stun",
+                "--rendezvous",
+                "127.0.0.1:0",
+                "--no-switchboard",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    let err = refused(&["--cluster-user", "rdv"]);
+    assert!(err.contains("--cluster-user needs --cluster"), "{err}");
+    let store = ["--store", "postgres://rdv@127.0.0.1:1/x"];
+    let err = refused(
+        &[
+            &store[..],
+            &["--cluster", "nats://rdv:hunter2@10.0.0.5:4222"],
+        ]
+        .concat(),
+    );
+    assert!(err.contains("--cluster-password-file"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let err = refused(
+        &[
+            &store[..],
+            &["--cluster", "tls://10.0.0.5:4222", "--cluster-user", "rdv"],
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("--cluster-user and --cluster-password-file go together"),
+        "{err}"
+    );
+    let err = refused(
+        &[
+            &store[..],
+            &[
+                "--cluster",
+                "tls://10.0.0.5:4222",
+                "--cluster-ca",
+                "/nonexistent/ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(err.contains("cannot read /nonexistent/ca.pem"), "{err}");
+    let help = stdout(&Command::new(BIN).arg("--help").output().unwrap());
+    for flag in [
+        "--cluster-ca",
+        "--cluster-cert",
+        "--cluster-key",
+        "--cluster-user",
+        "--cluster-password-file",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}");
+    }
+}

@@ -345,3 +345,96 @@ fn a_lost_list_message_is_found_by_the_heartbeat_count_and_repaired() {
         assert!(p.wait_exit(Duration::from_secs(10)).success());
     }
 }
+
+/// A CA, and a certificate for 127.0.0.1 it signed with its key, as PEM files in `dir`:
+/// `ca.pem`, `server-cert.pem`, `server-key.pem`.
+fn make_ca(dir: &TempDir) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path("server-cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path("server-key.pem"), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn nodes_join_through_a_nats_server_that_wants_tls_and_a_password() {
+    let test = "nodes_join_through_a_nats_server_that_wants_tls_and_a_password";
+    let Some((_pg, store)) = shared_store(test) else {
+        return;
+    };
+    let secrets = TempDir::new("natstls-secrets");
+    make_ca(&secrets);
+    std::fs::write(secrets.path("password"), "s3cret-nats-pw\n").unwrap();
+    std::fs::write(secrets.path("wrong"), "not-the-password\n").unwrap();
+    let path = |name: &str| secrets.path(name).to_str().unwrap().to_owned();
+    let nats_args = [
+        "--tls",
+        "--tlscert",
+        &path("server-cert.pem"),
+        "--tlskey",
+        &path("server-key.pem"),
+        "--user",
+        "rdv",
+        "--pass",
+        "s3cret-nats-pw",
+    ]
+    .map(str::to_owned);
+    let Some(nats) = Nats::start_with(test, &nats_args) else {
+        return;
+    };
+    let cluster = Cluster::new("natstls", Some(store));
+    let url = nats.tls_url();
+    let (ca_file, password, wrong) = (path("ca.pem"), path("password"), path("wrong"));
+    let access = |password: &str, with_ca: bool| -> Vec<String> {
+        let mut args = vec!["--cluster", &url, "--cluster-user", "rdv"];
+        args.extend(["--cluster-password-file", password]);
+        if with_ca {
+            args.extend(["--cluster-ca", &ca_file]);
+        }
+        args.into_iter().map(str::to_owned).collect()
+    };
+    let node = |name: &str, args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster.node(name, free_addr(), &args)
+    };
+    // Two nodes with the CA and the password: members of one cluster, heartbeats crossing.
+    let n1 = node("n1", &access(&password, true));
+    let n2 = node("n2", &access(&password, true));
+    for n in [&n1, &n2] {
+        wait_metric(n, "rendezvous_cluster_nodes", 1, Duration::from_secs(15));
+    }
+    // A wrong password, and a server certificate checked against the system's roots (which
+    // do not have the test's CA): neither gets in.
+    let bad_password = node("bad-password", &access(&wrong, true));
+    let no_ca = node("no-ca", &access(&password, false));
+    std::thread::sleep(Duration::from_secs(3));
+    for n in [&bad_password, &no_ca] {
+        assert_eq!(
+            metric(n, "rendezvous_cluster_nodes"),
+            0,
+            "{}",
+            n.proc.logs()
+        );
+    }
+    assert_eq!(metric(&n1, "rendezvous_cluster_nodes"), 1);
+    // The logs name the server, TLS and the user, never the password.
+    for n in [&n1, &n2, &bad_password, &no_ca] {
+        let logs = n.proc.logs();
+        assert!(!logs.contains("s3cret-nats-pw"), "{logs}");
+        assert!(!logs.contains("not-the-password"), "{logs}");
+    }
+    assert!(
+        n1.proc.logs().contains(&format!("{url} as rdv")),
+        "{}",
+        n1.proc.logs()
+    );
+    drop(nats);
+}

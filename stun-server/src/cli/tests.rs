@@ -340,7 +340,9 @@ fn help_lists_the_flags_in_their_order_and_every_key_has_a_flag() {
         ["--tls-key", "--metrics"],
         ["--metrics", "--peer-node"],
         ["--drain-timeout", "--cluster"],
-        ["--cluster", "--print-fingerprint"],
+        ["--cluster", "--cluster-ca"],
+        ["--cluster-user", "--cluster-password-file"],
+        ["--cluster-password-file", "--print-fingerprint"],
     ] {
         assert_eq!(
             position(pair[0]) + 1,
@@ -470,7 +472,12 @@ fn a_cluster_needs_nats_postgres_and_a_reachable_address() {
     // Given right, by flag or by file, it reaches the rendezvous options.
     let s = settings(&["--cluster", "nats://127.0.0.1:4222", "--store", pg]);
     let options = s.rendezvous_options(None).unwrap().unwrap();
-    assert_eq!(options.cluster.as_deref(), Some("nats://127.0.0.1:4222"));
+    assert_eq!(
+        options.cluster,
+        Some(p2p_servers::rendezvous::ClusterConnect::plain(
+            "nats://127.0.0.1:4222"
+        ))
+    );
     let mut f = parse_file(&format!(
         "cluster = \"nats://127.0.0.1:4222\"\nstore = \"{pg}\"\n"
     ))

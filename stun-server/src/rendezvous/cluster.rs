@@ -39,6 +39,7 @@ use shared::rendezvous::wire::{Line, TrId};
 use shared::rendezvous::{Presence, RendezvousServer, SessionId, StoreOp, UserName};
 use tokio::sync::mpsc;
 
+use super::cluster_connect::ClusterConnect;
 use super::membership::Membership;
 
 /// How often a node says it is alive, with its list of online users.
@@ -302,24 +303,18 @@ pub(crate) struct ClusterLink {
 }
 
 impl ClusterLink {
-    /// Connects to the NATS server at `url` (in the background: a node starts while NATS is
-    /// down, and reconnects after NATS restarts), subscribes, and starts the publisher.
+    /// Connects to the NATS server of `connect` (in the background: a node starts while NATS
+    /// is down, and reconnects after NATS restarts), subscribes, and starts the publisher.
     pub(crate) async fn start(
-        url: &str,
+        connect: &ClusterConnect,
         node: NodeId,
         advertise: SocketAddr,
         static_peers: Vec<SocketAddr>,
     ) -> Result<ClusterLink, async_nats::Error> {
         let (in_tx, incoming) = mpsc::unbounded_channel();
         let on_event = in_tx.clone();
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("rendezvous-{:016x}", node.0))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            // Back within a second of the NATS server: the default backs off to seconds.
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis(100 * u64::try_from(attempts.min(10)).unwrap_or(10))
-            })
+        let client = connect
+            .options(format!("rendezvous-{:016x}", node.0))
             .event_callback(move |event| {
                 let on_event = on_event.clone();
                 async move {
@@ -335,7 +330,7 @@ impl ClusterLink {
                     }
                 }
             })
-            .connect(url)
+            .connect(connect.server())
             .await?;
         let everyone = client.subscribe(ALL).await?;
         let mine = client.subscribe(node_subject(node)).await?;

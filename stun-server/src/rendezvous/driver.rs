@@ -128,8 +128,8 @@ pub(crate) struct Driver {
 /// How this node joins a cluster (docs/CLUSTER.md).
 #[derive(Clone, Debug)]
 pub(crate) struct ClusterSpec {
-    /// The NATS server, `nats://HOST:PORT`.
-    pub(crate) url: String,
+    /// The NATS server and how to reach it.
+    pub(crate) connect: super::ClusterConnect,
     /// Where clients reach this node.
     pub(crate) advertise: std::net::SocketAddr,
     /// The static `--peer-node` list.
@@ -308,13 +308,13 @@ impl Driver {
         let mut raw = [0u8; 8];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
         let node = shared::rendezvous::server::NodeId(u64::from_be_bytes(raw));
-        match ClusterLink::start(&spec.url, node, spec.advertise, spec.static_peers).await {
+        match ClusterLink::start(&spec.connect, node, spec.advertise, spec.static_peers).await {
             Ok(link) => {
-                tracing::info!(url = %spec.url, node = format_args!("{:016x}", node.0),
+                tracing::info!(nats = %spec.connect, node = format_args!("{:016x}", node.0),
                     advertise = %spec.advertise, "cluster: joined");
                 self.cluster = Some(link);
             }
-            Err(e) => tracing::error!(url = %spec.url, error = %e,
+            Err(e) => tracing::error!(nats = %spec.connect, error = %e,
                 "cluster: cannot use the NATS server; this node serves alone"),
         }
     }

@@ -44,6 +44,7 @@
 //! pushes it would have caused, and forgets the change.
 
 mod cluster;
+mod cluster_connect;
 mod connection;
 mod driver;
 mod membership;
@@ -63,6 +64,7 @@ use shared::rendezvous::server::NodeState;
 use shared::rendezvous::{RendezvousConfig, RendezvousServer};
 use tokio::sync::{mpsc, oneshot};
 
+pub use cluster_connect::ClusterConnect;
 pub use codecs::line::{CodecError, LineCodec, Side};
 pub use store::{
     PostgresStore, PostgresUrl, SCHEMA_VERSION, SqliteStore, Store, StoreError, StoreLocation,
@@ -123,10 +125,10 @@ pub struct RendezvousOptions {
     /// The other nodes of the cluster a full or draining node sends clients to (`XFR`,
     /// docs/CLUSTER.md); [`NodeControl::set_peer_nodes`] replaces them while it runs.
     pub peer_nodes: Vec<SocketAddr>,
-    /// The NATS server of the cluster (`nats://HOST:PORT`, `--cluster`): presence and list
-    /// changes cross nodes, and the live nodes join the peer list (docs/CLUSTER.md). Needs
-    /// `config.cluster` set too (the settings do both).
-    pub cluster: Option<String>,
+    /// The NATS server of the cluster (`--cluster` and its TLS and password options):
+    /// presence and list changes cross nodes, and the live nodes join the peer list
+    /// (docs/CLUSTER.md).
+    pub cluster: Option<ClusterConnect>,
 }
 
 impl RendezvousOptions {
@@ -251,8 +253,8 @@ impl BoundRendezvous {
         let local_addr = listener.local_addr().map_err(RendezvousError::Io)?;
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
-        let cluster = options.cluster.clone().map(|url| driver::ClusterSpec {
-            url,
+        let cluster = options.cluster.clone().map(|connect| driver::ClusterSpec {
+            connect,
             advertise: local_addr,
             static_peers: options.peer_nodes.clone(),
         });

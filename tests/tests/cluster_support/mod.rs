@@ -36,6 +36,13 @@ impl TempDir {
     }
 }
 
+impl TempDir {
+    /// `name` inside it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -220,6 +227,8 @@ pub struct Nats {
     pub proc: Proc,
     pub port: u16,
     bin: PathBuf,
+    /// Its options beyond the address (TLS, a user), kept for a restart.
+    args: Vec<String>,
 }
 
 /// Where Debian's `nats-server` is (`/usr/sbin`, which may not be on PATH).
@@ -235,6 +244,11 @@ impl Nats {
     /// Starts one, or `None` (said loudly) when `nats-server` is not installed outside CI; in CI
     /// (`CI=true`) a missing `nats-server` fails the test (`.ci/run` installs it).
     pub fn start(test: &str) -> Option<Nats> {
+        Self::start_with(test, &[])
+    }
+
+    /// [`start`](Self::start), with `args` for `nats-server` beyond its address.
+    pub fn start_with(test: &str, args: &[String]) -> Option<Nats> {
         let Some(bin) = nats_server_bin() else {
             assert!(
                 std::env::var("CI").is_ok_and(|v| v != "true") || std::env::var("CI").is_err(),
@@ -245,15 +259,17 @@ impl Nats {
         };
         let port = free_addr().port();
         Some(Nats {
-            proc: Self::spawn(&bin, port),
+            proc: Self::spawn(&bin, port, args),
             port,
             bin,
+            args: args.to_vec(),
         })
     }
 
-    fn spawn(bin: &PathBuf, port: u16) -> Proc {
+    fn spawn(bin: &PathBuf, port: u16, args: &[String]) -> Proc {
         let mut cmd = Command::new(bin);
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(args);
         let proc = Proc::spawn("nats-server", cmd);
         proc.wait_stderr("Server is ready", 1, Duration::from_secs(10));
         proc
@@ -261,6 +277,11 @@ impl Nats {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The same server, TLS required.
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.port)
     }
 
     /// Kills it (SIGKILL, by pid) and starts a new one on the same port.
@@ -278,7 +299,7 @@ impl Nats {
 
     /// Starts a new one on the same port, after [`kill`](Self::kill).
     pub fn start_again(&mut self) {
-        self.proc = Self::spawn(&self.bin, self.port);
+        self.proc = Self::spawn(&self.bin, self.port, &self.args);
     }
 
     /// Publishes `payload` on `subject` as a client of its own (the NATS text protocol:
