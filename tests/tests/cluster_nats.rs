@@ -322,6 +322,12 @@ fn a_lost_list_message_is_found_by_the_heartbeat_count_and_repaired() {
             r#"{{"node":4660,"rendezvous":"127.0.0.1:9","accepting":false,"lists":{lists},"users":[]}}"#
         )
     };
+    // A heartbeat in parts (what a node with more users than fit one NATS message sends).
+    let part = |beat: u64, part: u32, parts: u32, users: &str| {
+        format!(
+            r#"{{"node":4660,"rendezvous":"127.0.0.1:9","accepting":false,"lists":1,"beat":{beat},"part":{part},"parts":{parts},"users":[{users}]}}"#
+        )
+    };
     parts.nats.publish("p2p.rdv.all.heartbeat", &heartbeat(0));
     wait_metric(&n1, "rendezvous_cluster_nodes", 1, Duration::from_secs(5));
     // ...then stores a block whose message is lost, and its next heartbeat counts it.
@@ -339,6 +345,34 @@ fn a_lost_list_message_is_found_by_the_heartbeat_count_and_repaired() {
             .contains("cluster: list changes of a node were lost"),
         "{}",
         n1.proc.logs()
+    );
+
+    // carol, alice's contact, is online on that node according to its next heartbeat, which
+    // comes in two parts: nothing changes for alice until both are in.
+    cluster.run(&a1, "carol", &["register", "--kdf", TEST_KDF]);
+    cluster.run(&a1, "alice", &["contacts", "add", "carol"]);
+    cluster.run(&a1, "carol", &["contacts", "add", "alice"]);
+    parts.nats.publish(
+        "p2p.rdv.all.heartbeat",
+        &part(7, 0, 2, r#"["carol","BSY"]"#),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    alice.drain();
+    assert!(
+        !alice
+            .events()
+            .iter()
+            .any(|e| e["name"] == "carol" && e["presence"] == "busy"),
+        "a part alone changed presence: {:#?}",
+        alice.seen
+    );
+    parts
+        .nats
+        .publish("p2p.rdv.all.heartbeat", &part(7, 1, 2, ""));
+    alice.wait_for(
+        "carol busy once the whole snapshot is in",
+        Duration::from_secs(5),
+        seen("carol", "busy"),
     );
     for p in [&mut alice, &mut bob] {
         p.signal(libc::SIGINT);

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `p2p.rdv.all.presence` | `{"node", "user", "presence"}` | a user's presence over this node's sessions changed |
 //! | `p2p.rdv.all.list` | `{"node", "seq", "op", "owner", "other"}` (`op`: `ADC`, `REM`, `BLK`, `ALW`; `seq`: 1, 2, ... per node) | a contact or block list changed here (after it was stored) |
-//! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "accepting", "lists", "users": [[name, presence], ...]}` (`lists`: how many list messages the node has published) | every [`HEARTBEAT`] |
+//! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "accepting", "lists", "beat", "part", "parts", "users": [[name, presence], ...]}` (`lists`: how many list messages the node has published; the users in parts of 10,000, `snapshot_parts.rs`) | every [`HEARTBEAT`] |
 //! | `p2p.rdv.all.session` | `{"node", "user", "session"}` | a session here registered a login session id (`DEV`): other nodes replace their sessions holding it (`OUT 0 OTH`) |
 //! | `p2p.rdv.all.bye` | `{"node"}` | the node stops |
 //! | `p2p.rdv.to.NODE` (16 hex digits) | `{"node", "kind", ...}`: `ring`, `answer`, `cancel`, `deliver`, `primed`, `report` ([`Routed`]) | an invitation, its answer or cancel, an `ITR`/`PRM`/`CAN` line for a session there, the invitee's `RPT` for the node that introduced it |
@@ -41,6 +41,7 @@ use tokio::sync::mpsc;
 
 use super::cluster_connect::ClusterConnect;
 use super::membership::Membership;
+use super::snapshot_parts::{self, Assembler};
 
 /// How often a node says it is alive, with its list of online users.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -95,7 +96,18 @@ struct HeartbeatMsg {
     /// How many list messages the node has published so far.
     #[serde(default)]
     lists: u64,
+    /// The heartbeat's number, and which of its parts this is (`snapshot_parts.rs`).
+    #[serde(default)]
+    beat: u64,
+    #[serde(default)]
+    part: u32,
+    #[serde(default = "one")]
+    parts: u32,
     users: Vec<(String, String)>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn accepting_default() -> bool {
@@ -275,6 +287,9 @@ pub(crate) enum Incoming {
         rendezvous: SocketAddr,
         accepting: bool,
         lists: u64,
+        beat: u64,
+        part: u32,
+        parts: u32,
         users: Vec<(UserName, Presence)>,
     },
     /// This node's connection to NATS was made, or made again after it was lost.
@@ -300,6 +315,10 @@ pub(crate) struct ClusterLink {
     lists_seen: HashMap<NodeId, u64>,
     /// Some list change may not have reached this node: the lists must be read again.
     resync_due: bool,
+    /// Heartbeats sent.
+    beats: u64,
+    /// Other nodes' snapshots arriving in parts.
+    snapshots: Assembler<(UserName, Presence)>,
 }
 
 impl ClusterLink {
@@ -371,6 +390,8 @@ impl ClusterLink {
             // The lists were read at start, before the subscription: what another node
             // changed in between is found by the resync that `Connected` asks for.
             resync_due: false,
+            beats: 0,
+            snapshots: Assembler::default(),
         })
     }
 
@@ -440,22 +461,30 @@ impl ClusterLink {
     }
 
     /// The heartbeat: this node's address and its online users.
-    pub(crate) fn heartbeat(&self, core: &RendezvousServer) {
+    pub(crate) fn heartbeat(&mut self, core: &RendezvousServer) {
         let users = core
             .local_presences()
             .into_iter()
             .map(|(name, p)| (name.to_string(), p.code().to_owned()))
             .collect();
-        self.publish(
-            HEARTBEAT_SUBJECT,
-            &HeartbeatMsg {
-                node: self.node.0,
-                rendezvous: self.advertise,
-                accepting: core.accepts_clients(),
-                lists: self.lists_sent,
-                users,
-            },
-        );
+        self.beats += 1;
+        let parts = snapshot_parts::split(users);
+        let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        for (part, users) in (0..count).zip(parts) {
+            self.publish(
+                HEARTBEAT_SUBJECT,
+                &HeartbeatMsg {
+                    node: self.node.0,
+                    rendezvous: self.advertise,
+                    accepting: core.accepts_clients(),
+                    lists: self.lists_sent,
+                    beat: self.beats,
+                    part,
+                    parts: count,
+                    users,
+                },
+            );
+        }
     }
 
     /// Hands `message` to the core; a heartbeat also updates the membership. `true` when
@@ -490,12 +519,15 @@ impl ClusterLink {
                 rendezvous,
                 accepting,
                 lists,
+                beat,
+                part,
+                parts,
                 users,
             } => {
                 let heard = self.members.heard(node, rendezvous, accepting, now);
                 if heard.joined {
                     tracing::info!(node = format_args!("{:016x}", node.0), %rendezvous,
-                        online = users.len(), "cluster: node joined");
+                        "cluster: node joined");
                 }
                 // The heartbeat comes after the node's list messages (one publisher, one
                 // subscription: NATS keeps their order), so a count above what arrived means
@@ -510,7 +542,9 @@ impl ClusterLink {
                     *seen = lists;
                     self.resync_due = true;
                 }
-                core.handle_node_snapshot(node, &users);
+                if let Some(users) = self.snapshots.add(node, beat, part, parts, users) {
+                    core.handle_node_snapshot(node, &users);
+                }
                 heard.peers_changed
             }
             Incoming::Routed(node, message) => {
@@ -523,6 +557,7 @@ impl ClusterLink {
             }
             Incoming::Bye(node) => {
                 self.lists_seen.remove(&node);
+                self.snapshots.forget(node);
                 if self.members.left(node) {
                     tracing::info!(node = format_args!("{:016x}", node.0), "cluster: node left");
                     core.handle_node_gone(node);
@@ -553,6 +588,7 @@ impl ClusterLink {
                 timeout_s = NODE_TIMEOUT.as_secs(),
                 "cluster: node gone (no heartbeat); its users are offline here");
             core.handle_node_gone(*node);
+            self.snapshots.forget(*node);
         }
         !dead.is_empty()
     }
@@ -647,6 +683,9 @@ fn decode(subject: &str, payload: &[u8]) -> Option<Incoming> {
                 rendezvous: m.rendezvous,
                 accepting: m.accepting,
                 lists: m.lists,
+                beat: m.beat,
+                part: m.part,
+                parts: m.parts,
                 users,
             })
         }
@@ -683,6 +722,9 @@ mod tests {
             rendezvous: "127.0.0.1:1863".parse().unwrap(),
             accepting: true,
             lists: 4,
+            beat: 12,
+            part: 1,
+            parts: 2,
             users: vec![
                 ("alice".into(), "AWY".into()),
                 ("bad name!".into(), "NLN".into()),
@@ -690,12 +732,28 @@ mod tests {
         })
         .unwrap();
         let Some(Incoming::Heartbeat {
-            node, lists, users, ..
+            node,
+            lists,
+            beat,
+            part,
+            parts,
+            users,
+            ..
         }) = decode(HEARTBEAT_SUBJECT, &hb)
         else {
             panic!("not a heartbeat");
         };
-        assert_eq!((node, lists), (NodeId(7), 4));
+        assert_eq!((node, lists, beat, part, parts), (NodeId(7), 4, 12, 1, 2));
+        // A heartbeat from before the parts is one whole part.
+        let old = br#"{"node":7,"rendezvous":"127.0.0.1:1863","users":[]}"#;
+        assert!(matches!(
+            decode(HEARTBEAT_SUBJECT, old),
+            Some(Incoming::Heartbeat {
+                part: 0,
+                parts: 1,
+                ..
+            })
+        ));
         // The malformed name is dropped, not the whole heartbeat.
         assert_eq!(users, [(UserName::parse("alice").unwrap(), Presence::Away)]);
         let list = br#"{"node":1,"seq":2,"op":"BLK","owner":"bob","other":"alice"}"#;

@@ -48,6 +48,7 @@ mod cluster_connect;
 mod connection;
 mod driver;
 mod membership;
+mod snapshot_parts;
 mod store;
 mod tickets;
 
