@@ -10,29 +10,38 @@
 //! |---|---|---|
 //! | `p2p.rdv.all.presence` | `{"node", "user", "presence"}` | a user's presence over this node's sessions changed |
 //! | `p2p.rdv.all.list` | `{"node", "op", "owner", "other"}` (`op`: `ADC`, `REM`, `BLK`, `ALW`) | a contact or block list changed here (after it was stored) |
-//! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "users": [[name, presence], ...]}` | every [`HEARTBEAT`] |
+//! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "accepting", "digest": [count, sum]}`, and `"users": [[name, presence], ...]` when asked | every [`HEARTBEAT`] |
+//! | `p2p.rdv.all.want` | `{"node", "of"}` (`of`: one node, or absent for every node) | the node needs a list of online users (see below) |
 //! | `p2p.rdv.all.session` | `{"node", "user", "session"}` | a session here registered a login session id (`DEV`): other nodes replace their sessions holding it (`OUT 0 OTH`) |
 //! | `p2p.rdv.all.bye` | `{"node"}` | the node stops |
 //! | `p2p.rdv.to.NODE` (16 hex digits) | `{"node", "kind", ...}`: `ring`, `answer`, `cancel`, `deliver`, `primed` ([`Routed`]) | an invitation, its answer or cancel, an `ITR`/`PRM`/`CAN` line for a session there |
 //!
 //! Every node subscribes to `p2p.rdv.all.>` and to its own `p2p.rdv.to.NODE`.
 //!
-//! A heartbeat carries the node's full list of online users: a node that missed messages (the
-//! NATS server restarted, a slow consumer) is repaired by the next one. A node whose heartbeat
-//! has not been heard for [`NODE_TIMEOUT`] is dead: its users go offline for their contacts
-//! here, and it leaves the peer list that `XFR` picks from.
+//! Every heartbeat carries the [`PresenceDigest`] of the node's online users; a node compares
+//! it with the digest of its replica of the sender and, when they differ (it missed presence
+//! messages: a slow consumer, a short NATS outage), publishes a `want` of that node, whose next
+//! heartbeat then carries its full list; the next heartbeat repairs it. A node that needs every
+//! list at once (it starts, it sees a node join, or its NATS connection comes back) wants them
+//! all. The full list is not in every heartbeat because each node would read every other
+//! node's list each second: with 100,000 users online over 7 nodes that was 86,000 entries
+//! decoded per second in each node, a whole core of the machine it was measured on, and it
+//! delayed presence pushes by seconds (docs/BENCHMARKS.md, "Rendezvous cluster"); comparing a
+//! digest costs a walk over the replica, with no message to decode. A node whose heartbeat has not been heard for
+//! [`NODE_TIMEOUT`] is dead: its users go offline for their contacts here, and it leaves the
+//! peer list that `XFR` picks from.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use shared::rendezvous::server::{ClusterMessage, NodeId, Routed};
+use shared::rendezvous::server::{ClusterMessage, NodeId, PresenceDigest, Routed};
 use shared::rendezvous::wire::{Line, TrId};
 use shared::rendezvous::{Presence, RendezvousServer, SessionId, StoreOp, UserName};
 use tokio::sync::mpsc;
 
-use super::membership::Membership;
+use super::membership::{Lists, Membership};
 
 /// How often a node says it is alive, with its list of online users.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -45,6 +54,7 @@ const LIST: &str = "p2p.rdv.all.list";
 const HEARTBEAT_SUBJECT: &str = "p2p.rdv.all.heartbeat";
 const BYE: &str = "p2p.rdv.all.bye";
 const SESSION: &str = "p2p.rdv.all.session";
+const WANT: &str = "p2p.rdv.all.want";
 const ALL: &str = "p2p.rdv.all.>";
 
 /// The subject of messages for one node.
@@ -80,7 +90,12 @@ struct HeartbeatMsg {
     /// Neither draining nor full: other nodes may send it clients with `XFR`.
     #[serde(default = "accepting_default")]
     accepting: bool,
-    users: Vec<(String, String)>,
+    /// `[count, sum]` of the [`PresenceDigest`] of the node's online users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<[u64; 2]>,
+    /// The node's online users, when another node asked for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    users: Option<Vec<(String, String)>>,
 }
 
 fn accepting_default() -> bool {
@@ -97,6 +112,15 @@ struct SessionMsg {
 #[derive(Serialize, Deserialize)]
 struct ByeMsg {
     node: u64,
+}
+
+/// `node` needs the list of online users of node `of` (of every node without it) in the
+/// next heartbeat.
+#[derive(Serialize, Deserialize)]
+struct WantMsg {
+    node: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    of: Option<u64>,
 }
 
 /// A [`Routed`] message on the wire: `node` is the sender.
@@ -239,9 +263,16 @@ pub(crate) enum Incoming {
         node: NodeId,
         rendezvous: SocketAddr,
         accepting: bool,
-        users: Vec<(UserName, Presence)>,
+        /// The digest of its online users (`None` from a node that sends none).
+        digest: Option<PresenceDigest>,
+        /// `None` in a heartbeat without the list.
+        users: Option<Vec<(UserName, Presence)>>,
     },
     Bye(NodeId),
+    /// A node asks for the list of online users of one node (`Some`) or of every node.
+    Want(NodeId, Option<NodeId>),
+    /// This node's NATS connection is (again) up: messages may have been lost meanwhile.
+    Connected,
     Routed(NodeId, Routed),
     Session(NodeId, UserName, SessionId),
 }
@@ -256,6 +287,8 @@ pub(crate) struct ClusterLink {
     pub(crate) incoming: mpsc::UnboundedReceiver<Incoming>,
     members: Membership,
     publisher: tokio::task::JoinHandle<()>,
+    /// When this node's list goes out, and when to ask for another's.
+    lists: Lists,
 }
 
 impl ClusterLink {
@@ -267,6 +300,8 @@ impl ClusterLink {
         advertise: SocketAddr,
         static_peers: Vec<SocketAddr>,
     ) -> Result<ClusterLink, async_nats::Error> {
+        let (in_tx, incoming) = mpsc::unbounded_channel();
+        let events = in_tx.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("rendezvous-{:016x}", node.0))
             .retry_on_initial_connect()
@@ -275,20 +310,25 @@ impl ClusterLink {
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis(100 * u64::try_from(attempts.min(10)).unwrap_or(10))
             })
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("cluster: connected to NATS"),
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("cluster: lost the NATS connection; reconnecting");
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("cluster: connected to NATS");
+                            let _ = events.send(Incoming::Connected);
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("cluster: lost the NATS connection; reconnecting");
+                        }
+                        other => tracing::warn!(event = %other, "cluster: NATS event"),
                     }
-                    other => tracing::warn!(event = %other, "cluster: NATS event"),
                 }
             })
             .connect(url)
             .await?;
         let everyone = client.subscribe(ALL).await?;
         let mine = client.subscribe(node_subject(node)).await?;
-        let (in_tx, incoming) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             use futures_util::StreamExt as _;
             let mut both = futures_util::stream::select(everyone, mine);
@@ -321,6 +361,7 @@ impl ClusterLink {
             incoming,
             members: Membership::new(advertise, static_peers, NODE_TIMEOUT),
             publisher,
+            lists: Lists::new(NODE_TIMEOUT),
         })
     }
 
@@ -387,20 +428,36 @@ impl ClusterLink {
         }
     }
 
-    /// The heartbeat: this node's address and its online users.
-    pub(crate) fn heartbeat(&self, core: &RendezvousServer) {
-        let users = core
-            .local_presences()
-            .into_iter()
-            .map(|(name, p)| (name.to_string(), p.code().to_owned()))
-            .collect();
+    /// The heartbeat: this node's address, and its online users when they are due (see the
+    /// module docs).
+    pub(crate) fn heartbeat(&mut self, core: &RendezvousServer) {
+        let digest = core.local_digest();
+        let users = self.lists.due().then(|| {
+            core.local_presences()
+                .into_iter()
+                .map(|(name, p)| (name.to_string(), p.code().to_owned()))
+                .collect()
+        });
         self.publish(
             HEARTBEAT_SUBJECT,
             &HeartbeatMsg {
                 node: self.node.0,
                 rendezvous: self.advertise,
                 accepting: core.accepts_clients(),
+                digest: Some([digest.count, digest.sum]),
                 users,
+            },
+        );
+    }
+
+    /// Asks node `of` (every node with `None`) for its list of online users, in its next
+    /// heartbeat.
+    fn want_lists(&self, of: Option<NodeId>) {
+        self.publish(
+            WANT,
+            &WantMsg {
+                node: self.node.0,
+                of: of.map(|n| n.0),
             },
         );
     }
@@ -430,14 +487,29 @@ impl ClusterLink {
                 node,
                 rendezvous,
                 accepting,
+                digest,
                 users,
             } => {
                 let heard = self.members.heard(node, rendezvous, accepting, now);
                 if heard.joined {
                     tracing::info!(node = format_args!("{:016x}", node.0), %rendezvous,
-                        online = users.len(), "cluster: node joined");
+                        "cluster: node joined");
+                    // Its users, and ours for it.
+                    self.want_lists(None);
+                    self.lists.wanted = true;
                 }
-                core.handle_node_snapshot(node, &users);
+                if let Some(users) = users {
+                    core.handle_node_snapshot(node, &users);
+                } else if let Some(theirs) = digest
+                    && !heard.joined
+                    && self.lists.ask(node, theirs, core.remote_digest(node), now)
+                {
+                    tracing::info!(
+                        node = format_args!("{:016x}", node.0),
+                        "cluster: presence from that node was missed; asking for its list"
+                    );
+                    self.want_lists(Some(node));
+                }
                 heard.peers_changed
             }
             Incoming::Routed(node, message) => {
@@ -446,6 +518,18 @@ impl ClusterLink {
             }
             Incoming::Session(_, user, session) => {
                 core.handle_remote_session(&user, session);
+                false
+            }
+            Incoming::Want(_, of) => {
+                if of.is_none_or(|of| of == self.node) {
+                    self.lists.wanted = true;
+                }
+                false
+            }
+            Incoming::Connected => {
+                // Presence messages may have been lost while the connection was down.
+                self.want_lists(None);
+                self.lists.wanted = true;
                 false
             }
             Incoming::Bye(node) => {
@@ -501,9 +585,10 @@ fn origin(message: &Incoming) -> Option<NodeId> {
         Incoming::Presence(node, ..)
         | Incoming::Heartbeat { node, .. }
         | Incoming::Bye(node)
+        | Incoming::Want(node, _)
         | Incoming::Routed(node, _)
         | Incoming::Session(node, ..) => Some(*node),
-        Incoming::List(_) => None,
+        Incoming::List(_) | Incoming::Connected => None,
     }
 }
 
@@ -550,15 +635,17 @@ fn decode(subject: &str, payload: &[u8]) -> Option<Incoming> {
         }
         HEARTBEAT_SUBJECT => {
             let m: HeartbeatMsg = serde_json::from_slice(payload).ok()?;
-            let users = m
-                .users
-                .iter()
-                .filter_map(|(name, p)| Some((UserName::parse(name).ok()?, presence(p)?)))
-                .collect();
+            let users = m.users.map(|users| {
+                users
+                    .iter()
+                    .filter_map(|(name, p)| Some((UserName::parse(name).ok()?, presence(p)?)))
+                    .collect()
+            });
             Some(Incoming::Heartbeat {
                 node: NodeId(m.node),
                 rendezvous: m.rendezvous,
                 accepting: m.accepting,
+                digest: m.digest.map(|[count, sum]| PresenceDigest { count, sum }),
                 users,
             })
         }
@@ -573,6 +660,10 @@ fn decode(subject: &str, payload: &[u8]) -> Option<Incoming> {
         BYE => {
             let m: ByeMsg = serde_json::from_slice(payload).ok()?;
             Some(Incoming::Bye(NodeId(m.node)))
+        }
+        WANT => {
+            let m: WantMsg = serde_json::from_slice(payload).ok()?;
+            Some(Incoming::Want(NodeId(m.node), m.of.map(NodeId)))
         }
         _ if subject.starts_with("p2p.rdv.to.") => {
             let m: RoutedMsg = serde_json::from_slice(payload).ok()?;
@@ -594,18 +685,43 @@ mod tests {
             node: 7,
             rendezvous: "127.0.0.1:1863".parse().unwrap(),
             accepting: true,
-            users: vec![
+            digest: Some([1, 99]),
+            users: Some(vec![
                 ("alice".into(), "AWY".into()),
                 ("bad name!".into(), "NLN".into()),
-            ],
+            ]),
         })
         .unwrap();
-        let Some(Incoming::Heartbeat { node, users, .. }) = decode(HEARTBEAT_SUBJECT, &hb) else {
+        let Some(Incoming::Heartbeat {
+            node,
+            users,
+            digest,
+            ..
+        }) = decode(HEARTBEAT_SUBJECT, &hb)
+        else {
             panic!("not a heartbeat");
         };
         assert_eq!(node, NodeId(7));
+        assert_eq!(digest, Some(PresenceDigest { count: 1, sum: 99 }));
         // The malformed name is dropped, not the whole heartbeat.
-        assert_eq!(users, [(UserName::parse("alice").unwrap(), Presence::Away)]);
+        assert_eq!(
+            users,
+            Some(vec![(UserName::parse("alice").unwrap(), Presence::Away)])
+        );
+        // A heartbeat without the list is membership only, not "nobody online there".
+        let bare = br#"{"node":7,"rendezvous":"127.0.0.1:1863","accepting":true}"#;
+        let Some(Incoming::Heartbeat { users, .. }) = decode(HEARTBEAT_SUBJECT, bare) else {
+            panic!("not a heartbeat");
+        };
+        assert_eq!(users, None);
+        assert!(matches!(
+            decode(WANT, br#"{"node":5}"#),
+            Some(Incoming::Want(NodeId(5), None))
+        ));
+        assert!(matches!(
+            decode(WANT, br#"{"node":5,"of":6}"#),
+            Some(Incoming::Want(NodeId(5), Some(NodeId(6))))
+        ));
         let list = br#"{"node":1,"op":"BLK","owner":"bob","other":"alice"}"#;
         assert!(matches!(
             decode(LIST, list),
