@@ -117,6 +117,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         w.proc.stop();
     }
+    // All at once: one after the other, the later ones would see the earlier ones go silent.
+    for (node, _) in &nodes {
+        node.signal();
+    }
     drop(nodes);
     drop(nats);
     drop(pg);
@@ -484,9 +488,9 @@ fn report_memory(label: &str, pids: &[u32]) -> anyhow::Result<()> {
 /// The RSS of NATS, of PostgreSQL (all its processes) and of the workers, for the record.
 fn report_others(nats: &Managed, pg: &Postgres, workers: &[u32]) -> anyhow::Result<()> {
     let (nats_rss, _) = procs::memory_kib(nats.pid())?;
-    let pg_rss: u64 = procs::with_children(pg.server.pid())
+    let pg_pss: u64 = procs::with_children(pg.server.pid())
         .into_iter()
-        .map(|p| procs::memory_kib(p).map_or(0, |m| m.0))
+        .map(procs::pss_kib)
         .sum();
     let worker_rss: u64 = workers
         .iter()
@@ -498,10 +502,10 @@ fn report_others(nats: &Managed, pg: &Postgres, workers: &[u32]) -> anyhow::Resu
         .max()
         .unwrap_or(0);
     println!(
-        "others: nats-server RSS {:.0} MiB, PostgreSQL {:.0} MiB (all its processes, shared \
-         pages counted in each), bench workers {:.0} MiB (at most {most_files} open files in one)",
+        "others: nats-server RSS {:.0} MiB, PostgreSQL {:.0} MiB (PSS of all its processes), \
+         bench workers {:.0} MiB (at most {most_files} open files in one)",
         nats_rss as f64 / 1024.0,
-        pg_rss as f64 / 1024.0,
+        pg_pss as f64 / 1024.0,
         worker_rss as f64 / 1024.0
     );
     Ok(())

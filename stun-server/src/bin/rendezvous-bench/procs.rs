@@ -26,6 +26,19 @@ impl Managed {
         self.child.id()
     }
 
+    /// Sends the stop signal without waiting (to stop several at once, then [`stop`] each).
+    ///
+    /// [`stop`]: Managed::stop
+    pub fn signal(&self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the pid of a child we started (a reaped one is not signalled:
+            // `stop` reaps, and it runs after this).
+            unsafe {
+                libc::kill(pid, self.signal);
+            }
+        }
+    }
+
     pub fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             // SAFETY: kill(2) on the pid of a child we started and have not reaped.
@@ -354,6 +367,21 @@ pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((ticks(11) + ticks(12)) / hz)
+}
+
+/// Proportional set size of `pid` in KiB: its share of the pages it shares with other
+/// processes (PostgreSQL's shared buffers, mapped by each of its processes), so that a sum
+/// over processes counts each page once.
+pub fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Open file descriptors of `pid`.
