@@ -10,17 +10,26 @@
 //! |---|---|---|
 //! | `p2p.rdv.all.presence` | `{"node", "user", "presence"}` | a user's presence over this node's sessions changed |
 //! | `p2p.rdv.all.list` | `{"node", "seq", "op", "owner", "other"}` (`op`: `ADC`, `REM`, `BLK`, `ALW`; `seq`: 1, 2, ... per node) | a contact or block list changed here (after it was stored) |
-//! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "accepting", "lists", "beat", "part", "parts", "users": [[name, presence], ...]}` (`lists`: how many list messages the node has published; the users in parts of 10,000, `snapshot_parts.rs`) | every [`HEARTBEAT`] |
+//! | `p2p.rdv.all.heartbeat` | `{"node", "rendezvous", "accepting", "lists", "digest": [count, sum]}` (`lists`: how many list messages the node has published), and when asked `"beat", "part", "parts", "users": [[name, presence], ...]` (the users in parts of 10,000, `snapshot_parts.rs`) | every [`HEARTBEAT`] |
+//! | `p2p.rdv.all.want` | `{"node", "of"}` (`of`: one node, or absent for every node) | the node needs a list of online users (see below) |
 //! | `p2p.rdv.all.session` | `{"node", "user", "session"}` | a session here registered a login session id (`DEV`): other nodes replace their sessions holding it (`OUT 0 OTH`) |
 //! | `p2p.rdv.all.bye` | `{"node"}` | the node stops |
 //! | `p2p.rdv.to.NODE` (16 hex digits) | `{"node", "kind", ...}`: `ring`, `answer`, `cancel`, `deliver`, `primed`, `report` ([`Routed`]) | an invitation, its answer or cancel, an `ITR`/`PRM`/`CAN` line for a session there, the invitee's `RPT` for the node that introduced it |
 //!
 //! Every node subscribes to `p2p.rdv.all.>` and to its own `p2p.rdv.to.NODE`.
 //!
-//! A heartbeat carries the node's full list of online users: a node that missed messages (the
-//! NATS server restarted, a slow consumer) is repaired by the next one. A node whose heartbeat
-//! has not been heard for [`NODE_TIMEOUT`] is dead: its users go offline for their contacts
-//! here, and it leaves the peer list that `XFR` picks from.
+//! Every heartbeat carries the [`PresenceDigest`] of the node's online users; a node compares
+//! it with the digest of its replica of the sender and, when they differ (it missed presence
+//! messages: a slow consumer, a short NATS outage), publishes a `want` of that node, whose next
+//! heartbeat then carries its full list, which repairs the replica. A node that needs every
+//! list at once (it starts, it sees a node join, or its NATS connection comes back) wants them
+//! all. The full list is not in every heartbeat because each node would read every other
+//! node's list each second: with 100,000 users online over 7 nodes that was 86,000 entries
+//! decoded per second in each node, a whole core of the machine it was measured on, and it
+//! delayed presence pushes by seconds (docs/BENCHMARKS.md, "Rendezvous cluster"); comparing a
+//! digest costs a walk over the replica, with no message to decode. A node whose heartbeat has
+//! not been heard for [`NODE_TIMEOUT`] is dead: its users go offline for their contacts here,
+//! and it leaves the peer list that `XFR` picks from.
 //!
 //! Lists are repaired from the database instead (they are too big to repeat every second):
 //! when a heartbeat counts more list messages than arrived from its node, and whenever this
@@ -34,13 +43,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use shared::rendezvous::server::{ClusterMessage, NodeId, Routed};
+use shared::rendezvous::server::{ClusterMessage, NodeId, PresenceDigest, Routed};
 use shared::rendezvous::wire::{Line, TrId};
 use shared::rendezvous::{Presence, RendezvousServer, SessionId, StoreOp, UserName};
 use tokio::sync::mpsc;
 
 use super::cluster_connect::ClusterConnect;
-use super::membership::Membership;
+use super::membership::{Lists, Membership};
 use super::snapshot_parts::{self, Assembler};
 
 /// How often a node says it is alive, with its list of online users.
@@ -54,6 +63,7 @@ const LIST: &str = "p2p.rdv.all.list";
 const HEARTBEAT_SUBJECT: &str = "p2p.rdv.all.heartbeat";
 const BYE: &str = "p2p.rdv.all.bye";
 const SESSION: &str = "p2p.rdv.all.session";
+const WANT: &str = "p2p.rdv.all.want";
 const ALL: &str = "p2p.rdv.all.>";
 
 /// The subject of messages for one node.
@@ -96,6 +106,9 @@ struct HeartbeatMsg {
     /// How many list messages the node has published so far.
     #[serde(default)]
     lists: u64,
+    /// `[count, sum]` of the [`PresenceDigest`] of the node's online users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<[u64; 2]>,
     /// The heartbeat's number, and which of its parts this is (`snapshot_parts.rs`).
     #[serde(default)]
     beat: u64,
@@ -103,7 +116,9 @@ struct HeartbeatMsg {
     part: u32,
     #[serde(default = "one")]
     parts: u32,
-    users: Vec<(String, String)>,
+    /// The node's online users (a part of them), when another node asked for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    users: Option<Vec<(String, String)>>,
 }
 
 fn one() -> u32 {
@@ -124,6 +139,15 @@ struct SessionMsg {
 #[derive(Serialize, Deserialize)]
 struct ByeMsg {
     node: u64,
+}
+
+/// `node` needs the list of online users of node `of` (of every node without it) in the
+/// next heartbeat.
+#[derive(Serialize, Deserialize)]
+struct WantMsg {
+    node: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    of: Option<u64>,
 }
 
 /// A [`Routed`] message on the wire: `node` is the sender.
@@ -287,14 +311,19 @@ pub(crate) enum Incoming {
         rendezvous: SocketAddr,
         accepting: bool,
         lists: u64,
+        /// The digest of its online users (`None` from a node that sends none).
+        digest: Option<PresenceDigest>,
         beat: u64,
         part: u32,
         parts: u32,
-        users: Vec<(UserName, Presence)>,
+        /// `None` in a heartbeat without the list.
+        users: Option<Vec<(UserName, Presence)>>,
     },
     /// This node's connection to NATS was made, or made again after it was lost.
     Connected,
     Bye(NodeId),
+    /// A node asks for the list of online users of one node (`Some`) or of every node.
+    Want(NodeId, Option<NodeId>),
     Routed(NodeId, Routed),
     Session(NodeId, UserName, SessionId),
 }
@@ -319,6 +348,8 @@ pub(crate) struct ClusterLink {
     beats: u64,
     /// Other nodes' snapshots arriving in parts.
     snapshots: Assembler<(UserName, Presence)>,
+    /// When this node's list goes out, and when to ask for another's.
+    presence_lists: Lists,
 }
 
 impl ClusterLink {
@@ -392,6 +423,7 @@ impl ClusterLink {
             resync_due: false,
             beats: 0,
             snapshots: Assembler::default(),
+            presence_lists: Lists::new(NODE_TIMEOUT),
         })
     }
 
@@ -462,13 +494,18 @@ impl ClusterLink {
 
     /// The heartbeat: this node's address and its online users.
     pub(crate) fn heartbeat(&mut self, core: &RendezvousServer) {
-        let users = core
-            .local_presences()
-            .into_iter()
-            .map(|(name, p)| (name.to_string(), p.code().to_owned()))
-            .collect();
+        let digest = core.local_digest();
         self.beats += 1;
-        let parts = snapshot_parts::split(users);
+        let parts: Vec<Option<Vec<(String, String)>>> = if self.presence_lists.due() {
+            let users = core
+                .local_presences()
+                .into_iter()
+                .map(|(name, p)| (name.to_string(), p.code().to_owned()))
+                .collect();
+            snapshot_parts::split(users).into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
         let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
         for (part, users) in (0..count).zip(parts) {
             self.publish(
@@ -478,6 +515,7 @@ impl ClusterLink {
                     rendezvous: self.advertise,
                     accepting: core.accepts_clients(),
                     lists: self.lists_sent,
+                    digest: Some([digest.count, digest.sum]),
                     beat: self.beats,
                     part,
                     parts: count,
@@ -485,6 +523,18 @@ impl ClusterLink {
                 },
             );
         }
+    }
+
+    /// Asks node `of` (every node with `None`) for its list of online users, in its next
+    /// heartbeat.
+    fn want_lists(&self, of: Option<NodeId>) {
+        self.publish(
+            WANT,
+            &WantMsg {
+                node: self.node.0,
+                of: of.map(|n| n.0),
+            },
+        );
     }
 
     /// Hands `message` to the core; a heartbeat also updates the membership. `true` when
@@ -511,7 +561,17 @@ impl ClusterLink {
                 false
             }
             Incoming::Connected => {
+                // Messages may have been lost while the connection was down: presence lists
+                // from every node (ours to them too), and the contact lists from the database.
+                self.want_lists(None);
+                self.presence_lists.wanted = true;
                 self.resync_due = true;
+                false
+            }
+            Incoming::Want(_, of) => {
+                if of.is_none_or(|of| of == self.node) {
+                    self.presence_lists.wanted = true;
+                }
                 false
             }
             Incoming::Heartbeat {
@@ -519,6 +579,7 @@ impl ClusterLink {
                 rendezvous,
                 accepting,
                 lists,
+                digest,
                 beat,
                 part,
                 parts,
@@ -528,6 +589,9 @@ impl ClusterLink {
                 if heard.joined {
                     tracing::info!(node = format_args!("{:016x}", node.0), %rendezvous,
                         "cluster: node joined");
+                    // Its users, and ours for it.
+                    self.want_lists(None);
+                    self.presence_lists.wanted = true;
                 }
                 // The heartbeat comes after the node's list messages (one publisher, one
                 // subscription: NATS keeps their order), so a count above what arrived means
@@ -542,8 +606,21 @@ impl ClusterLink {
                     *seen = lists;
                     self.resync_due = true;
                 }
-                if let Some(users) = self.snapshots.add(node, beat, part, parts, users) {
-                    core.handle_node_snapshot(node, &users);
+                if let Some(users) = users {
+                    if let Some(users) = self.snapshots.add(node, beat, part, parts, users) {
+                        core.handle_node_snapshot(node, &users);
+                    }
+                } else if let Some(theirs) = digest
+                    && !heard.joined
+                    && self
+                        .presence_lists
+                        .ask(node, theirs, core.remote_digest(node), now)
+                {
+                    tracing::info!(
+                        node = format_args!("{:016x}", node.0),
+                        "cluster: presence from that node was missed; asking for its list"
+                    );
+                    self.want_lists(Some(node));
                 }
                 heard.peers_changed
             }
@@ -623,6 +700,7 @@ fn origin(message: &Incoming) -> Option<NodeId> {
         Incoming::Presence(node, ..)
         | Incoming::Heartbeat { node, .. }
         | Incoming::Bye(node)
+        | Incoming::Want(node, _)
         | Incoming::Routed(node, _)
         | Incoming::Session(node, ..) => Some(*node),
         Incoming::List(node, ..) => Some(*node),
@@ -673,16 +751,18 @@ fn decode(subject: &str, payload: &[u8]) -> Option<Incoming> {
         }
         HEARTBEAT_SUBJECT => {
             let m: HeartbeatMsg = serde_json::from_slice(payload).ok()?;
-            let users = m
-                .users
-                .iter()
-                .filter_map(|(name, p)| Some((UserName::parse(name).ok()?, presence(p)?)))
-                .collect();
+            let users = m.users.map(|users| {
+                users
+                    .iter()
+                    .filter_map(|(name, p)| Some((UserName::parse(name).ok()?, presence(p)?)))
+                    .collect()
+            });
             Some(Incoming::Heartbeat {
                 node: NodeId(m.node),
                 rendezvous: m.rendezvous,
                 accepting: m.accepting,
                 lists: m.lists,
+                digest: m.digest.map(|[count, sum]| PresenceDigest { count, sum }),
                 beat: m.beat,
                 part: m.part,
                 parts: m.parts,
@@ -700,6 +780,10 @@ fn decode(subject: &str, payload: &[u8]) -> Option<Incoming> {
         BYE => {
             let m: ByeMsg = serde_json::from_slice(payload).ok()?;
             Some(Incoming::Bye(NodeId(m.node)))
+        }
+        WANT => {
+            let m: WantMsg = serde_json::from_slice(payload).ok()?;
+            Some(Incoming::Want(NodeId(m.node), m.of.map(NodeId)))
         }
         _ if subject.starts_with("p2p.rdv.to.") => {
             let m: RoutedMsg = serde_json::from_slice(payload).ok()?;
@@ -722,18 +806,20 @@ mod tests {
             rendezvous: "127.0.0.1:1863".parse().unwrap(),
             accepting: true,
             lists: 4,
+            digest: Some([1, 99]),
             beat: 12,
             part: 1,
             parts: 2,
-            users: vec![
+            users: Some(vec![
                 ("alice".into(), "AWY".into()),
                 ("bad name!".into(), "NLN".into()),
-            ],
+            ]),
         })
         .unwrap();
         let Some(Incoming::Heartbeat {
             node,
             lists,
+            digest,
             beat,
             part,
             parts,
@@ -744,6 +830,7 @@ mod tests {
             panic!("not a heartbeat");
         };
         assert_eq!((node, lists, beat, part, parts), (NodeId(7), 4, 12, 1, 2));
+        assert_eq!(digest, Some(PresenceDigest { count: 1, sum: 99 }));
         // A heartbeat from before the parts is one whole part.
         let old = br#"{"node":7,"rendezvous":"127.0.0.1:1863","users":[]}"#;
         assert!(matches!(
@@ -755,7 +842,24 @@ mod tests {
             })
         ));
         // The malformed name is dropped, not the whole heartbeat.
-        assert_eq!(users, [(UserName::parse("alice").unwrap(), Presence::Away)]);
+        assert_eq!(
+            users,
+            Some(vec![(UserName::parse("alice").unwrap(), Presence::Away)])
+        );
+        // A heartbeat without the list is membership only, not "nobody online there".
+        let bare = br#"{"node":7,"rendezvous":"127.0.0.1:1863","accepting":true}"#;
+        let Some(Incoming::Heartbeat { users, .. }) = decode(HEARTBEAT_SUBJECT, bare) else {
+            panic!("not a heartbeat");
+        };
+        assert_eq!(users, None);
+        assert!(matches!(
+            decode(WANT, br#"{"node":5}"#),
+            Some(Incoming::Want(NodeId(5), None))
+        ));
+        assert!(matches!(
+            decode(WANT, br#"{"node":5,"of":6}"#),
+            Some(Incoming::Want(NodeId(5), Some(NodeId(6))))
+        ));
         let list = br#"{"node":1,"seq":2,"op":"BLK","owner":"bob","other":"alice"}"#;
         assert!(matches!(
             decode(LIST, list),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use shared::rendezvous::server::NodeId;
+use shared::rendezvous::server::{NodeId, PresenceDigest};
 
 /// A node we have heard from.
 struct Member {
@@ -130,6 +130,55 @@ impl Membership {
     }
 }
 
+/// When this node's heartbeat carries its list of online users (the first one, and the next
+/// one after a node asked), and when to ask another node for its list: when the digest it
+/// sent differs from the replica's, at most once per timeout (the node timeout) per node (a node that
+/// lists an account this one has not read yet differs until it is read).
+#[derive(Debug)]
+pub(crate) struct Lists {
+    /// The next heartbeat carries the list.
+    pub(crate) wanted: bool,
+    /// When each node's list was last asked for.
+    asked: HashMap<NodeId, Instant>,
+    /// How long an answer may take before the node is asked again.
+    timeout: Duration,
+}
+
+impl Lists {
+    pub(crate) fn new(timeout: Duration) -> Lists {
+        Lists {
+            wanted: true,
+            asked: HashMap::new(),
+            timeout,
+        }
+    }
+
+    /// Whether this heartbeat carries the list.
+    pub(crate) fn due(&mut self) -> bool {
+        std::mem::take(&mut self.wanted)
+    }
+
+    /// Whether to ask `node` for its list, given its digest and the replica's.
+    pub(crate) fn ask(
+        &mut self,
+        node: NodeId,
+        theirs: PresenceDigest,
+        ours: PresenceDigest,
+        now: Instant,
+    ) -> bool {
+        if theirs == ours {
+            return false;
+        }
+        match self.asked.get(&node) {
+            Some(&at) if now.saturating_duration_since(at) < self.timeout => false,
+            _ => {
+                self.asked.insert(node, now);
+                true
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -175,5 +224,26 @@ mod tests {
         assert_eq!(m.peers(), [addr(9)]);
         assert!(m.left(NodeId(4)));
         assert!(!m.left(NodeId(4)));
+    }
+
+    #[test]
+    fn the_list_goes_when_asked_and_is_asked_for_when_the_digests_differ() {
+        let mut lists = Lists::new(Duration::from_secs(5));
+        // The first heartbeat carries it (the others may have missed this node's start),
+        // then none until asked.
+        assert!(lists.due());
+        assert!(!lists.due());
+        lists.wanted = true;
+        assert!(lists.due());
+        assert!(!lists.due());
+        let t0 = Instant::now();
+        let same = PresenceDigest { count: 2, sum: 7 };
+        let other = PresenceDigest { count: 2, sum: 8 };
+        assert!(!lists.ask(NodeId(1), same, same, t0));
+        assert!(lists.ask(NodeId(1), same, other, t0));
+        // Not again while the answer may be on its way; another node is asked for its own.
+        assert!(!lists.ask(NodeId(1), same, other, t0 + Duration::from_secs(1)));
+        assert!(lists.ask(NodeId(2), same, other, t0 + Duration::from_secs(1)));
+        assert!(lists.ask(NodeId(1), same, other, t0 + Duration::from_secs(5)));
     }
 }

@@ -262,6 +262,9 @@ impl BoundRendezvous {
         let mut config = options.config;
         config.cluster = cluster.is_some();
         let mut core = RendezvousServer::new(config, snapshot, store.secret(), seed);
+        // Reading the directory left its rows and the snapshot freed but held by the
+        // allocator (with 100,000 users and 2,000,000 contacts, 170 of a node's 245 MiB).
+        crate::return_freed_memory();
         core.handle_peer_nodes(options.peer_nodes);
         let tickets = TicketBook::new();
         let counts = Arc::new(Counts::default());

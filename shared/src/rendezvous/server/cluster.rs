@@ -14,10 +14,14 @@
 //!
 //! What comes in: [`handle_remote_presence`](RendezvousServer::handle_remote_presence),
 //! [`handle_node_snapshot`](RendezvousServer::handle_node_snapshot) (a node's full list of
-//! users online on it, sent with its heartbeat: it repairs any message lost, for instance while
-//! the message bus restarted), [`handle_node_gone`](RendezvousServer::handle_node_gone) (the
+//! users online on it: it repairs any message lost, for instance while the message bus
+//! restarted), [`handle_node_gone`](RendezvousServer::handle_node_gone) (the
 //! driver decided that node is dead: its users go offline here at once), and
 //! [`handle_remote_list`](RendezvousServer::handle_remote_list).
+//!
+//! To find out whether its replica of a node is whole without being sent that node's list
+//! every time, the driver compares [`local_digest`](RendezvousServer::local_digest) there with
+//! [`remote_digest`](RendezvousServer::remote_digest) here ([`PresenceDigest`]).
 //!
 //! [`RendezvousConfig::cluster`]: super::RendezvousConfig::cluster
 
@@ -64,6 +68,36 @@ pub enum ClusterMessage {
         /// What it must do.
         message: super::remote_intro::Routed,
     },
+}
+
+/// A summary of a set of `(user, presence)` pairs that does not depend on their order: how
+/// many, and the wrapping sum of a fixed hash (64-bit FNV-1a, the same in every build) of each
+/// name and state. One node sends the digest of its online users with each heartbeat; another
+/// compares it with the digest of its replica of that node, and asks for the full list only
+/// when they differ, instead of reading every node's full list every second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PresenceDigest {
+    /// How many pairs.
+    pub count: u64,
+    /// The wrapping sum of their hashes.
+    pub sum: u64,
+}
+
+impl PresenceDigest {
+    /// Adds one pair.
+    pub fn add(&mut self, user: &UserName, presence: Presence) {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0100_0000_01b3;
+        let mut hash = OFFSET;
+        let code = presence.code().as_bytes();
+        // The separator keeps ("ab", "c..") and ("a", "bc..") apart.
+        for &byte in user.as_str().as_bytes().iter().chain(b" ").chain(code) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(hash);
+    }
 }
 
 /// The replicas of other nodes' presence: which users each node has said are online on it.
@@ -206,6 +240,31 @@ impl RendezvousServer {
             .filter(|u| u.local != Presence::Offline)
             .map(|u| (u.name.clone(), u.local))
             .collect()
+    }
+
+    /// The digest of [`local_presences`](Self::local_presences), without making the list.
+    pub fn local_digest(&self) -> PresenceDigest {
+        let mut digest = PresenceDigest::default();
+        for user in self.dir.users_with_sessions() {
+            if user.local != Presence::Offline {
+                digest.add(&user.name, user.local);
+            }
+        }
+        digest
+    }
+
+    /// The digest of this node's replica of `node`: equal to that node's
+    /// [`local_digest`](Self::local_digest) when no message from it was lost (and it names
+    /// no account this node has not read yet).
+    pub fn remote_digest(&self, node: NodeId) -> PresenceDigest {
+        let mut digest = PresenceDigest::default();
+        for &id in self.remote.by_node.get(&node).into_iter().flatten() {
+            let user = self.dir.user(id);
+            if let Some(&(_, presence)) = user.remote.iter().find(|(n, _)| *n == node) {
+                digest.add(&user.name, presence);
+            }
+        }
+        digest
     }
 
     /// A session of `user` on another node registered login session id `session`: this

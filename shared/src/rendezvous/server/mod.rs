@@ -117,7 +117,7 @@ use intro::Introductions;
 use sessions::Sessions;
 use writes::Write;
 
-pub use cluster::{ClusterMessage, NodeId};
+pub use cluster::{ClusterMessage, NodeId, PresenceDigest};
 pub use dispatch::NodeState;
 pub use intro::MAX_CANDIDATES;
 pub use remote_intro::Routed;

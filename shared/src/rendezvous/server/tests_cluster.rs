@@ -137,6 +137,10 @@ fn a_dead_node_takes_its_users_offline_and_snapshots_repair_lost_messages() {
     b.server.handle_node_snapshot(A, &[]);
     b.drain();
     assert_eq!(to(&b.log, bob), ["FLN 0 alice"]);
+    // The replica is whole again: its digest is node A's own.
+    b.server
+        .handle_node_snapshot(A, &a.server.local_presences());
+    assert_eq!(b.server.remote_digest(A), a.server.local_digest());
     // Users that are logged in but have not sent CHG are not in the snapshot.
     let (mut c, _) = two_nodes();
     c.login("carol");
@@ -264,4 +268,31 @@ fn a_resync_from_the_database_applies_missed_list_changes_with_their_pushes() {
     // And a contact removed elsewhere is removed here.
     let contacts = pairs(&[("alice", "bob"), ("bob", "alice"), ("alice", "carol")]);
     assert_eq!(a.server.handle_lists_resync(&contacts, &[]), 1);
+}
+
+#[test]
+fn the_digests_agree_exactly_when_no_presence_message_was_lost() {
+    let (mut a, mut b) = two_nodes();
+    assert_eq!(a.server.local_digest(), PresenceDigest::default());
+    assert_eq!(b.server.remote_digest(A), PresenceDigest::default());
+    let alice = a.online("alice", "AWY");
+    a.online("carol", "NLN");
+    carry(&mut a, A, &mut b);
+    let digest = a.server.local_digest();
+    assert_eq!(digest.count, 2);
+    assert_eq!(b.server.remote_digest(A), digest);
+    // A change whose message is lost: same count, another digest.
+    a.ask(alice, "CHG 3 BSY");
+    a.log.retain(|o| !matches!(o, Output::Cluster(_)));
+    assert_eq!(a.server.local_digest().count, 2);
+    assert_ne!(b.server.remote_digest(A), a.server.local_digest());
+    // The full list repairs it.
+    b.server
+        .handle_node_snapshot(A, &a.server.local_presences());
+    assert_eq!(b.server.remote_digest(A), a.server.local_digest());
+    // A change carried keeps them equal; a digest of another node's replica is empty.
+    a.ask(alice, "CHG 4 NLN");
+    carry(&mut a, A, &mut b);
+    assert_eq!(b.server.remote_digest(A), a.server.local_digest());
+    assert_eq!(b.server.remote_digest(B), PresenceDigest::default());
 }
