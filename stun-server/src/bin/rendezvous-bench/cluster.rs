@@ -74,7 +74,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.contacts,
         started.elapsed().as_secs_f64()
     );
-    let (nats, nats_port) = procs::start_nats(cpu.as_deref())?;
+    let (nats, nats_port) = procs::start_nats(cpu.as_deref(), &[])?;
 
     let bin = procs::server_bin(args.server_bin.as_deref())?;
     let fingerprint = make_key(&bin, &dir)?;

@@ -2,7 +2,7 @@
 //! the servers' memory, the login rate, and how long a presence change takes to reach every
 //! online contact.
 //!
-//! Two modes:
+//! Two modes, and a third that compares presence stores (`--presence-stores`, `stores.rs`):
 //!
 //! - **One node on SQLite** (the default, `single.rs`): builds an SQLite database, starts one
 //!   `stun-server --no-stun` on it and runs every client in this process.
@@ -33,6 +33,7 @@ mod client;
 mod cluster;
 mod procs;
 mod single;
+mod stores;
 mod tally;
 mod worker;
 
@@ -88,6 +89,11 @@ pub struct Args {
     /// clients, and at least 2].
     #[arg(long)]
     workers: Option<usize>,
+    /// Instead of clients: time a login's presence read and a presence change in PostgreSQL
+    /// and in JetStream KV, beside the nodes' in-memory replica (`stores.rs`), with
+    /// --clients users, --contacts per login and --changes operations.
+    #[arg(long)]
+    presence_stores: bool,
     /// Internal: run as worker K of the cluster mode (started by the bench itself).
     #[arg(long, hide = true)]
     worker: Option<usize>,
@@ -106,7 +112,9 @@ fn main() -> ExitCode {
     } else {
         check(&args).and_then(|()| {
             p2p_servers::raise_open_file_limit();
-            if args.cluster_nodes > 0 {
+            if args.presence_stores {
+                stores::run(&args)
+            } else if args.cluster_nodes > 0 {
                 cluster::run(&args)
             } else {
                 single::run(&args)

@@ -302,9 +302,9 @@ fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
     Ok(Some(unsafe { ((*entry).pw_uid, (*entry).pw_gid) }))
 }
 
-/// Debian's `nats-server` (`/usr/sbin`, which may not be on PATH) on 127.0.0.1:`port`, core
-/// NATS only, waited for until it says it is ready.
-pub fn start_nats(cpu: Option<&str>) -> anyhow::Result<(Managed, u16)> {
+/// Debian's `nats-server` (`/usr/sbin`, which may not be on PATH) on 127.0.0.1:`port`, with
+/// `extra` options (none: core NATS only), waited for until it says it is ready.
+pub fn start_nats(cpu: Option<&str>, extra: &[&str]) -> anyhow::Result<(Managed, u16)> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let bin = std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
@@ -314,6 +314,7 @@ pub fn start_nats(cpu: Option<&str>) -> anyhow::Result<(Managed, u16)> {
     let port = free_port()?;
     let mut child = pinned(&bin, cpu)
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
