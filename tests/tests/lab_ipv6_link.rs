@@ -11,7 +11,7 @@
 //! both sides' direct paths (every one of them) lead to the other side's IPv6 address (its
 //! host address: no NAT66) or, for the mixed pair, to its IPv4 public address; every message
 //! arrives exactly once and in order both ways; both exit 0; and for IPv6 both sides report
-//! (`RPT`) that a `host` candidate answered. One run per pair; the pairs run a few at a time
+//! (`RPT`) that the path went over IPv6 (`cand=ipv6`). One run per pair; the pairs run a few at a time
 //! (`LAB_IPV6_PARALLEL`, default 5) to keep the file at about a minute. The chats ask for no
 //! port mapping: nobody serves one in this lab, and the symmetric sites would otherwise wait
 //! for UPnP's discovery first.
@@ -154,14 +154,20 @@ fn check_side(
             problems.push(format!("{user}: a direct path to {remote:?}, not to {ip}"));
         }
     }
-    // Telemetry names the kind of the peer's address that answered: over IPv6, its host
-    // address (the link logs its report, `chat` runs at debug level).
-    let reported_host = outcome
-        .stderr
-        .lines()
-        .any(|l| l.contains("reporting the outcome") && l.contains("cand=host"));
-    if family == Family::V6 && !reported_host {
-        problems.push(format!("{user} reported no host candidate"));
+    // Telemetry names the kind of the peer's address that answered: `ipv6` over IPv6 (the
+    // link logs its report).
+    let reported = |cand: &str| {
+        outcome
+            .stderr
+            .lines()
+            .any(|l| l.contains("reporting the outcome") && l.contains(cand))
+    };
+    let want = match family {
+        Family::V6 => "cand=ipv6",
+        Family::V4 => "outcome=direct",
+    };
+    if !reported(want) || (family == Family::V4 && reported("cand=ipv6")) {
+        problems.push(format!("{user} did not report {want}"));
     }
     problems
 }

@@ -115,7 +115,7 @@ pub fn is_global_v6(ip: &Ipv6Addr) -> bool {
 
 /// The host candidates of a socket bound to `local` serving `families`: `local` itself when
 /// bound to one IP, else the addresses of the interfaces that are up with `local`'s port:
-/// global IPv6 addresses first (at most [`MAX_IPV6_HOSTS`]; with no NAT66 in the way they are
+/// global IPv6 addresses first (at most two; with no NAT66 in the way they are
 /// what the peer reaches), then IPv4 ones (loopback only when `include_loopback`, link-local
 /// never).
 pub fn host_candidates(
