@@ -85,7 +85,7 @@ fn run_pair(a: RouterOptions, b: RouterOptions, family: Family) -> Result<Durati
     server
         .register_pair(&lab, USERS[0], USERS[1])
         .map_err(|e| format!("register: {e}"))?;
-    let args = ["--wait", "30", "--port-mapping", "off", "--bind", "0.0.0.0"];
+    let args = ["--wait", "30", "--port-mapping", "off"];
     let start = |i: usize| ChatPeer::start(&lab, lab.client(i), USERS[i], USERS[1 - i], &args);
     let mut peers = [
         start(0).map_err(|e| e.to_string())?,
