@@ -16,6 +16,9 @@
 //! port mapping: nobody serves one in this lab, and the symmetric sites would otherwise wait
 //! for UPnP's discovery first.
 //!
+//! QUIC goes the same way: `send` and `receive` between two dual-stack sites behind symmetric
+//! NATs (no direct IPv4 path) move a 16 MiB file over the direct IPv6 path.
+//!
 //! Needs root, `ip`, `nft` and `conntrack`; otherwise each test prints a loud `SKIPPED:` line,
 //! or fails when `CI=true`.
 
@@ -27,6 +30,9 @@ use std::time::{Duration, Instant};
 
 use tests::lab::chat::phases::{end_both, type_phase, wait_delivered};
 use tests::lab::chat::{ChatEvent, ChatOutcome, ChatPeer, ChatServer, binaries, path_events};
+use tests::lab::transfer::{
+    TransferDir, done_events, random_file, sha256_of, start_receive, start_send,
+};
 use tests::lab::{Lab, require_lab, serial};
 use tests::nat_types::{PunchNat, RouterOptions};
 
@@ -254,4 +260,58 @@ fn an_ipv4_only_site_and_a_dual_stack_site_go_direct_over_ipv4() {
             Family::V4,
         ),
     ]);
+}
+
+/// `send` and `receive` between dual-stack sites behind symmetric NATs: the link is direct over
+/// IPv6 (over IPv4 this pair only has the relay), and QUIC carries the file whole over it.
+#[test]
+fn a_file_crosses_symmetric_nats_over_ipv6_whole() {
+    if !require_lab() {
+        return;
+    }
+    let _serial = serial();
+    let nat = PunchNat::SymmetricRandom;
+    let lab = Lab::two_peers(options(nat, true), options(nat, true)).unwrap();
+    let server = ChatServer::start(&lab).unwrap();
+    server.register_pair(&lab, USERS[0], USERS[1]).unwrap();
+    let dir = TransferDir::new("ipv6").unwrap();
+    let file = dir.src().join("v6.bin");
+    random_file(&file, 16 << 20).unwrap();
+    let sha = sha256_of(&file).unwrap();
+    let args = ["--wait", "30", "--port-mapping", "off"];
+    let (a, b) = (lab.client(0), lab.client(1));
+    let sender = start_send(
+        &lab,
+        a,
+        USERS[0],
+        USERS[1],
+        std::slice::from_ref(&file),
+        &args,
+    );
+    let receiver = start_receive(&lab, b, USERS[1], USERS[0], &dir.out(), &args);
+    let (sender, receiver) = (sender.unwrap(), receiver.unwrap());
+    let outcomes = [
+        sender.finish(Duration::from_secs(90)),
+        receiver.finish(Duration::from_secs(90)),
+    ];
+    let reports = format!("{}\n{}", outcomes[0].report(60), outcomes[1].report(60));
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert!(outcome.succeeded(), "{} failed\n{reports}", USERS[i]);
+        let ip = expected_ip(&lab, i, Family::V6);
+        let paths = outcome.paths();
+        assert_eq!(
+            outcome.last_path().map(|p| p.0),
+            Some("direct"),
+            "{}: {paths:?}",
+            USERS[i]
+        );
+        for (_, remote, _) in paths.iter().filter(|p| p.0 == "direct") {
+            let remote: SocketAddr = remote.parse().unwrap();
+            assert_eq!(remote.ip(), ip, "{}: {paths:?}", USERS[i]);
+        }
+        let done = done_events(outcome);
+        assert_eq!(done.len(), 1, "{}: {done:?}\n{reports}", USERS[i]);
+        assert_eq!((done[0].1, done[0].2.as_str()), (16 << 20, sha.as_str()));
+    }
+    assert_eq!(sha256_of(&dir.out().join("v6.bin")).unwrap(), sha);
 }
