@@ -28,8 +28,22 @@ fn random_file(path: &Path, len: usize) -> String {
     hex(&Sha256::digest(&data))
 }
 
+/// Where both sides bind their endpoint socket unless a test says otherwise.
+const BIND: &str = "127.0.0.1";
+
 fn send(servers: &Servers, user: &str, peer: &str, files: &[&Path], extra: &[&str]) -> Proc {
-    let mut args = vec!["send", "--json", "--peer", peer, "--bind", "127.0.0.1"];
+    send_bound(servers, user, peer, files, BIND, extra)
+}
+
+fn send_bound(
+    servers: &Servers,
+    user: &str,
+    peer: &str,
+    files: &[&Path],
+    bind: &str,
+    extra: &[&str],
+) -> Proc {
+    let mut args = vec!["send", "--json", "--peer", peer, "--bind", bind];
     args.extend_from_slice(extra);
     let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     args.extend(files.iter().map(String::as_str));
@@ -37,16 +51,20 @@ fn send(servers: &Servers, user: &str, peer: &str, files: &[&Path], extra: &[&st
 }
 
 fn receive(servers: &Servers, user: &str, peer: &str, out: &Path, extra: &[&str]) -> Proc {
+    receive_bound(servers, user, peer, out, BIND, extra)
+}
+
+fn receive_bound(
+    servers: &Servers,
+    user: &str,
+    peer: &str,
+    out: &Path,
+    bind: &str,
+    extra: &[&str],
+) -> Proc {
     let out = out.display().to_string();
     let mut args = vec![
-        "receive",
-        "--json",
-        "--peer",
-        peer,
-        "--bind",
-        "127.0.0.1",
-        "--out",
-        &out,
+        "receive", "--json", "--peer", peer, "--bind", bind, "--out", &out,
     ];
     args.extend_from_slice(extra);
     Proc::spawn(user, servers.command(user, &args))
@@ -68,9 +86,20 @@ fn done_events(events: &[Value]) -> Vec<(String, u64, String)> {
 /// Runs one transfer of `files` from alice to bob and checks both sides' reports and the
 /// received bytes.
 fn transfer(servers: &Servers, files: &[(&Path, String)], out: &Path, extra: &[&str]) {
+    transfer_bound(servers, files, out, BIND, extra);
+}
+
+/// [`transfer`] with both endpoint sockets bound to `bind`; returns both sides' events.
+fn transfer_bound(
+    servers: &Servers,
+    files: &[(&Path, String)],
+    out: &Path,
+    bind: &str,
+    extra: &[&str],
+) -> [Vec<Value>; 2] {
     let paths: Vec<&Path> = files.iter().map(|(p, _)| *p).collect();
-    let mut a = send(servers, "alice", "bob", &paths, extra);
-    let mut b = receive(servers, "bob", "alice", out, extra);
+    let mut a = send_bound(servers, "alice", "bob", &paths, bind, extra);
+    let mut b = receive_bound(servers, "bob", "alice", out, bind, extra);
     let a_status = a.wait_exit(Duration::from_secs(60));
     let b_status = b.wait_exit(Duration::from_secs(60));
     a.drain();
@@ -101,6 +130,7 @@ fn transfer(servers: &Servers, files: &[(&Path, String)], out: &Path, extra: &[&
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left.len(), files.len(), "{left:?}");
+    [a.events(), b.events()]
 }
 
 #[test]
@@ -119,6 +149,42 @@ fn files_arrive_whole_over_a_direct_link() {
         out.path(),
         &[],
     );
+}
+
+/// Over IPv6 (both ends bound to `::1`: a direct path to `[::1]`, QUIC's segmented sends from
+/// an IPv6 socket) and between dual-stack sockets (bound to `::`, the default's kind, whose
+/// IPv4 peers travel IPv4-mapped on the wire), files arrive whole, and every path event names
+/// the peer in plain form, never as `::ffff:a.b.c.d`.
+#[test]
+fn files_arrive_whole_over_ipv6_and_between_dual_stack_sockets() {
+    let servers = Servers::start();
+    servers.pair("alice", "bob");
+    for bind in ["::1", "::"] {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let file = src.path().join("v6.bin");
+        let sha = random_file(&file, 4 << 20);
+        let events = transfer_bound(&servers, &[(&file, sha)], out.path(), bind, &[]);
+        for side in &events {
+            let paths = of_kind(side, "path");
+            let direct: Vec<&str> = paths
+                .iter()
+                .filter(|p| p["path"] == "direct")
+                .map(|p| p["remote"].as_str().unwrap())
+                .collect();
+            assert!(!direct.is_empty(), "{bind}: no direct path: {paths:?}");
+            for remote in direct {
+                let remote: std::net::SocketAddr = remote.parse().unwrap();
+                assert!(
+                    !matches!(remote, std::net::SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some()),
+                    "{bind}: {remote}"
+                );
+                if bind == "::1" {
+                    assert_eq!(remote.ip(), std::net::Ipv6Addr::LOCALHOST, "{paths:?}");
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -40,8 +40,8 @@ pub struct ChatArgs {
     /// How long to wait for the peer to come online and join, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub wait: u64,
-    /// Local address of the UDP endpoint socket: IP or IP:PORT [default: every address, any
-    /// port].
+    /// Local address of the UDP endpoint socket: IP or IP:PORT [default: every address of
+    /// IPv4 and IPv6, any port; an IPv4 address keeps the link on IPv4].
     #[arg(long, value_name = "IP[:PORT]", value_parser = parse_bind)]
     pub bind: Option<SocketAddr>,
     /// Do not classify the NAT before the offer. By default the chat classifies it (about

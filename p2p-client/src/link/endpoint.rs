@@ -6,10 +6,13 @@
 //! Every datagram arrives as a [`Datagram`] naming the socket it came in on
 //! ([`SocketIndex::ENDPOINT`] or an extra socket `1..=n`), so the puncher and the chat session
 //! both see which socket and which remote a packet used.
+//!
+//! Bound to `[::]`, the sockets are dual stack ([`super::addresses`]): IPv4 peers arrive and
+//! are reported in plain IPv4 form, and are sent to in IPv4-mapped form, so nothing above the
+//! endpoint ever sees `::ffff:a.b.c.d`.
 
-use std::collections::HashSet;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::addresses::{self, Families, canonical, on_socket};
 use super::quic::QuicInbound;
 use crate::binding::{BindingSocket, StunBinding};
 
@@ -54,8 +58,12 @@ pub struct Datagram {
 struct Slot {
     socket: Arc<UdpSocket>,
     reader: JoinHandle<()>,
-    /// The TTL (IPv4) or hop limit (IPv6) the socket sends with by default.
-    default_ttl: u32,
+    /// The address it is bound to (its family decides how destinations are written).
+    local: SocketAddr,
+    /// The TTL it sends IPv4 datagrams with by default (an IPv4 or dual-stack socket).
+    default_ttl: Option<u32>,
+    /// The hop limit it sends IPv6 datagrams with by default (an IPv6 socket).
+    default_hops: Option<u32>,
 }
 
 impl Drop for Slot {
@@ -69,6 +77,8 @@ pub struct Endpoint {
     /// Index 0 is the endpoint socket; `None` marks a closed extra socket.
     slots: Vec<Option<Slot>>,
     local: SocketAddr,
+    /// Whether the sockets serve IPv4 and IPv6 alike (bound to `[::]`, `IPV6_V6ONLY` off).
+    dual_stack: bool,
     tx: mpsc::Sender<Datagram>,
     rx: mpsc::Receiver<Datagram>,
     /// Where QUIC datagrams go once the link runs QUIC (set once).
@@ -85,9 +95,11 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// Binds the endpoint socket to `addr` and starts reading it.
+    /// Binds the endpoint socket to `addr` and starts reading it. On `[::]` the socket is
+    /// dual stack, or IPv4 only (`0.0.0.0`) where the host has no IPv6
+    /// ([`addresses::bind_udp`]).
     pub async fn bind(addr: SocketAddr) -> io::Result<Endpoint> {
-        let socket = UdpSocket::bind(addr).await?;
+        let socket = UdpSocket::from_std(addresses::bind_udp(addr)?)?;
         // QUIC streams move bulk data through this socket: the default buffers (about
         // 200 KiB) overflow at a few hundred MB/s. The kernel caps the request at
         // net.core.rmem_max / wmem_max; a smaller buffer is not an error.
@@ -99,10 +111,12 @@ impl Endpoint {
             tracing::debug!(error = %e, "cannot enlarge the endpoint socket buffers");
         }
         let local = socket.local_addr()?;
+        let dual_stack = addresses::is_dual_stack(local, local.is_ipv6() && sock.only_v6()?);
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut endpoint = Endpoint {
             slots: Vec::new(),
             local,
+            dual_stack,
             tx,
             rx,
             quic: Arc::new(OnceLock::new()),
@@ -116,9 +130,15 @@ impl Endpoint {
             u16::try_from(self.slots.len())
                 .map_err(|_| io::Error::other("too many sockets for one endpoint"))?,
         );
-        let default_ttl = match socket.local_addr()? {
-            SocketAddr::V4(_) => socket.ttl()?,
-            SocketAddr::V6(_) => hop_limit(&socket)?,
+        let local = socket.local_addr()?;
+        let (default_ttl, default_hops) = match local {
+            SocketAddr::V4(_) => (Some(socket.ttl()?), None),
+            // A dual-stack socket sends IPv4 with IP_TTL, which Linux keeps per socket for
+            // IPv6 sockets too.
+            SocketAddr::V6(_) if self.dual_stack => {
+                (Some(socket.ttl()?), Some(hop_limit(&socket)?))
+            }
+            SocketAddr::V6(_) => (None, Some(hop_limit(&socket)?)),
         };
         let socket = Arc::new(socket);
         let reader = tokio::spawn(read_loop(
@@ -130,14 +150,29 @@ impl Endpoint {
         self.slots.push(Some(Slot {
             socket,
             reader,
+            local,
             default_ttl,
+            default_hops,
         }));
         Ok(index)
     }
 
-    /// The endpoint socket's local address (as bound: the IP may be unspecified).
+    /// The endpoint socket's local address (as bound: the IP may be unspecified, `[::]` for a
+    /// dual-stack socket).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Whether the sockets reach IPv4 and IPv6 peers alike.
+    pub fn is_dual_stack(&self) -> bool {
+        self.dual_stack
+    }
+
+    /// The host candidates of the endpoint socket ([`addresses::host_candidates`]): both
+    /// families on a dual-stack socket.
+    pub fn host_candidates(&self, include_loopback: bool) -> Vec<SocketAddr> {
+        let families = Families::of(self.local, self.dual_stack);
+        addresses::host_candidates(self.local, families, include_loopback)
     }
 
     /// The next datagram on any socket. Cancel-safe.
@@ -161,13 +196,15 @@ impl Endpoint {
             .map(|slot| slot.socket.clone())
     }
 
-    /// Opens `count` extra sockets on the endpoint's IP, numbered after the ones already
-    /// open; returns how many opened (stops at the first failure, say a file limit).
+    /// Opens `count` extra sockets on the endpoint's IP (dual stack like it), numbered after
+    /// the ones already open; returns how many opened (stops at the first failure, say a file
+    /// limit).
     pub async fn open_extra(&mut self, count: u16) -> u16 {
         let mut opened = 0;
         for _ in 0..count {
             let addr = SocketAddr::new(self.local.ip(), 0);
-            let socket = match UdpSocket::bind(addr).await {
+            let bound = addresses::bind_udp(addr).and_then(UdpSocket::from_std);
+            let socket = match bound {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, opened, "cannot open more extra sockets");
@@ -192,9 +229,10 @@ impl Endpoint {
         }
     }
 
-    /// Sends `data` from `socket` to `to`, with `ttl` for this datagram only when given.
-    /// Errors (an unreachable network, a closed socket) are returned for logging; UDP loss is
-    /// expected anyway.
+    /// Sends `data` from `socket` to `to` (plain IPv4 or IPv6; written as the socket needs
+    /// it), with `ttl` for this datagram only when given: the TTL of an IPv4 datagram, the
+    /// hop limit of an IPv6 one. Errors (an unreachable network, a family the socket cannot
+    /// send, a closed socket) are returned for logging; UDP loss is expected anyway.
     pub async fn send(
         &self,
         socket: SocketIndex,
@@ -207,14 +245,26 @@ impl Endpoint {
             .get(usize::from(socket.0))
             .and_then(Option::as_ref)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such socket"))?;
+        let to = canonical(to);
+        let wire = on_socket(slot.local, to);
         let Some(ttl) = ttl else {
-            return slot.socket.send_to(data, to).await.map(drop);
+            return slot.socket.send_to(data, wire).await.map(drop);
         };
+        let (v4, default) = match to {
+            SocketAddr::V4(_) => (true, slot.default_ttl),
+            SocketAddr::V6(_) => (false, slot.default_hops),
+        };
+        let default = default.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the socket cannot send this family",
+            )
+        })?;
         // Sends happen one at a time from the driver's loop, so nothing else sends on this
         // socket between setting and restoring the TTL.
-        set_ttl(&slot.socket, u32::from(ttl))?;
-        let sent = slot.socket.send_to(data, to).await;
-        let restored = set_ttl(&slot.socket, slot.default_ttl);
+        set_ttl(&slot.socket, v4, u32::from(ttl))?;
+        let sent = slot.socket.send_to(data, wire).await;
+        let restored = set_ttl(&slot.socket, v4, default);
         sent?;
         restored
     }
@@ -389,16 +439,18 @@ async fn dispatch(
     }
     let datagram = Datagram {
         socket,
-        from,
+        from: canonical(from),
         data: data.to_vec(),
     };
     tx.send(datagram).await.is_ok()
 }
 
-fn set_ttl(socket: &UdpSocket, ttl: u32) -> io::Result<()> {
-    match socket.local_addr()? {
-        SocketAddr::V4(_) => socket.set_ttl(ttl),
-        SocketAddr::V6(_) => set_hop_limit(socket, ttl),
+/// Sets the TTL of the socket's IPv4 datagrams (`v4`) or the hop limit of its IPv6 ones.
+fn set_ttl(socket: &UdpSocket, v4: bool, ttl: u32) -> io::Result<()> {
+    if v4 {
+        socket.set_ttl(ttl)
+    } else {
+        set_hop_limit(socket, ttl)
     }
 }
 
@@ -441,75 +493,6 @@ fn set_hop_limit(socket: &UdpSocket, hops: u32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// The host candidates of a socket bound to `local`: `local` itself when bound to one IP,
-/// else every address of an up interface in the same family (loopback only when
-/// `include_loopback`; IPv6 link-local never, it needs a scope id), with `local`'s port.
-pub fn host_candidates(local: SocketAddr, include_loopback: bool) -> Vec<SocketAddr> {
-    if !local.ip().is_unspecified() {
-        return vec![local];
-    }
-    let mut seen = HashSet::new();
-    interface_addresses()
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot list the local interfaces");
-            Vec::new()
-        })
-        .into_iter()
-        .filter(|ip| ip.is_ipv4() == local.is_ipv4())
-        .filter(|ip| include_loopback || !ip.is_loopback())
-        .filter(|ip| !is_link_local(ip))
-        .filter(|ip| seen.insert(*ip))
-        .map(|ip| SocketAddr::new(ip, local.port()))
-        .collect()
-}
-
-fn is_link_local(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
-    }
-}
-
-/// The addresses of the interfaces that are up, in `getifaddrs` order.
-fn interface_addresses() -> io::Result<Vec<IpAddr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut out = Vec::new();
-    let mut cursor = head;
-    while !cursor.is_null() {
-        // SAFETY: `cursor` is a node of the list getifaddrs returned, not yet freed.
-        let entry = unsafe { &*cursor };
-        cursor = entry.ifa_next;
-        let up = entry.ifa_flags & (libc::IFF_UP as libc::c_uint) != 0;
-        if !up || entry.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_addr is non-null and points to a sockaddr whose family says its size.
-        let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
-        match family {
-            libc::AF_INET => {
-                // SAFETY: AF_INET means the sockaddr is a sockaddr_in.
-                let sin = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in>() };
-                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    sin.sin_addr.s_addr,
-                ))));
-            }
-            libc::AF_INET6 => {
-                // SAFETY: AF_INET6 means the sockaddr is a sockaddr_in6.
-                let sin6 = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in6>() };
-                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
-            }
-            _ => {}
-        }
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -556,25 +539,6 @@ mod tests {
                 assert_eq!(classify(&packet), PacketClass::Stun);
             }
         }
-    }
-
-    #[test]
-    fn a_socket_bound_to_one_ip_has_that_candidate_only() {
-        let local: SocketAddr = "192.0.2.7:4000".parse().unwrap();
-        assert_eq!(host_candidates(local, false), vec![local]);
-    }
-
-    #[test]
-    fn wildcard_candidates_keep_the_port_and_family() {
-        let local: SocketAddr = "0.0.0.0:4321".parse().unwrap();
-        let with_lo = host_candidates(local, true);
-        assert!(with_lo.iter().all(|a| a.port() == 4321 && a.is_ipv4()));
-        assert!(
-            with_lo.contains(&"127.0.0.1:4321".parse().unwrap()),
-            "{with_lo:?}"
-        );
-        let without = host_candidates(local, false);
-        assert!(without.iter().all(|a| !a.ip().is_loopback()), "{without:?}");
     }
 
     #[tokio::test]
@@ -661,19 +625,26 @@ mod tests {
     }
 
     /// The priming probe's short TTL really goes on the wire, for IPv4 and for IPv6 (whose
-    /// hop limit is set through its own socket option), and later sends go out with the
-    /// default again.
+    /// hop limit is set through its own socket option), from single-family sockets and from a
+    /// dual-stack one (which sends IPv4 as IPv4-mapped and sets its TTL with IP_TTL), and
+    /// later sends go out with the default again.
     #[tokio::test]
     async fn a_ttl_reaches_the_wire_on_both_families() {
-        for ip in ["127.0.0.1", "::1"] {
+        for (bind, ip) in [
+            ("127.0.0.1", "127.0.0.1"),
+            ("::1", "::1"),
+            ("::", "127.0.0.1"),
+            ("::", "::1"),
+        ] {
             let receiver = std::net::UdpSocket::bind((ip, 0)).unwrap();
             receiver
                 .set_read_timeout(Some(Duration::from_secs(5)))
                 .unwrap();
             let to = receiver.local_addr().unwrap();
-            let a = Endpoint::bind(SocketAddr::new(ip.parse().unwrap(), 0))
+            let mut a = Endpoint::bind(SocketAddr::new(bind.parse().unwrap(), 0))
                 .await
                 .unwrap();
+            assert_eq!(a.is_dual_stack(), bind == "::", "{bind}");
             let slot = a.slots[0].as_ref().unwrap();
             let default = match to {
                 SocketAddr::V4(_) => slot.socket.ttl().unwrap(),
@@ -688,6 +659,16 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(recv_hops(&receiver), default, "{ip}: the next datagram");
+            // The answer arrives in plain form, whatever the socket's family.
+            let port = a.local_addr().port();
+            receiver
+                .send_to(b"\xC4r", SocketAddr::new(ip.parse().unwrap(), port))
+                .unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), a.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.from, to, "{bind} -> {ip}");
         }
     }
 }

@@ -56,6 +56,7 @@
 //! # }
 //! ```
 
+pub mod addresses;
 pub mod driver;
 pub mod endpoint;
 mod error;
@@ -113,7 +114,9 @@ pub struct Account<'a> {
 pub struct LinkConfig {
     /// How long to wait for the peer to come online and join.
     pub wait: Duration,
-    /// Local address of the UDP endpoint socket (default: every address, any port).
+    /// Local address of the UDP endpoint socket (default: every address of both families,
+    /// any port: a dual-stack `[::]` socket, or `0.0.0.0` without IPv6). An IPv4 address
+    /// keeps the link on IPv4.
     pub bind: Option<SocketAddr>,
     /// Classify the NAT before the offer (about 0.15 s with a two-address STUN server); the
     /// result lets punching through symmetric NATs work.

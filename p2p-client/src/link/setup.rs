@@ -2,7 +2,7 @@
 //! address, the NAT classification, the offer, the invitation and its answer, and the check
 //! of the peer's identity key against the one pinned for it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crate::rendezvous::{
     OutReason, RendezvousClient,
 };
 
-use super::endpoint::{self, Endpoint};
+use super::endpoint::Endpoint;
 use super::event::{LinkEvent, ServerState};
 use super::intro::{self, Introduced};
 use super::{LinkConfig, LinkError, LinkSession, driver};
@@ -50,10 +50,10 @@ pub(super) async fn prepare(
     let (client, info) = (&session.client, &session.info);
     let args = config;
     let server = client.server();
-    let bind = args.bind.unwrap_or(match server {
-        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-    });
+    // By default one dual-stack socket, so the link can punch over IPv6 and IPv4 alike.
+    let bind = args
+        .bind
+        .unwrap_or(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)));
     let mut endpoint = Endpoint::bind(bind).await.map_err(|source| LinkError::Io {
         what: format!("cannot bind the UDP endpoint socket on {bind}"),
         source,
@@ -111,7 +111,7 @@ pub(super) async fn prepare(
         .map(|m| m.external);
     let keys = session.identity.keypair();
     let include_loopback = server.ip().is_loopback();
-    let hosts = endpoint::host_candidates(endpoint.local_addr(), include_loopback);
+    let hosts = endpoint.host_candidates(include_loopback);
     let mut offer = build_offer(keys.public.0, &hosts, srflx, report.as_ref());
     add_mapped(&mut offer, mapped);
     tracing::info!(local = %endpoint.local_addr(), offer = ?offer.to_params(), "offer ready");
@@ -425,8 +425,9 @@ async fn classify_nat(stun: Option<SocketAddr>, bind_ip: IpAddr) -> Option<Repor
 }
 
 /// The offer: our key, the srflx candidate first, then host candidates (duplicates of the
-/// srflx address dropped), at most [`MAX_CANDIDATES`] in all; `nat=` and `alloc=` when
-/// classified.
+/// srflx address dropped; global IPv6 ones come first from
+/// [`Endpoint::host_candidates`]), at most [`MAX_CANDIDATES`] in all; `nat=` and `alloc=`
+/// when classified.
 pub fn build_offer(
     key: [u8; 32],
     hosts: &[SocketAddr],

@@ -32,8 +32,11 @@ pub(super) struct Unreported {
 }
 
 /// The kind of `remote` among the peer's candidates; an address it never offered is peer
-/// reflexive (a predicted port, a birthday hit).
+/// reflexive (a predicted port, a birthday hit). Any IPv6 address is `ipv6`.
 fn worked(candidates: &[Candidate], remote: SocketAddr) -> WorkedCandidate {
+    if remote.is_ipv6() {
+        return WorkedCandidate::Ipv6;
+    }
     match candidates.iter().find(|c| c.addr == remote).map(|c| c.kind) {
         Some(CandidateKind::Host) => WorkedCandidate::Host,
         Some(CandidateKind::ServerReflexive) => WorkedCandidate::Srflx,
@@ -87,5 +90,44 @@ impl LinkCore {
     fn push_report(&mut self, sid: SessionId, mut report: Report) {
         report.mapping = self.config.port_mapping;
         self.commands.push_back(LinkCommand::Report { sid, report });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_worked_kind_is_the_offered_one_and_ipv6_counts_apart() {
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let offered = [
+            Candidate::host(a("10.0.0.2:4000")),
+            Candidate::srflx(a("203.0.113.2:4000")),
+            Candidate::mapped(a("203.0.113.2:5000")),
+            Candidate::host(a("[2001:db8:1:1::2]:4000")),
+        ];
+        assert_eq!(worked(&offered, a("10.0.0.2:4000")), WorkedCandidate::Host);
+        assert_eq!(
+            worked(&offered, a("203.0.113.2:4000")),
+            WorkedCandidate::Srflx
+        );
+        assert_eq!(
+            worked(&offered, a("203.0.113.2:5000")),
+            WorkedCandidate::Mapped
+        );
+        assert_eq!(
+            worked(&offered, a("203.0.113.2:4001")),
+            WorkedCandidate::Prflx
+        );
+        assert_eq!(
+            worked(&offered, a("[2001:db8:1:1::2]:4000")),
+            WorkedCandidate::Ipv6
+        );
+        assert_eq!(
+            worked(&offered, a("[2001:db8:1:1::3]:4000")),
+            WorkedCandidate::Ipv6
+        );
     }
 }

@@ -219,6 +219,18 @@ pub struct PunchConfig {
     /// After connecting, report [`super::PunchEvent::PathLost`] when nothing arrived on the
     /// path for this long (default 40 s).
     pub path_timeout: Duration,
+
+    /// Whether our endpoint can use IPv6 (the driver sets it when it offered a global IPv6
+    /// address of its own). Without it the peer's IPv6 candidates are not probed at all: a
+    /// path over IPv6 needs an address on both ends. Default true.
+    pub ipv6: bool,
+    /// How long a path confirmed over IPv4 waits for one over IPv6 while IPv6 targets are
+    /// being probed (RFC 8421's preference for IPv6, decided by time as Happy Eyeballs,
+    /// RFC 8305, does): both sides probe both families in the same rounds, and an IPv6 path
+    /// through stateful firewalls (no NAT66) opens as soon as both have sent, so a working
+    /// one answers within a round or two of the IPv4 one. Default 500 ms (five rounds);
+    /// zero takes whichever answers first.
+    pub ipv6_wait: Duration,
 }
 
 impl Default for PunchConfig {
@@ -244,6 +256,8 @@ impl Default for PunchConfig {
             birthday_ports: 1024..=65535,
             keepalive_interval: Some(Duration::from_secs(15)),
             path_timeout: Duration::from_secs(40),
+            ipv6: true,
+            ipv6_wait: Duration::from_millis(500),
         }
     }
 }
@@ -260,9 +274,18 @@ impl PunchConfig {
         }
     }
 
+    /// The peer's candidates this side can probe: all of them, or its IPv4 ones only when we
+    /// have no IPv6 ([`PunchConfig::ipv6`]).
+    pub fn usable_candidates(&self) -> impl Iterator<Item = &Candidate> {
+        self.peer
+            .candidates
+            .iter()
+            .filter(|c| self.ipv6 || c.addr.is_ipv4())
+    }
+
     /// Checks the values a puncher cannot work with.
     pub fn validate(&self) -> Result<(), PunchError> {
-        if self.peer.candidates.is_empty() {
+        if self.usable_candidates().next().is_none() {
             return Err(PunchError::NoCandidates);
         }
         let zero = |name: &'static str, d: Duration| {
@@ -299,8 +322,8 @@ impl PunchConfig {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PunchError {
-    /// The peer has no candidates: there is nothing to probe.
-    #[error("the peer sent no candidates")]
+    /// The peer has no candidates (none of our address family): there is nothing to probe.
+    #[error("the peer sent no candidates we can reach")]
     NoCandidates,
     /// A tunable is out of range.
     #[error("invalid punch configuration: {0}")]

@@ -109,6 +109,15 @@ enum Phase {
     Done,
 }
 
+/// A path confirmed over IPv4, held back for a while in case one over IPv6 answers too
+/// ([`super::PunchConfig::ipv6_wait`]).
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    socket: SocketIndex,
+    remote: SocketAddr,
+    until: Instant,
+}
+
 /// Progress of the probing phase.
 #[derive(Clone, Debug, Default)]
 struct Probing {
@@ -118,6 +127,8 @@ struct Probing {
     last_round: Option<Instant>,
     random_sent: u32,
     random_used: HashSet<u16>,
+    /// An IPv4 path waiting for an IPv6 one.
+    held: Option<Held>,
 }
 
 /// UDP hole punching for one introduction: a sans-IO state machine (see the module docs for
@@ -177,11 +188,12 @@ impl Puncher {
     }
 
     fn initial_targets(&mut self) {
-        let mut candidates = self.config.peer.candidates.clone();
-        // A port mapping first (it lets anyone in), then server-reflexive: behind a
-        // sequential symmetric NAT, our first new mapping then goes towards the peer's public
-        // address, the port the peer predicts first.
-        candidates.sort_by_key(|c| c.kind.priority());
+        let mut candidates: Vec<_> = self.config.usable_candidates().copied().collect();
+        // IPv6 first (preferred, RFC 8421; its packets cross no NAT of ours, so they change
+        // nothing below). Then a port mapping (it lets anyone in), then server-reflexive:
+        // behind a sequential symmetric NAT, our first new mapping then goes towards the
+        // peer's public address, the port the peer predicts first.
+        candidates.sort_by_key(|c| (c.addr.is_ipv4(), c.kind.priority()));
         let listen = self.strategy == Strategy::BirthdayListen;
         for c in &candidates {
             let srflx = c.kind == CandidateKind::ServerReflexive;
@@ -347,6 +359,29 @@ impl Puncher {
         if matches!(self.phase, Phase::Connected(_) | Phase::Done) {
             return;
         }
+        if from.is_ipv4() && self.probes_ipv6() {
+            // IPv6 is preferred: give it a moment to answer as well.
+            if self.probing.held.is_none() {
+                self.probing.held = Some(Held {
+                    socket,
+                    remote: from,
+                    until: now + self.config.ipv6_wait,
+                });
+            }
+            return;
+        }
+        self.connect(now, socket, from);
+    }
+
+    /// Whether an IPv4 path should wait for an IPv6 one: we probe IPv6 targets and wait at
+    /// all.
+    fn probes_ipv6(&self) -> bool {
+        !self.config.ipv6_wait.is_zero() && self.targets.iter().any(|t| t.full && t.addr.is_ipv6())
+    }
+
+    /// The path from `socket` to `from` is the one: connected.
+    fn connect(&mut self, now: Instant, socket: SocketIndex, from: SocketAddr) {
+        self.probing.held = None;
         let next_keepalive = self.config.keepalive_interval.map(|k| now + k);
         self.phase = Phase::Connected(Path {
             socket,
@@ -388,6 +423,14 @@ impl Puncher {
 
     /// When [`Puncher::handle_timeout`] is next due; `None` once done.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let phase = self.phase_timeout();
+        match (phase, self.held_until()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn phase_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Priming { base, round } => Some(match (base, self.extra_sockets) {
                 (Some(base), _) => base + self.config.prime_spacing * u32::from(round),
@@ -412,6 +455,11 @@ impl Puncher {
             }
             Phase::Done => None,
         }
+    }
+
+    /// When an IPv4 path held back for IPv6 stops waiting.
+    fn held_until(&self) -> Option<Instant> {
+        self.probing.held.map(|h| h.until)
     }
 
     /// When the `n`th birthday probe is due, from the start of probing.
@@ -442,12 +490,20 @@ impl Puncher {
         let c = &self.config.peer.candidates;
         c.iter()
             .find(|c| c.kind == CandidateKind::ServerReflexive)
+            .or_else(|| c.iter().find(|c| c.addr.is_ipv4()))
             .or(c.first())
             .map(|c| c.addr.ip())
     }
 
     /// Runs every transition and send that is due at `now`.
     fn advance(&mut self, now: Instant) {
+        if let Some(held) = self.probing.held
+            && now >= held.until
+            && !matches!(self.phase, Phase::Connected(_) | Phase::Done)
+        {
+            // No IPv6 path in time: the IPv4 one it is.
+            self.connect(now, held.socket, held.remote);
+        }
         loop {
             let before = std::mem::discriminant(&self.phase);
             match self.phase {
@@ -563,8 +619,14 @@ impl Puncher {
             }
         }
         if self.fail_at().is_some_and(|at| now >= at) {
-            self.phase = Phase::Done;
-            self.events.push_back(PunchEvent::Failed);
+            match self.probing.held {
+                // Probing is over: no IPv6 path is coming.
+                Some(held) => self.connect(now, held.socket, held.remote),
+                None => {
+                    self.phase = Phase::Done;
+                    self.events.push_back(PunchEvent::Failed);
+                }
+            }
         }
     }
 

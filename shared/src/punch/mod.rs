@@ -94,6 +94,17 @@
 //!   puncher reports [`PunchEvent::Failed`] after the bounded rounds; the relay carries the
 //!   chat.
 //!
+//! # IPv6
+//! Candidates of both families are probed in the same rounds, IPv6 first; a side without
+//! IPv6 of its own ([`PunchConfig::ipv6`] off) leaves the peer's IPv6 candidates out. With no
+//! NAT66 a peer's global IPv6 address is its host candidate and reachable as it is; what
+//! stands in the way is a stateful firewall on each side that lets in only replies, which the
+//! priming probes and the simultaneous full probes open exactly as for a port-restricted NAT.
+//! So over IPv6 the NAT types do not matter: two symmetric NATs still get a direct IPv6 path.
+//! IPv6 is preferred (RFC 8421): an ack over IPv4 while IPv6 targets are probed is held for
+//! [`PunchConfig::ipv6_wait`] (500 ms), and an ack over IPv6 in that time wins; otherwise,
+//! or when probing ends, the IPv4 path is taken.
+//!
 //! # Bounds
 //! Full probes go to every target every [`PunchConfig::probe_interval`] (100 ms) for
 //! [`PunchConfig::probe_rounds`] (50) rounds; [`PunchEvent::Failed`] comes

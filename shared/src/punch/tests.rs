@@ -565,3 +565,125 @@ fn a_mapped_candidate_is_probed_first_and_plainly() {
     let sent = run_alone(&mut p, t0, t0 + Duration::from_millis(100));
     assert_eq!(sent[0].1.to, addr("198.51.100.9:45000"), "{sent:?}");
 }
+
+/// A config whose peer offers an IPv6 host address besides its IPv4 ones.
+fn dual_stack_config() -> PunchConfig {
+    let pr = nat(NatType::PortRestrictedCone);
+    let mut c = PunchConfig {
+        wait_for_peer_primed: false,
+        ..config(Role::Responder, pr, pr, "198.51.100.9:40000")
+    };
+    c.peer
+        .candidates
+        .push(Candidate::host(addr("[2001:db8:1:2::2]:40000")));
+    c
+}
+
+fn ack(nonce: u64) -> Vec<u8> {
+    Packet {
+        kind: PacketKind::Ack,
+        session: SID,
+        role: Role::Initiator,
+        nonce,
+    }
+    .encode()
+}
+
+/// The nonce of the last datagram sent to `to`.
+fn last_nonce_to(sent: &[(Instant, Sent)], to: SocketAddr) -> u64 {
+    let (_, s) = sent.iter().rev().find(|(_, s)| s.to == to).unwrap();
+    decode(s).nonce
+}
+
+#[test]
+fn ipv6_candidates_go_first_and_only_with_ipv6_of_our_own() {
+    let t0 = Instant::now();
+    let v6 = addr("[2001:db8:1:2::2]:40000");
+    let mut p = Puncher::new(dual_stack_config(), t0, 1).unwrap();
+    let sent = run_alone(&mut p, t0, t0 + Duration::from_millis(30));
+    assert_eq!(sent[0].1.to, v6, "primed first: {sent:?}");
+    assert_eq!(sent[0].1.ttl, Some(2), "primed like any target");
+    let probes: Vec<SocketAddr> = sent
+        .iter()
+        .filter(|(_, s)| s.ttl.is_none())
+        .map(|(_, s)| s.to)
+        .collect();
+    assert_eq!(probes[0], v6, "probed first: {probes:?}");
+    assert_eq!(probes.len(), 3, "{probes:?}");
+
+    let without = PunchConfig {
+        ipv6: false,
+        ..dual_stack_config()
+    };
+    let mut p = Puncher::new(without, t0, 1).unwrap();
+    let sent = run_alone(&mut p, t0, t0 + Duration::from_millis(30));
+    assert!(sent.iter().all(|(_, s)| s.to.is_ipv4()), "{sent:?}");
+    assert!(!sent.is_empty());
+
+    let mut only_v6 = PunchConfig {
+        ipv6: false,
+        ..dual_stack_config()
+    };
+    only_v6.peer.candidates.retain(|c| c.addr.is_ipv6());
+    assert_eq!(
+        Puncher::new(only_v6, t0, 1).err(),
+        Some(PunchError::NoCandidates)
+    );
+}
+
+#[test]
+fn an_ipv4_path_waits_for_ipv6_which_wins_if_it_answers_in_time() {
+    let t0 = Instant::now();
+    let (v4, v6) = (addr("198.51.100.9:40000"), addr("[2001:db8:1:2::2]:40000"));
+    let mut p = Puncher::new(dual_stack_config(), t0, 1).unwrap();
+    let sent = run_alone(&mut p, t0, t0 + Duration::from_millis(30));
+    let now = t0 + Duration::from_millis(30);
+    events(&mut p);
+    p.handle_datagram(now, SocketIndex(0), v4, &ack(last_nonce_to(&sent, v4)));
+    assert_eq!(events(&mut p), vec![], "IPv4 held back");
+    assert!(p.path().is_none());
+    assert!(p.poll_timeout().unwrap() <= now + Duration::from_millis(500));
+    let later = now + Duration::from_millis(200);
+    p.handle_datagram(later, SocketIndex(0), v6, &ack(last_nonce_to(&sent, v6)));
+    assert_eq!(
+        events(&mut p),
+        vec![PunchEvent::Connected {
+            socket: SocketIndex(0),
+            remote: v6
+        }]
+    );
+    assert_eq!(p.path(), Some((SocketIndex(0), v6)));
+}
+
+#[test]
+fn without_an_ipv6_answer_the_ipv4_path_is_taken_after_the_wait() {
+    let t0 = Instant::now();
+    let v4 = addr("198.51.100.9:40000");
+    let mut p = Puncher::new(dual_stack_config(), t0, 1).unwrap();
+    let sent = run_alone(&mut p, t0, t0 + Duration::from_millis(30));
+    let now = t0 + Duration::from_millis(30);
+    events(&mut p);
+    p.handle_datagram(now, SocketIndex(0), v4, &ack(last_nonce_to(&sent, v4)));
+    // Probing goes on while it waits; at the end of the wait, IPv4 it is.
+    let more = run_alone(&mut p, now, now + Duration::from_millis(499));
+    assert!(!more.is_empty(), "probing went on");
+    assert!(p.path().is_none());
+    assert!(p.poll_timeout().unwrap() <= now + Duration::from_millis(500));
+    p.handle_timeout(now + Duration::from_millis(500));
+    assert_eq!(
+        events(&mut p),
+        vec![PunchEvent::Connected {
+            socket: SocketIndex(0),
+            remote: v4
+        }]
+    );
+    // Without IPv6 candidates an IPv4 ack connects at once, as it always did.
+    let mut c = dual_stack_config();
+    c.peer.candidates.retain(|c| c.addr.is_ipv4());
+    let mut p = Puncher::new(c, t0, 1).unwrap();
+    let sent = run_alone(&mut p, t0, t0 + Duration::from_millis(30));
+    events(&mut p);
+    p.handle_datagram(now, SocketIndex(0), v4, &ack(last_nonce_to(&sent, v4)));
+    assert_eq!(events(&mut p).len(), 1);
+    assert_eq!(p.path(), Some((SocketIndex(0), v4)));
+}

@@ -61,7 +61,7 @@ words! {
 words! {
     /// `cand=`: which kind of the peer's addresses the direct path reached.
     WorkedCandidate, "candidate" {
-        /// One of the peer's host candidates (a shared LAN, or no NAT).
+        /// One of the peer's IPv4 host candidates (a shared LAN, or no NAT).
         Host => "host",
         /// The peer's server-reflexive candidate.
         Srflx => "srflx",
@@ -70,6 +70,9 @@ words! {
         Prflx => "prflx",
         /// The peer's port-mapped candidate (PCP, NAT-PMP or UPnP-IGD).
         Mapped => "mapped",
+        /// An IPv6 address of the peer, offered or not: with no NAT66 it is the peer's own,
+        /// so the kinds above say nothing more over IPv6 (and IPv6 paths are counted apart).
+        Ipv6 => "ipv6",
         /// No direct path.
         None => "none",
     }

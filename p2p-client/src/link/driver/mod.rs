@@ -186,6 +186,9 @@ impl Driver {
             .map_or(ReportedMapping::None, crate::portmap::Method::reported);
         config.stun = setup.stun;
         config.drain_timeout = DRAIN_TIMEOUT;
+        // IPv6 paths need an address of our own: without one in the offer, the peer's IPv6
+        // candidates are not probed.
+        config.punch_config.ipv6 = setup.offer.candidates.iter().any(|c| c.addr.is_ipv6());
         let core = LinkCore::new(config, &core_introduction(intro, setup.received), now)
             .map_err(|e| LinkError::Setup(e.to_string()))?;
         match core.punch_strategy() {

@@ -12,7 +12,6 @@ use shared::rendezvous::SessionId;
 
 use crate::rendezvous::{CandidateKind, Introduction, RendezvousError, Role};
 
-use super::super::endpoint;
 use super::super::relay::Relay;
 use super::Driver;
 
@@ -116,7 +115,7 @@ impl Driver {
             .iter()
             .find(|c| c.kind == CandidateKind::Srflx)
             .map(|c| c.addr);
-        let hosts = endpoint::host_candidates(self.endpoint.local_addr(), self.include_loopback);
+        let hosts = self.endpoint.host_candidates(self.include_loopback);
         let mapped = self
             .offer
             .candidates

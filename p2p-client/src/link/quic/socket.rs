@@ -75,7 +75,9 @@ impl fmt::Debug for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Path::None => f.write_str("None"),
-            Path::Direct { remote, .. } => write!(f, "Direct({remote})"),
+            Path::Direct { remote, .. } => {
+                write!(f, "Direct({})", crate::link::addresses::canonical(*remote))
+            }
             Path::Relayed(_) => f.write_str("Relayed"),
         }
     }
@@ -163,8 +165,13 @@ impl QuicRoute {
         }
     }
 
-    /// Sends from now on straight out of `socket` (the link's endpoint socket) to `remote`.
+    /// Sends from now on straight out of `socket` (the link's endpoint socket) to `remote`
+    /// (plain IPv4 or IPv6: written IPv4-mapped here if the socket is a dual-stack one).
     pub fn set_direct(&self, socket: Arc<UdpSocket>, remote: SocketAddr) {
+        let remote = match socket.local_addr() {
+            Ok(local) => crate::link::addresses::on_socket(local, remote),
+            Err(_) => remote,
+        };
         self.set(Path::Direct { socket, remote });
     }
 

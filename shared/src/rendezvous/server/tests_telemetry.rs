@@ -215,3 +215,21 @@ fn an_offer_without_nat_is_an_unknown_type() {
     assert_eq!(pairs[0].0.to_string(), "symmetric/unknown");
     assert_eq!(h.server.telemetry().reports(PortMapping::Upnp), 2);
 }
+
+/// A direct path over IPv6 is reported and counted as its own kind (`cand=ipv6`).
+#[test]
+fn a_path_over_ipv6_is_counted_apart() {
+    let mut h = world();
+    let alice = h.online("alice", "NLN");
+    let bob = h.online("bob", "NLN");
+    let sid = introduce(&mut h, alice, bob);
+    for (who, tr) in [(alice, 8), (bob, 9)] {
+        let line = format!("RPT {tr} {sid} outcome=direct method=both-symmetric cand=ipv6 ms=260");
+        assert_eq!(h.ask(who, &line), [format!("RPT {tr} {sid}")]);
+    }
+    assert_eq!(counts(&h, PunchMethod::BothSymmetric), (1, 0, 0));
+    assert_eq!(
+        h.server.telemetry().candidates(),
+        [(pair(), WorkedCandidate::Ipv6, 2)]
+    );
+}
