@@ -145,23 +145,12 @@ impl PostgresStore {
     /// Everything persisted, read in one snapshot, for the server core at start-up.
     pub fn load(&self) -> Result<DirectorySnapshot, StoreError> {
         self.call(|c| {
-            let mut tx = c
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
+            let mut tx = read_snapshot(c)?;
             let users = users_since(&mut tx, 0)?
                 .into_iter()
                 .map(|(_, u)| u)
                 .collect();
-            let contacts = pairs(
-                &mut tx,
-                "SELECT owner, contact FROM contacts ORDER BY owner, contact",
-            )?;
-            let blocks = pairs(
-                &mut tx,
-                "SELECT owner, blocked FROM blocks ORDER BY owner, blocked",
-            )?;
+            let (contacts, blocks) = lists(&mut tx)?;
             let device_keys = device_keys(&mut tx)?;
             tx.commit()?;
             Ok(DirectorySnapshot {
@@ -176,15 +165,10 @@ impl PostgresStore {
     /// The contact and block lists, `(owner, other)` pairs, read in one snapshot.
     pub fn lists(&self) -> Result<(Pairs, Pairs), StoreError> {
         self.call(|c| {
-            let mut tx = c
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
-            let contacts = pairs(&mut tx, "SELECT owner, contact FROM contacts")?;
-            let blocks = pairs(&mut tx, "SELECT owner, blocked FROM blocks")?;
+            let mut tx = read_snapshot(c)?;
+            let both = lists(&mut tx)?;
             tx.commit()?;
-            Ok((contacts, blocks))
+            Ok(both)
         })
     }
 
@@ -377,6 +361,28 @@ fn users_since(
         out.push((row.try_get(0)?, record));
     }
     Ok(out)
+}
+
+/// A read-only transaction that sees one snapshot of the database for all its queries.
+fn read_snapshot(c: &mut Client) -> Result<Transaction<'_>, StoreError> {
+    Ok(c.build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?)
+}
+
+/// Every contact and every block pair, in `(owner, other)` order.
+fn lists(client: &mut impl GenericClient) -> Result<(Pairs, Pairs), StoreError> {
+    Ok((
+        pairs(
+            client,
+            "SELECT owner, contact FROM contacts ORDER BY owner, contact",
+        )?,
+        pairs(
+            client,
+            "SELECT owner, blocked FROM blocks ORDER BY owner, blocked",
+        )?,
+    ))
 }
 
 fn pairs(client: &mut impl GenericClient, sql: &str) -> Result<Pairs, StoreError> {
