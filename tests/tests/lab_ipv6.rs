@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shared::nat_classifier::Behaviour;
+use tests::lab::nat_type::nat_type_json;
 use tests::lab::{
     Lab, LabServer, SERVER_IPS, SERVER_IPS6, recv_text, require_lab, serial, server_addrs,
     udp_socket_in,
@@ -105,30 +106,16 @@ fn ipv6_crosses_the_router_untranslated_and_only_as_replies() {
 /// `p2p-client nat-type --json` in client 0's namespace against our server's IPv4 and IPv6
 /// instances (`--server6`); exit status 2 is the IPv4 `udp-blocked` verdict.
 fn nat_type(lab: &Lab) -> Value {
-    let bin = tests::lab::chat::binaries().unwrap();
     let server = format!("{}:{PORT}", SERVER_IPS[0]);
     let server6 = format!("[{}]:{PORT}", SERVER_IPS6[0]);
     let args = [
-        bin.client.to_str().unwrap(),
-        "nat-type",
         "--server",
         &server,
         "--server6",
         &server6,
         "--no-port-mapping",
-        "--json",
     ];
-    let out = lab
-        .exec_timeout(lab.client(0), &args, Duration::from_secs(60))
-        .unwrap()
-        .expect("nat-type finished within 60 s");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        matches!(out.status.code(), Some(0 | 2)),
-        "nat-type failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
+    nat_type_json(lab, &args, &[0, 2])
 }
 
 /// Our server's IPv4 and IPv6 instances on the lab's server host, answering on all eight

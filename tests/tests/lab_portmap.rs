@@ -19,6 +19,7 @@ use p2p_client::portmap;
 use serde_json::Value;
 use tests::lab::chat::{ChatOutcome, ChatPeer, ChatServer, path_events};
 use tests::lab::miniupnpd::{MINIUPNPD, MapService};
+use tests::lab::nat_type::nat_type_json;
 use tests::lab::{Lab, LabServer, SERVER_IPS, in_namespace, require_lab, require_tool, serial};
 use tests::nat_types::{NatType, RouterOptions};
 
@@ -28,26 +29,8 @@ fn require_miniupnpd() -> bool {
 
 /// `p2p-client nat-type --json` in client 0's namespace against our server on the lab.
 fn nat_type(lab: &Lab) -> Value {
-    let bin = tests::lab::chat::binaries().unwrap();
     let server = format!("{}:3478", SERVER_IPS[0]);
-    let args = [
-        bin.client.to_str().unwrap(),
-        "nat-type",
-        "--server",
-        &server,
-        "--json",
-    ];
-    let out = lab
-        .exec_timeout(lab.client(0), &args, Duration::from_secs(60))
-        .unwrap()
-        .expect("nat-type finished within 60 s");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "nat-type failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
+    nat_type_json(lab, &["--server", &server], &[0])
 }
 
 /// `nat-type` on a symmetric router whose miniupnpd offers `service`: the protocols in

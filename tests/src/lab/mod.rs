@@ -81,6 +81,7 @@ mod commands;
 mod harness;
 pub mod miniupnpd;
 mod namespaces;
+pub mod nat_type;
 mod nft;
 pub mod probe;
 mod processes;
