@@ -441,6 +441,13 @@ impl RendezvousServer {
                     let v = self.remote_intros.virtual_conn(node, from_conn);
                     let initiator = (invite.from, invite.from_conn, &invite.offer);
                     self.introduce(now, mine, initiator, (from, v, &offer));
+                } else {
+                    // `node` introduces, with its `sid`, when our ring reaches it: our
+                    // inviting session is then its peer there, for `PRM` and `RPT` as if it
+                    // had answered.
+                    self.remote_intros
+                        .answered
+                        .insert(sid, (node, invite.from_conn));
                 }
             }
             return;

@@ -133,12 +133,34 @@ fn crossing_invitations_make_one_introduction() {
     }
     let winner = sid_a.clone().min(sid_b.clone());
     assert_eq!(itr_sid(&to(&a.log, alice)), std::slice::from_ref(&winner));
-    assert_eq!(itr_sid(&to(&b.log, bob)), [winner]);
+    assert_eq!(itr_sid(&to(&b.log, bob)), std::slice::from_ref(&winner));
     assert_eq!(tickets(&a.log) + tickets(&b.log), 2);
     // Nobody was rung, nothing is left pending.
     assert!(!to(&a.log, alice).iter().any(|l| l.starts_with("RNG")));
     assert_eq!(a.server.pending_introductions(), 0);
     assert_eq!(b.server.pending_introductions(), 0);
+    // Both sides may prime and report on the one introduction, whichever node made it: the
+    // other node's session counts as having answered it.
+    let report = "outcome=direct method=plain cand=host ms=250";
+    for (h, conn, trid) in [(&mut a, alice, 7), (&mut b, bob, 8)] {
+        assert_eq!(
+            h.ask(conn, &format!("PRM {trid} {winner}")),
+            [format!("PRM {trid} {winner}")]
+        );
+        assert_eq!(
+            h.ask(conn, &format!("RPT {} {winner} {report}", trid + 10)),
+            [format!("RPT {} {winner}", trid + 10)]
+        );
+    }
+    for _ in 0..2 {
+        carry(&mut a, A, &mut b);
+        carry(&mut b, B, &mut a);
+    }
+    let counted = a.server.telemetry().generation() + b.server.telemetry().generation();
+    assert_eq!(
+        counted, 1,
+        "the introduction is counted once, where it was made"
+    );
 }
 
 #[test]
