@@ -380,7 +380,7 @@ impl ClusterLink {
                     }
                 }
             })
-            .connect(connect.server())
+            .connect(connect.url.as_str())
             .await?;
         let everyone = client.subscribe(ALL).await?;
         let mine = client.subscribe(node_subject(node)).await?;

@@ -90,12 +90,6 @@ impl ClusterConnect {
         }
         options
     }
-
-    /// The URL as async-nats wants it (`tls://` is its own way of saying TLS; it takes the
-    /// same `HOST:PORT`).
-    pub(crate) fn server(&self) -> &str {
-        &self.url
-    }
 }
 
 #[cfg(test)]

@@ -154,6 +154,19 @@ impl Cluster {
         cmd
     }
 
+    /// `p2p-client ARGS --server SERVERS` as `user`, which must fail with exit status 1: its
+    /// stderr.
+    pub fn refused(&self, servers: &str, user: &str, args: &[&str]) -> String {
+        let out = self
+            .client(servers, user, args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?} as {user}: {err}");
+        err
+    }
+
     pub fn run(&self, servers: &str, user: &str, args: &[&str]) -> Output {
         let out = self
             .client(servers, user, args)
